@@ -1,0 +1,148 @@
+"""Bytes <-> messages. Two encodings of the same models, told apart by their first bytes:
+
+- **framed** (default for messages with tensors): ``b"ORB1"``, header length as uint32 little-endian,
+  the UTF-8 JSON header (the message, its tensors as ``offset``/``nbytes``), then the binary section
+  holding the tensors' raw little-endian bytes back to back.
+- **JSON**: one UTF-8 JSON document; tensors carry their bytes in ``data_b64``. Any client that can
+  write JSON (``mosquitto_pub -f job.json``) can speak it.
+
+Decoding never raises anything but :class:`WireError`, whose message says what is wrong in words fit
+for the wire and the log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from link import SCHEMA_VERSION
+from link.messages import ID_PATTERN, WireModel
+from link.tensor import Tensor, TensorError, dtype_name, inline_tensor, little_endian_bytes
+
+MAGIC = b"ORB1"
+_HEADER_LEN = struct.Struct("<I")
+_PREFIX = len(MAGIC) + _HEADER_LEN.size
+
+M = TypeVar("M", bound=WireModel)
+Array = npt.NDArray[np.generic]
+
+
+class WireError(ValueError):
+    """A payload that cannot be decoded or validated; ``str()`` is the reason sent back to the ground."""
+
+
+@dataclass(frozen=True)
+class Decoded(Generic[M]):
+    """A validated message and the binary section its framed tensors point into (empty for JSON)."""
+
+    message: M
+    binary: bytes | memoryview = b""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, ``field.path: what is wrong``, joined by ``; ``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _split(payload: bytes | memoryview) -> tuple[bytes | memoryview, bytes | memoryview]:
+    """(JSON header, binary section) of a payload in either encoding."""
+    view = memoryview(payload)
+    if bytes(view[: len(MAGIC)]) == MAGIC:
+        if len(view) < _PREFIX:
+            raise WireError("framed payload is shorter than its 8-byte prefix")
+        (n,) = _HEADER_LEN.unpack_from(view, len(MAGIC))
+        if _PREFIX + n > len(view):
+            raise WireError(f"framed header claims {n} bytes but only {len(view) - _PREFIX} follow")
+        return view[_PREFIX : _PREFIX + n], view[_PREFIX + n :]
+    return view, b""
+
+
+def _load_json(header: bytes | memoryview) -> object:
+    try:
+        return json.loads(bytes(header))
+    except UnicodeDecodeError:
+        raise WireError("payload is neither framed (ORB1) nor UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise WireError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def decode(payload: bytes | memoryview, cls: type[M]) -> Decoded[M]:
+    """Decode and validate ``payload`` as ``cls``; :class:`WireError` with a clear reason otherwise."""
+    header, binary = _split(payload)
+    doc = _load_json(header)
+    if not isinstance(doc, dict):
+        raise WireError(f"expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise WireError(
+            f"unsupported schema_version {version!r}: this build speaks schema_version {SCHEMA_VERSION}"
+        )
+    try:
+        message = cls.model_validate(doc)
+    except ValidationError as exc:
+        raise WireError(f"invalid {cls.__name__}: {describe_validation_error(exc)}") from None
+    return Decoded(message, binary)
+
+
+def peek_field(payload: bytes | memoryview, field: str) -> str | None:
+    """Best-effort: the identifier in ``field`` of a payload that may fail validation, so that a
+    rejection can name the job or command it is about. None when it cannot be read."""
+    try:
+        header, _ = _split(payload)
+        doc = json.loads(bytes(header))
+    except (WireError, ValueError):
+        return None
+    value = doc.get(field) if isinstance(doc, dict) else None
+    if isinstance(value, str) and re.match(ID_PATTERN, value):
+        return value
+    return None
+
+
+def encode(message: WireModel, binary: bytes = b"") -> bytes:
+    """Serialise ``message``: framed when it has a binary section, plain JSON otherwise."""
+    header = message.model_dump_json(exclude_none=True).encode()
+    if not binary:
+        return header
+    return MAGIC + _HEADER_LEN.pack(len(header)) + header + binary
+
+
+def pack_tensors(arrays: dict[str, Array], *, framed: bool = True) -> tuple[dict[str, Tensor], bytes]:
+    """Descriptors for ``arrays`` and the binary section they point into (empty when not framed)."""
+    if not framed:
+        return {name: inline_tensor(a) for name, a in arrays.items()}, b""
+    tensors: dict[str, Tensor] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, array in arrays.items():
+        raw = little_endian_bytes(array)
+        tensors[name] = Tensor(
+            dtype=dtype_name(array),  # type: ignore[arg-type]
+            shape=list(array.shape),
+            offset=offset,
+            nbytes=len(raw),
+        )
+        chunks.append(raw)
+        offset += len(raw)
+    return tensors, b"".join(chunks)
+
+
+def unpack_tensors(tensors: dict[str, Tensor], binary: bytes | memoryview = b"") -> dict[str, Array]:
+    """Arrays of ``tensors``; :class:`WireError` naming the tensor when one does not decode."""
+    out: dict[str, Array] = {}
+    for name, tensor in tensors.items():
+        try:
+            out[name] = tensor.to_array(binary)
+        except TensorError as exc:
+            raise WireError(f"tensor {name!r}: {exc}") from None
+    return out

@@ -1,0 +1,59 @@
+"""The model manifest: what the onboard registry needs to trust and run a model file.
+
+A model lives in ``<models>/<name>/<version>/`` as ``model.onnx`` + ``manifest.json``. flightd loads a
+model only when the sha256 of ``model.onnx`` equals ``sha256`` here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from link import SCHEMA_VERSION
+from link.messages import Identifier
+from link.tensor import DType
+
+# A dimension is a fixed size, or a symbolic name / None for a dynamic one (a batch axis, say).
+ManifestDim = Annotated[int, Field(ge=0)] | str | None
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+
+class TensorSpec(BaseModel):
+    """Declared name, element type and shape of one model input or output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    dtype: DType
+    shape: list[ManifestDim]
+
+    def accepts(self, dtype: str, shape: list[int]) -> str | None:
+        """None if a tensor of ``dtype`` and ``shape`` fits this spec, else the reason it does not."""
+        if dtype != self.dtype:
+            return f"input {self.name!r} must be {self.dtype}, got {dtype}"
+        if len(shape) != len(self.shape):
+            return f"input {self.name!r} must have rank {len(self.shape)} {self.shape}, got {shape}"
+        for axis, (want, got) in enumerate(zip(self.shape, shape, strict=True)):
+            if isinstance(want, int) and want != got:
+                return f"input {self.name!r} axis {axis} must be {want} (shape {self.shape}), got {shape}"
+        return None
+
+
+class ModelManifest(BaseModel):
+    """Identity, integrity and interface of one model version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: Identifier
+    version: Identifier
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    quantization: Literal["fp32", "fp16", "int8-qdq", "other"] = "fp32"
+    description: str = ""
+    provenance: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,114 @@
+"""The MQTT topic tree, one place for every topic string (documented in docs/icd.md).
+
+``<root>/<sat>/...`` with root ``orbitd/v1``; a replay publishes under ``orbitd-replay/v1`` so that
+live consumers never see replayed traffic unless it is replayed ``--as-live``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from link.messages import ID_PATTERN
+
+LIVE_ROOT = "orbitd/v1"
+REPLAY_ROOT = "orbitd-replay/v1"
+
+_ID = re.compile(ID_PATTERN)
+
+
+def check_id(kind: str, value: str) -> str:
+    """``value`` if it is a valid identifier for a topic level, else ValueError naming ``kind``."""
+    if not _ID.match(value):
+        raise ValueError(f"invalid {kind} {value!r}: must match {ID_PATTERN}")
+    return value
+
+
+@dataclass(frozen=True)
+class TopicMap:
+    """All topics of one satellite. QoS: 1 for jobs, results, commands, replies, status, events;
+    0 for telemetry (fresh data beats retransmitted stale data)."""
+
+    sat: str
+    root: str = LIVE_ROOT
+
+    def __post_init__(self) -> None:
+        check_id("satellite id", self.sat)
+
+    @property
+    def base(self) -> str:
+        return f"{self.root}/{self.sat}"
+
+    # ground -> satellite
+    @property
+    def job_submit(self) -> str:
+        return f"{self.base}/jobs/submit"
+
+    @property
+    def command(self) -> str:
+        return f"{self.base}/cmd"
+
+    def upload(self, upload_id: str) -> str:
+        return f"{self.base}/models/upload/{check_id('upload id', upload_id)}"
+
+    @property
+    def upload_all(self) -> str:
+        return f"{self.base}/models/upload/+"
+
+    # satellite -> ground
+    def job_state(self, job_id: str) -> str:
+        return f"{self.base}/jobs/{check_id('job id', job_id)}/state"
+
+    @property
+    def job_state_all(self) -> str:
+        return f"{self.base}/jobs/+/state"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.base}/results/{check_id('job id', job_id)}"
+
+    @property
+    def result_all(self) -> str:
+        return f"{self.base}/results/+"
+
+    def command_reply(self, command_id: str) -> str:
+        return f"{self.base}/cmd/{check_id('command id', command_id)}/reply"
+
+    def upload_progress(self, upload_id: str) -> str:
+        return f"{self.base}/models/upload/{check_id('upload id', upload_id)}/progress"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    # telemetry (plant / board probes -> flightd and ground; flightd -> ground)
+    def telemetry(self, channel: str) -> str:
+        return f"{self.base}/tlm/{check_id('telemetry channel', channel)}"
+
+    @property
+    def telemetry_all(self) -> str:
+        return f"{self.base}/tlm/+"
+
+    @property
+    def everything(self) -> str:
+        return f"{self.base}/#"
+
+    @staticmethod
+    def all_satellites(root: str = LIVE_ROOT) -> str:
+        return f"{root}/#"
+
+    def job_id_of(self, topic: str) -> str | None:
+        """The job id in a ``jobs/<id>/state`` or ``results/<id>`` topic of this satellite."""
+        parts = topic.split("/")
+        base = self.base.split("/")
+        if parts[: len(base)] != base:
+            return None
+        rest = parts[len(base) :]
+        if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "state":
+            return rest[1]
+        if len(rest) == 2 and rest[0] == "results":
+            return rest[1]
+        return None
