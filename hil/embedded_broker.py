@@ -1,0 +1,69 @@
+"""An in-process MQTT broker (amqtt) for the zero-setup path: no Mosquitto to install.
+
+amqtt 0.12 speaks MQTT 3.1.1 only, does not enforce keepalive (a hung client's will never fires) and
+is 2-4x slower than Mosquitto (../shared/reference/boards-and-runtime.md). It is configured
+explicitly: loopback only, anonymous access, no $SYS or logging plugins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import TracebackType
+from typing import Any, Self
+
+from amqtt.broker import Broker
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EmbeddedBroker:
+    """``async with EmbeddedBroker() as b:`` serves MQTT on ``b.url`` until the block ends."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 64}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+
+    async def start(self) -> None:
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._broker = Broker(self._config())
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+async def serve_forever(host: str, port: int) -> None:
+    """Run a broker until cancelled (``hil broker``)."""
+    async with EmbeddedBroker(host, port):
+        await asyncio.Event().wait()

@@ -1,0 +1,70 @@
+"""How every segment reaches the broker: URL parsing and an aiomqtt Client with the link's settings.
+
+TCP_NODELAY is set on the client socket: with Nagle's algorithm against the broker's delayed ACKs a
+QoS 1 round trip took 88 ms on the development machine, 0.5 ms without it
+(../shared/reference/boards-and-runtime.md, "MQTT here"). The protocol is MQTT 3.1.1, the common
+ground of Mosquitto and the embedded amqtt broker.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """``mqtt://[user:password@]host:port``; port defaults to 1883."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "tcp"):
+            raise ValueError(f"unsupported broker URL scheme {parts.scheme!r} (use mqtt://host:port)")
+        if not parts.hostname:
+            raise ValueError(f"broker URL {url!r} has no host")
+        try:
+            port = parts.port or 1883
+        except ValueError:
+            raise ValueError(f"broker URL {url!r} has an invalid port") from None
+        return cls(parts.hostname, port, parts.username, parts.password)
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def make_client(
+    url: BrokerUrl,
+    *,
+    identifier: str | None = None,
+    clean_session: bool = True,
+    will: aiomqtt.Will | None = None,
+    keepalive_s: int = 10,
+    timeout_s: float = 10.0,
+) -> aiomqtt.Client:
+    """An aiomqtt Client (create it inside the running loop) with TCP_NODELAY and MQTT 3.1.1."""
+    return aiomqtt.Client(
+        url.host,
+        url.port,
+        username=url.username,
+        password=url.password,
+        identifier=identifier,
+        clean_session=clean_session,
+        will=will,
+        keepalive=keepalive_s,
+        timeout=timeout_s,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        socket_options=[NODELAY],
+        max_inflight_messages=100,
+    )

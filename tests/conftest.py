@@ -1,0 +1,31 @@
+"""Shared fixtures: a real Mosquitto per test (own config, free loopback port) and the embedded broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.embedded_broker import EmbeddedBroker
+from hil.mosquitto_broker import MosquittoBroker
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A running Mosquitto 2.x with ``set_tcp_nodelay true``; restartable via ``stop()``/``start()``."""
+    broker = MosquittoBroker(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def embedded_broker() -> AsyncIterator[EmbeddedBroker]:
+    """The in-process amqtt broker of the zero-setup path."""
+    async with EmbeddedBroker() as broker:
+        yield broker
