@@ -109,6 +109,17 @@ def peek_field(payload: bytes | memoryview, field: str) -> str | None:
     return None
 
 
+def peek_header(payload: bytes | memoryview) -> dict[str, object] | None:
+    """Best-effort: the JSON header of a payload in either encoding as a dict, unvalidated (for
+    archiving and inspection: times, ids). None when it is not a JSON object."""
+    try:
+        header, _ = _split(payload)
+        doc = json.loads(bytes(header))
+    except (WireError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def encode(message: WireModel, binary: bytes = b"") -> bytes:
     """Serialise ``message``: framed when it has a binary section, plain JSON otherwise."""
     header = message.model_dump_json(exclude_none=True).encode()
