@@ -138,7 +138,7 @@ def pack_tensors(arrays: dict[str, Array], *, framed: bool = True) -> tuple[dict
     for name, array in arrays.items():
         raw = little_endian_bytes(array)
         tensors[name] = Tensor(
-            dtype=dtype_name(array),  # type: ignore[arg-type]
+            dtype=dtype_name(array),
             shape=list(array.shape),
             offset=offset,
             nbytes=len(raw),

@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from link import SCHEMA_VERSION
 from link.messages import Identifier
 from link.tensor import DType
 
@@ -47,7 +46,7 @@ class ModelManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: Identifier
     version: Identifier
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from link import SCHEMA_VERSION
 from link.tensor import Tensor
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -28,7 +27,7 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
 
 
 class Auth(BaseModel):
@@ -251,12 +250,15 @@ class EventKind(enum.StrEnum):
     LIMIT = "limit"
 
 
+Severity = Literal["debug", "info", "warning", "error", "critical"]
+
+
 class Event(WireModel):
     """Satellite -> ground on ``events``: something an operator should see (errors, rejected input,
     mode changes, model activation, start/stop)."""
 
     kind: EventKind
-    severity: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    severity: Severity = "info"
     message: str
     at_utc: float
     t_s: float | None = None

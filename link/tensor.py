@@ -79,12 +79,12 @@ class Tensor(BaseModel):
         return np.frombuffer(raw, dtype=dt).reshape(self.shape).astype(dt.newbyteorder("="), copy=False)
 
 
-def dtype_name(array: npt.NDArray[np.generic]) -> str:
+def dtype_name(array: npt.NDArray[np.generic]) -> DType:
     """The wire name of ``array``'s dtype, or :class:`TensorError` if the link cannot carry it."""
     name = np.dtype(array.dtype).name
     if name not in SUPPORTED_DTYPES:
         raise TensorError(f"dtype {name} is not carried by the link (supported: {', '.join(SUPPORTED_DTYPES)})")
-    return name
+    return name  # type: ignore[return-value]
 
 
 def little_endian_bytes(array: npt.NDArray[np.generic]) -> bytes:
@@ -96,7 +96,7 @@ def little_endian_bytes(array: npt.NDArray[np.generic]) -> bytes:
 def inline_tensor(array: npt.NDArray[np.generic]) -> Tensor:
     """A self-contained descriptor with the bytes in ``data_b64`` (plain-JSON encoding)."""
     return Tensor(
-        dtype=dtype_name(array),  # type: ignore[arg-type]
+        dtype=dtype_name(array),
         shape=list(array.shape),
         data_b64=base64.b64encode(little_endian_bytes(array)).decode("ascii"),
     )

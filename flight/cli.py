@@ -1,0 +1,53 @@
+"""``flightd``: the onboard daemon's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from flight.daemon import FlightDaemon
+from flight.settings import FlightSettings
+from link.codec import describe_validation_error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flightd", description="orbitd onboard job daemon")
+    p.add_argument("--broker", help="mqtt://HOST:PORT (default from config, else mqtt://127.0.0.1:1883)")
+    p.add_argument("--sat", help="satellite id (topic level)")
+    p.add_argument("--data-dir", type=Path, help="journal and state directory")
+    p.add_argument("--models", type=Path, dest="models_dir", help="model registry directory")
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        settings = FlightSettings.load(
+            args.config, broker=args.broker, sat=args.sat, data_dir=args.data_dir, models_dir=args.models_dir
+        )
+    except ValidationError as exc:
+        print(f"flightd: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"flightd: {exc}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        await FlightDaemon(settings).run()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,595 @@
+"""flightd: the thin asyncio/MQTT shell around the journal, the registry, the executor and the policy.
+
+Flow of a job: ``jobs/submit`` -> decode and validate (a bad one is ``rejected`` with the reason, on
+the wire and in the log) -> journal (committed) -> ``queued`` state event (the acknowledgement) ->
+dispatcher (queue policy, throttle) -> executor -> result committed to the journal -> result
+published, retained, until the ground acknowledges it (``ack_result``).
+
+Link: one aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
+submissions for us across our own restarts, re-entered with exponential backoff after a disconnect;
+subscriptions and retained state are renewed after every connect. The retained ``status`` carries a
+last will of ``offline``; never rely on the broker's keepalive for safety (amqtt does not enforce it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+
+from flight import __version__
+from flight.executor import InferenceExecutor, RunTerminated
+from flight.journal import JobJournal, JobRecord
+from flight.queue_policy import QueuedJob, expired, next_job
+from flight.rate_group import RateGroup
+from flight.registry import ModelError, ModelRegistry, check_inputs
+from flight.settings import FlightSettings
+from link.auth import AuthError, load_key, verify
+from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, unpack_tensors
+from link.messages import (
+    AckResult,
+    ActivateModel,
+    CancelJob,
+    Command,
+    CommandReply,
+    Event,
+    EventKind,
+    GetJob,
+    JobRequest,
+    JobResult,
+    JobState,
+    JobStateEvent,
+    ListJobs,
+    ListModels,
+    Mode,
+    Ping,
+    RollbackModel,
+    Severity,
+    Status,
+    Telemetry,
+)
+from link.topics import TopicMap
+from link.transport import BrokerUrl, make_client
+
+log = logging.getLogger("flightd")
+
+
+@dataclass
+class Throttle:
+    """What the executor may use right now (set by the governor, or fixed by configuration)."""
+
+    concurrency: int
+    intra_op_threads: int
+    duty_cycle: float = 1.0
+    mode: Mode = Mode.NOMINAL
+    budget_w: float | None = None
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; ``str()`` goes back in the reply."""
+
+
+def _record_dict(r: JobRecord) -> dict[str, Any]:
+    return {
+        "job_id": r.job_id,
+        "state": r.state.value,
+        "model": r.model,
+        "version": r.version,
+        "priority": r.priority,
+        "deadline_utc": r.deadline_utc,
+        "received_utc": r.received_utc,
+        "updated_utc": r.updated_utc,
+        "attempt": r.attempt,
+        "completions": r.completions,
+        "reason": r.reason,
+    }
+
+
+class FlightDaemon:
+    """One satellite's onboard job service. ``await daemon.run()`` until :meth:`request_stop`."""
+
+    def __init__(self, settings: FlightSettings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.topics = TopicMap(settings.sat)
+        self.url = BrokerUrl.parse(settings.broker)
+        self.journal = JobJournal(settings.data_dir / "journal.sqlite3", settings.journal.synchronous)
+        self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
+        self.executor = InferenceExecutor(settings.executor.max_concurrency)
+        self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
+        self.keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
+        self.started_monotonic = time.monotonic()
+        self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
+        self.telemetry: dict[str, Telemetry] = {}
+        self._client: aiomqtt.Client | None = None
+        self._queue: dict[str, QueuedJob] = {}
+        self._requests: dict[str, bytes] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._intake_open = True
+        self._rest_until = 0.0
+        self._seen_commands: OrderedDict[str, float] = OrderedDict()
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._last_heartbeat = 0.0
+        self._last_busy = (time.monotonic(), 0.0)
+        self.jobs_done = 0
+
+    # ================================================================================== lifecycle
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (SIGTERM): stop intake, finish or requeue running jobs, exit."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        self._start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        link = asyncio.create_task(self._link_loop(), name="link")
+        dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
+        control = asyncio.create_task(self.control.run(), name="control")
+        try:
+            await self._stop.wait()
+            await self._shutdown()
+        finally:
+            for task in (dispatcher, control, link):
+                task.cancel()
+            await asyncio.gather(dispatcher, control, link, return_exceptions=True)
+            self.executor.shutdown()
+            self.journal.close()
+            log.info("flightd stopped")
+
+    def _start(self) -> None:
+        now = self.clock()
+        requeued = self.journal.requeue_running(now, "requeued after restart")
+        if requeued:
+            log.warning("requeued %d job(s) left running by the last stop: %s", len(requeued), ", ".join(requeued))
+        for r in self.journal.jobs([JobState.QUEUED]):
+            self._queue[r.job_id] = QueuedJob(r.job_id, r.model, r.priority, r.deadline_utc, r.received_utc)
+        problems = self.registry.scan()
+        for spec in self.settings.executor.preload:
+            name, _, version = spec.partition("/")
+            try:
+                self.registry.session(self.registry.resolve(name, version or None), self.throttle.intra_op_threads)
+            except ModelError as exc:
+                log.error("preload %s: %s", spec, exc)
+        if not self.keys:
+            log.warning("no command keys configured: commands are accepted unsigned")
+        log.info(
+            "flightd %s sat=%s broker=%s queued=%d models=%s problems=%d",
+            __version__,
+            self.settings.sat,
+            self.url,
+            len(self._queue),
+            ",".join(sorted(self.registry.models)) or "none",
+            len(problems),
+        )
+        self._wake.set()
+
+    async def _shutdown(self) -> None:
+        log.info("stopping: intake closed, %d job(s) running", len(self._running))
+        self._intake_open = False
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(self.topics.job_submit)
+        self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
+        if self._running:
+            _, still = await asyncio.wait(list(self._running.values()), timeout=self.settings.shutdown_grace_s)
+            if still:
+                for job_id in list(self._running):
+                    self.executor.terminate(job_id, "shutdown")
+                await asyncio.wait(still, timeout=30)
+        await self._publish(self.topics.status, encode(Status(sat=self.settings.sat, state="offline")), retain=True)
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=5)
+
+    # ======================================================================================= link
+
+    async def _link_loop(self) -> None:
+        will = aiomqtt.Will(
+            self.topics.status, encode(Status(sat=self.settings.sat, state="offline")), qos=1, retain=True
+        )
+        client = make_client(
+            self.url,
+            identifier=f"flightd-{self.settings.sat}",
+            clean_session=False,
+            will=will,
+            keepalive_s=self.settings.link.keepalive_s,
+        )
+        backoff = self.settings.link.reconnect_min_s
+        while True:
+            try:
+                async with client:
+                    self._client = client
+                    backoff = self.settings.link.reconnect_min_s
+                    await self._on_connect(client)
+                    async for message in client.messages:
+                        self._route(message)
+            except aiomqtt.MqttError as exc:
+                log.warning("link to %s lost or refused (%s); retrying in %.2f s", self.url, exc, backoff)
+            finally:
+                self._client = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.link.reconnect_max_s)
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        t = self.topics
+        subscriptions = [(t.command, 1), (t.telemetry_all, 0)]
+        if self._intake_open:
+            subscriptions.append((t.job_submit, 1))
+        await client.subscribe(subscriptions)
+        log.info("connected to %s; subscribed to %s", self.url, ", ".join(s for s, _ in subscriptions))
+        self._heartbeat()
+        for job_id in list(self._queue) + list(self._running):
+            record = self.journal.get(job_id)
+            if record is not None:
+                self._publish_state(record)
+        for job_id in self.journal.unacked_results():
+            payload = self.journal.result(job_id)
+            if payload:
+                self._publish_soon(t.result(job_id), payload, retain=True)
+                record = self.journal.get(job_id)
+                if record is not None:
+                    self._publish_state(record)
+
+    async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            log.debug("publish to %s failed: %s", topic, exc)
+            return False
+        return True
+
+    def _publish_soon(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish without waiting for the PUBACK; order of calls is the order on the wire."""
+        task = asyncio.create_task(self._publish(topic, payload, qos, retain))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _publish_state(self, r: JobRecord, retain: bool = True) -> None:
+        event = JobStateEvent(
+            job_id=r.job_id,
+            state=r.state,
+            at_utc=r.updated_utc,
+            reason=r.reason,
+            model=r.model,
+            attempt=r.attempt,
+            priority=r.priority,
+            deadline_utc=r.deadline_utc,
+        )
+        self._publish_soon(self.topics.job_state(r.job_id), encode(event), retain=retain)
+
+    def _event(self, kind: EventKind, message: str, severity: Severity = "info", **fields: Any) -> None:
+        job_id = fields.pop("job_id", None)
+        event = Event(
+            kind=kind, severity=severity, message=message, at_utc=self.clock(), job_id=job_id, details=fields
+        )
+        self._publish_soon(self.topics.events, encode(event))
+
+    def _route(self, message: aiomqtt.Message) -> None:
+        """Hand an incoming message to its handler; nothing that arrives may take the daemon down."""
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        payload = bytes(payload)
+        topic = message.topic
+        try:
+            if topic.matches(self.topics.job_submit):
+                self._on_submit(payload)
+            elif topic.matches(self.topics.command):
+                self._on_command(payload)
+            elif topic.matches(self.topics.telemetry_all):
+                self._on_telemetry(payload)
+        except Exception as exc:
+            log.exception("unhandled error on %s", topic)
+            self._event(EventKind.ERROR, f"internal error handling {topic}: {exc}", severity="error")
+
+    # ===================================================================================== intake
+
+    def _reject(self, job_id: str | None, reason: str, payload_bytes: int) -> None:
+        log.warning("rejected job %s (%d bytes): %s", job_id or "<unreadable id>", payload_bytes, reason)
+        if job_id is not None:
+            event = JobStateEvent(job_id=job_id, state=JobState.REJECTED, at_utc=self.clock(), reason=reason)
+            self._publish_soon(self.topics.job_state(job_id), encode(event))
+        self._event(EventKind.REJECTED, reason, severity="warning", job_id=job_id, payload_bytes=payload_bytes)
+
+    def _on_submit(self, payload: bytes) -> None:
+        limit = self.settings.link.max_payload_bytes
+        if len(payload) > limit:
+            reason = f"payload of {len(payload)} bytes exceeds the {limit}-byte limit"
+            self._reject(peek_field(payload, "job_id"), reason, len(payload))
+            return
+        try:
+            decoded = decode(payload, JobRequest)
+        except WireError as exc:
+            self._reject(peek_field(payload, "job_id"), str(exc), len(payload))
+            return
+        req = decoded.message
+        existing = self.journal.get(req.job_id)
+        if existing is not None:
+            log.info("job %s already journaled (%s): not run again", req.job_id, existing.state)
+            self._publish_state(existing)
+            result = self.journal.result(req.job_id) if existing.state is JobState.DONE else None
+            if result:
+                self._publish_soon(self.topics.result(req.job_id), result, retain=True)
+            return
+        try:
+            entry = self.registry.resolve(req.model, req.version)
+            check_inputs(entry.manifest, unpack_tensors(req.inputs, decoded.binary))
+        except (ModelError, WireError) as exc:
+            self._reject(req.job_id, str(exc), len(payload))
+            return
+        now = self.clock()
+        state = JobState.QUEUED
+        reason_text: str | None = None
+        if req.deadline_utc is not None and req.deadline_utc <= now:
+            state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
+        version = entry.manifest.version
+        self.journal.add(
+            req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now, state, reason_text
+        )
+        record = self.journal.get(req.job_id)
+        assert record is not None
+        self._publish_state(record)
+        if state is JobState.QUEUED:
+            self._queue[req.job_id] = QueuedJob(req.job_id, req.model, req.priority, req.deadline_utc, now)
+            self._requests[req.job_id] = payload
+            self._wake.set()
+
+    # ================================================================================= dispatcher
+
+    def _may_start(self) -> bool:
+        t = self.throttle
+        return (
+            self._intake_open
+            and t.mode is not Mode.SAFE
+            and len(self._running) < t.concurrency
+            and time.monotonic() >= self._rest_until
+        )
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            now = self.clock()
+            for job in expired(self._queue.values(), now):
+                self._finish(job.job_id, JobState.EXPIRED, f"deadline passed while queued ({job.deadline_utc:.3f})")
+            while self._may_start():
+                chosen = next_job(self._queue.values(), now)
+                if chosen is None:
+                    break
+                del self._queue[chosen.job_id]
+                self._running[chosen.job_id] = asyncio.create_task(self._run_job(chosen.job_id), name=chosen.job_id)
+            rest = self._rest_until - time.monotonic()
+            if rest > 0 and self._queue:
+                asyncio.get_running_loop().call_later(rest, self._wake.set)
+
+    def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
+        """Move a queued or running job to a terminal state other than done."""
+        self._queue.pop(job_id, None)
+        self._requests.pop(job_id, None)
+        record = self.journal.set_state(job_id, state, self.clock(), reason)
+        log.info("job %s %s: %s", job_id, state, reason)
+        self._publish_state(record)
+
+    def _requeue(self, job_id: str, reason: str) -> None:
+        record = self.journal.set_state(job_id, JobState.QUEUED, self.clock(), reason)
+        self._queue[job_id] = QueuedJob(job_id, record.model, record.priority, record.deadline_utc, record.received_utc)
+        log.info("job %s requeued: %s", job_id, reason)
+        self._publish_state(record)
+
+    async def _run_job(self, job_id: str) -> None:
+        threads = self.throttle.intra_op_threads
+        try:
+            record = self.journal.set_state(job_id, JobState.RUNNING, self.clock())
+            self._publish_state(record)
+            payload = self._requests.pop(job_id, None) or self.journal.request(job_id)
+            decoded = decode(payload, JobRequest)
+            req = decoded.message
+            entry = self.registry.resolve(req.model, record.version)
+            session = self.registry.session(entry, threads)
+            feeds = unpack_tensors(req.inputs, decoded.binary)
+            started = self.clock()
+            outcome = await self.executor.run(job_id, session, feeds, threads)
+        except RunTerminated as exc:
+            if exc.reason == "cancel":
+                self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running")
+            else:
+                self._requeue(job_id, f"preempted ({exc.reason})")
+        except (ModelError, WireError, KeyError) as exc:
+            self._finish(job_id, JobState.FAILED, str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            self._finish(job_id, JobState.FAILED, f"inference error: {exc}")
+        else:
+            finished = self.clock()
+            tensors, binary = pack_tensors(outcome.outputs, framed=payload[: len(MAGIC)] == MAGIC)
+            result = JobResult(
+                job_id=job_id,
+                model=entry.manifest.name,
+                version=entry.manifest.version,
+                outputs=tensors,
+                started_utc=started,
+                finished_utc=finished,
+                run_ms=outcome.run_s * 1e3,
+                provider=outcome.provider,
+                attempt=record.attempt,
+            )
+            result_payload = encode(result, binary)
+            done = self.journal.complete(job_id, result_payload, finished)
+            self.jobs_done += 1
+            self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
+            self._publish_state(done)
+            duty = self.throttle.duty_cycle
+            if 0 < duty < 1:
+                self._rest_until = time.monotonic() + outcome.run_s * (1 - duty) / duty
+        finally:
+            self._running.pop(job_id, None)
+            self._wake.set()
+
+    def preempt_all(self, reason: str) -> list[str]:
+        """Stop every running job at its next graph node; they are requeued, never lost."""
+        return [job_id for job_id in list(self._running) if self.executor.terminate(job_id, reason)]
+
+    # =================================================================================== commands
+
+    def _on_command(self, payload: bytes) -> None:
+        command_id = peek_field(payload, "command_id")
+        try:
+            command = decode(payload, Command).message
+            self._authenticate(command)
+            data = self._execute(command)
+        except (WireError, AuthError, CommandError, ModelError) as exc:
+            log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
+            self._event(EventKind.ERROR, f"command refused: {exc}", severity="warning", command_id=command_id)
+            if command_id is not None:
+                reply = CommandReply(command_id=command_id, ok=False, error=str(exc))
+                self._publish_soon(self.topics.command_reply(command_id), encode(reply))
+            return
+        reply = CommandReply(command_id=command.command_id, ok=True, data=data)
+        self._publish_soon(self.topics.command_reply(command.command_id), encode(reply))
+
+    def _authenticate(self, command: Command) -> None:
+        if not self.keys:
+            return
+        verify(command, self.keys)
+        now = self.clock()
+        window = self.settings.security.command_window_s
+        if abs(now - command.issued_utc) > window:
+            raise AuthError(f"command issued_utc {command.issued_utc:.0f} is outside the {window:.0f} s window")
+        if command.command_id in self._seen_commands:
+            raise AuthError(f"command id {command.command_id} was already used (replay)")
+        self._seen_commands[command.command_id] = now
+        while self._seen_commands and next(iter(self._seen_commands.values())) < now - window:
+            self._seen_commands.popitem(last=False)
+
+    def _execute(self, command: Command) -> Any:
+        body = command.body
+        if isinstance(body, Ping):
+            h = self.control.health
+            return {"pong_utc": self.clock(), "uptime_s": time.monotonic() - self.started_monotonic,
+                    "control_cycles": h.cycles, "control_overruns": h.overruns,
+                    "control_max_slip_ms": h.max_slip_s * 1e3}
+        if isinstance(body, GetJob | CancelJob | AckResult):
+            record = self.journal.get(body.job_id)
+            if record is None:
+                raise CommandError(f"unknown job {body.job_id!r}")
+            if isinstance(body, GetJob):
+                return _record_dict(record)
+            if isinstance(body, CancelJob):
+                return self._cancel(record)
+            return self._ack_result(record)
+        if isinstance(body, ListJobs):
+            return [_record_dict(r) for r in self.journal.jobs(body.states, body.limit)]
+        if isinstance(body, ListModels):
+            return self.registry.listing()
+        if isinstance(body, ActivateModel):
+            previous = self.registry.activate(body.name, body.version)
+            self._event(EventKind.MODEL, f"model {body.name} version {body.version} active", previous=previous)
+            return {"name": body.name, "active": body.version, "previous": previous}
+        if isinstance(body, RollbackModel):
+            version = self.registry.rollback(body.name)
+            self._event(EventKind.MODEL, f"model {body.name} rolled back to {version}")
+            return {"name": body.name, "active": version}
+        raise CommandError(f"unsupported command {body.action}")  # pragma: no cover - union is exhaustive
+
+    def _cancel(self, record: JobRecord) -> dict[str, Any]:
+        if record.state is JobState.QUEUED:
+            self._finish(record.job_id, JobState.CANCELLED, "cancelled by ground command")
+            return {"job_id": record.job_id, "state": JobState.CANCELLED.value}
+        if record.state is JobState.RUNNING and self.executor.terminate(record.job_id, "cancel"):
+            return {"job_id": record.job_id, "state": "cancelling"}
+        raise CommandError(f"job {record.job_id} is {record.state.value}: nothing to cancel")
+
+    def _ack_result(self, record: JobRecord) -> dict[str, Any]:
+        if not self.journal.ack_result(record.job_id, self.clock()):
+            raise CommandError(f"job {record.job_id} has no unacknowledged result")
+        self._publish_soon(self.topics.result(record.job_id), b"", retain=True)
+        return {"job_id": record.job_id, "acked": True}
+
+    # ============================================================================ telemetry, cycle
+
+    def _on_telemetry(self, payload: bytes) -> None:
+        try:
+            sample = decode(payload, Telemetry).message
+        except WireError as exc:
+            log.warning("bad telemetry: %s", exc)
+            return
+        if sample.channel != "compute":
+            self.telemetry[sample.channel] = sample
+
+    def _heartbeat(self) -> None:
+        t = self.throttle
+        h = self.control.health
+        status = Status(
+            sat=self.settings.sat,
+            state="online",
+            at_utc=self.clock(),
+            flightd_version=__version__,
+            uptime_s=time.monotonic() - self.started_monotonic,
+            heartbeat_s=self.settings.link.heartbeat_s,
+            mode=t.mode,
+            queue_depth=len(self._queue),
+            running=sorted(self._running),
+            concurrency=t.concurrency,
+            intra_op_threads=t.intra_op_threads,
+            duty_cycle=t.duty_cycle,
+            budget_w=t.budget_w,
+            providers=self.registry.providers_in_use() or self.registry.available_providers(),
+            models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
+            cycle_slip_ms=h.max_slip_s * 1e3,
+        )
+        self._publish_soon(self.topics.status, encode(status), retain=True)
+
+    def _compute_sample(self) -> Telemetry:
+        now_m = time.monotonic()
+        busy = self.executor.busy_core_seconds()
+        last_m, last_busy = self._last_busy
+        self._last_busy = (now_m, busy)
+        t = self.throttle
+        mode_code = {Mode.NOMINAL: 0, Mode.THROTTLED: 1, Mode.SAFE: 2}[t.mode]
+        values = {
+            "busy_cores": (busy - last_busy) / max(now_m - last_m, 1e-6),
+            "running": float(len(self._running)),
+            "queued": float(len(self._queue)),
+            "jobs_done": float(self.jobs_done),
+            "concurrency": float(t.concurrency),
+            "intra_op_threads": float(t.intra_op_threads),
+            "duty_cycle": t.duty_cycle,
+            "mode_code": float(mode_code),
+        }
+        if t.budget_w is not None:
+            values["budget_w"] = t.budget_w
+        power = self.telemetry.get("power")
+        return Telemetry(
+            sat=self.settings.sat,
+            channel="compute",
+            t_s=power.t_s if power is not None else now_m - self.started_monotonic,
+            at_utc=self.clock(),
+            values=values,
+        )
+
+    async def _control_cycle(self) -> None:
+        sample = self._compute_sample()
+        self._publish_soon(self.topics.telemetry("compute"), encode(sample), qos=0)
+        now_m = time.monotonic()
+        if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
+            self._last_heartbeat = now_m
+            self._heartbeat()
+            self.journal.purge(self.clock() - self.settings.journal.retention_s)
+        if self._queue:
+            self._wake.set()

@@ -1,0 +1,230 @@
+"""The job journal: every accepted job and every unacknowledged result, in SQLite (WAL).
+
+A job is committed here before flightd acknowledges it (the ``queued`` state event), and its result is
+committed before it is published, so a reset (kill -9, power loss with ``synchronous=FULL``) loses
+nothing: on start, jobs found ``running`` are requeued and results not yet acknowledged by the ground
+are published again. ``completions`` counts how often a job reached ``done`` (the invariant is <= 1).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from link.messages import JobState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    version       TEXT,
+    priority      INTEGER NOT NULL,
+    deadline_utc  REAL,
+    received_utc  REAL NOT NULL,
+    updated_utc   REAL NOT NULL,
+    attempt       INTEGER NOT NULL DEFAULT 0,
+    completions   INTEGER NOT NULL DEFAULT 0,
+    reason        TEXT,
+    request       BLOB
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS results (
+    job_id        TEXT PRIMARY KEY REFERENCES jobs(job_id),
+    payload       BLOB NOT NULL,
+    created_utc   REAL NOT NULL,
+    acked_utc     REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of the journal (without the request bytes, which :meth:`JobJournal.request` reads)."""
+
+    job_id: str
+    state: JobState
+    model: str
+    version: str | None
+    priority: int
+    deadline_utc: float | None
+    received_utc: float
+    updated_utc: float
+    attempt: int
+    completions: int
+    reason: str | None
+
+
+_COLUMNS = (
+    "job_id, state, model, version, priority, deadline_utc, received_utc, updated_utc, attempt, completions, reason"
+)
+
+
+def _record(row: tuple[object, ...]) -> JobRecord:
+    return JobRecord(
+        job_id=str(row[0]),
+        state=JobState(str(row[1])),
+        model=str(row[2]),
+        version=None if row[3] is None else str(row[3]),
+        priority=int(row[4]),  # type: ignore[call-overload]
+        deadline_utc=None if row[5] is None else float(row[5]),  # type: ignore[arg-type]
+        received_utc=float(row[6]),  # type: ignore[arg-type]
+        updated_utc=float(row[7]),  # type: ignore[arg-type]
+        attempt=int(row[8]),  # type: ignore[call-overload]
+        completions=int(row[9]),  # type: ignore[call-overload]
+        reason=None if row[10] is None else str(row[10]),
+    )
+
+
+class JobJournal:
+    """Durable job and result store. Single-threaded use: call it from the event loop thread only."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ---------------------------------------------------------------------------------- jobs
+
+    def add(
+        self,
+        job_id: str,
+        model: str,
+        version: str | None,
+        priority: int,
+        deadline_utc: float | None,
+        request: bytes,
+        now_utc: float,
+        state: JobState = JobState.QUEUED,
+        reason: str | None = None,
+    ) -> bool:
+        """Insert a new job; False (and nothing written) if ``job_id`` is already journaled."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO jobs (job_id, state, model, version, priority, deadline_utc,"
+                " received_utc, updated_utc, reason, request) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request),
+            )
+            return cur.rowcount == 1
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def request(self, job_id: str) -> bytes:
+        """The job's request payload as received."""
+        row = self._db.execute("SELECT request FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None or row[0] is None:
+            raise KeyError(job_id)
+        return bytes(row[0])
+
+    def jobs(self, states: list[JobState] | None = None, limit: int = 100_000) -> list[JobRecord]:
+        """Jobs, oldest first, optionally only in ``states``."""
+        if states:
+            marks = ",".join("?" for _ in states)
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY received_utc LIMIT ?",
+                (*[s.value for s in states], limit),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs ORDER BY received_utc LIMIT ?", (limit,)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def set_state(self, job_id: str, state: JobState, now_utc: float, reason: str | None = None) -> JobRecord:
+        """Move a job to ``state``; starting it (``running``) counts an attempt."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, updated_utc = ?, reason = ?,"
+                " attempt = attempt + (CASE WHEN ? = 'running' THEN 1 ELSE 0 END) WHERE job_id = ?",
+                (state.value, now_utc, reason, state.value, job_id),
+            )
+        record = self.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        return record
+
+    def complete(self, job_id: str, result: bytes, now_utc: float) -> JobRecord:
+        """Store the result and mark the job ``done`` in one transaction."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO results (job_id, payload, created_utc) VALUES (?,?,?)",
+                (job_id, result, now_utc),
+            )
+            db.execute(
+                "UPDATE jobs SET state = 'done', updated_utc = ?, reason = NULL, completions = completions + 1,"
+                " request = NULL WHERE job_id = ?",
+                (now_utc, job_id),
+            )
+        record = self.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        return record
+
+    def requeue_running(self, now_utc: float, reason: str) -> list[str]:
+        """Jobs left ``running`` by a reset go back to ``queued``; returns their ids."""
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT job_id FROM jobs WHERE state = 'running'").fetchall()]
+            db.execute(
+                "UPDATE jobs SET state = 'queued', updated_utc = ?, reason = ? WHERE state = 'running'",
+                (now_utc, reason),
+            )
+        return ids
+
+    # ------------------------------------------------------------------------------- results
+
+    def result(self, job_id: str) -> bytes | None:
+        row = self._db.execute("SELECT payload FROM results WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def unacked_results(self) -> list[str]:
+        rows = self._db.execute("SELECT job_id FROM results WHERE acked_utc IS NULL ORDER BY created_utc")
+        return [r[0] for r in rows.fetchall()]
+
+    def ack_result(self, job_id: str, now_utc: float) -> bool:
+        """The ground holds the result: drop its bytes. False if there was no unacked result."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE results SET acked_utc = ?, payload = x'' WHERE job_id = ? AND acked_utc IS NULL",
+                (now_utc, job_id),
+            )
+            return cur.rowcount == 1
+
+    def purge(self, older_than_utc: float) -> list[str]:
+        """Forget terminal jobs (and their results, acked or expired) last updated before the cutoff."""
+        with self._tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT job_id FROM jobs WHERE state NOT IN ('queued', 'running') AND updated_utc < ?",
+                    (older_than_utc,),
+                ).fetchall()
+            ]
+            db.executemany("DELETE FROM results WHERE job_id = ?", [(i,) for i in ids])
+            db.executemany("DELETE FROM jobs WHERE job_id = ?", [(i,) for i in ids])
+        return ids
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {str(s): int(n) for s, n in rows}

@@ -1,0 +1,110 @@
+"""flightd configuration: defaults < TOML file (``--config``) < ``ORBITD_*`` environment < command line.
+
+Nested tables use ``__`` in the environment, e.g. ``ORBITD_EXECUTOR__INTRA_OP_THREADS=2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from link.messages import ID_PATTERN
+
+
+class ExecutorSettings(BaseModel):
+    """Inference executor. ``max_concurrency`` sizes the thread pool; the governor may run fewer."""
+
+    max_concurrency: int = Field(default=1, ge=1, le=64)
+    intra_op_threads: int = Field(default=2, ge=1, le=256)
+    providers: list[str] = Field(
+        default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    preload: list[str] = Field(default_factory=list, description="models (name or name/version) loaded at start")
+
+
+class LinkSettings(BaseModel):
+    """MQTT behaviour. Backoff doubles from ``reconnect_min_s`` up to ``reconnect_max_s``."""
+
+    keepalive_s: int = Field(default=10, ge=2)
+    reconnect_min_s: float = Field(default=0.1, gt=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+
+class SecuritySettings(BaseModel):
+    """Command authentication. With no keys, commands are accepted unsigned (logged at start)."""
+
+    command_keys: dict[str, str] = Field(default_factory=dict, description="key_id -> 64 hex digits")
+    command_window_s: float = Field(default=600.0, gt=0)
+
+
+class JournalSettings(BaseModel):
+    """Job journal. ``synchronous = "FULL"`` makes each commit survive a power loss, not only a crash."""
+
+    synchronous: str = "FULL"
+    retention_s: float = Field(default=24 * 3600.0, gt=0, description="terminal jobs and unacked results kept")
+
+    @field_validator("synchronous")
+    @classmethod
+    def _sync_mode(cls, value: str) -> str:
+        if value.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError("synchronous is one of OFF, NORMAL, FULL, EXTRA")
+        return value.upper()
+
+
+class FlightSettings(BaseSettings):
+    """Everything flightd needs to run."""
+
+    model_config = SettingsConfigDict(env_prefix="ORBITD_", env_nested_delimiter="__", extra="forbid")
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    sat: str = Field(default="sat1", pattern=ID_PATTERN)
+    data_dir: Path = Path("var/flightd")
+    models_dir: Path = Path("models")
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    control_period_s: float = Field(default=1.0, gt=0)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    link: LinkSettings = Field(default_factory=LinkSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    governor: dict[str, Any] | None = Field(
+        default=None, description="governor configuration (flight.governor); absent: no throttling"
+    )
+
+    _toml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> FlightSettings:
+        """Settings from ``config_file`` (TOML), the environment and ``overrides`` (None values ignored)."""
+        if config_file is not None and not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        previous = cls._toml_file
+        cls._toml_file = Path(config_file) if config_file is not None else None
+        try:
+            return cls(**given)
+        finally:
+            cls._toml_file = previous

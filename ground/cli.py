@@ -1,0 +1,259 @@
+"""``ground``: the operator's command line, built on :class:`ground.client.GroundClient`.
+
+Every failure ends with exit status 1 and one line ``ground: error: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+
+from ground.client import GroundClient, GroundError
+from link.auth import AuthError, load_key
+from link.codec import WireError
+from link.messages import JobState
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _client(args: argparse.Namespace) -> GroundClient:
+    key_hex = args.key or os.environ.get("ORBITD_COMMAND_KEY")
+    key = load_key(key_hex) if key_hex else None
+    return GroundClient(args.broker, args.sat, key_id=args.key_id, key=key, timeout_s=args.timeout)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def load_inputs(path: Path, input_name: str | None, model_inputs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Arrays from an ``.npz`` (names are its keys) or an ``.npy`` (one input, named or the model's only one)."""
+    if not path.is_file():
+        raise GroundError(f"input file {path} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    array = np.load(path, allow_pickle=False)
+    if input_name is None:
+        if not model_inputs or len(model_inputs) != 1:
+            names = [i["name"] for i in model_inputs or []]
+            raise GroundError(f"model takes inputs {names}: pass an .npz or --input-name")
+        input_name = str(model_inputs[0]["name"])
+    return {input_name: array}
+
+
+def save_outputs(path: Path, outputs: dict[str, Any]) -> None:
+    if len(outputs) == 1 and path.suffix != ".npz":
+        np.save(path, next(iter(outputs.values())))
+    else:
+        np.savez(path, **outputs)
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        model_inputs = None
+        if args.input.suffix != ".npz" and args.input_name is None:
+            listing = await ground.models()
+            match = [m for m in listing if m["name"] == args.model and (m["active"] or m["version"] == args.version)]
+            if not match:
+                raise GroundError(f"model {args.model!r} is not onboard {args.sat}")
+            model_inputs = match[0]["inputs"]
+        inputs = load_inputs(args.input, args.input_name, model_inputs)
+        job = await ground.submit(
+            args.model,
+            inputs,
+            job_id=args.job_id,
+            version=args.version,
+            priority=args.priority,
+            deadline_s=args.deadline,
+            framed=not args.json_encoding,
+        )
+        print(f"{job.job_id} {job.ack.state.value}" + (f" ({job.ack.reason})" if job.ack.reason else ""))
+        if args.wait or args.output:
+            fetched = await ground.wait_result(job.job_id, args.timeout)
+            r = fetched.result
+            print(f"{job.job_id} done in {r.run_ms:.2f} ms on {r.provider}")
+            if args.output:
+                save_outputs(args.output, fetched.outputs)
+                print(f"wrote {args.output}")
+    return 0
+
+
+async def cmd_jobs(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        jobs = await ground.jobs([JobState(s) for s in args.state] if args.state else None, args.limit)
+    if args.json:
+        _print_json(jobs)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"jobs on {args.sat}")
+    for col in ("job_id", "state", "model", "version", "priority", "attempt", "reason"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(*(str(j[c] if j[c] is not None else "") for c in
+                        ("job_id", "state", "model", "version", "priority", "attempt", "reason")))
+    Console().print(table)
+    return 0
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        async for event in ground.watch(args.job_id):
+            reason = f" ({event.reason})" if event.reason else ""
+            print(f"{event.at_utc:.3f} {event.job_id} {event.state.value} attempt={event.attempt}{reason}", flush=True)
+            if event.state.terminal:
+                return 0 if event.state is JobState.DONE else 1
+    return 1
+
+
+async def cmd_result(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        fetched = await ground.wait_result(args.job_id, args.timeout, ack=not args.keep)
+    save_outputs(args.output, fetched.outputs)
+    print(f"wrote {args.output} ({', '.join(f'{k}{list(v.shape)}' for k, v in fetched.outputs.items())})")
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        data = await ground.cancel(args.job_id)
+    print(f"{data['job_id']} {data['state']}")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        status = await ground.status(timeout_s=min(args.timeout, 5.0))
+    if args.json:
+        print(status.model_dump_json(indent=2))
+    else:
+        for key, value in status.model_dump(exclude_none=True).items():
+            print(f"{key:>18}: {value}")
+    return 0 if status.state == "online" else 1
+
+
+async def cmd_model_list(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        models = await ground.models()
+    if args.json:
+        _print_json(models)
+    else:
+        for m in models:
+            flag = "*" if m["active"] else " "
+            problem = f"  PROBLEM: {m['problem']}" if m["problem"] else ""
+            print(f"{flag} {m['name']}/{m['version']}  {m['quantization']}  {m['size_bytes']} B{problem}")
+    return 0
+
+
+async def cmd_model_activate(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        data = await ground.activate_model(args.name, args.version)
+    print(f"{data['name']}: active {data['active']} (was {data['previous']})")
+    return 0
+
+
+async def cmd_model_rollback(args: argparse.Namespace) -> int:
+    async with _client(args) as ground:
+        data = await ground.rollback_model(args.name)
+    print(f"{data['name']}: active {data['active']}")
+    return 0
+
+
+async def cmd_icd_schemas(args: argparse.Namespace) -> int:
+    from ground.icd import write_schemas
+
+    for path in write_schemas(args.output):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ground", description="orbitd ground segment")
+    p.add_argument("--broker", default=os.environ.get("ORBITD_BROKER", "mqtt://127.0.0.1:1883"))
+    p.add_argument("--sat", default=os.environ.get("ORBITD_SAT", "sat1"))
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for replies and results")
+    p.add_argument("--key-id", default=os.environ.get("ORBITD_COMMAND_KEY_ID", "ground"))
+    p.add_argument("--key", help="command key, 64 hex digits (or ORBITD_COMMAND_KEY)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("submit", help="send a job")
+    s.add_argument("model")
+    s.add_argument("input", type=Path, help=".npy (one input) or .npz (inputs by name)")
+    s.add_argument("--input-name")
+    s.add_argument("--version")
+    s.add_argument("--job-id")
+    s.add_argument("--priority", type=int, default=5, help="0..9, 9 most important")
+    s.add_argument("--deadline", type=float, help="seconds from now")
+    s.add_argument("--wait", action="store_true", help="wait for the result")
+    s.add_argument("-o", "--output", type=Path, help="write the result here (.npy, or .npz for several)")
+    s.add_argument("--json-encoding", action="store_true", help="send tensors as JSON+base64, not framed")
+    s.set_defaults(handler=cmd_submit)
+
+    s = sub.add_parser("jobs", help="list jobs onboard")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--state", action="append", choices=[st.value for st in JobState])
+    s.add_argument("--limit", type=int, default=1000)
+    s.set_defaults(handler=cmd_jobs)
+
+    s = sub.add_parser("watch", help="follow a job's states")
+    s.add_argument("job_id")
+    s.set_defaults(handler=cmd_watch)
+
+    s = sub.add_parser("result", help="fetch a job's result")
+    s.add_argument("job_id")
+    s.add_argument("-o", "--output", type=Path, required=True)
+    s.add_argument("--keep", action="store_true", help="do not acknowledge (flightd keeps it)")
+    s.set_defaults(handler=cmd_result)
+
+    s = sub.add_parser("cancel", help="cancel a queued or running job")
+    s.add_argument("job_id")
+    s.set_defaults(handler=cmd_cancel)
+
+    s = sub.add_parser("status", help="the satellite's retained status")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_status)
+
+    model = sub.add_parser("model", help="onboard models").add_subparsers(dest="model_command", required=True)
+    s = model.add_parser("list")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_model_list)
+    s = model.add_parser("activate")
+    s.add_argument("name")
+    s.add_argument("version")
+    s.set_defaults(handler=cmd_model_activate)
+    s = model.add_parser("rollback")
+    s.add_argument("name")
+    s.set_defaults(handler=cmd_model_rollback)
+
+    icd = sub.add_parser("icd", help="interface control").add_subparsers(dest="icd_command", required=True)
+    s = icd.add_parser("schemas", help="write JSON Schema files of every message")
+    s.add_argument("-o", "--output", type=Path, required=True)
+    s.set_defaults(handler=cmd_icd_schemas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return asyncio.run(handler(args))
+    except (GroundError, AuthError, WireError, aiomqtt.MqttError, OSError, ValueError) as exc:
+        print(f"ground: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,328 @@
+"""The async ground client that the ``ground`` CLI, the tests, the benchmarks and scripts share.
+
+    async with GroundClient("mqtt://127.0.0.1:1883", "sat1") as ground:
+        job = await ground.submit("digits-int8", {"image": x})
+        result = await ground.wait_result(job.job_id)   # acknowledged onboard unless ack=False
+
+A submission counts as accepted once flightd's first state event for it arrives (it is journaled by
+then). Until then the client publishes the same request again (job ids are idempotent onboard, so a
+retry never runs a job twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+import numpy as np
+
+from link.auth import sign
+from link.codec import WireError, decode, encode, pack_tensors, unpack_tensors
+from link.messages import (
+    AckResult,
+    ActivateModel,
+    CancelJob,
+    Command,
+    CommandAction,
+    CommandReply,
+    GetJob,
+    JobRequest,
+    JobResult,
+    JobState,
+    JobStateEvent,
+    ListJobs,
+    ListModels,
+    Ping,
+    RollbackModel,
+    Status,
+)
+from link.topics import TopicMap
+from link.transport import BrokerUrl, make_client
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+class GroundError(RuntimeError):
+    """Anything the ground must report as a failure; ``str()`` is a one-line explanation."""
+
+
+class JobRejected(GroundError):
+    pass
+
+
+class JobFailed(GroundError):
+    def __init__(self, event: JobStateEvent) -> None:
+        super().__init__(f"job {event.job_id} {event.state.value}: {event.reason or 'no reason given'}")
+        self.event = event
+
+
+class CommandFailed(GroundError):
+    pass
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    job_id: str
+    ack: JobStateEvent
+    submit_attempts: int
+
+
+@dataclass(frozen=True)
+class FetchedResult:
+    result: JobResult
+    outputs: Arrays
+
+
+def new_id(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:20]}"
+
+
+class GroundClient:
+    """One MQTT connection to the broker serving satellite ``sat``."""
+
+    def __init__(
+        self,
+        broker: str,
+        sat: str,
+        *,
+        key_id: str | None = None,
+        key: bytes | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.url = BrokerUrl.parse(broker)
+        self.topics = TopicMap(sat)
+        self.key_id = key_id
+        self.key = key
+        self.timeout_s = timeout_s
+        self._client: aiomqtt.Client | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._watched: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
+        self._job_queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
+
+    # ------------------------------------------------------------------------------ connection
+
+    async def __aenter__(self) -> Self:
+        self._client = make_client(self.url, identifier=new_id("ground-"))
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise GroundError(f"cannot reach broker {self.url}: {exc}") from None
+        self._reader = asyncio.create_task(self._read())
+        await self._client.subscribe(f"{self.topics.base}/cmd/+/reply", qos=1)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._reader
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(exc_type, exc, tb)
+
+    @property
+    def mqtt(self) -> aiomqtt.Client:
+        if self._client is None:
+            raise GroundError("client is not connected (use `async with GroundClient(...)`)")
+        return self._client
+
+    async def _read(self) -> None:
+        async for message in self.mqtt.messages:
+            topic = str(message.topic)
+            queue = self._watched.get(topic)
+            if queue is not None:
+                payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+                queue.put_nowait((topic, bytes(payload)))
+
+    async def _watch(self, *topics: str, subscribe: bool = True) -> asyncio.Queue[tuple[str, bytes]]:
+        """One queue receiving every message on ``topics`` from now on (retained ones included)."""
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        for t in topics:
+            self._watched[t] = queue
+        if subscribe:
+            await self.mqtt.subscribe([(t, 1) for t in topics])
+        return queue
+
+    async def _unwatch(self, *topics: str) -> None:
+        for t in topics:
+            self._watched.pop(t, None)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.mqtt.unsubscribe(list(topics))
+
+    # ------------------------------------------------------------------------------------ jobs
+
+    async def submit(
+        self,
+        model: str,
+        inputs: Arrays,
+        *,
+        job_id: str | None = None,
+        version: str | None = None,
+        priority: int = 5,
+        deadline_s: float | None = None,
+        framed: bool = True,
+        ack_timeout_s: float = 5.0,
+        attempts: int = 3,
+    ) -> SubmittedJob:
+        """Send a job and wait for flightd's acknowledgement (its first state event).
+
+        Raises JobRejected with flightd's reason when the job is refused. ``deadline_s`` is relative to now.
+        """
+        job_id = job_id or new_id("job-")
+        now = time.time()
+        tensors, binary = pack_tensors(inputs, framed=framed)
+        request = JobRequest(
+            job_id=job_id,
+            model=model,
+            version=version,
+            inputs=tensors,
+            priority=priority,
+            deadline_utc=None if deadline_s is None else now + deadline_s,
+            submitted_utc=now,
+        )
+        payload = encode(request, binary)
+        queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
+        self._job_queues[job_id] = queue
+        for attempt in range(1, attempts + 1):
+            await self.mqtt.publish(self.topics.job_submit, payload, qos=1)
+            try:
+                event = await asyncio.wait_for(self._next_state(queue), ack_timeout_s)
+            except TimeoutError:
+                continue
+            if event.state is JobState.REJECTED:
+                await self._forget(job_id)
+                raise JobRejected(f"job {job_id} rejected: {event.reason}")
+            return SubmittedJob(job_id, event, attempt)
+        await self._forget(job_id)
+        raise GroundError(f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts")
+
+    async def _forget(self, job_id: str) -> None:
+        self._job_queues.pop(job_id, None)
+        await self._unwatch(self.topics.job_state(job_id), self.topics.result(job_id))
+
+    async def _next_state(self, queue: asyncio.Queue[tuple[str, bytes]]) -> JobStateEvent:
+        while True:
+            topic, payload = await queue.get()
+            if topic.endswith("/state") and payload:
+                return decode(payload, JobStateEvent).message
+
+    async def wait_result(self, job_id: str, timeout_s: float | None = None, ack: bool = True) -> FetchedResult:
+        """The job's result (waiting for it); JobFailed if the job ends any other way.
+
+        With ``ack`` the result is acknowledged, so flightd frees it.
+        """
+        queue = self._job_queues.get(job_id)
+        if queue is None:
+            queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
+            self._job_queues[job_id] = queue
+        try:
+            fetched = await asyncio.wait_for(self._await_result(queue), timeout_s or self.timeout_s)
+        except TimeoutError:
+            raise GroundError(f"job {job_id}: no result within {timeout_s or self.timeout_s:.0f} s") from None
+        finally:
+            await self._forget(job_id)
+        if ack:
+            await self.ack(job_id)
+        return fetched
+
+    async def _await_result(self, queue: asyncio.Queue[tuple[str, bytes]]) -> FetchedResult:
+        while True:
+            topic, payload = await queue.get()
+            if not payload:
+                continue
+            if topic.endswith("/state"):
+                event = decode(payload, JobStateEvent).message
+                if event.state.terminal and event.state is not JobState.DONE:
+                    raise JobFailed(event)
+                continue
+            try:
+                decoded = decode(payload, JobResult)
+                outputs = unpack_tensors(decoded.message.outputs, decoded.binary)
+            except WireError as exc:
+                raise GroundError(f"undecodable result: {exc}") from None
+            return FetchedResult(decoded.message, {k: v.copy() for k, v in outputs.items()})
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobStateEvent]:
+        """Every state of ``job_id`` from its current one until a terminal one."""
+        queue = await self._watch(self.topics.job_state(job_id))
+        try:
+            while True:
+                event = await self._next_state(queue)
+                yield event
+                if event.state.terminal:
+                    return
+        finally:
+            await self._unwatch(self.topics.job_state(job_id))
+
+    # -------------------------------------------------------------------------------- commands
+
+    async def command(self, body: CommandAction, timeout_s: float | None = None) -> Any:
+        """Send a command and return its reply's data; CommandFailed with flightd's reason otherwise."""
+        command = Command(command_id=new_id("cmd-"), issued_utc=time.time(), body=body)
+        if self.key is not None and self.key_id is not None:
+            command = sign(command, self.key_id, self.key)
+        reply_topic = self.topics.command_reply(command.command_id)
+        queue = await self._watch(reply_topic, subscribe=False)
+        try:
+            await self.mqtt.publish(self.topics.command, encode(command), qos=1)
+            _, payload = await asyncio.wait_for(queue.get(), timeout_s or self.timeout_s)
+        except TimeoutError:
+            raise GroundError(
+                f"{body.action}: no reply from {self.topics.sat} within {timeout_s or self.timeout_s:.0f} s"
+            ) from None
+        finally:
+            self._watched.pop(reply_topic, None)
+        reply = decode(payload, CommandReply).message
+        if not reply.ok:
+            raise CommandFailed(f"{body.action} refused: {reply.error}")
+        return reply.data
+
+    async def ack(self, job_id: str) -> Any:
+        return await self.command(AckResult(job_id=job_id))
+
+    async def cancel(self, job_id: str) -> Any:
+        return await self.command(CancelJob(job_id=job_id))
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = await self.command(GetJob(job_id=job_id))
+        return data
+
+    async def jobs(self, states: list[JobState] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = await self.command(ListJobs(states=states, limit=limit))
+        return data
+
+    async def ping(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self.command(Ping())
+        return data
+
+    async def models(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = await self.command(ListModels())
+        return data
+
+    async def activate_model(self, name: str, version: str) -> Any:
+        return await self.command(ActivateModel(name=name, version=version))
+
+    async def rollback_model(self, name: str) -> Any:
+        return await self.command(RollbackModel(name=name))
+
+    async def status(self, timeout_s: float = 5.0) -> Status:
+        """The retained status (``offline`` when flightd's link died or it stopped)."""
+        queue = await self._watch(self.topics.status)
+        try:
+            while True:
+                _, payload = await asyncio.wait_for(queue.get(), timeout_s)
+                if payload:
+                    return decode(payload, Status).message
+        except TimeoutError:
+            raise GroundError(f"no status from {self.topics.sat} within {timeout_s:.0f} s (never started?)") from None
+        finally:
+            await self._unwatch(self.topics.status)
