@@ -1,0 +1,163 @@
+"""Scheduler policy (pure): which queued jobs to start next, which to defer, which to reject.
+
+Order: priority classes first (9 most important), earliest deadline first (EDF) within a class
+(jobs without a deadline after those with one), then enqueue time, then job id (a total order, so
+the plan is deterministic).
+
+Admission control walks the queue in that order, accumulating the work ahead of each job (the
+remaining work of running jobs plus the admitted jobs before it), and estimates its finish time at
+the current allocation with the per-model costs of :class:`flight.governor.costs.CostModel`:
+
+    finish = now + max( (core_s_ahead + core_s_job) / busy_cores ,          (time at the allocation)
+                        (energy_j_ahead + energy_j_job) / (budget_w - idle_w) )  (energy within budget)
+
+- reject: the deadline has passed, or the job could not finish before it even alone at full power
+  (``full_cores`` busy cores) -- no budget would ever save it, so it must not waste energy;
+- defer: it cannot finish before its deadline within the current budget behind the work ahead
+  (it stays queued and is re-examined next cycle, when the budget may be larger);
+- start: admitted, and a concurrency slot is free.
+Every deferral and rejection carries its reason. Times are mission seconds; ``now_s`` is an input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from flight.governor.costs import CostModel
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job waiting to run. ``deadline_s`` in mission seconds (convert ``deadline_utc`` with the
+    daemon's clock offset); ``units`` = work units (batch size) for the per-unit cost model."""
+
+    job_id: str
+    priority: int
+    model: str
+    enqueued_s: float
+    deadline_s: float | None = None
+    units: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job on the executor; ``done_fraction`` of its work is done (0 if unknown)."""
+
+    job_id: str
+    model: str
+    units: float = 1.0
+    done_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The executor allocation the governor decided (see Decision): busy cores available to jobs are
+    ``concurrency * intra_op_threads * duty_cycle``; ``budget_w`` total board budget, ``idle_w`` idle
+    board power (W); ``full_cores`` the most busy cores the board has."""
+
+    concurrency: int
+    intra_op_threads: int
+    duty_cycle: float
+    budget_w: float
+    idle_w: float
+    full_cores: float
+
+    @property
+    def busy_cores(self) -> float:
+        return self.concurrency * self.intra_op_threads * self.duty_cycle
+
+
+@dataclass(frozen=True)
+class Verdict:
+    job: QueuedJob
+    action: str  # "start" | "wait" | "defer" | "reject"
+    reason: str
+    finish_estimate_s: float
+
+
+@dataclass
+class DispatchPlan:
+    """``start``: start these now, in order. ``wait``: admitted, waiting for a free slot.
+    ``defer``/``reject``: with reasons. ``verdicts``: one per queued job, in policy order."""
+
+    start: list[QueuedJob] = field(default_factory=list)
+    wait: list[QueuedJob] = field(default_factory=list)
+    defer: list[tuple[QueuedJob, str]] = field(default_factory=list)
+    reject: list[tuple[QueuedJob, str]] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+def policy_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
+    """Priority classes (high first), EDF within a class, then FIFO, then job id."""
+    return sorted(
+        jobs,
+        key=lambda j: (
+            -j.priority,
+            j.deadline_s if j.deadline_s is not None else math.inf,
+            j.enqueued_s,
+            j.job_id,
+        ),
+    )
+
+
+def plan_dispatch(
+    now_s: float,
+    queued: Iterable[QueuedJob],
+    running: Sequence[RunningJob],
+    alloc: Allocation,
+    costs: CostModel,
+) -> DispatchPlan:
+    """Decide what to start, defer and reject now (pure; see the module docstring)."""
+    plan = DispatchPlan()
+    free_slots = max(0, alloc.concurrency - len(running))
+    cores = alloc.busy_cores
+    compute_w = max(0.0, alloc.budget_w - alloc.idle_w)
+    core_ahead = 0.0
+    energy_ahead = 0.0
+    for r in running:
+        c = costs.estimate(r.model)
+        left = r.units * (1.0 - min(1.0, max(0.0, r.done_fraction)))
+        core_ahead += left * c.core_s
+        energy_ahead += left * c.energy_j
+    for job in policy_order(queued):
+        c = costs.estimate(job.model)
+        core_job, energy_job = job.units * c.core_s, job.units * c.energy_j
+        alone_full = now_s + core_job / alloc.full_cores if alloc.full_cores > 0 else math.inf
+        if cores > 0 and compute_w > 0:
+            finish = now_s + max((core_ahead + core_job) / cores, (energy_ahead + energy_job) / compute_w)
+        else:
+            finish = math.inf
+        dl = job.deadline_s
+        if dl is not None and dl <= now_s:
+            reason = f"deadline passed {now_s - dl:.1f} s ago"
+            plan.reject.append((job, reason))
+            plan.verdicts.append(Verdict(job, "reject", reason, finish))
+            continue
+        if dl is not None and alone_full > dl:
+            reason = (f"cannot finish before its deadline even at full power: needs "
+                      f"{core_job / alloc.full_cores:.2f} s, {dl - now_s:.2f} s left")
+            plan.reject.append((job, reason))
+            plan.verdicts.append(Verdict(job, "reject", reason, alone_full))
+            continue
+        if dl is not None and finish > dl:
+            if math.isinf(finish):
+                reason = "no compute budget now (deadline still reachable at full power)"
+            else:
+                reason = (f"cannot finish before its deadline within the {alloc.budget_w:.1f} W budget "
+                          f"behind {core_ahead:.1f} core-s of work ahead (ETA {finish - dl:.1f} s late)")
+            plan.defer.append((job, reason))
+            plan.verdicts.append(Verdict(job, "defer", reason, finish))
+            continue
+        core_ahead += core_job
+        energy_ahead += energy_job
+        if free_slots > 0 and cores > 0:
+            free_slots -= 1
+            plan.start.append(job)
+            plan.verdicts.append(Verdict(job, "start", "admitted", finish))
+        else:
+            plan.wait.append(job)
+            reason = "admitted, waiting for a slot" if cores > 0 else "admitted, no budget now"
+            plan.verdicts.append(Verdict(job, "wait", reason, finish))
+    return plan

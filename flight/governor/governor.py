@@ -1,0 +1,281 @@
+"""The governor: pure decision code that turns telemetry into a compute allocation.
+
+Interface (what flightd calls once per control cycle)::
+
+    gov = Governor(GovernorConfig(...))
+    decision = gov.update(now_s, samples)      # samples: new telemetry since the last call
+    # apply decision.concurrency / intra_op_threads / duty_cycle to the executor;
+    # if decision.preempt: terminate running jobs (RunOptions.terminate) and requeue them;
+    # if decision.mode_changed: publish Event(kind=MODE, message=..., details={"reasons": decision.reasons})
+    plan = gov.dispatch(now_s, queued_jobs, running_jobs)   # which queued jobs to start / defer / reject
+    gov.record_run(model, wall_s, threads, units=..., busy_core_s=..., energy_j=...)  # learn job costs
+
+``now_s`` is mission time on the clock of ``Telemetry.t_s`` (simulated time under the plant
+simulator); there is no clock, sleep or I/O inside. ``samples`` are objects with ``channel: str``,
+``t_s: float`` and ``values: Mapping[str, float]`` (``link.messages.Telemetry`` fits), in any order.
+
+:class:`Decision` fields: ``mode`` (link.messages.Mode), ``budget_w`` (board power budget, W, idle
+included), ``concurrency`` (jobs at once, >= 0), ``intra_op_threads`` (>= 1), ``duty_cycle``
+(0..1, fraction of time the executor may run), ``preempt`` (stop running jobs now: True while
+SAFE), ``reasons`` (why this mode/budget), ``mode_changed`` (this update changed the mode), plus
+``busy_cores`` (the allowed busy cores = concurrency * threads * duty), ``binding`` (which
+constraint set the budget) and ``mode_code`` (0/1/2 for the ``compute`` channel).
+
+Mode rules (issue 5): SAFE at once on a tripped hard limit (after its debounce count) or when a
+required channel is missing or older than ``stale_periods`` telemetry periods; SAFE is left only
+when every hard limit is back inside its hysteresis band. THROTTLED when the predictive budget is
+below ``throttle_fraction`` of full board power or a soft limit is tripped, NOMINAL otherwise, with
+a minimum dwell time against flapping. See docs/governor.md for the budget math.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from flight.governor.admission import Allocation, DispatchPlan, QueuedJob, RunningJob, plan_dispatch
+from flight.governor.budget import (
+    EnergyState,
+    OrbitEstimator,
+    OrbitPhase,
+    ThermalPredictor,
+    energy_budget_w,
+)
+from flight.governor.config import BoardProfile, GovernorConfig
+from flight.governor.costs import CostModel, ModelCost
+from flight.governor.limits import LimitChecker, LimitSeverity, LimitTransition
+from flight.governor.modes import MODE_CODE, ModeInputs, ModeMachine
+from link.messages import Mode
+
+
+class TelemetrySampleLike(Protocol):
+    @property
+    def channel(self) -> str: ...
+    @property
+    def t_s(self) -> float: ...
+    @property
+    def values(self) -> Mapping[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A plain telemetry sample (for callers without link.messages.Telemetry)."""
+
+    channel: str
+    t_s: float
+    values: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One control decision (see the module docstring)."""
+
+    mode: Mode
+    budget_w: float
+    concurrency: int
+    intra_op_threads: int
+    duty_cycle: float
+    preempt: bool
+    reasons: list[str]
+    mode_changed: bool
+    busy_cores: float = 0.0
+    binding: str = ""
+    limit_events: list[str] = field(default_factory=list)
+
+    @property
+    def mode_code(self) -> int:
+        return MODE_CODE[self.mode]
+
+    def compute_values(self) -> dict[str, float]:
+        """The governor's part of the ``compute`` telemetry channel."""
+        return {
+            "concurrency": float(self.concurrency),
+            "intra_op_threads": float(self.intra_op_threads),
+            "duty_cycle": self.duty_cycle,
+            "budget_w": self.budget_w,
+            "mode_code": float(self.mode_code),
+        }
+
+
+def allocation_for(busy_cores: float, board: BoardProfile, min_busy_cores: float) -> tuple[int, int, float]:
+    """Turn allowed busy cores into (concurrency, intra_op_threads, duty_cycle).
+
+    One job at a time with ``ceil(busy)`` intra-op threads (the measured 2-thread configuration at
+    full power) and a duty cycle for the fraction: busy = concurrency * threads * duty exactly.
+    """
+    busy = min(float(board.n_cores), max(0.0, busy_cores))
+    if busy < min_busy_cores:
+        return 0, 1, 0.0
+    threads = min(board.n_cores, max(1, math.ceil(busy - 1e-9)))
+    return 1, threads, min(1.0, busy / threads)
+
+
+class Governor:
+    """Stateful but pure: all inputs come through :meth:`update`, :meth:`dispatch`, :meth:`record_run`."""
+
+    def __init__(self, config: GovernorConfig | None = None) -> None:
+        self.config = config if config is not None else GovernorConfig()
+        cfg = self.config
+        self.limits = LimitChecker(cfg.limits)
+        self.modes = ModeMachine(min_dwell_s=cfg.mode_min_dwell_s, safe_min_dwell_s=cfg.safe_min_dwell_s)
+        self.orbit_estimator = OrbitEstimator(cfg.orbit.period_s, cfg.orbit.eclipse_fraction)
+        self.thermal = ThermalPredictor(cfg.thermal)
+        self.costs = CostModel(cfg.board.w_per_core, alpha=cfg.cost_ema_alpha)
+        self.latest: dict[str, tuple[float, dict[str, float]]] = {}
+        self.started_s: float | None = None
+        self.capacity_wh = cfg.battery.capacity_wh
+        self.last: Decision | None = None
+        soc_lim = cfg.limit("soc_floor")
+        self.soc_floor = soc_lim.threshold if soc_lim is not None else 0.30
+        v_lim = cfg.limit("battery_v_floor")
+        self.v_floor = v_lim.threshold if v_lim is not None else None
+        b_lim, r_lim = cfg.limit("board_ceiling"), cfg.limit("radiator_ceiling")
+        self.board_ceiling = b_lim.threshold if b_lim is not None else math.inf
+        self.radiator_ceiling = r_lim.threshold if r_lim is not None else math.inf
+
+    # ----------------------------------------------------------------------------- inputs
+
+    def _ingest(self, s: TelemetrySampleLike) -> list[LimitTransition]:
+        values = {k: float(v) for k, v in s.values.items()}
+        prev = self.latest.get(s.channel)
+        if prev is not None and s.t_s < prev[0]:
+            return []  # out of order: older than what we hold; ignore
+        self.latest[s.channel] = (s.t_s, values)
+        if "sunlit" in values:
+            self.orbit_estimator.observe(s.t_s, values["sunlit"] >= 0.5)
+        if s.channel == "power":
+            soc, wh = values.get("soc"), values.get("battery_wh")
+            if soc is not None and wh is not None and soc > 0.2:
+                self.capacity_wh = wh / soc
+        if s.channel == "thermal" and "board_c" in values and "radiator_c" in values:
+            power = self.latest.get("power", (0.0, {}))[1]
+            board_w = power.get("compute_w", self._board_w_now())
+            self.thermal.observe(s.t_s, values["board_c"], values["radiator_c"], board_w,
+                                 power.get("bus_w", 0.0), power.get("sunlit", 1.0) >= 0.5)
+        return self.limits.observe(s.channel, s.t_s, values)
+
+    def _board_w_now(self) -> float:
+        busy = self.last.busy_cores if self.last is not None else 0.0
+        return self.config.board.power_w(busy)
+
+    def _stale(self, now_s: float) -> list[str]:
+        cfg = self.config
+        max_age = cfg.stale_periods * cfg.telemetry_period_s
+        out: list[str] = []
+        for ch in cfg.required_channels:
+            got = self.latest.get(ch)
+            if got is None:  # never received: SAFE from the start until it arrives
+                out.append(f"telemetry {ch} missing")
+            elif now_s - got[0] > max_age:
+                out.append(f"telemetry {ch} stale: {now_s - got[0]:.1f} s old (> {max_age:g} s)")
+        return out
+
+    def orbit_phase(self, now_s: float) -> OrbitPhase:
+        got = self.latest.get("orbit")
+        if got is not None:
+            t, v = got
+            if {"period_s", "eclipse_fraction", "t_orbit_s"} <= v.keys() and v["period_s"] > 0:
+                return OrbitPhase(v["period_s"], min(0.95, max(0.0, v["eclipse_fraction"])),
+                                  v["t_orbit_s"] + (now_s - t), "orbit channel")
+        return self.orbit_estimator.phase(now_s)
+
+    # --------------------------------------------------------------------------- budget
+
+    def budget(self, now_s: float) -> tuple[float, str, list[str]]:
+        """(board budget W before mode rules, binding constraint, explanations)."""
+        cfg, board = self.config, self.config.board
+        power = self.latest.get("power", (now_s, {}))[1]
+        thermal = self.latest.get("thermal", (now_s, {}))[1]
+        orbit = self.orbit_phase(now_s)
+        candidates: list[tuple[float, str]] = [(board.max_w, "full power")]
+        notes: list[str] = [f"orbit from {orbit.source}"]
+        if "soc" in power or "battery_wh" in power:
+            cap = self.capacity_wh
+            energy = power.get("battery_wh", power.get("soc", 0.0) * cap)
+            bus = power.get("bus_w")
+            if bus is None:
+                bus = power.get("load_w", 0.0) - power.get("compute_w", self._board_w_now())
+            sunlit = power.get("sunlit", 1.0 if power.get("solar_w", 0.0) > 0 else 0.0) >= 0.5
+            state = EnergyState(energy, cap, power.get("solar_w", 0.0), max(0.0, bus), sunlit)
+            e_min = (self.soc_floor + cfg.soc_margin) * cap
+            p_e, why = energy_budget_w(state, orbit, e_min, board.idle_w,
+                                       cfg.battery.charge_efficiency, cfg.battery.discharge_efficiency,
+                                       min_horizon_s=cfg.telemetry_period_s)
+            candidates.append((p_e, "energy"))
+            notes.append(why)
+            v = power.get("battery_v")
+            if self.v_floor is not None and v is not None and cfg.battery_v_margin > 0:
+                frac = (v - self.v_floor) / cfg.battery_v_margin
+                if frac < 1.0:
+                    candidates.append((board.idle_w + max(0.0, frac) * (board.max_w - board.idle_w),
+                                       "battery voltage"))
+        if "board_c" in thermal and "radiator_c" in thermal:
+            bus_w = power.get("bus_w", 0.0)
+            p_t, why = self.thermal.max_power_w(
+                thermal["board_c"], thermal["radiator_c"], bus_w, orbit,
+                self.board_ceiling - cfg.thermal_margin_c, self.radiator_ceiling - cfg.thermal_margin_c)
+            candidates.append((p_t, "thermal"))
+            notes.append(why)
+        p, binding = min(candidates, key=lambda c: c[0])
+        return p, binding, notes
+
+    # --------------------------------------------------------------------------- update
+
+    def update(self, now_s: float, samples: Iterable[TelemetrySampleLike]) -> Decision:
+        """Fold in new samples and decide for ``now_s`` (see the module docstring)."""
+        cfg, board = self.config, self.config.board
+        if self.started_s is None:
+            self.started_s = now_s
+        transitions: list[LimitTransition] = []
+        for s in sorted(samples, key=lambda x: x.t_s):
+            transitions.extend(self._ingest(s))
+        safe = [f"hard limit {n} tripped" for n in self.limits.tripped(LimitSeverity.HARD)]
+        safe += self._stale(now_s)
+        p, binding, notes = self.budget(now_s)
+        p = min(board.max_w, max(board.idle_w, p))
+        throttle: list[str] = [f"soft limit {n} tripped" for n in self.limits.tripped(LimitSeverity.SOFT)]
+        if p < cfg.throttle_fraction * board.max_w:
+            throttle.append(f"budget {p:.2f} W < full {board.max_w:.2f} W ({binding})")
+        mode, changed, reasons = self.modes.step(
+            now_s, ModeInputs(tuple(safe), tuple(self.limits.outside_bands()), tuple(throttle)))
+        if mode is Mode.SAFE:
+            p, binding = board.idle_w, "SAFE"
+        busy = (p - board.idle_w) / board.w_per_core
+        conc, threads, duty = allocation_for(busy, board, cfg.min_busy_cores)
+        if mode is Mode.SAFE:
+            conc, threads, duty = 0, 1, 0.0
+        d = Decision(
+            mode=mode,
+            budget_w=p,
+            concurrency=conc,
+            intra_op_threads=threads,
+            duty_cycle=duty,
+            preempt=mode is Mode.SAFE,
+            reasons=reasons + notes,
+            mode_changed=changed,
+            busy_cores=conc * threads * duty,
+            binding=binding,
+            limit_events=[t.describe() for t in transitions],
+        )
+        self.last = d
+        return d
+
+    # ------------------------------------------------------------------------ scheduling
+
+    def allocation(self) -> Allocation:
+        d, board = self.last, self.config.board
+        if d is None:
+            return Allocation(0, 1, 0.0, board.idle_w, board.idle_w, float(board.n_cores))
+        return Allocation(d.concurrency, d.intra_op_threads, d.duty_cycle, d.budget_w, board.idle_w,
+                          float(board.n_cores))
+
+    def dispatch(self, now_s: float, queued: Iterable[QueuedJob], running: Sequence[RunningJob]) -> DispatchPlan:
+        """Scheduler policy at the last decision's allocation (see flight.governor.admission)."""
+        return plan_dispatch(now_s, queued, running, self.allocation(), self.costs)
+
+    def record_run(self, model: str, wall_s: float, threads: int, units: float = 1.0,
+                   busy_core_s: float | None = None, energy_j: float | None = None) -> ModelCost:
+        """Learn a model's cost from one measured run (see CostModel.observe)."""
+        return self.costs.observe(model, wall_s, threads, units, busy_core_s, energy_j)
