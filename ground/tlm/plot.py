@@ -1,0 +1,313 @@
+"""An overview picture of an archive: state of charge, temperatures, power, compute, job throughput
+and governor mode over mission time, with eclipses shaded (matplotlib, Agg backend).
+
+The x axis is mission time ``t_s`` (from the telemetry). Messages that carry no ``t_s`` (job states)
+are placed by their receive time, mapped onto mission time through the telemetry's (rx_utc, t_s)
+pairs, which also holds under a plant simulator running faster than real time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
+from matplotlib.axes import Axes
+from matplotlib.patches import Patch
+
+from ground.tlm.archive import Archive
+from link.codec import peek_header
+
+FloatArray = npt.NDArray[np.float64]
+
+MODES = ("nominal", "throttled", "safe")
+MODE_COLOURS = {"nominal": "#4caf50", "throttled": "#ff9800", "safe": "#e53935", "unknown": "#bdbdbd"}
+ECLIPSE_COLOUR = "#37474f"
+
+
+@dataclass
+class Series:
+    t: list[float] = field(default_factory=list)
+    v: list[float] = field(default_factory=list)
+
+    def arrays(self) -> tuple[FloatArray, FloatArray]:
+        t = np.asarray(self.t, dtype=float)
+        v = np.asarray(self.v, dtype=float)
+        order = np.argsort(t, kind="stable")
+        return t[order], v[order]
+
+
+@dataclass
+class PlotData:
+    """What the picture is drawn from, extracted from an archive (pure data, testable)."""
+
+    tlm: dict[str, dict[str, Series]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Series))
+    )
+    rx_to_t: tuple[FloatArray, FloatArray] = (np.zeros(0), np.zeros(0))
+    mode_events: list[tuple[float, str]] = field(default_factory=list)
+    jobs_done_t: list[float] = field(default_factory=list)
+    sats: list[str] = field(default_factory=list)
+
+    def series(self, channel: str, name: str) -> tuple[FloatArray, FloatArray] | None:
+        s = self.tlm.get(channel, {}).get(name)
+        return s.arrays() if s is not None and s.t else None
+
+    def mission_time(self, rx_utc: float) -> float:
+        rx, t = self.rx_to_t
+        if len(rx) == 0:
+            return rx_utc
+        if len(rx) == 1:
+            return float(t[0] + (rx_utc - rx[0]))
+        return float(np.interp(rx_utc, rx, t))
+
+
+def _mode_of(doc: dict[str, object]) -> str | None:
+    details = doc.get("details")
+    if isinstance(details, dict):
+        for key in ("mode", "to", "new_mode", "new"):
+            value = details.get(key)
+            if isinstance(value, str) and value in MODES:
+                return value
+    text = str(doc.get("message", "")).lower()
+    # "throttled -> safe": the last mode named is the new one
+    found = [(text.rfind(m), m) for m in MODES if m in text]
+    return max(found)[1] if found else None
+
+
+def extract(archive: Archive, sats: Sequence[str] | None = None) -> PlotData:
+    """Telemetry series, mode changes and job completions of ``archive`` (optionally some satellites)."""
+    data = PlotData(sats=list(sats) if sats else archive.sats())
+    pairs: list[tuple[float, float]] = []
+    pending_events: list[tuple[float, float | None, str]] = []
+    pending_jobs: list[float] = []
+    for rec in archive.messages(["tlm", "events", "jobs"], sats=sats):
+        doc = peek_header(rec.payload)
+        if doc is None:
+            continue
+        if rec.channel.startswith("tlm/"):
+            values = doc.get("values")
+            if rec.t_s is None or not isinstance(values, dict):
+                continue
+            pairs.append((rec.rx_utc, rec.t_s))
+            channel = rec.channel[4:]
+            for name, value in values.items():
+                if isinstance(value, int | float):
+                    s = data.tlm[channel][name]
+                    s.t.append(rec.t_s)
+                    s.v.append(float(value))
+        elif rec.channel == "events" and doc.get("kind") == "mode":
+            mode = _mode_of(doc)
+            if mode is not None:
+                pending_events.append((rec.rx_utc, rec.t_s, mode))
+        elif rec.channel == "jobs" and doc.get("state") == "done" and not rec.retained:
+            pending_jobs.append(rec.rx_utc)
+    pairs.sort()
+    if pairs:
+        data.rx_to_t = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+    data.mode_events = sorted(
+        (t_s if t_s is not None else data.mission_time(rx), mode) for rx, t_s, mode in pending_events
+    )
+    data.jobs_done_t = sorted(data.mission_time(rx) for rx in pending_jobs)
+    return data
+
+
+def spans(t: FloatArray, flag: npt.NDArray[np.bool_]) -> list[tuple[float, float]]:
+    """(start, end) of the runs where ``flag`` is true; a run ends at the next sample's time."""
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    for i in range(len(t)):
+        if flag[i] and start is None:
+            start = float(t[i])
+        elif not flag[i] and start is not None:
+            out.append((start, float(t[i])))
+            start = None
+    if start is not None:
+        out.append((start, float(t[-1])))
+    return out
+
+
+def eclipses(data: PlotData) -> list[tuple[float, float]]:
+    """Eclipse periods from the ``sunlit`` flag (power channel, else orbit channel)."""
+    for channel in ("power", "orbit"):
+        s = data.series(channel, "sunlit")
+        if s is not None:
+            return spans(s[0], s[1] < 0.5)
+    return []
+
+
+def mode_spans(data: PlotData, t_end: float) -> list[tuple[float, float, str]]:
+    """(start, end, mode): from the compute channel's mode_code, else from mode events."""
+    s = data.series("compute", "mode_code")
+    changes: list[tuple[float, str]] = []
+    if s is not None:
+        last = None
+        for t, code in zip(s[0], s[1], strict=True):
+            mode = MODES[int(code)] if 0 <= int(code) < len(MODES) else "unknown"
+            if mode != last:
+                changes.append((float(t), mode))
+                last = mode
+    else:
+        changes = list(data.mode_events)
+    out = []
+    for i, (t, mode) in enumerate(changes):
+        end = changes[i + 1][0] if i + 1 < len(changes) else t_end
+        if end > t:
+            out.append((t, end, mode))
+    return out
+
+
+def _time_scale(span_s: float) -> tuple[float, str]:
+    if span_s > 3 * 3600:
+        return 3600.0, "h"
+    if span_s > 180:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def _lines(ax: Axes, data: PlotData, specs: Sequence[tuple[str, str, str, float]], scale: float) -> bool:
+    drawn = False
+    for channel, name, label, factor in specs:
+        s = data.series(channel, name)
+        if s is None:
+            continue
+        ax.plot(s[0] / scale, s[1] * factor, label=label, linewidth=1.3)
+        drawn = True
+    if drawn:
+        ax.legend(loc="upper left", fontsize=8, ncols=4, framealpha=0.85)
+    else:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
+    return drawn
+
+
+def plot(
+    archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None, title: str | None = None
+) -> Path:
+    """Write the overview PNG of ``archive`` to ``out``; returns its path."""
+    data = extract(archive, sats)
+    all_t = [t for ch in data.tlm.values() for s in ch.values() for t in (s.t[:1] + s.t[-1:])]
+    all_t += data.jobs_done_t + [t for t, _ in data.mode_events]
+    t0, t1 = (min(all_t), max(all_t)) if all_t else (0.0, 1.0)
+    if t1 <= t0:
+        t1 = t0 + 1.0
+    scale, unit = _time_scale(t1 - t0)
+
+    fig, axes = plt.subplots(
+        6, 1, figsize=(13, 14), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2.4, 2, 1.6, 0.55]}
+    )
+    ax_soc, ax_temp, ax_pow, ax_cpu, ax_jobs, ax_mode = axes
+
+    _lines(ax_soc, data, [("power", "soc", "state of charge", 100.0)], scale)
+    ax_soc.set_ylabel("SoC (%)")
+    ax_soc.set_ylim(0, 105)
+
+    _lines(
+        ax_temp,
+        data,
+        [("thermal", "board_c", "board", 1.0), ("thermal", "radiator_c", "radiator", 1.0)],
+        scale,
+    )
+    ax_temp.set_ylabel("temperature (°C)")
+
+    _lines(
+        ax_pow,
+        data,
+        [
+            ("power", "solar_w", "solar", 1.0),
+            ("power", "load_w", "total load", 1.0),
+            ("power", "compute_w", "compute", 1.0),
+            ("power", "bus_w", "bus", 1.0),
+        ],
+        scale,
+    )
+    ax_pow.set_ylabel("power (W)")
+
+    _lines(
+        ax_cpu,
+        data,
+        [
+            ("compute", "busy_cores", "busy cores", 1.0),
+            ("compute", "running", "running", 1.0),
+            ("compute", "queued", "queued", 1.0),
+            ("compute", "concurrency", "concurrency", 1.0),
+        ],
+        scale,
+    )
+    ax_cpu.set_ylabel("compute")
+
+    # job throughput: completions per bin (job-state events, else the compute channel's jobs_done)
+    n_bins = 60
+    width = (t1 - t0) / n_bins
+    edges = np.linspace(t0, t1, n_bins + 1)
+    done_t = np.asarray(data.jobs_done_t)
+    counts: FloatArray | None = None
+    if len(done_t):
+        counts = np.histogram(done_t, bins=edges)[0].astype(float)
+    else:
+        jd = data.series("compute", "jobs_done")
+        if jd is not None and len(jd[0]) > 1:
+            cumulative = np.interp(edges, jd[0], jd[1])
+            counts = np.clip(np.diff(cumulative), 0, None)
+    if counts is not None:
+        rate = counts / (width / 60.0)
+        ax_jobs.bar(
+            edges[:-1] / scale, rate, width=width / scale, align="edge", color="#5c6bc0", label="jobs done"
+        )
+        ax_jobs.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    else:
+        ax_jobs.text(0.5, 0.5, "no data", transform=ax_jobs.transAxes, ha="center", va="center", color="grey")
+    ax_jobs.set_ylabel("jobs / min")
+
+    bands = mode_spans(data, t1)
+    for start, end, mode in bands:
+        ax_mode.axvspan(
+            start / scale, end / scale, color=MODE_COLOURS.get(mode, MODE_COLOURS["unknown"]), lw=0
+        )
+    ax_mode.set_yticks([])
+    ax_mode.set_ylabel("mode", rotation=0, ha="right", va="center")
+    if bands:
+        present = [m for m in (*MODES, "unknown") if any(b[2] == m for b in bands)]
+        ax_mode.legend(
+            handles=[Patch(color=MODE_COLOURS[m], label=m) for m in present],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.9),
+            ncols=len(present) + 1,
+            fontsize=8,
+            frameon=False,
+        )
+    else:
+        ax_mode.text(
+            0.5, 0.5, "no mode data", transform=ax_mode.transAxes, ha="center", va="center", color="grey"
+        )
+
+    shade = eclipses(data)
+    for ax in axes[:-1]:
+        for start, end in shade:
+            ax.axvspan(start / scale, end / scale, color=ECLIPSE_COLOUR, alpha=0.13, lw=0)
+        ax.grid(True, alpha=0.3)
+    if shade:
+        ax_soc.legend(
+            handles=[
+                *ax_soc.get_legend_handles_labels()[0],
+                Patch(color=ECLIPSE_COLOUR, alpha=0.25, label="eclipse"),
+            ],
+            loc="lower left",
+            fontsize=8,
+            framealpha=0.85,
+        )
+    ax_mode.set_xlim(t0 / scale, t1 / scale)
+    ax_mode.set_xlabel(f"mission time ({unit})")
+    sats_text = ", ".join(data.sats) if data.sats else "no satellite"
+    fig.suptitle(title or f"{Path(archive.path).name} — {sats_text}", fontsize=13)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
