@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -30,6 +31,9 @@ FloatArray = npt.NDArray[np.float64]
 MODES = ("nominal", "throttled", "safe")
 MODE_COLOURS = {"nominal": "#4caf50", "throttled": "#ff9800", "safe": "#e53935", "unknown": "#bdbdbd"}
 ECLIPSE_COLOUR = "#37474f"
+LEGEND: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "frameon": False}
+"""Legends sit right of their panel, never over the data."""
+BIN_CHOICES_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0)
 
 
 @dataclass
@@ -48,9 +52,7 @@ class Series:
 class PlotData:
     """What the picture is drawn from, extracted from an archive (pure data, testable)."""
 
-    tlm: dict[str, dict[str, Series]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(Series))
-    )
+    tlm: dict[str, dict[str, Series]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Series)))
     rx_to_t: tuple[FloatArray, FloatArray] = (np.zeros(0), np.zeros(0))
     mode_events: list[tuple[float, str]] = field(default_factory=list)
     jobs_done_t: list[float] = field(default_factory=list)
@@ -181,15 +183,13 @@ def _lines(ax: Axes, data: PlotData, specs: Sequence[tuple[str, str, str, float]
         ax.plot(s[0] / scale, s[1] * factor, label=label, linewidth=1.3)
         drawn = True
     if drawn:
-        ax.legend(loc="upper left", fontsize=8, ncols=4, framealpha=0.85)
+        ax.legend(**LEGEND)
     else:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
     return drawn
 
 
-def plot(
-    archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None, title: str | None = None
-) -> Path:
+def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None, title: str | None = None) -> Path:
     """Write the overview PNG of ``archive`` to ``out``; returns its path."""
     data = extract(archive, sats)
     all_t = [t for ch in data.tlm.values() for s in ch.values() for t in (s.t[:1] + s.t[-1:])]
@@ -200,7 +200,7 @@ def plot(
     scale, unit = _time_scale(t1 - t0)
 
     fig, axes = plt.subplots(
-        6, 1, figsize=(13, 14), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2.4, 2, 1.6, 0.55]}
+        6, 1, figsize=(14, 14), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2.4, 2, 1.6, 0.55]}
     )
     ax_soc, ax_temp, ax_pow, ax_cpu, ax_jobs, ax_mode = axes
 
@@ -243,9 +243,8 @@ def plot(
     ax_cpu.set_ylabel("compute")
 
     # job throughput: completions per bin (job-state events, else the compute channel's jobs_done)
-    n_bins = 60
-    width = (t1 - t0) / n_bins
-    edges = np.linspace(t0, t1, n_bins + 1)
+    width = next((w for w in BIN_CHOICES_S if (t1 - t0) / w <= 80), (t1 - t0) / 80)
+    edges = np.arange(t0, t1 + width, width)
     done_t = np.asarray(data.jobs_done_t)
     counts: FloatArray | None = None
     if len(done_t):
@@ -258,34 +257,31 @@ def plot(
     if counts is not None:
         rate = counts / (width / 60.0)
         ax_jobs.bar(
-            edges[:-1] / scale, rate, width=width / scale, align="edge", color="#5c6bc0", label="jobs done"
+            edges[:-1] / scale,
+            rate,
+            width=width / scale,
+            align="edge",
+            color="#5c6bc0",
+            label=f"jobs done\n({width / 60:g} min bins)",
         )
-        ax_jobs.legend(loc="upper left", fontsize=8, framealpha=0.85)
+        ax_jobs.legend(**LEGEND)
     else:
         ax_jobs.text(0.5, 0.5, "no data", transform=ax_jobs.transAxes, ha="center", va="center", color="grey")
     ax_jobs.set_ylabel("jobs / min")
 
     bands = mode_spans(data, t1)
     for start, end, mode in bands:
-        ax_mode.axvspan(
-            start / scale, end / scale, color=MODE_COLOURS.get(mode, MODE_COLOURS["unknown"]), lw=0
-        )
+        ax_mode.axvspan(start / scale, end / scale, color=MODE_COLOURS.get(mode, MODE_COLOURS["unknown"]), lw=0)
     ax_mode.set_yticks([])
     ax_mode.set_ylabel("mode", rotation=0, ha="right", va="center")
     if bands:
         present = [m for m in (*MODES, "unknown") if any(b[2] == m for b in bands)]
         ax_mode.legend(
             handles=[Patch(color=MODE_COLOURS[m], label=m) for m in present],
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.9),
-            ncols=len(present) + 1,
-            fontsize=8,
-            frameon=False,
+            **{**LEGEND, "bbox_to_anchor": (1.005, 1.4)},
         )
     else:
-        ax_mode.text(
-            0.5, 0.5, "no mode data", transform=ax_mode.transAxes, ha="center", va="center", color="grey"
-        )
+        ax_mode.text(0.5, 0.5, "no mode data", transform=ax_mode.transAxes, ha="center", va="center", color="grey")
 
     shade = eclipses(data)
     for ax in axes[:-1]:
@@ -298,9 +294,7 @@ def plot(
                 *ax_soc.get_legend_handles_labels()[0],
                 Patch(color=ECLIPSE_COLOUR, alpha=0.25, label="eclipse"),
             ],
-            loc="lower left",
-            fontsize=8,
-            framealpha=0.85,
+            **LEGEND,
         )
     ax_mode.set_xlim(t0 / scale, t1 / scale)
     ax_mode.set_xlabel(f"mission time ({unit})")
