@@ -26,7 +26,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ground.tlm.archive import Archive, classify, make_row
+from ground.tlm.archive import Archive, topic_row
 from ground.tlm.replay import replay
 from hil.mosquitto_broker import MosquittoBroker
 from link.codec import encode
@@ -61,11 +61,10 @@ def synthetic_payload(i: int, sat: str = "bench1", period_s: float = 0.01) -> by
 
 
 def fill(path: Path, n: int, rate_hz: float, sat: str = "bench1") -> None:
-    topic = classify(TopicMap(sat).telemetry("power"))
-    assert topic is not None
+    topic = TopicMap(sat).telemetry("power")
     t0 = time.time() - 3600
     with Archive(path, writable=True) as archive:
-        archive.append(make_row(topic, synthetic_payload(i, sat, 1 / rate_hz), t0 + i / rate_hz, 0) for i in range(n))
+        archive.append(topic_row(topic, synthetic_payload(i, sat, 1 / rate_hz), t0 + i / rate_hz, 0) for i in range(n))
 
 
 def subscriber(broker: MosquittoBroker, count: int, out: Path) -> subprocess.Popen[bytes]:

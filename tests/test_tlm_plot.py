@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ground.tlm.archive import Archive, classify, make_row
+from ground.tlm.archive import Archive, topic_row
 from ground.tlm.cli import main
 from ground.tlm.plot import eclipses, extract, mode_spans
 from link.codec import encode
@@ -69,18 +69,18 @@ def build(path: Path, sat: str = "sat1", with_mode_code: bool = True) -> tuple[i
         for channel, values in samples.items():
             topic = tm.telemetry(channel)
             payload = encode(Telemetry(sat=sat, channel=channel, t_s=t, values=values))
-            rows.append(make_row(classify(topic), payload, rx))  # type: ignore[arg-type]
+            rows.append(topic_row(topic, payload, rx))
         if mode != last_mode:
             changes += 1
             ev = Event(kind=EventKind.MODE, message=f"mode {('nominal', 'throttled', 'safe')[last_mode]} -> "
                        f"{('nominal', 'throttled', 'safe')[mode]}", at_utc=rx, t_s=t,
                        details={"mode": ("nominal", "throttled", "safe")[mode]})  # fmt: skip
-            rows.append(make_row(classify(tm.events), encode(ev), rx, 1))  # type: ignore[arg-type]
+            rows.append(topic_row(tm.events, encode(ev), rx, 1))
             last_mode = mode
         if mode == 0 and i % 6 == 0:
             jobs.append(t + 0.01)  # received 1 ms after the sample = 10 ms of mission time
             job = JobStateEvent(job_id=f"j{i}", state=JobState.DONE, at_utc=rx)
-            rows.append(make_row(classify(tm.job_state(f"j{i}")), encode(job), rx + 0.001, 1))  # type: ignore[arg-type]
+            rows.append(topic_row(tm.job_state(f"j{i}"), encode(job), rx + 0.001, 1))
     with Archive(path, writable=True) as archive:
         archive.append(rows)
     return changes, jobs

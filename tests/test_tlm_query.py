@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ground.tlm.archive import Archive, classify, make_row
+from ground.tlm.archive import Archive, topic_row
 from ground.tlm.cli import main
 from ground.tlm.query import parse_time
 from link.codec import encode
@@ -33,11 +33,11 @@ def build(path: Path) -> list[dict[str, Any]]:
             rx = RX0 + i
             for ch, values in (("power", {"soc": i / 100, "solar_w": 3.0 * i}), ("thermal", {"board_c": 20 + i / 2})):
                 payload = encode(Telemetry(sat=sat, channel=ch, t_s=t_s, values=values))
-                rows.append(make_row(classify(tm.telemetry(ch)), payload, rx))
+                rows.append(topic_row(tm.telemetry(ch), payload, rx))
                 truth.append({"sat": sat, "channel": f"tlm/{ch}", "t_s": t_s, "rx": rx, "values": values})
             if i % 10 == 0:
                 job = JobStateEvent(job_id=f"j{i}", state=JobState.DONE, at_utc=rx)
-                rows.append(make_row(classify(tm.job_state(f"j{i}")), encode(job), rx, 1))
+                rows.append(topic_row(tm.job_state(f"j{i}"), encode(job), rx, 1))
                 truth.append({"sat": sat, "channel": "jobs", "t_s": None, "rx": rx, "job_id": f"j{i}"})
     with Archive(path, writable=True) as archive:
         archive.append(rows)

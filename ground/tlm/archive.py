@@ -148,6 +148,14 @@ def make_row(
     )
 
 
+def topic_row(topic: str, payload: bytes, rx_utc: float, qos: int = 0, retained: bool = False) -> Row:
+    """The row of a message on ``topic`` (a full topic string); ValueError for topics not archived."""
+    parsed = classify(topic)
+    if parsed is None:
+        raise ValueError(f"the archive does not keep topic {topic!r}")
+    return make_row(parsed, payload, rx_utc, qos, retained)
+
+
 def channel_clause(channels: Sequence[str]) -> tuple[str, list[str]]:
     """SQL condition matching any of ``channels``: exact names (``tlm/power``, ``status``), ``tlm`` or
     ``tlm/*`` for every telemetry channel, and a bare telemetry name (``power`` = ``tlm/power``)."""
@@ -287,9 +295,7 @@ class Archive:
 
     def channels(self) -> dict[str, int]:
         """Message count per channel."""
-        return dict(
-            self.db.execute("SELECT channel, COUNT(*) FROM messages GROUP BY channel ORDER BY channel")
-        )
+        return dict(self.db.execute("SELECT channel, COUNT(*) FROM messages GROUP BY channel ORDER BY channel"))
 
     def sats(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT sat FROM messages ORDER BY sat")]

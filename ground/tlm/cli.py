@@ -113,9 +113,7 @@ def add_tlm_parser(subparsers: Any) -> None:
     sub = tlm.add_subparsers(dest="tlm_command", required=True, metavar="{record,query,plot,replay}")
     time_help = "mission seconds t_s (a number) or ISO-8601 UTC receive time (e.g. 2025-06-01T12:00:00Z)"
 
-    p = sub.add_parser(
-        "record", help="append telemetry, status, events, job states and results to an archive"
-    )
+    p = sub.add_parser("record", help="append telemetry, status, events, job states and results to an archive")
     p.add_argument("--out", required=True, help="archive file (SQLite, created if missing, appended to)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--sat", dest="tlm_sat", default=None, help="satellite id (default: the global --sat)")

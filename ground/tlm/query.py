@@ -36,9 +36,7 @@ def parse_time(text: str) -> TimeBound:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(
-            f"time {text!r} is neither mission seconds (a number) nor an ISO-8601 date-time"
-        ) from None
+        raise ValueError(f"time {text!r} is neither mission seconds (a number) nor an ISO-8601 date-time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return TimeBound("utc", when.timestamp())

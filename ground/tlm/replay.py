@@ -131,9 +131,7 @@ class SlipReport:
 class SlipAccounting:
     """Accumulates the lag of each publish behind its due time."""
 
-    def __init__(
-        self, speed: float, late_ms: float = LATE_MS, clock: Callable[[], float] = time.perf_counter
-    ):
+    def __init__(self, speed: float, late_ms: float = LATE_MS, clock: Callable[[], float] = time.perf_counter):
         self.speed = speed
         self.late_ms = late_ms
         self.clock = clock
