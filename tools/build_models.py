@@ -221,7 +221,7 @@ def _digits_forward(params: dict[str, F32], x: F32) -> tuple[F32, dict[str, Any]
     a1 = np.maximum(z1, 0.0)
     logits = a1 @ params["fc2.w"].T + params["fc2.b"]
     cache.update(flat=flat, z1=z1, a1=a1, conv_out_shape=h.shape)
-    return logits.astype(np.float32), cache
+    return logits, cache
 
 
 def _digits_backward(params: dict[str, F32], cache: dict[str, Any], dlogits: F32) -> dict[str, F32]:
