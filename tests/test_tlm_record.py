@@ -204,3 +204,41 @@ def test_commit_policy_100_messages_or_200_ms(tmp_path: Path) -> None:
         assert rec.due()
         rec.flush()
         assert reader.count() == 101 and rec.batches == 2
+
+
+async def test_recorder_survives_a_broker_restart(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """The library recorder reconnects after the broker restarts and keeps recording."""
+    import asyncio
+
+    from ground.tlm.recorder import record
+
+    path = tmp_path / "a.db"
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(record(path, mosquitto.url, sat=SAT, stop=stop, on_ready=lambda r: ready.set()))
+    await asyncio.wait_for(ready.wait(), 10)
+    msgs = mixed_messages(60)
+
+    def publish(batch: list[tuple[str, bytes, float | None, float | None]], retain: bool = False) -> None:
+        client = publisher(mosquitto)
+        for topic, payload, _, _ in batch:
+            client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+
+    await asyncio.to_thread(publish, msgs[:30])
+    assert await asyncio.to_thread(wait_count, path, 30) == 30
+    mosquitto.stop()
+    mosquitto.start()
+    # a retained message reaches the recorder once it has resubscribed: no guessing how long that takes
+    marker = (TopicMap(SAT).status, encode(Status(sat=SAT, state="online", at_utc=1.0)), None, 1.0)
+    await asyncio.to_thread(publish, [marker], True)
+    assert await asyncio.to_thread(wait_count, path, 31) == 31
+    await asyncio.to_thread(publish, msgs[30:])
+    assert await asyncio.to_thread(wait_count, path, 61) == 61
+    stop.set()
+    recorder = await asyncio.wait_for(task, 10)
+    assert recorder.written == 61
+    with Archive(path) as archive:
+        records = list(archive.messages())
+    assert [r.payload for r in records] == [m[1] for m in msgs[:30]] + [marker[1]] + [m[1] for m in msgs[30:]]

@@ -25,6 +25,8 @@ from link.topics import LIVE_ROOT
 from link.transport import BrokerUrl, make_client
 
 ResultsPolicy = Literal["full", "header", "none"]
+RECONNECT_S = 1.0
+"""Pause before reconnecting after the broker connection is lost (what was buffered is committed first)."""
 
 
 def subscriptions(sat: str | None, root: str = LIVE_ROOT) -> list[tuple[str, int]]:
@@ -117,7 +119,9 @@ async def record(
     stop: asyncio.Event | None = None,
 ) -> Recorder:
     """Record until ``stop`` is set or the task is cancelled (committing what is buffered either
-    way); ``on_ready`` is called once the subscriptions are acknowledged. ``sat`` None: all satellites."""
+    way), reconnecting when the broker connection is lost; ``on_ready`` is called once the first
+    subscriptions are acknowledged. ``sat`` None: all satellites. Messages published while the
+    recorder is disconnected are lost (clean session; telemetry is QoS 0 anyway)."""
     archive = Archive(archive_path, writable=True, synchronous=synchronous)
     recorder = Recorder(archive, batch_messages=batch_messages, batch_s=batch_s, results=results)
 
@@ -134,28 +138,40 @@ async def record(
                 payload = str(payload).encode()
             recorder.add(message.topic.value, bytes(payload), int(message.qos), bool(message.retain))
 
+    stop = stop or asyncio.Event()
+    announced = False
     try:
-        async with make_client(BrokerUrl.parse(broker_url)) as client:
-            for topic_filter, qos in subscriptions(sat, root):
-                await client.subscribe(topic_filter, qos=qos)
-            if on_ready is not None:
-                on_ready(recorder)
-            tasks: list[asyncio.Task[Any]] = [
-                asyncio.create_task(flusher()),
-                asyncio.create_task(receive(client)),
-            ]
-            if stop is not None:
-                tasks.append(asyncio.create_task(stop.wait()))
+        while not stop.is_set():
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
-            finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await task
+                async with make_client(BrokerUrl.parse(broker_url)) as client:
+                    for topic_filter, qos in subscriptions(sat, root):
+                        await client.subscribe(topic_filter, qos=qos)
+                    if on_ready is not None and not announced:
+                        on_ready(recorder)
+                    announced = True
+                    tasks: list[asyncio.Task[Any]] = [
+                        asyncio.create_task(flusher()),
+                        asyncio.create_task(receive(client)),
+                        asyncio.create_task(stop.wait()),
+                    ]
+                    try:
+                        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            task.result()
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+                        for task in tasks:
+                            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                                await task
+            except aiomqtt.MqttError as exc:
+                if not announced:
+                    raise  # never connected: a wrong URL should fail, not spin
+                recorder.flush()
+                print(f"recorder: broker connection lost ({exc}); reconnecting in {RECONNECT_S:g} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RECONNECT_S)
     finally:
         recorder.flush()
         archive.close()
