@@ -575,8 +575,7 @@ def build_test_models(root: Path) -> None:
     for name, make, description in specs:
         path = _save(make(), root, name)
         write_manifest(
-            build_manifest(path, name=name, version=VERSION, quantization="other" if name == "uint8-mean"
-                           else "fp32", description=description,
+            build_manifest(path, name=name, version=VERSION, quantization="fp32", description=description,
                            provenance=_base_provenance() | {"weights": "none (arithmetic graph)"}),
             path.parent,
         )
