@@ -327,7 +327,10 @@ def quantize_model(
     with tempfile.TemporaryDirectory(prefix="orbitd-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         if preprocess:
-            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+            try:
+                quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+            except Exception:  # symbolic shape inference fails on some graphs; ORT's advice is to skip it
+                quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         else:
             prepared.write_bytes(src.read_bytes())
         act_type = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8

@@ -115,8 +115,8 @@ def test_static_qdq_structure_and_report(tiny: Path, tmp_path: Path) -> None:
     assert report.top1_agreement == pytest.approx(np.mean(a.argmax(1) == b.argmax(1)))
     assert report.max_abs_diff == pytest.approx(np.abs(a - b).max(), rel=1e-5)
     assert report.mean_abs_diff == pytest.approx(np.abs(a - b).mean(), rel=1e-5)
-    assert report.max_abs_diff > 0  # it really is quantized
-    assert report.top1_agreement >= 0.8
+    assert report.max_abs_diff is not None and report.max_abs_diff > 0  # it really is quantized
+    assert report.top1_agreement is not None and report.top1_agreement >= 0.8
 
 
 def test_no_per_channel_gives_one_scale_per_weight(tiny: Path, tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_dynamic_quantization_allowed_without_convolutions(tmp_path: Path) -> No
 
 def test_cli_writes_output_manifest_and_json(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     calib_path = tmp_path / "calib.npz"
-    np.savez(calib_path, **_calib(32))
+    np.savez(calib_path, x=_calib(32)["x"])
     out = tmp_path / "registry" / "tiny-int8" / "2.0.0" / "model.onnx"
     rc = main([str(tiny), "--calib", str(calib_path), "-o", str(out), "--manifest", "--json",
                "--bench-seconds", "0.02", "--threads", "1"])
@@ -178,3 +178,12 @@ def test_calibration_set_must_fit_the_model(tiny: Path, tmp_path: Path) -> None:
         quantize_model(tiny, out, None)
     with pytest.raises(CalibrationError, match="int64"):
         quantize_model(tiny, out, {"x": np.zeros((4, 1, 16, 16), np.int64)})
+
+
+def test_manifest_needs_a_name_and_version(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    calib_path = tmp_path / "calib.npz"
+    np.savez(calib_path, x=_calib(8)["x"])
+    out = tmp_path / "plain.onnx"
+    assert main([str(tiny), "--calib", str(calib_path), "-o", str(out), "--manifest"]) == 2
+    assert "--name and --version" in capsys.readouterr().err
+    assert not out.exists()
