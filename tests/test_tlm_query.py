@@ -65,7 +65,7 @@ def test_csv_by_utc_range_and_satellite(tmp_path: Path, capsys: pytest.CaptureFi
     path = tmp_path / "a.db"
     truth = build(path)
     out = run(
-        capsys, "--sat", "sat2", "tlm", "query", str(path), "--channel", "thermal", "--channel", "jobs",
+        capsys, "tlm", "query", str(path), "--sat", "sat2", "--channel", "thermal", "--channel", "jobs",
         "--from", "2025-06-01T12:00:30Z", "--to", "2025-06-01T12:00:59", "--csv",
     )  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -104,3 +104,27 @@ def test_parse_time() -> None:
 def test_missing_archive_is_an_error(tmp_path: Path) -> None:
     assert main(["tlm", "query", str(tmp_path / "nope.db"), "--channel", "status"]) == 1
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_mounted_under_a_parent_with_a_default_sat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Mounted like the ``ground`` command (global --sat defaulting to sat1, async handlers): query
+    shows every satellite unless its own --sat names one."""
+    import argparse
+    import asyncio
+
+    from ground.tlm.cli import add_tlm_parser
+
+    path = tmp_path / "a.db"
+    build(path)
+    parent = argparse.ArgumentParser()
+    parent.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    parent.add_argument("--sat", default="sat1")
+    add_tlm_parser(parent.add_subparsers(dest="command", required=True))
+    args = parent.parse_args(["tlm", "query", str(path), "--channel", "power", "--from", "0", "--to", "0"])
+    assert args.sat == "sat1" and asyncio.run(args.handler(args)) == 0
+    assert sorted(json.loads(line)["sat"] for line in capsys.readouterr().out.splitlines()) == ["sat1", "sat2"]
+    args = parent.parse_args(
+        ["--sat", "x", "tlm", "query", str(path), "--sat", "sat2", "--channel", "power", "--to", "0"]
+    )
+    assert asyncio.run(args.handler(args)) == 0
+    assert [json.loads(line)["sat"] for line in capsys.readouterr().out.splitlines()] == ["sat2"]
