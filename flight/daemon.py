@@ -330,6 +330,7 @@ class FlightDaemon:
         try:
             entry = self.registry.resolve(req.model, req.version)
             check_inputs(entry.manifest, unpack_tensors(req.inputs, decoded.binary))
+            self.registry.session(entry, self.throttle.intra_op_threads)  # a model ORT cannot load is refused now
         except (ModelError, WireError) as exc:
             self._reject(req.job_id, str(exc), len(payload))
             return
@@ -432,8 +433,9 @@ class FlightDaemon:
             result_payload = encode(result, binary)
             done = self.journal.complete(job_id, result_payload, finished)
             self.jobs_done += 1
-            self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
+            # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
+            self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
             duty = self.throttle.duty_cycle
             if 0 < duty < 1:
                 self._rest_until = time.monotonic() + outcome.run_s * (1 - duty) / duty

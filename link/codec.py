@@ -70,7 +70,7 @@ def _split(payload: bytes | memoryview) -> tuple[bytes | memoryview, bytes | mem
 
 def _load_json(header: bytes | memoryview) -> object:
     try:
-        return json.loads(bytes(header))
+        return json.loads(bytes(header).decode("utf-8"))
     except UnicodeDecodeError:
         raise WireError("payload is neither framed (ORB1) nor UTF-8 JSON") from None
     except json.JSONDecodeError as exc:

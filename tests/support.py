@@ -1,0 +1,109 @@
+"""Test support: a flightd subprocess, model registries in temporary directories, waiting helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ground.model_files import build_manifest, write_manifest
+from link.manifest import MODEL_FILE
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = REPO / "models"
+
+
+def copy_bundled(models_dir: Path, *names: str) -> Path:
+    """Copy bundled models (all versions) into a registry directory of the test's own."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copytree(BUNDLED / name, models_dir / name)
+    return models_dir
+
+
+def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, channels: int = 64) -> Path:
+    """A conv stack (float32 [1, C, 64, 64] -> same shape) that takes about 85 ms per run on 2 cores."""
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(layers):
+        w = (rng.standard_normal((channels, channels, 3, 3)) * (1.0 / (3 * channels**0.5))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        out = "y" if i == layers - 1 else f"h{i}"
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [out], pads=[1, 1, 1, 1]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 64, 64])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what ONNX Runtime 1.18+ loads
+    directory = models_dir / name / "1.0.0"
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(directory / MODEL_FILE))
+    write_manifest(build_manifest(directory / MODEL_FILE, name=name, version="1.0.0"), directory)
+    return directory
+
+
+class FlightdProcess:
+    """``flightd`` as a child process with its own data directory; logs go to ``log_path``."""
+
+    def __init__(self, broker: str, data_dir: Path, models_dir: Path, sat: str = "sat1",
+                 config: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.broker, self.data_dir, self.models_dir, self.sat = broker, data_dir, models_dir, sat
+        self.config = config
+        self.env = env or {}
+        self.log_path = data_dir.parent / f"flightd-{sat}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "flight.cli", "--broker", self.broker, "--sat", self.sat,
+                "--data-dir", str(self.data_dir), "--models", str(self.models_dir)]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=REPO)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(poll_s)
