@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -93,8 +92,8 @@ class WorkloadSpec:
     and bulk (0-2, ``bulk_deadline_s``)."""
 
     mean_cores: float = 1.6
-    tiles_min: int = 128
-    tiles_max: int = 1024
+    tiles_min: int = 1024
+    tiles_max: int = 8192
     urgent_share: float = 0.2
     routine_share: float = 0.5
     urgent_deadline_s: float = 1800.0
@@ -237,17 +236,31 @@ class PlanPolicy:
 # ------------------------------------------------------------------------------------------ scenario glue
 
 
+def effective_efficiencies(plant: Plant) -> tuple[float, float]:
+    """(charge, discharge) efficiency of the battery at typical power, coulombic efficiency times the
+    resistive loss fraction 1 - P R / V^2 (R = R0 + R1, V = OCV at 50 %): discharge at the full load
+    (bus + board flat out), charge at the charge-current limit."""
+    b = plant.config.battery
+    lp = plant.linear_parameters()
+    v = lp.nominal_v
+    p_dis = lp.bus_w + lp.idle_w + lp.w_per_core * lp.cores
+    p_ch = lp.charge_limit_w
+    return (b.eta_charge * (1.0 - p_ch * lp.r_internal_ohm / v**2),
+            b.eta_discharge * (1.0 - p_dis * lp.r_internal_ohm / v**2))
+
+
 def governor_config_for(plant: Plant, limits: SimLimits, telemetry_period_s: float) -> GovernorConfig:
     """The governor's configuration from the spacecraft's *design* data (the plant's parameters at the
     start: a radiator degraded later is not known to it)."""
     lp = plant.linear_parameters()
     th = plant.config.thermal
+    eta_c, eta_d = effective_efficiencies(plant)
     return GovernorConfig(
         telemetry_period_s=telemetry_period_s,
         limits=default_limits(limits.soc_floor, limits.battery_v_floor, limits.board_max_c, limits.radiator_max_c),
         board=BoardProfile(idle_w=lp.idle_w, w_per_core=lp.w_per_core, n_cores=lp.cores),
-        battery=BatteryConfig(capacity_wh=lp.capacity_wh, charge_efficiency=lp.eta_charge,
-                              discharge_efficiency=lp.eta_discharge),
+        battery=BatteryConfig(capacity_wh=lp.capacity_wh, charge_efficiency=eta_c,
+                              discharge_efficiency=eta_d),
         thermal=ThermalModelConfig(
             board_heat_capacity_j_k=th.board_capacity_j_k,
             radiator_heat_capacity_j_k=th.radiator_capacity_j_k,
@@ -269,8 +282,8 @@ def plan_inputs_for(
     dt_s: float,
     limits: SimLimits,
     soc_margin: float = 0.005,
-    thermal_margin_c: float = 0.5,
-    emissivity_schedule: Callable[[FloatArray], FloatArray] | None = None,
+    thermal_margin_c: float = 1.0,
+    jobs: list[SimJob] | None = None,
 ) -> PlanInputs:
     """LP inputs with perfect knowledge of the scenario: the plant's forecast of solar power and
     environmental heat over the run, and the true (faulted) radiator emissivity per step."""
@@ -291,10 +304,24 @@ def plan_inputs_for(
         eps[i] = e
         env[i] = (a * (s_avg[i] + th.albedo_w_m2 * fc.fraction[i]) * th.absorbing_area_m2
                   + e * th.earth_ir_w_m2 * th.radiator_area_m2)
-    # a single emissivity is used by the LP: the worst (smallest) one over the run (conservative)
-    eps_min = float(eps.min())
+    arrivals = None
+    if jobs is not None:
+        arrivals = np.zeros(len(t))
+        for j in jobs:
+            i = int((j.arrival_s - float(t[0])) // dt_s)
+            if 0 <= i < len(t):
+                arrivals[i] += j.core_s
     b = cfg.battery
+    eta_c, eta_d = effective_efficiencies(plant)
     cap_factor = min(plant.faults.physics_at(float(ti)).capacity_factor for ti in t)
+    # constant-voltage charge taper: ch <= V_max (V_max - OCV(E)) / R, OCV(E) linear between SoC 0.7 and 1
+    v_max = b.v_cell_max * b.series
+    e_a, e_b = b.energy_wh(0.7, cap_factor), b.energy_wh(1.0, cap_factor)
+    o_a, o_b = b.ocv_v(0.7), b.ocv_v(1.0)
+    ocv_slope = (o_b - o_a) / (e_b - e_a)  # V per Wh
+    r_tot = b.r0_ohm + b.r1_ohm
+    cv_slope = v_max * ocv_slope / r_tot
+    cv_intercept = v_max * (v_max - o_a + ocv_slope * e_a) / r_tot
     return PlanInputs(
         dt_s=dt_s,
         solar_w=fc.solar_w,
@@ -304,20 +331,23 @@ def plan_inputs_for(
         energy_min_wh=b.energy_wh(limits.soc_floor + soc_margin, cap_factor),
         energy_max_wh=b.energy_wh(0.995, cap_factor),
         charge_w_max=lp.charge_limit_w,
-        eta_charge=b.eta_charge,
-        eta_discharge=b.eta_discharge,
+        eta_charge=eta_c,
+        eta_discharge=eta_d,
         idle_w=lp.idle_w,
         w_per_core=lp.w_per_core,
         n_cores=float(lp.cores),
         board_capacity_j_k=th.board_capacity_j_k,
         radiator_capacity_j_k=th.radiator_capacity_j_k,
         conductance_w_k=th.conductance_w_k,
-        radiator_k4_w_k4=eps_min * 5.670374e-8 * th.radiator_area_m2,
+        radiator_k4_w_k4=eps * 5.670374e-8 * th.radiator_area_m2,
         sink_k=th.sink_k,
         board0_c=plant.thermal.board_c,
         radiator0_c=plant.thermal.radiator_c,
         board_max_c=limits.board_max_c - thermal_margin_c,
         radiator_max_c=limits.radiator_max_c - thermal_margin_c,
+        work_arrival_core_s=arrivals,
+        cv_intercept_w=cv_intercept,
+        cv_slope_w_per_wh=cv_slope,
     )
 
 
@@ -470,6 +500,7 @@ def run_policy(
     return res
 
 
-def optimal_plan(plant: Plant, duration_s: float, dt_s: float, limits: SimLimits) -> Plan:
-    """Solve the offline optimum for ``plant`` from its current state."""
-    return solve(plan_inputs_for(plant, duration_s, dt_s, limits))
+def optimal_plan(plant: Plant, duration_s: float, dt_s: float, limits: SimLimits,
+                 jobs: list[SimJob] | None = None) -> Plan:
+    """Solve the offline optimum for ``plant`` from its current state (workload-aware if ``jobs``)."""
+    return solve(plan_inputs_for(plant, duration_s, dt_s, limits, jobs=jobs))

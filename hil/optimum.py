@@ -10,17 +10,21 @@ in [0, S_t]; per grid edge t = 0..N: stored energy ``E_t`` (Wh), board and radia
 
     power      S_t - sp_t + dis_t = B_t + P_idle + w c_t + ch_t
     battery    E_{t+1} = E_t + (eta_c ch_t - dis_t / eta_d) dt / 3600,   E_min <= E_t <= E_max
-               ch_t <= P_charge_max
+               ch_t <= P_charge_max,  ch_t <= cv_intercept - cv_slope E_t   (the charger's constant-
+               voltage phase: the charge power tapers as the open-circuit voltage nears the maximum)
     board      C_b (Tb_{t+1} - Tb_t) / dt = P_idle + w c_t - G (Tb_{t+1} - Tr_{t+1})
     radiator   C_r (Tr_{t+1} - Tr_t) / dt = Q_r,t + G (Tb_{t+1} - Tr_{t+1}) + Q_env,t
                                             - [R(Tref_t) + R'(Tref_t) (Tr_{t+1} - Tref_t)]
                Tb_t <= board ceiling - margin,   Tr_t <= radiator ceiling - margin
+    workload   q_{t+1} <= q_t + a_t - c_t dt,  q_t >= 0   (backlog q in core-s, arrivals a_t; only
+               when ``work_arrival_core_s`` is given: work cannot be done before it arrives)
 (backward Euler, as the plant's thermal integrator). Radiation R(T) = eps sigma A (T^4 - T_sink^4)
 is linearised around a reference trajectory Tref; R is convex, so the tangent under-estimates the
 heat rejected and the LP's temperatures are upper bounds of the true ones for the same power
 (conservative). The reference is refined by sequential linear programming: solve, re-simulate the
 radiator along the plan, re-linearise (``iterations`` times). Q_r,t: the electrical watts
-dissipated on the radiator node (bus loads) as the plant does.
+dissipated on the radiator node (bus loads, and battery losses approximated as
+``battery_loss_fraction`` of the battery's terminal power) as the plant does.
 
 The plan is validated by the caller (hil/governor_sim.py) by replaying ``busy_cores`` through the
 real, non-linear plant models.
@@ -64,13 +68,17 @@ class PlanInputs:
     board_capacity_j_k: float
     radiator_capacity_j_k: float
     conductance_w_k: float
-    radiator_k4_w_k4: float  # emissivity * sigma * area, W/K^4
+    radiator_k4_w_k4: float | FloatArray  # emissivity * sigma * area per step (or constant), W/K^4
     sink_k: float
     board0_c: float
     radiator0_c: float
     board_max_c: float
     radiator_max_c: float
     radiator_heat_from_bus: float = 1.0
+    battery_loss_fraction: float = 0.03
+    cv_intercept_w: float = float("inf")
+    cv_slope_w_per_wh: float = 0.0
+    work_arrival_core_s: FloatArray | None = None
 
     @property
     def n(self) -> int:
@@ -124,13 +132,17 @@ def _simulate_radiator(inp: PlanInputs, busy: FloatArray) -> FloatArray:
     tr = inp.radiator0_c + ZERO_C_K
     out = np.empty(n + 1)
     out[0] = inp.radiator0_c
-    g, cb, cr, k = inp.conductance_w_k, inp.board_capacity_j_k, inp.radiator_capacity_j_k, inp.radiator_k4_w_k4
+    g, cb, cr = inp.conductance_w_k, inp.board_capacity_j_k, inp.radiator_capacity_j_k
+    k4 = np.broadcast_to(np.asarray(inp.radiator_k4_w_k4, dtype=np.float64), (n,))
     ts4 = inp.sink_k**4
     sub = max(1, int(np.ceil(inp.dt_s / 20.0)))
     h = inp.dt_s / sub
     for t in range(n):
+        k = float(k4[t])
         pb = inp.idle_w + inp.w_per_core * busy[t]
-        qr = inp.radiator_heat_from_bus * inp.bus_w[t] + inp.env_w[t]
+        net = inp.solar_w[t] - inp.bus_w[t] - pb
+        qr = (inp.radiator_heat_from_bus * inp.bus_w[t] + inp.env_w[t]
+              + inp.battery_loss_fraction * abs(net))
         for _ in range(sub):
             a11, a12, a21 = 1 + h * g / cb, -h * g / cb, -h * g / cr
             tr3 = tr**3
@@ -150,8 +162,9 @@ def solve(inp: PlanInputs, iterations: int = 3) -> Plan:
     dth = dt / 3600.0
     # variable layout
     ic, ich, idis, isp = 0, n, 2 * n, 3 * n
-    ie, itb, itr = 4 * n, 5 * n + 1, 6 * n + 2
-    nv = 7 * n + 3
+    ie, itb, itr, iq = 4 * n, 5 * n + 1, 6 * n + 2, 7 * n + 3
+    with_work = inp.work_arrival_core_s is not None
+    nv = 8 * n + 4 if with_work else 7 * n + 3
     cost = np.zeros(nv)
     cost[ic:ic + n] = -dt
     cost[idis:idis + n] = 1e-4 * dt  # discourage pointless simultaneous charge/discharge
@@ -168,6 +181,26 @@ def solve(inp: PlanInputs, iterations: int = 3) -> Plan:
     hi[itr + 1:itr + n + 1] = inp.radiator_max_c
     lo[itb], hi[itb] = inp.board0_c, inp.board0_c
     lo[itr], hi[itr] = inp.radiator0_c, inp.radiator0_c
+    tw = np.arange(n)
+    wt = _Triplets()
+    ub_parts: list[FloatArray] = []
+    n_ub = 0
+    if np.isfinite(inp.cv_intercept_w):  # ch_t + slope E_t <= intercept
+        wt.add(tw, ich + tw, 1.0)
+        wt.add(tw, ie + tw, inp.cv_slope_w_per_wh)
+        ub_parts.append(np.full(n, inp.cv_intercept_w))
+        n_ub += n
+    if with_work:
+        assert inp.work_arrival_core_s is not None
+        lo[iq:iq + n + 1] = 0.0
+        lo[iq], hi[iq] = 0.0, 0.0
+        wt.add(n_ub + tw, iq + tw + 1, 1.0)
+        wt.add(n_ub + tw, iq + tw, -1.0)
+        wt.add(n_ub + tw, ic + tw, dt)
+        ub_parts.append(np.asarray(inp.work_arrival_core_s, dtype=np.float64))
+        n_ub += n
+    a_ub = wt.matrix((n_ub, nv)) if n_ub else None
+    b_ub = np.concatenate(ub_parts) if n_ub else None
     # thermal ceilings the initial state already breaks cannot hold at once: relax the first steps
     tb_relax = max(0.0, inp.board0_c - inp.board_max_c)
     tr_relax = max(0.0, inp.radiator0_c - inp.radiator_max_c)
@@ -182,9 +215,10 @@ def solve(inp: PlanInputs, iterations: int = 3) -> Plan:
     status = "not solved"
     it = 0
     for it in range(1, iterations + 1):
-        tref = _simulate_radiator(inp, busy_ref)[:-1] + ZERO_C_K
-        k_lin = 4.0 * inp.radiator_k4_w_k4 * tref**3
-        rad_ref = inp.radiator_k4_w_k4 * (tref**4 - inp.sink_k**4)
+        tref = _simulate_radiator(inp, busy_ref)[1:] + ZERO_C_K
+        k4 = np.broadcast_to(np.asarray(inp.radiator_k4_w_k4, dtype=np.float64), (n,))
+        k_lin = 4.0 * k4 * tref**3
+        rad_ref = k4 * (tref**4 - inp.sink_k**4)
         trip = _Triplets()
         add = trip.add
         r0 = t  # power balance: w c + ch + sp - dis = S - B - idle
@@ -209,10 +243,12 @@ def solve(inp: PlanInputs, iterations: int = 3) -> Plan:
         add(r3, itr + t + 1, cr / dt + g + k_lin)
         add(r3, itr + t, -cr / dt)
         add(r3, itb + t + 1, -g)
+        add(r3, ich + t, -inp.battery_loss_fraction)
+        add(r3, idis + t, -inp.battery_loss_fraction)
         b[3 * n:4 * n] = (inp.radiator_heat_from_bus * inp.bus_w + inp.env_w - rad_ref
                           + k_lin * (tref - ZERO_C_K))
         a_eq = trip.matrix((4 * n, nv))
-        res = linprog(cost, A_eq=a_eq, b_eq=b, bounds=np.stack([lo, hi], axis=1), method="highs")
+        res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b, bounds=np.stack([lo, hi], axis=1), method="highs")
         status = str(res.message)
         if res.status != 0:
             raise RuntimeError(f"optimum LP failed at iteration {it}: {res.message}")
