@@ -27,7 +27,11 @@ import aiomqtt
 
 from flight import __version__
 from flight.executor import InferenceExecutor, RunTerminated
+from flight.governor import Governor, GovernorConfig
+from flight.governor.admission import QueuedJob as GovernorJob
+from flight.governor.admission import RunningJob
 from flight.journal import JobJournal, JobRecord
+from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, expired, next_job
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
@@ -109,6 +113,12 @@ class FlightDaemon:
         self.started_monotonic = time.monotonic()
         self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
         self.telemetry: dict[str, Telemetry] = {}
+        self.mission = MissionClock(start_wall_s=time.monotonic())
+        self.governor = (
+            Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
+        )
+        self._new_samples: list[Telemetry] = []
+        self._run_started: dict[str, float] = {}
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
@@ -369,15 +379,45 @@ class FlightDaemon:
             now = self.clock()
             for job in expired(self._queue.values(), now):
                 self._finish(job.job_id, JobState.EXPIRED, f"deadline passed while queued ({job.deadline_utc:.3f})")
-            while self._may_start():
-                chosen = next_job(self._queue.values(), now)
-                if chosen is None:
+            for job_id in self._admitted_order(now):
+                if not self._may_start():
                     break
-                del self._queue[chosen.job_id]
-                self._running[chosen.job_id] = asyncio.create_task(self._run_job(chosen.job_id), name=chosen.job_id)
+                del self._queue[job_id]
+                self._running[job_id] = asyncio.create_task(self._run_job(job_id), name=job_id)
             rest = self._rest_until - time.monotonic()
             if rest > 0 and self._queue:
                 asyncio.get_running_loop().call_later(rest, self._wake.set)
+
+    def _admitted_order(self, now_utc: float) -> list[str]:
+        """Queued jobs that may start, in the order to start them: the governor's admission plan
+        (priority classes, EDF, deadline feasibility within the budget) or, without a governor, the
+        plain queue policy. Jobs the governor rejects are ended here with its reason."""
+        if self.governor is None:
+            chosen = next_job(self._queue.values(), now_utc)
+            return [] if chosen is None else [chosen.job_id]
+        wall = time.monotonic()
+        now_s = self.mission.now(wall)
+        queued = [
+            GovernorJob(
+                job_id=j.job_id,
+                priority=j.priority,
+                model=j.model,
+                enqueued_s=self.mission.mission_from_utc(j.received_utc, now_utc, wall),
+                deadline_s=None
+                if j.deadline_utc is None
+                else self.mission.mission_from_utc(j.deadline_utc, now_utc, wall),
+            )
+            for j in self._queue.values()
+        ]
+        running = [RunningJob(job_id=i, model=self._queue_model(i)) for i in self._running]
+        plan = self.governor.dispatch(now_s, queued, running)
+        for job, reason in plan.reject:
+            self._finish(job.job_id, JobState.REJECTED, f"admission control: {reason}")
+        return [j.job_id for j in (*plan.start, *plan.wait)]
+
+    def _queue_model(self, job_id: str) -> str:
+        record = self.journal.get(job_id)
+        return record.model if record is not None else ""
 
     def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
         """Move a queued or running job to a terminal state other than done."""
@@ -433,6 +473,8 @@ class FlightDaemon:
             result_payload = encode(result, binary)
             done = self.journal.complete(job_id, result_payload, finished)
             self.jobs_done += 1
+            if self.governor is not None:
+                self.governor.record_run(entry.manifest.name, outcome.run_s, threads)
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
@@ -533,6 +575,8 @@ class FlightDaemon:
             return
         if sample.channel != "compute":
             self.telemetry[sample.channel] = sample
+            self.mission.observe(sample.t_s, time.monotonic())
+            self._new_samples.append(sample)
 
     def _heartbeat(self) -> None:
         t = self.throttle
@@ -585,7 +629,30 @@ class FlightDaemon:
             values=values,
         )
 
+    def _govern(self) -> None:
+        """One governor decision applied to the throttle; preemption and mode events on the wire."""
+        if self.governor is None:
+            return
+        samples, self._new_samples = self._new_samples, []
+        now_s = self.mission.now(time.monotonic())
+        d = self.governor.update(now_s, samples)
+        t = self.throttle
+        t.concurrency = min(d.concurrency, self.settings.executor.max_concurrency)
+        t.intra_op_threads = max(1, min(d.intra_op_threads, self.settings.executor.intra_op_threads))
+        t.duty_cycle = d.duty_cycle
+        t.budget_w = d.budget_w
+        t.mode = d.mode
+        if d.mode_changed:
+            log.warning("mode %s at t=%.1f s: %s", d.mode.value, now_s, "; ".join(d.reasons))
+            self._event(EventKind.MODE, f"mode {d.mode.value}", severity="warning" if d.mode is Mode.SAFE else "info",
+                        mode=d.mode.value, t_s=now_s, reasons=list(d.reasons))
+        if d.preempt and self._running:
+            stopped = self.preempt_all(f"{d.mode.value} mode")
+            log.warning("preempted %s", ", ".join(stopped))
+        self._wake.set()
+
     async def _control_cycle(self) -> None:
+        self._govern()
         sample = self._compute_sample()
         self._publish_soon(self.topics.telemetry("compute"), encode(sample), qos=0)
         now_m = time.monotonic()

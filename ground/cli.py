@@ -17,12 +17,14 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
+from ground import quantize
 from ground.client import GroundClient, GroundError
+from ground.tlm.cli import add_tlm_parser
 from link.auth import AuthError, load_key
 from link.codec import WireError
 from link.messages import JobState
 
-Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int] | int]
 
 
 def _client(args: argparse.Namespace) -> GroundClient:
@@ -235,11 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = model.add_parser("rollback")
     s.add_argument("name")
     s.set_defaults(handler=cmd_model_rollback)
+    quantize.add_parser(model)
 
     icd = sub.add_parser("icd", help="interface control").add_subparsers(dest="icd_command", required=True)
     s = icd.add_parser("schemas", help="write JSON Schema files of every message")
     s.add_argument("-o", "--output", type=Path, required=True)
     s.set_defaults(handler=cmd_icd_schemas)
+    add_tlm_parser(sub)
     return p
 
 
@@ -247,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
-        return asyncio.run(handler(args))
+        outcome = handler(args)
+        return asyncio.run(outcome) if asyncio.iscoroutine(outcome) else int(outcome)
     except (GroundError, AuthError, WireError, aiomqtt.MqttError, OSError, ValueError) as exc:
         print(f"ground: error: {exc}", file=sys.stderr)
         return 1
