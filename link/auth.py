@@ -1,4 +1,4 @@
-"""Command authentication: HMAC-SHA256 over the message's canonical JSON.
+"""Command (and model upload) authentication: HMAC-SHA256 over the message's canonical JSON.
 
 The tag covers every field but ``auth`` itself, serialised with sorted keys and no whitespace
 (:func:`signing_bytes`), so any client can compute it::
@@ -18,37 +18,50 @@ import json
 from collections.abc import Mapping
 from typing import TypeVar
 
-from link.messages import Auth, Command
+from pydantic import BaseModel
 
-C = TypeVar("C", bound=Command)
+from link.messages import Auth
+
+S = TypeVar("S", bound=BaseModel)
 
 
 class AuthError(ValueError):
     """A command whose tag is missing, names an unknown key, or does not verify."""
 
 
-def signing_bytes(command: Command) -> bytes:
-    """The canonical bytes a tag is computed over."""
-    doc = command.model_dump(mode="json", exclude={"auth"}, exclude_none=True)
+def _check_signable(message: BaseModel) -> None:
+    if "auth" not in type(message).model_fields:
+        raise TypeError(f"{type(message).__name__} has no auth field and cannot be signed")
+
+
+def signing_bytes(message: BaseModel) -> bytes:
+    """The canonical bytes a tag is computed over: every field but ``auth``, sorted keys, no spaces."""
+    doc = message.model_dump(mode="json", exclude={"auth"}, exclude_none=True)
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def sign(command: C, key_id: str, key: bytes) -> C:
-    """A copy of ``command`` carrying its HMAC-SHA256 tag under ``key_id``."""
-    mac = hmac.new(key, signing_bytes(command), hashlib.sha256).hexdigest()
-    return command.model_copy(update={"auth": Auth(key_id=key_id, mac=mac)})
+def sign(message: S, key_id: str, key: bytes) -> S:
+    """A copy of ``message`` (a Command, or any message with an ``auth`` field) tagged under ``key_id``."""
+    _check_signable(message)
+    mac = hmac.new(key, signing_bytes(message), hashlib.sha256).hexdigest()
+    return message.model_copy(update={"auth": Auth(key_id=key_id, mac=mac)})
 
 
-def verify(command: Command, keys: Mapping[str, bytes]) -> None:
-    """Return if ``command`` carries a valid tag from one of ``keys``; raise :class:`AuthError` otherwise."""
-    if command.auth is None:
-        raise AuthError("command is not signed and this satellite requires signed commands")
-    key = keys.get(command.auth.key_id)
+def verify(message: BaseModel, keys: Mapping[str, bytes], *, what: str = "command") -> None:
+    """Return if ``message`` carries a valid tag from one of ``keys``; raise :class:`AuthError` otherwise.
+
+    ``what`` names the message in the reasons ("command is not signed ...", "bad command signature").
+    """
+    _check_signable(message)
+    auth = getattr(message, "auth", None)
+    if not isinstance(auth, Auth):
+        raise AuthError(f"{what} is not signed and this satellite requires signed {what}s")
+    key = keys.get(auth.key_id)
     if key is None:
-        raise AuthError(f"unknown key_id {command.auth.key_id!r}")
-    expected = hmac.new(key, signing_bytes(command), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, command.auth.mac):
-        raise AuthError("bad command signature")
+        raise AuthError(f"unknown key_id {auth.key_id!r}")
+    expected = hmac.new(key, signing_bytes(message), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, auth.mac):
+        raise AuthError(f"bad {what} signature")
 
 
 def load_key(text: str) -> bytes:
