@@ -207,9 +207,10 @@ class ThermalPredictor:
         k_lin = 4.0 * c.radiator_emissivity * SIGMA_W_M2_K4 * c.radiator_area_m2 * (tr + ZERO_C_K) ** 3
         rad0 = c.radiator_emissivity * SIGMA_W_M2_K4 * c.radiator_area_m2 * (
             (tr + ZERO_C_K) ** 4 - (c.sink_c + ZERO_C_K) ** 4)
-        steps = max(1, int(c.horizon_s / c.step_s))
-        h = c.horizon_s / steps
         g, cb, cr = c.board_to_radiator_w_k, c.board_heat_capacity_j_k, c.radiator_heat_capacity_j_k
+        stable_h = 0.5 * min(cb, cr) / g  # explicit Euler stays well inside its stability limit
+        steps = max(1, int(c.horizon_s / c.step_s), math.ceil(c.horizon_s / stable_h))
+        h = c.horizon_s / steps
         # free response (P = 0) and unit response (dT per W), semi-implicit Euler per step
         fb, fr, ub, ur = tb, tr, 0.0, 0.0
         best = math.inf
