@@ -343,3 +343,26 @@ def test_onnxruntime_loads_the_helper_model(tmp_path: Path) -> None:
     x = np.ones((1, 16), dtype=np.float32)
     y = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, x @ w, rtol=1e-5)
+
+
+def test_sign_matches_the_documented_recipe_for_commands_and_uploads(model_file: tuple[Path, np.ndarray]) -> None:
+    """link.auth's tag, computed independently as its docstring tells any client to."""
+    import hmac
+
+    from link.messages import Command, Ping
+
+    key = bytes(range(32))
+    manifest = build_manifest(model_file[0], name="mm", version="1")
+    messages = [
+        Command(command_id="c1", issued_utc=5.0, body=Ping()),
+        UploadBegin(upload_id="u1", manifest=manifest, chunk_bytes=1024,
+                    n_chunks=chunk_count(manifest.size_bytes, 1024), issued_utc=5.0),
+    ]
+    for message in messages:
+        doc = json.loads(message.model_dump_json(exclude_none=True))
+        body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        signed = sign(message, "ground", key)
+        assert signed.auth is not None
+        assert signed.auth.mac == hmac.new(key, body, hashlib.sha256).hexdigest()
+    with pytest.raises(TypeError, match="has no auth field"):
+        sign(UploadQuery(upload_id="u1"), "ground", key)
