@@ -353,7 +353,7 @@ def test_sign_matches_the_documented_recipe_for_commands_and_uploads(model_file:
 
     key = bytes(range(32))
     manifest = build_manifest(model_file[0], name="mm", version="1")
-    messages = [
+    messages: list[Command | UploadBegin] = [
         Command(command_id="c1", issued_utc=5.0, body=Ping()),
         UploadBegin(upload_id="u1", manifest=manifest, chunk_bytes=1024,
                     n_chunks=chunk_count(manifest.size_bytes, 1024), issued_utc=5.0),
