@@ -192,7 +192,7 @@ class FlightDaemon:
         client = self._client
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
-                await client.unsubscribe(self.topics.job_submit)
+                await client.unsubscribe(self.topics.job_submit, timeout=2.0)
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
         if self._running:
             _, still = await asyncio.wait(list(self._running.values()), timeout=self.settings.shutdown_grace_s)
@@ -254,11 +254,12 @@ class FlightDaemon:
                     self._publish_state(record)
 
     async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        """Publish and wait (at most 10 s) for the broker's PUBACK; False when that fails."""
         client = self._client
         if client is None:
             return False
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=10.0)
         except aiomqtt.MqttError as exc:
             log.debug("publish to %s failed: %s", topic, exc)
             return False

@@ -105,6 +105,8 @@ class GroundClient:
         self._reader: asyncio.Task[None] | None = None
         self._watched: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
         self._job_queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
+        self._patterns: list[tuple[str, asyncio.Queue[tuple[str, bytes]]]] = []
+        self._tracking_all = False
 
     # ------------------------------------------------------------------------------ connection
 
@@ -138,23 +140,44 @@ class GroundClient:
     async def _read(self) -> None:
         async for message in self.mqtt.messages:
             topic = str(message.topic)
+            payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
             queue = self._watched.get(topic)
             if queue is not None:
-                payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-                queue.put_nowait((topic, bytes(payload)))
+                queue.put_nowait((topic, payload))
+            for pattern, pattern_queue in self._patterns:
+                if message.topic.matches(pattern):
+                    pattern_queue.put_nowait((topic, payload))
 
     async def _watch(self, *topics: str, subscribe: bool = True) -> asyncio.Queue[tuple[str, bytes]]:
         """One queue receiving every message on ``topics`` from now on (retained ones included)."""
         queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         for t in topics:
             self._watched[t] = queue
-        if subscribe:
+        if subscribe and not (self._tracking_all and all(self._is_job_topic(t) for t in topics)):
             await self.mqtt.subscribe([(t, 1) for t in topics])
         return queue
+
+    async def watch_topic(self, topic: str) -> asyncio.Queue[tuple[str, bytes]]:
+        """Subscribe to ``topic`` (wildcards allowed) and return the queue of (topic, payload) it fills."""
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._patterns.append((topic, queue))
+        await self.mqtt.subscribe(topic, qos=1)
+        return queue
+
+    async def track_all_jobs(self) -> None:
+        """Subscribe once to every job's state and result (wildcards) instead of per job: for a
+        dispatcher with many jobs in flight. Retained results not yet acknowledged arrive too."""
+        await self.mqtt.subscribe([(self.topics.job_state_all, 1), (self.topics.result_all, 1)])
+        self._tracking_all = True
+
+    def _is_job_topic(self, topic: str) -> bool:
+        return self.topics.job_id_of(topic) is not None
 
     async def _unwatch(self, *topics: str) -> None:
         for t in topics:
             self._watched.pop(t, None)
+        if self._tracking_all and all(self._is_job_topic(t) for t in topics):
+            return
         with contextlib.suppress(aiomqtt.MqttError):
             await self.mqtt.unsubscribe(list(topics))
 

@@ -4,7 +4,7 @@
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
     hil scenarios                         (list the bundled scenarios)
 
-A ``sil`` subcommand (software-in-the-loop runner) is added by the lead: see ``_add_sil`` below.
+    hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +35,15 @@ def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Placeholder for the lead's ``hil sil`` (software-in-the-loop runner)."""
+    p = sub.add_parser("sil", help="software-in-the-loop run: broker, plant, flightd, workload, report")
+    p.add_argument("--scenario", default="nominal-550km", help="scenario name (hil/scenarios) or .toml path")
+    p.add_argument("--orbits", type=float, default=2.0)
+    p.add_argument("--warp", type=float, default=200.0, help="simulated seconds per wall-clock second")
+    p.add_argument("--broker", help="use this broker instead of starting the embedded one")
+    p.add_argument("--report", type=Path, help="report directory (default runs/sil-<scenario>-<time>)")
+    p.add_argument("--models", type=Path, help="model registry (default: the bundled models)")
+    p.add_argument("--backlog", type=int, default=8, help="jobs kept outstanding by the ground workload")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +79,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hil.embedded_broker import serve_forever
 
             asyncio.run(serve_forever(args.host, args.port))
+        elif args.command == "sil":
+            import json
+            from dataclasses import asdict
+
+            from hil.sil import print_report, run_sil
+
+            report = asyncio.run(
+                run_sil(args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
+                        report_dir=args.report, models=args.models, backlog=args.backlog, progress=not args.json)
+            )
+            if args.json:
+                print(json.dumps(asdict(report)))
+            else:
+                print_report(report)
         elif args.command == "scenarios":
             from hil.scenario import list_scenarios, load_scenario
 
@@ -77,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name}: {load_scenario(name).description}")
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"hil: {exc}", file=sys.stderr)
         return 2
     return 0

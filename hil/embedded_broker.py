@@ -10,10 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
 from amqtt.broker import Broker
+
+
+class _SnapshotIterDict(dict[Any, Any]):
+    """A dict whose iteration walks a snapshot of its keys.
+
+    amqtt 0.12.1 iterates its subscription table across ``await``s when a client connects
+    (``Broker._handle_client_session``); another client subscribing meanwhile raised "dictionary
+    changed size during iteration" and killed the connecting client's session (seen in ``hil sil``).
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(super().keys()))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,6 +59,7 @@ class EmbeddedBroker:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self._broker = Broker(self._config())
+        self._broker._subscriptions = _SnapshotIterDict()
         await self._broker.start()
 
     async def stop(self) -> None:

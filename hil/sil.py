@@ -1,0 +1,324 @@
+"""``hil sil``: the software-in-the-loop run — broker, plant, flightd (a real process running the
+governor), a ground workload and a recorder, closed through MQTT; it ends with a report and a plot.
+
+Timing: the plant runs ``warp`` simulated seconds per wall second; flightd runs real inference in
+real time and reports its time-averaged busy cores, which the plant turns into watts. The report is
+computed from the recorded archive (what the ground saw), in simulated time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ground.client import GroundClient, GroundError
+from ground.tlm.archive import Archive
+from ground.tlm.recorder import record
+from hil.embedded_broker import EmbeddedBroker
+from hil.governor_sim import SimLimits, governor_config_for
+from hil.plant_service import serve as serve_plant
+from hil.scenario import Scenario, load_scenario
+from link.codec import WireError, decode
+from link.messages import Event, EventKind, Telemetry
+
+log = logging.getLogger("hil.sil")
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+MODE_NAMES = {0: "nominal", 1: "throttled", 2: "safe"}
+
+
+@dataclass
+class SilReport:
+    """Outcome of a run (simulated seconds, W h, °C; SoC as a fraction)."""
+
+    scenario: str
+    orbits: float
+    sim_s: float
+    wall_s: float
+    warp: float
+    jobs_submitted: int
+    jobs_done: int
+    compute_energy_wh: float
+    min_soc: float
+    max_temp_c: float
+    max_board_c: float
+    max_radiator_c: float
+    mode_s: dict[str, float]
+    violation_s: float
+    violations_s: dict[str, float]
+    mode_changes: list[dict[str, Any]] = field(default_factory=list)
+    archive: str = ""
+    plot: str = ""
+
+
+def _series(archive: Archive, channel: str) -> list[Telemetry]:
+    out = []
+    for rec in archive.messages(channels=[f"tlm/{channel}"]):
+        try:
+            out.append(decode(rec.payload, Telemetry).message)
+        except WireError:
+            continue
+    out.sort(key=lambda m: m.t_s)
+    return out
+
+
+def _durations(samples: list[Telemetry]) -> list[tuple[Telemetry, float]]:
+    """Each sample with the simulated time it stands for (until the next one; the last, one period)."""
+    out = []
+    for i, s in enumerate(samples):
+        nxt = samples[i + 1].t_s if i + 1 < len(samples) else s.t_s + (s.t_s - samples[i - 1].t_s if i else 1.0)
+        out.append((s, max(0.0, nxt - s.t_s)))
+    return out
+
+
+def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: int, jobs_done: int,
+                        wall_s: float, warp: float, orbits: float) -> SilReport:
+    power = _durations(_series(archive, "power"))
+    thermal = _durations(_series(archive, "thermal"))
+    compute = _durations(_series(archive, "compute"))
+    lim = scenario.limits
+    soc = [s.values["soc"] for s, _ in power if "soc" in s.values]
+    board = [s.values["board_c"] for s, _ in thermal if "board_c" in s.values]
+    radiator = [s.values["radiator_c"] for s, _ in thermal if "radiator_c" in s.values]
+    violations = {
+        "soc_below_floor": sum(dt for s, dt in power if s.values.get("soc", 1.0) < lim.soc_floor),
+        "board_over_max": sum(dt for s, dt in thermal if s.values.get("board_c", -273.0) > lim.board_max_c),
+        "radiator_over_max": sum(dt for s, dt in thermal if s.values.get("radiator_c", -273.0) > lim.radiator_max_c),
+    }
+    mode_s = {name: 0.0 for name in MODE_NAMES.values()}
+    for s, dt in compute:
+        mode_s[MODE_NAMES.get(int(s.values.get("mode_code", 0)), "nominal")] += dt
+    changes = []
+    for rec in archive.messages(channels=["events"]):
+        try:
+            event = decode(rec.payload, Event).message
+        except WireError:
+            continue
+        if event.kind is EventKind.MODE:
+            changes.append({"t_s": event.details.get("t_s"), "mode": event.details.get("mode"),
+                            "reasons": event.details.get("reasons", [])})
+    sim_s = (power[-1][0].t_s - power[0][0].t_s) if len(power) > 1 else 0.0
+    return SilReport(
+        scenario=scenario.name,
+        orbits=orbits,
+        sim_s=sim_s,
+        wall_s=wall_s,
+        warp=warp,
+        jobs_submitted=jobs_submitted,
+        jobs_done=jobs_done,
+        compute_energy_wh=sum(s.values.get("compute_w", 0.0) * dt for s, dt in power) / 3600.0,
+        min_soc=min(soc, default=float("nan")),
+        max_temp_c=max(board + radiator, default=float("nan")),
+        max_board_c=max(board, default=float("nan")),
+        max_radiator_c=max(radiator, default=float("nan")),
+        mode_s=mode_s,
+        violation_s=sum(violations.values()),
+        violations_s=violations,
+        mode_changes=changes,
+    )
+
+
+def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+
+
+class Workload:
+    """Keeps ``backlog`` tile-triage jobs outstanding on the satellite and counts the results."""
+
+    def __init__(self, ground: GroundClient, model: str, input_name: str, backlog: int, seed: int = 0) -> None:
+        self.ground, self.model, self.input_name, self.backlog = ground, model, input_name, backlog
+        self.tile = np.random.default_rng(seed).random((1, 3, 128, 128), dtype=np.float32)
+        self.submitted = 0
+        self.done = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _one(self) -> None:
+        try:
+            job = await self.ground.submit(self.model, {self.input_name: self.tile})
+            await self.ground.wait_result(job.job_id, timeout_s=3600)
+            self.done += 1
+        except GroundError as exc:
+            log.debug("workload job: %s", exc)
+
+    async def run(self) -> None:
+        while True:
+            while len(self._tasks) < self.backlog:
+                self.submitted += 1
+                task = asyncio.create_task(self._one())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _tile_input_name(models: Path, model: str) -> str:
+    manifests = sorted((models / model).glob("*/manifest.json"))
+    if not manifests:
+        raise FileNotFoundError(f"model {model} not found in {models}")
+    return str(json.loads(manifests[-1].read_text())["inputs"][0]["name"])
+
+
+async def run_sil(
+    scenario_name: str,
+    orbits: float = 2.0,
+    warp: float = 200.0,
+    broker: str | None = None,
+    report_dir: Path | None = None,
+    sat: str = "sat1",
+    models: Path | None = None,
+    model: str = "tile-int8",
+    backlog: int = 8,
+    progress: bool = True,
+) -> SilReport:
+    scenario = load_scenario(scenario_name)
+    plant = scenario.build_plant()
+    sim_s = orbits * plant.linear_parameters().period_s
+    report_dir = Path(report_dir or Path("runs") / f"sil-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = report_dir.resolve()
+    models = Path(models or (REPO_MODELS if REPO_MODELS.is_dir() else Path("models"))).resolve()
+    limits = SimLimits(soc_floor=scenario.limits.soc_floor, board_max_c=scenario.limits.board_max_c,
+                       radiator_max_c=scenario.limits.radiator_max_c)
+    # Telemetry at least every 0.2 s of wall time: at high warp a 1 s simulated period is a few ms of
+    # wall time, and ordinary delivery jitter would read as stale telemetry (SAFE) to the governor.
+    tlm_period_s = max(scenario.telemetry_period_s, 0.2 * warp)
+    gov_config = governor_config_for(plant, limits, tlm_period_s)
+    control_period = 0.05
+
+    async with contextlib.AsyncExitStack() as stack:
+        if broker is None:
+            embedded = await stack.enter_async_context(EmbeddedBroker())
+            broker = embedded.url
+        archive_path = report_dir / "telemetry.sqlite3"
+        stop_recording = asyncio.Event()
+        ready = asyncio.Event()
+        recorder = asyncio.create_task(
+            record(archive_path, broker, sat=sat, stop=stop_recording, on_ready=lambda _: ready.set())
+        )
+        await asyncio.wait_for(ready.wait(), 30)
+        env = {
+            **os.environ,
+            "ORBITD_GOVERNOR": gov_config.model_dump_json(),
+            "ORBITD_CONTROL_PERIOD_S": str(control_period),
+            "ORBITD_LINK__HEARTBEAT_S": "1.0",
+            "ORBITD_EXECUTOR__PRELOAD": json.dumps([model]),
+        }
+        flightd_log = (report_dir / "flightd.log").open("wb")
+        flightd = subprocess.Popen(
+            [sys.executable, "-m", "flight.cli", "--broker", broker, "--sat", sat,
+             "--data-dir", str(report_dir / "flightd"), "--models", str(models)],
+            env=env, stdout=flightd_log, stderr=flightd_log, cwd=report_dir,
+        )
+        stack.callback(_kill_if_running, flightd)
+        ground = await stack.enter_async_context(GroundClient(broker, sat, timeout_s=2.0))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await ground.ping()
+                break
+            except GroundError:
+                if flightd.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"flightd did not start; see {report_dir / 'flightd.log'}") from None
+        await ground.track_all_jobs()
+        workload = Workload(ground, model, _tile_input_name(models, model), backlog)
+        workload_task: asyncio.Task[None] | None = None
+
+        wall0 = time.monotonic()
+        plant_run = serve_plant(broker, sat, scenario, warp=warp, duration_s=sim_s, rate_hz=1.0 / tlm_period_s)
+        plant_task = asyncio.create_task(plant_run)
+        workload_task = asyncio.create_task(workload.run())
+        try:
+            await _watch_progress(plant_task, ground, sim_s, workload, progress)
+            await plant_task
+        finally:
+            wall_s = time.monotonic() - wall0
+            await workload.stop()
+            if workload_task is not None:
+                workload_task.cancel()
+                await asyncio.gather(workload_task, return_exceptions=True)
+            flightd.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(flightd.wait, 30)
+            await asyncio.sleep(0.5)
+            stop_recording.set()
+            await asyncio.gather(recorder, return_exceptions=True)
+
+    archive = Archive(archive_path)
+    report = report_from_archive(archive, scenario, workload.submitted, workload.done, wall_s, warp, orbits)
+    from ground.tlm.plot import plot
+
+    png = plot(archive, report_dir / "sil.png", title=f"hil sil: {scenario.name}, {orbits:g} orbits, governor on")
+    report.archive, report.plot = str(archive_path), str(png)
+    (report_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return report
+
+
+async def _watch_progress(plant_task: asyncio.Task[None], ground: GroundClient, sim_s: float,
+                          workload: Workload, show: bool) -> None:
+    """Live progress on stderr from the satellite's own telemetry."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    latest: dict[str, Telemetry] = {}
+    queue = await ground.watch_topic(ground.topics.telemetry_all)
+
+    async def drain() -> None:
+        while True:
+            _, payload = await queue.get()
+            with contextlib.suppress(WireError):
+                m = decode(payload, Telemetry).message
+                latest[m.channel] = m
+
+    drainer = asyncio.create_task(drain())
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    with Progress(*columns, disable=not show, transient=False) as bar:
+        task = bar.add_task("sim", total=sim_s, info="")
+        while not plant_task.done():
+            p, th, c = latest.get("power"), latest.get("thermal"), latest.get("compute")
+            if p is not None:
+                mode = MODE_NAMES.get(int(c.values.get("mode_code", 0)), "?") if c else "?"
+                info = (f"SoC {p.values.get('soc', 0) * 100:5.1f}%  board "
+                        f"{th.values.get('board_c', 0) if th else 0:5.1f} °C  mode {mode:9s} jobs {workload.done}")
+                bar.update(task, completed=p.t_s, info=info)
+            await asyncio.sleep(0.25)
+        bar.update(task, completed=sim_s)
+    drainer.cancel()
+
+
+def print_report(report: SilReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hil sil — {report.scenario}, {report.orbits:g} orbits ({report.sim_s:.0f} s simulated "
+                        f"in {report.wall_s:.0f} s, warp {report.warp:g})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("jobs done / submitted", f"{report.jobs_done} / {report.jobs_submitted}"),
+        ("compute energy", f"{report.compute_energy_wh:.1f} Wh"),
+        ("min SoC", f"{report.min_soc * 100:.1f} %"),
+        ("max board / radiator", f"{report.max_board_c:.1f} / {report.max_radiator_c:.1f} °C"),
+        *((f"time in {m}", f"{s:.0f} s") for m, s in report.mode_s.items()),
+        *((f"violation: {k}", f"{v:.0f} s") for k, v in report.violations_s.items()),
+        ("mode changes", str(len(report.mode_changes))),
+        ("plot", report.plot),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    Console(stderr=True).print(table)
