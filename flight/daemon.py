@@ -36,6 +36,7 @@ from flight.queue_policy import QueuedJob, expired, next_job
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.settings import FlightSettings
+from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key, verify
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, unpack_tensors
 from link.messages import (
@@ -110,6 +111,7 @@ class FlightDaemon:
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
         self.keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
+        self.uplink = UplinkReceiver(self.registry, settings.data_dir / "uplink", self.clock, keys=self.keys)
         self.started_monotonic = time.monotonic()
         self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
         self.telemetry: dict[str, Telemetry] = {}
@@ -235,7 +237,7 @@ class FlightDaemon:
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         t = self.topics
-        subscriptions = [(t.command, 1), (t.telemetry_all, 0)]
+        subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
         await client.subscribe(subscriptions)
@@ -305,6 +307,9 @@ class FlightDaemon:
                 self._on_command(payload)
             elif topic.matches(self.topics.telemetry_all):
                 self._on_telemetry(payload)
+            elif topic.matches(self.topics.upload_all):
+                for out_topic, out_payload in self.uplink.on_message(str(topic), payload):
+                    self._publish_soon(out_topic, out_payload)
         except Exception as exc:
             log.exception("unhandled error on %s", topic)
             self._event(EventKind.ERROR, f"internal error handling {topic}: {exc}", severity="error")

@@ -20,6 +20,7 @@ import numpy as np
 from ground import quantize
 from ground.client import GroundClient, GroundError
 from ground.tlm.cli import add_tlm_parser
+from ground.uplink import add_upload_parser
 from link.auth import AuthError, load_key
 from link.codec import WireError
 from link.messages import JobState
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.set_defaults(handler=cmd_model_rollback)
     quantize.add_parser(model)
+    add_upload_parser(model)
 
     icd = sub.add_parser("icd", help="interface control").add_subparsers(dest="icd_command", required=True)
     s = icd.add_parser("schemas", help="write JSON Schema files of every message")

@@ -101,6 +101,21 @@ class FlightdProcess:
             self.proc.wait(10)
 
 
+async def wait_online(broker: str, sat: str = "sat1", timeout_s: float = 30.0) -> None:
+    """Return once flightd answers a ping on ``broker``."""
+    from ground.client import GroundClient, GroundError
+
+    deadline = time.monotonic() + timeout_s
+    async with GroundClient(broker, sat, timeout_s=1.0) as ground:
+        while True:
+            try:
+                await ground.ping()
+                return
+            except GroundError:
+                if time.monotonic() > deadline:
+                    raise
+
+
 async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():

@@ -22,7 +22,7 @@ from link.codec import decode, encode
 from link.messages import Event, JobRequest, JobState, JobStateEvent
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
-from tests.support import REPO, FlightdProcess, build_slow_model, copy_bundled, wait_until
+from tests.support import REPO, FlightdProcess, build_slow_model, copy_bundled, wait_online, wait_until
 
 DIGITS = "digits-int8"
 
@@ -38,18 +38,6 @@ def reference_logits(x: np.ndarray) -> np.ndarray:
     """The same model run directly with ONNX Runtime, outside flightd."""
     session = ort.InferenceSession(str(REPO / "models" / DIGITS / "1.0.0" / "model.onnx"))
     return np.asarray(session.run(None, {"image": x})[0])
-
-
-async def wait_online(broker: str, sat: str = "sat1", timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with GroundClient(broker, sat, timeout_s=1.0) as ground:
-        while True:
-            try:
-                await ground.ping()
-                return
-            except GroundError:
-                if time.monotonic() > deadline:
-                    raise
 
 
 @pytest.fixture

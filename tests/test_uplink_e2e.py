@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,65 +27,10 @@ from link.messages import Event, EventKind
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 from link.uplink import UploadState, chunk_count
-from tests.support import REPO, FlightdProcess, copy_bundled, wait_until
+from tests.support import FlightdProcess, copy_bundled, wait_online, wait_until
 from tests.test_uplink_receiver import build_matmul_model
 
 TOPICS = TopicMap("sat1")
-
-# Until flight/daemon.py routes models/upload/+ to flight.uplink.UplinkReceiver itself, flightd runs
-# with exactly that wiring added by a subclass (the lines the lead adds to the daemon).
-_WIRED = "UplinkReceiver" in (REPO / "flight" / "daemon.py").read_text()
-_SHIM = """
-import sys, time
-import flight.cli, flight.daemon
-from flight.uplink import UplinkReceiver
-
-class UplinkDaemon(flight.daemon.FlightDaemon):
-    def __init__(self, settings, clock=time.time):
-        super().__init__(settings, clock)
-        self.uplink = UplinkReceiver(self.registry, settings.data_dir / "uplink", self.clock)
-
-    async def _on_connect(self, client):
-        await super()._on_connect(client)
-        await client.subscribe(self.topics.upload_all, qos=1)
-
-    def _route(self, message):
-        if message.topic.matches(self.topics.upload_all):
-            for out_topic, out_payload in self.uplink.on_message(str(message.topic), bytes(message.payload)):
-                self._publish_soon(out_topic, out_payload)
-            return
-        super()._route(message)
-
-flight.cli.FlightDaemon = UplinkDaemon
-sys.exit(flight.cli.main(sys.argv[1:]))
-"""
-
-
-class UplinkFlightd(FlightdProcess):
-    def start(self) -> None:
-        if _WIRED:
-            super().start()
-            return
-        import os
-        import subprocess
-
-        args = [sys.executable, "-c", _SHIM, "--broker", self.broker, "--sat", self.sat,
-                "--data-dir", str(self.data_dir), "--models", str(self.models_dir)]
-        log = self.log_path.open("ab")
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=REPO)
-
-
-async def wait_online(broker: str, timeout_s: float = 30.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            try:
-                async with GroundClient(broker, "sat1", timeout_s=1.0) as ground:
-                    await ground.ping()
-                    return
-            except Exception:
-                await asyncio.sleep(0.1)
-
 
 @pytest.fixture
 def models_dir(tmp_path: Path) -> Path:
@@ -94,8 +38,8 @@ def models_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def flightd(mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path) -> AsyncIterator[UplinkFlightd]:
-    proc = UplinkFlightd(mosquitto.url, tmp_path / "data", models_dir)
+async def flightd(mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path) -> AsyncIterator[FlightdProcess]:
+    proc = FlightdProcess(mosquitto.url, tmp_path / "data", models_dir)
     proc.start()
     try:
         await wait_online(mosquitto.url)
@@ -111,7 +55,7 @@ async def run_job(broker: str, model: str, x: np.ndarray) -> np.ndarray:
 
 
 async def test_10mb_upload_across_broker_restart_resumes_then_activates_runs_and_rolls_back(
-    mosquitto: MosquittoBroker, flightd: UplinkFlightd, tmp_path: Path, models_dir: Path
+    mosquitto: MosquittoBroker, flightd: FlightdProcess, tmp_path: Path, models_dir: Path
 ) -> None:
     src = tmp_path / "big.onnx"
     w1 = build_matmul_model(src, 1024, 2560, seed=11)  # 10.5 MB of float32 weights
@@ -181,7 +125,7 @@ async def collect(url: str, topic: str, into: list[bytes], ready: asyncio.Event)
 
 
 async def test_flipped_byte_is_rejected_with_a_clear_event_and_never_loadable(
-    mosquitto: MosquittoBroker, flightd: UplinkFlightd, tmp_path: Path, models_dir: Path
+    mosquitto: MosquittoBroker, flightd: FlightdProcess, tmp_path: Path, models_dir: Path
 ) -> None:
     src = tmp_path / "good.onnx"
     build_matmul_model(src, 256, 256, seed=5)
@@ -222,7 +166,7 @@ async def test_flipped_byte_is_rejected_with_a_clear_event_and_never_loadable(
 async def test_flightd_kill9_mid_upload_resumes_from_its_staging(
     mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path
 ) -> None:
-    proc = UplinkFlightd(mosquitto.url, tmp_path / "data", models_dir)
+    proc = FlightdProcess(mosquitto.url, tmp_path / "data", models_dir)
     proc.start()
     try:
         await wait_online(mosquitto.url)
@@ -269,7 +213,7 @@ async def test_flightd_kill9_mid_upload_resumes_from_its_staging(
 
 
 async def test_cli_upload_with_activate(
-    mosquitto: MosquittoBroker, flightd: UplinkFlightd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mosquitto: MosquittoBroker, flightd: FlightdProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = tmp_path / "cli.onnx"
     build_matmul_model(src, 32, 4, seed=9)
