@@ -11,6 +11,7 @@ framed form is the default and JSON is kept for hand-written clients (mosquitto_
 from __future__ import annotations
 
 import base64
+import math
 from typing import Annotated, Literal
 
 import numpy as np
@@ -54,7 +55,7 @@ class Tensor(BaseModel):
     @property
     def expected_nbytes(self) -> int:
         """Size in bytes that ``dtype`` and ``shape`` imply."""
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize  # Python ints: no int64 wrap-around
 
     def to_array(self, binary: bytes | memoryview = b"") -> npt.NDArray[np.generic]:
         """Decode to a numpy array (native byte order). ``binary`` is the framed message's tail."""
