@@ -75,6 +75,8 @@ def _load_json(header: bytes | memoryview) -> object:
         raise WireError("payload is neither framed (ORB1) nor UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise WireError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise WireError("malformed JSON: nested too deeply") from None
 
 
 def decode(payload: bytes | memoryview, cls: type[M]) -> Decoded[M]:
@@ -101,7 +103,7 @@ def peek_field(payload: bytes | memoryview, field: str) -> str | None:
     try:
         header, _ = _split(payload)
         doc = json.loads(bytes(header))
-    except (WireError, ValueError):
+    except (WireError, ValueError, RecursionError):
         return None
     value = doc.get(field) if isinstance(doc, dict) else None
     if isinstance(value, str) and re.match(ID_PATTERN, value):
@@ -115,7 +117,7 @@ def peek_header(payload: bytes | memoryview) -> dict[str, object] | None:
     try:
         header, _ = _split(payload)
         doc = json.loads(bytes(header))
-    except (WireError, ValueError):
+    except (WireError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 
