@@ -274,7 +274,7 @@ def test_corrupted_or_truncated_valid_payload_only_raises_wire_error(position: i
             out = decode_all(payload)
         except WireError:
             continue
-        assert set(out) == {"x"}
+        assert len(out) == 1 and all(isinstance(v, np.ndarray) for v in out.values())  # a flip may rename it
 
 
 # ----------------------------------------------------------------------------------------- peeking
