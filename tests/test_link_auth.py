@@ -15,7 +15,7 @@ import pytest
 
 from link.auth import AuthError, load_key, sign, signing_bytes, verify
 from link.codec import decode, encode
-from link.messages import Auth, CancelJob, Command, JobStateEvent, ListJobs, Ping
+from link.messages import Auth, CancelJob, Command, JobState, JobStateEvent, ListJobs, Ping
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -74,7 +74,7 @@ def test_forged_mac_is_refused() -> None:
     assert signed.auth is not None
     mac = signed.auth.mac
     forged = mac[:-1] + ("0" if mac[-1] != "0" else "1")
-    with pytest.raises(AuthError, match="^bad command signature$"):
+    with pytest.raises(AuthError, match=r"^bad command signature$"):
         verify(signed.model_copy(update={"auth": Auth(key_id="ground", mac=forged)}), {"ground": KEY})
 
 
@@ -105,7 +105,7 @@ def test_unsigned_is_refused_with_what_in_the_reason() -> None:
 
 
 def test_message_without_auth_field_cannot_be_signed() -> None:
-    event = JobStateEvent(job_id="j", state="queued", at_utc=0.0)  # type: ignore[arg-type]
+    event = JobStateEvent(job_id="j", state=JobState.QUEUED, at_utc=0.0)
     with pytest.raises(TypeError, match="JobStateEvent has no auth field"):
         sign(event, "ground", KEY)
 
