@@ -22,10 +22,17 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 TensorName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+def _require_schema_version(schema: dict[str, Any]) -> None:
+    """JSON Schema: ``schema_version`` is required (link.codec.decode refuses a message without it)."""
+    required = schema.setdefault("required", [])
+    if "schema_version" not in required:
+        required.insert(0, "schema_version")
+
+
 class WireModel(BaseModel):
     """Base of every message: strict about unknown fields, immutable, versioned."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_require_schema_version)
 
     schema_version: Literal[1] = 1
 
