@@ -19,8 +19,8 @@ import logging
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
@@ -31,6 +31,7 @@ from flight.governor import Governor, GovernorConfig
 from flight.governor.admission import QueuedJob as GovernorJob
 from flight.governor.admission import RunningJob
 from flight.journal import JobJournal, JobRecord
+from flight.journal_writer import JournalWriter
 from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, expired, next_job
 from flight.rate_group import RateGroup
@@ -106,7 +107,9 @@ class FlightDaemon:
         self.clock = clock
         self.topics = TopicMap(settings.sat)
         self.url = BrokerUrl.parse(settings.broker)
-        self.journal = JobJournal(settings.data_dir / "journal.sqlite3", settings.journal.synchronous)
+        journal_path = settings.data_dir / "journal.sqlite3"
+        self.journal = JobJournal(journal_path, settings.journal.synchronous)  # reads (and start-up)
+        self.writer = JournalWriter(journal_path, settings.journal.synchronous)  # every write at run time
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
@@ -124,11 +127,11 @@ class FlightDaemon:
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
+        self._accepting: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._intake_open = True
-        self._rest_until = 0.0
         self._seen_commands: OrderedDict[str, float] = OrderedDict()
         self._pending: set[asyncio.Task[Any]] = set()
         self._last_heartbeat = 0.0
@@ -158,6 +161,7 @@ class FlightDaemon:
                 task.cancel()
             await asyncio.gather(dispatcher, control, link, return_exceptions=True)
             self.executor.shutdown()
+            self.writer.close()
             self.journal.close()
             log.info("flightd stopped")
 
@@ -267,6 +271,19 @@ class FlightDaemon:
             return False
         return True
 
+    def _background(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run ``coro`` as a task of its own; an exception is logged and published, never lost."""
+        task = asyncio.create_task(coro)
+        self._pending.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                log.error("%s failed: %s", what, exc, exc_info=exc)
+                self._event(EventKind.ERROR, f"{what} failed: {exc}", severity="error")
+
+        task.add_done_callback(done)
+
     def _publish_soon(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish without waiting for the PUBACK; order of calls is the order on the wire."""
         task = asyncio.create_task(self._publish(topic, payload, qos, retain))
@@ -304,7 +321,7 @@ class FlightDaemon:
             if topic.matches(self.topics.job_submit):
                 self._on_submit(payload)
             elif topic.matches(self.topics.command):
-                self._on_command(payload)
+                self._background(self._on_command(payload), "command")
             elif topic.matches(self.topics.telemetry_all):
                 self._on_telemetry(payload)
             elif topic.matches(self.topics.upload_all):
@@ -335,6 +352,9 @@ class FlightDaemon:
             self._reject(peek_field(payload, "job_id"), str(exc), len(payload))
             return
         req = decoded.message
+        if req.job_id in self._accepting:
+            log.info("job %s is being journaled already: duplicate ignored", req.job_id)
+            return
         existing = self.journal.get(req.job_id)
         if existing is not None:
             log.info("job %s already journaled (%s): not run again", req.job_id, existing.state)
@@ -355,14 +375,29 @@ class FlightDaemon:
         reason_text: str | None = None
         if req.deadline_utc is not None and req.deadline_utc <= now:
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
-        version = entry.manifest.version
-        self.journal.add(
-            req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now, state, reason_text
+        self._accepting.add(req.job_id)
+        self._background(
+            self._accept(req, entry.manifest.version, payload, now, state, reason_text), f"intake of {req.job_id}"
         )
+
+    async def _accept(
+        self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None
+    ) -> None:
+        """Journal the job (durably), then acknowledge it with its first state event."""
+        try:
+            inserted = await self.writer.submit(
+                lambda j: j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now,
+                                state, reason)
+            )
+        except Exception as exc:
+            self._reject(req.job_id, f"journal write failed, job not accepted: {exc}", len(payload))
+            return
+        finally:
+            self._accepting.discard(req.job_id)
         record = self.journal.get(req.job_id)
         assert record is not None
         self._publish_state(record)
-        if state is JobState.QUEUED:
+        if inserted and state is JobState.QUEUED:
             self._queue[req.job_id] = QueuedJob(req.job_id, req.model, req.priority, req.deadline_utc, now)
             self._requests[req.job_id] = payload
             self._wake.set()
@@ -370,13 +405,10 @@ class FlightDaemon:
     # ================================================================================= dispatcher
 
     def _may_start(self) -> bool:
+        """Whether another job may be handed to the executor: up to ``concurrency`` computing plus as
+        many waiting for a slot, so inference runs back to back without waiting for the event loop."""
         t = self.throttle
-        return (
-            self._intake_open
-            and t.mode is not Mode.SAFE
-            and len(self._running) < t.concurrency
-            and time.monotonic() >= self._rest_until
-        )
+        return self._intake_open and t.mode is not Mode.SAFE and len(self._running) < 2 * t.concurrency
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -384,15 +416,14 @@ class FlightDaemon:
             self._wake.clear()
             now = self.clock()
             for job in expired(self._queue.values(), now):
-                self._finish(job.job_id, JobState.EXPIRED, f"deadline passed while queued ({job.deadline_utc:.3f})")
+                self._queue.pop(job.job_id, None)
+                reason = f"deadline passed while queued ({job.deadline_utc:.3f})"
+                self._background(self._finish(job.job_id, JobState.EXPIRED, reason), f"expiry of {job.job_id}")
             for job_id in self._admitted_order(now):
                 if not self._may_start():
                     break
                 del self._queue[job_id]
                 self._running[job_id] = asyncio.create_task(self._run_job(job_id), name=job_id)
-            rest = self._rest_until - time.monotonic()
-            if rest > 0 and self._queue:
-                asyncio.get_running_loop().call_later(rest, self._wake.set)
 
     def _admitted_order(self, now_utc: float) -> list[str]:
         """Queued jobs that may start, in the order to start them: the governor's admission plan
@@ -418,23 +449,27 @@ class FlightDaemon:
         running = [RunningJob(job_id=i, model=self._queue_model(i)) for i in self._running]
         plan = self.governor.dispatch(now_s, queued, running)
         for job, reason in plan.reject:
-            self._finish(job.job_id, JobState.REJECTED, f"admission control: {reason}")
+            self._queue.pop(job.job_id, None)
+            why = f"admission control: {reason}"
+            self._background(self._finish(job.job_id, JobState.REJECTED, why), f"rejection of {job.job_id}")
         return [j.job_id for j in (*plan.start, *plan.wait)]
 
     def _queue_model(self, job_id: str) -> str:
         record = self.journal.get(job_id)
         return record.model if record is not None else ""
 
-    def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
+    async def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
         """Move a queued or running job to a terminal state other than done."""
         self._queue.pop(job_id, None)
         self._requests.pop(job_id, None)
-        record = self.journal.set_state(job_id, state, self.clock(), reason)
+        now = self.clock()
+        record = await self.writer.submit(lambda j: j.set_state(job_id, state, now, reason))
         log.info("job %s %s: %s", job_id, state, reason)
         self._publish_state(record)
 
-    def _requeue(self, job_id: str, reason: str) -> None:
-        record = self.journal.set_state(job_id, JobState.QUEUED, self.clock(), reason)
+    async def _requeue(self, job_id: str, reason: str) -> None:
+        now = self.clock()
+        record = await self.writer.submit(lambda j: j.set_state(job_id, JobState.QUEUED, now, reason))
         self._queue[job_id] = QueuedJob(job_id, record.model, record.priority, record.deadline_utc, record.received_utc)
         log.info("job %s requeued: %s", job_id, reason)
         self._publish_state(record)
@@ -442,7 +477,14 @@ class FlightDaemon:
     async def _run_job(self, job_id: str) -> None:
         threads = self.throttle.intra_op_threads
         try:
-            record = self.journal.set_state(job_id, JobState.RUNNING, self.clock())
+            # The running mark is not waited for (it need not be durable, see JobJournal.set_state):
+            # the writer applies it before this job's completion, which is queued after it.
+            now = self.clock()
+            self.writer.submit(lambda j: j.set_state(job_id, JobState.RUNNING, now), durable=False)
+            queued = self.journal.get(job_id)
+            if queued is None:
+                raise KeyError(f"job {job_id} is not in the journal")
+            record = replace(queued, state=JobState.RUNNING, updated_utc=now, reason=None, attempt=queued.attempt + 1)
             self._publish_state(record)
             payload = self._requests.pop(job_id, None) or self.journal.request(job_id)
             decoded = decode(payload, JobRequest)
@@ -450,20 +492,20 @@ class FlightDaemon:
             entry = self.registry.resolve(req.model, record.version)
             session = self.registry.session(entry, threads)
             feeds = unpack_tensors(req.inputs, decoded.binary)
-            started = self.clock()
             outcome = await self.executor.run(job_id, session, feeds, threads)
         except RunTerminated as exc:
             if exc.reason == "cancel":
-                self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running")
+                await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running")
             else:
-                self._requeue(job_id, f"preempted ({exc.reason})")
+                await self._requeue(job_id, f"preempted ({exc.reason})")
         except (ModelError, WireError, KeyError) as exc:
-            self._finish(job_id, JobState.FAILED, str(exc))
+            await self._finish(job_id, JobState.FAILED, str(exc))
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            self._finish(job_id, JobState.FAILED, f"inference error: {exc}")
+            await self._finish(job_id, JobState.FAILED, f"inference error: {exc}")
         else:
             finished = self.clock()
+            started = finished - outcome.run_s
             tensors, binary = pack_tensors(outcome.outputs, framed=payload[: len(MAGIC)] == MAGIC)
             result = JobResult(
                 job_id=job_id,
@@ -477,16 +519,13 @@ class FlightDaemon:
                 attempt=record.attempt,
             )
             result_payload = encode(result, binary)
-            done = self.journal.complete(job_id, result_payload, finished)
+            done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
             self.jobs_done += 1
             if self.governor is not None:
                 self.governor.record_run(entry.manifest.name, outcome.run_s, threads)
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
-            duty = self.throttle.duty_cycle
-            if 0 < duty < 1:
-                self._rest_until = time.monotonic() + outcome.run_s * (1 - duty) / duty
         finally:
             self._running.pop(job_id, None)
             self._wake.set()
@@ -497,12 +536,12 @@ class FlightDaemon:
 
     # =================================================================================== commands
 
-    def _on_command(self, payload: bytes) -> None:
+    async def _on_command(self, payload: bytes) -> None:
         command_id = peek_field(payload, "command_id")
         try:
             command = decode(payload, Command).message
             self._authenticate(command)
-            data = self._execute(command)
+            data = await self._execute(command)
         except (WireError, AuthError, CommandError, ModelError) as exc:
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
             self._event(EventKind.ERROR, f"command refused: {exc}", severity="warning", command_id=command_id)
@@ -527,7 +566,7 @@ class FlightDaemon:
         while self._seen_commands and next(iter(self._seen_commands.values())) < now - window:
             self._seen_commands.popitem(last=False)
 
-    def _execute(self, command: Command) -> Any:
+    async def _execute(self, command: Command) -> Any:
         body = command.body
         if isinstance(body, Ping):
             h = self.control.health
@@ -541,8 +580,8 @@ class FlightDaemon:
             if isinstance(body, GetJob):
                 return _record_dict(record)
             if isinstance(body, CancelJob):
-                return self._cancel(record)
-            return self._ack_result(record)
+                return await self._cancel(record)
+            return await self._ack_result(record)
         if isinstance(body, ListJobs):
             return [_record_dict(r) for r in self.journal.jobs(body.states, body.limit)]
         if isinstance(body, ListModels):
@@ -557,16 +596,17 @@ class FlightDaemon:
             return {"name": body.name, "active": version}
         raise CommandError(f"unsupported command {body.action}")  # pragma: no cover - union is exhaustive
 
-    def _cancel(self, record: JobRecord) -> dict[str, Any]:
-        if record.state is JobState.QUEUED:
-            self._finish(record.job_id, JobState.CANCELLED, "cancelled by ground command")
+    async def _cancel(self, record: JobRecord) -> dict[str, Any]:
+        if record.state is JobState.QUEUED and record.job_id in self._queue:
+            await self._finish(record.job_id, JobState.CANCELLED, "cancelled by ground command")
             return {"job_id": record.job_id, "state": JobState.CANCELLED.value}
         if record.state is JobState.RUNNING and self.executor.terminate(record.job_id, "cancel"):
             return {"job_id": record.job_id, "state": "cancelling"}
         raise CommandError(f"job {record.job_id} is {record.state.value}: nothing to cancel")
 
-    def _ack_result(self, record: JobRecord) -> dict[str, Any]:
-        if not self.journal.ack_result(record.job_id, self.clock()):
+    async def _ack_result(self, record: JobRecord) -> dict[str, Any]:
+        now = self.clock()
+        if not await self.writer.submit(lambda j: j.ack_result(record.job_id, now)):
             raise CommandError(f"job {record.job_id} has no unacknowledged result")
         self._publish_soon(self.topics.result(record.job_id), b"", retain=True)
         return {"job_id": record.job_id, "acked": True}
@@ -596,7 +636,7 @@ class FlightDaemon:
             heartbeat_s=self.settings.link.heartbeat_s,
             mode=t.mode,
             queue_depth=len(self._queue),
-            running=sorted(self._running),
+            running=sorted(self.executor.running()),
             concurrency=t.concurrency,
             intra_op_threads=t.intra_op_threads,
             duty_cycle=t.duty_cycle,
@@ -616,7 +656,7 @@ class FlightDaemon:
         mode_code = {Mode.NOMINAL: 0, Mode.THROTTLED: 1, Mode.SAFE: 2}[t.mode]
         values = {
             "busy_cores": (busy - last_busy) / max(now_m - last_m, 1e-6),
-            "running": float(len(self._running)),
+            "running": float(len(self.executor.running())),
             "queued": float(len(self._queue)),
             "jobs_done": float(self.jobs_done),
             "concurrency": float(t.concurrency),
@@ -648,6 +688,7 @@ class FlightDaemon:
         t.duty_cycle = d.duty_cycle
         t.budget_w = d.budget_w
         t.mode = d.mode
+        self.executor.set_throttle(0 if d.mode is Mode.SAFE else t.concurrency, t.duty_cycle)
         if d.mode_changed:
             log.warning("mode %s at t=%.1f s: %s", d.mode.value, now_s, "; ".join(d.reasons))
             self._event(EventKind.MODE, f"mode {d.mode.value}", severity="warning" if d.mode is Mode.SAFE else "info",
@@ -657,6 +698,12 @@ class FlightDaemon:
             log.warning("preempted %s", ", ".join(stopped))
         self._wake.set()
 
+    async def _purge(self, cutoff_utc: float) -> None:
+        """Forget old terminal jobs, and clear their retained state and result from the broker."""
+        for job_id in await self.writer.submit(lambda j: j.purge(cutoff_utc)):
+            self._publish_soon(self.topics.job_state(job_id), b"", retain=True)
+            self._publish_soon(self.topics.result(job_id), b"", retain=True)
+
     async def _control_cycle(self) -> None:
         self._govern()
         sample = self._compute_sample()
@@ -665,6 +712,7 @@ class FlightDaemon:
         if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
             self._last_heartbeat = now_m
             self._heartbeat()
-            self.journal.purge(self.clock() - self.settings.journal.retention_s)
+            cutoff = self.clock() - self.settings.journal.retention_s
+            self._background(self._purge(cutoff), "journal purge")
         if self._queue:
             self._wake.set()

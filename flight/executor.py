@@ -1,10 +1,17 @@
 """Runs ONNX Runtime sessions on a thread pool of flightd's own.
 
-Never the event loop's default executor (aiomqtt's connect uses it). Every run gets a fresh
-``RunOptions`` so that :meth:`InferenceExecutor.terminate` can stop it between graph nodes (the flag
-stays set once raised, ../shared/reference/boards-and-runtime.md); ``session.run`` releases the GIL.
-The executor also integrates busy core-seconds (run time x intra-op threads), from which flightd
-reports ``busy_cores`` to the plant and the ground.
+Never the event loop's default executor (aiomqtt's connect uses it). Jobs may be handed over ahead
+of time (the daemon keeps a small prefetch) so that inference runs back to back without waiting for
+the event loop; the executor itself enforces the throttle:
+
+- at most ``limit`` runs at once (the governor's concurrency; 0 holds every run back),
+- after each run the worker rests ``run_s * (1 - duty) / duty`` before freeing its slot, so the
+  fraction of time spent computing is the duty cycle.
+
+Every run gets a fresh ``RunOptions`` so that :meth:`InferenceExecutor.terminate` stops it between
+graph nodes, or before it starts (the flag stays set once raised,
+../shared/reference/boards-and-runtime.md); ``session.run`` releases the GIL. Busy core-seconds
+(run time x intra-op threads, from the moment a run really starts) give ``busy_cores``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ class RunTerminated(RuntimeError):
         self.reason = reason
 
 
+class _StoppedBeforeStart(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     outputs: Arrays
@@ -38,64 +49,110 @@ class RunOutcome:
     provider: str
 
 
+@dataclass
+class _Run:
+    options: ort.RunOptions
+    threads: int
+    start: float | None = None
+    end: float | None = None
+
+
 class InferenceExecutor:
     """``await run(...)`` executes one inference off the event loop; ``terminate(job_id)`` stops it."""
 
     def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="orbitd-infer")
-        self._runs: dict[str, tuple[ort.RunOptions, float, int]] = {}
+        self._runs: dict[str, _Run] = {}
         self._terminated: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._slots = threading.Condition(self._lock)
+        self._limit = max_workers
+        self._active = 0
+        self._duty = 1.0
         self._core_s_done = 0.0
 
-    @staticmethod
-    def _run_blocking(session: ort.InferenceSession, feeds: Arrays, options: ort.RunOptions) -> Arrays:
-        names = [o.name for o in session.get_outputs()]
-        values = session.run(names, feeds, options)
-        return dict(zip(names, values, strict=True))
+    def set_throttle(self, limit: int, duty_cycle: float) -> None:
+        """At most ``limit`` runs at once (0..max_workers); compute for ``duty_cycle`` (0..1] of the time."""
+        with self._slots:
+            self._limit = max(0, min(limit, self.max_workers))
+            self._duty = min(1.0, max(duty_cycle, 1e-3))
+            self._slots.notify_all()
+
+    def _run_blocking(self, job_id: str, session: ort.InferenceSession, feeds: Arrays) -> tuple[Arrays, float]:
+        with self._slots:
+            while self._active >= self._limit and job_id not in self._terminated:
+                self._slots.wait(0.1)
+            run = self._runs[job_id]
+            if job_id in self._terminated:
+                raise _StoppedBeforeStart(job_id)
+            self._active += 1
+            run.start = time.monotonic()
+            duty = self._duty
+        try:
+            names = [o.name for o in session.get_outputs()]
+            values = session.run(names, feeds, run.options)
+            run.end = time.monotonic()
+            run_s = run.end - run.start
+            if duty < 1.0:
+                time.sleep(run_s * (1.0 - duty) / duty)
+            return dict(zip(names, values, strict=True)), run_s
+        finally:
+            with self._slots:
+                self._active -= 1
+                self._slots.notify_all()
 
     async def run(self, job_id: str, session: ort.InferenceSession, feeds: Arrays, threads: int) -> RunOutcome:
-        """Run ``session`` on ``feeds``; RunTerminated if stopped by :meth:`terminate`."""
+        """Run ``session`` on ``feeds`` once a slot is free; RunTerminated if stopped by :meth:`terminate`."""
         options = ort.RunOptions()
         options.log_severity_level = 3
-        start = time.monotonic()
+        run = _Run(options, threads)
         with self._lock:
-            self._runs[job_id] = (options, start, threads)
+            self._runs[job_id] = run
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._pool, self._run_blocking, session, feeds, options)
+            outputs, run_s = await loop.run_in_executor(self._pool, self._run_blocking, job_id, session, feeds)
         except Exception as exc:
             reason = self._terminated.pop(job_id, None)
             if reason is not None:
                 raise RunTerminated(job_id, reason) from exc
             raise
         finally:
-            end = time.monotonic()
             with self._lock:
                 self._runs.pop(job_id, None)
-                self._core_s_done += (end - start) * threads
+                if run.start is not None:
+                    self._core_s_done += ((run.end or time.monotonic()) - run.start) * threads
         self._terminated.pop(job_id, None)
-        return RunOutcome(outputs, end - start, session.get_providers()[0])
+        return RunOutcome(outputs, run_s, session.get_providers()[0])
 
     def terminate(self, job_id: str, reason: str) -> bool:
-        """Ask the run of ``job_id`` to stop at the next graph node; False if it is not running."""
-        with self._lock:
+        """Stop the run of ``job_id`` at its next graph node, or before it starts; False if unknown."""
+        with self._slots:
             run = self._runs.get(job_id)
             if run is None:
                 return False
             self._terminated[job_id] = reason
-            run[0].terminate = True
+            run.options.terminate = True
+            self._slots.notify_all()
             return True
 
     def running(self) -> list[str]:
+        """Jobs computing right now (not those waiting for a slot)."""
         with self._lock:
-            return list(self._runs)
+            return [job_id for job_id, run in self._runs.items() if run.start is not None]
 
     def busy_core_seconds(self) -> float:
         """Core-seconds spent running so far, including the elapsed part of runs in progress."""
         now = time.monotonic()
         with self._lock:
-            return self._core_s_done + sum((now - start) * threads for _, start, threads in self._runs.values())
+            return self._core_s_done + sum(
+                ((run.end or now) - run.start) * run.threads for run in self._runs.values() if run.start is not None
+            )
 
     def shutdown(self) -> None:
+        with self._slots:
+            for job_id, run in self._runs.items():
+                self._terminated.setdefault(job_id, "shutdown")
+                run.options.terminate = True
+            self._slots.notify_all()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,86 @@
+"""Shared set-up of the link benchmarks: a loopback Mosquitto and a flightd process around it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ground.client import GroundClient, GroundError
+from hil.mosquitto_broker import MosquittoBroker
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Rig:
+    broker: MosquittoBroker
+    flightd: subprocess.Popen[bytes]
+    workdir: Path
+
+    def rss_mb(self) -> dict[str, float]:
+        """flightd's resident memory now and at its peak (MiB), from /proc."""
+        fields = {}
+        for line in Path(f"/proc/{self.flightd.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+        return fields
+
+
+@asynccontextmanager
+async def rig(model: str, threads: int = 2, concurrency: int = 1) -> AsyncIterator[Rig]:
+    """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback."""
+    with tempfile.TemporaryDirectory(prefix="orbitd-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = MosquittoBroker(workdir / "mosquitto")
+        broker.start()
+        env = {
+            **os.environ,
+            "ORBITD_EXECUTOR__PRELOAD": json.dumps([model]),
+            "ORBITD_EXECUTOR__INTRA_OP_THREADS": str(threads),
+            "ORBITD_EXECUTOR__MAX_CONCURRENCY": str(concurrency),
+            "ORBITD_JOURNAL__SYNCHRONOUS": os.environ.get("ORBITD_JOURNAL__SYNCHRONOUS", "FULL"),
+        }
+        log = (workdir / "flightd.log").open("wb")
+        args = [sys.executable, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",
+                "--data-dir", str(workdir / "data"), "--models", str(REPO / "models"), "--log-level", "WARNING"]
+        if os.environ.get("ORBITD_PROFILE"):  # profile flightd: ORBITD_PROFILE=/path/flightd.prof
+            args[1:1] = ["-m", "cProfile", "-o", os.environ["ORBITD_PROFILE"]]
+        proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=workdir, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            async with GroundClient(broker.url, "bench", timeout_s=1.0) as ground:
+                while True:
+                    try:
+                        await ground.ping()
+                        break
+                    except GroundError:
+                        if proc.poll() is not None or time.monotonic() > deadline:
+                            log_text = (workdir / "flightd.log").read_text()
+                            raise RuntimeError(f"flightd did not start: {log_text}") from None
+            yield Rig(broker, proc, workdir)
+        finally:
+            proc.send_signal(signal.SIGINT if os.environ.get("ORBITD_PROFILE") else signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            broker.stop()
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def settle(seconds: float = 0.5) -> None:
+    await asyncio.sleep(seconds)
