@@ -666,11 +666,10 @@ class FlightDaemon:
         }
         if t.budget_w is not None:
             values["budget_w"] = t.budget_w
-        power = self.telemetry.get("power")
         return Telemetry(
             sat=self.settings.sat,
             channel="compute",
-            t_s=power.t_s if power is not None else now_m - self.started_monotonic,
+            t_s=self.mission.now(now_m),
             at_utc=self.clock(),
             values=values,
         )

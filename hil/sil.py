@@ -41,7 +41,8 @@ MODE_NAMES = {0: "nominal", 1: "throttled", 2: "safe"}
 
 @dataclass
 class SilReport:
-    """Outcome of a run (simulated seconds, W h, °C; SoC as a fraction)."""
+    """Outcome of a run (simulated seconds, W h, °C; SoC as a fraction). ``violation_s``: seconds with
+    any limit broken (as bench.governor counts them); ``violations_s``: seconds per limit."""
 
     scenario: str
     orbits: float
@@ -83,6 +84,17 @@ def _durations(samples: list[Telemetry]) -> list[tuple[Telemetry, float]]:
     return out
 
 
+def _union_s(intervals: list[tuple[float, float]]) -> float:
+    """Length (s) of the union of [start, start + duration) intervals: seconds with any limit broken."""
+    total, end = 0.0, float("-inf")
+    for start, duration in sorted(intervals):
+        stop = start + duration
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
 def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: int, jobs_done: int,
                         wall_s: float, warp: float, orbits: float) -> SilReport:
     power = _durations(_series(archive, "power"))
@@ -92,11 +104,14 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
     soc = [s.values["soc"] for s, _ in power if "soc" in s.values]
     board = [s.values["board_c"] for s, _ in thermal if "board_c" in s.values]
     radiator = [s.values["radiator_c"] for s, _ in thermal if "radiator_c" in s.values]
-    violations = {
-        "soc_below_floor": sum(dt for s, dt in power if s.values.get("soc", 1.0) < lim.soc_floor),
-        "board_over_max": sum(dt for s, dt in thermal if s.values.get("board_c", -273.0) > lim.board_max_c),
-        "radiator_over_max": sum(dt for s, dt in thermal if s.values.get("radiator_c", -273.0) > lim.radiator_max_c),
+    spans = {
+        "soc_below_floor": [(s.t_s, dt) for s, dt in power if s.values.get("soc", 1.0) < lim.soc_floor],
+        "board_over_max": [(s.t_s, dt) for s, dt in thermal if s.values.get("board_c", -273.0) > lim.board_max_c],
+        "radiator_over_max": [
+            (s.t_s, dt) for s, dt in thermal if s.values.get("radiator_c", -273.0) > lim.radiator_max_c
+        ],
     }
+    violations = {name: sum(dt for _, dt in intervals) for name, intervals in spans.items()}
     mode_s = {name: 0.0 for name in MODE_NAMES.values()}
     for s, dt in compute:
         mode_s[MODE_NAMES.get(int(s.values.get("mode_code", 0)), "nominal")] += dt
@@ -124,7 +139,7 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
         max_board_c=max(board, default=float("nan")),
         max_radiator_c=max(radiator, default=float("nan")),
         mode_s=mode_s,
-        violation_s=sum(violations.values()),
+        violation_s=_union_s([iv for intervals in spans.values() for iv in intervals]),
         violations_s=violations,
         mode_changes=changes,
     )

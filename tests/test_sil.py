@@ -190,7 +190,8 @@ def test_report_arithmetic_on_a_synthetic_archive(tmp_path: Path) -> None:
     assert r.violations_s["board_over_max"] == pytest.approx(34.0)
     # radiator > 70 at t=6 (24 s) and t=40 (one period = 10 s)
     assert r.violations_s["radiator_over_max"] == pytest.approx(34.0)
-    assert r.violation_s == pytest.approx(88.0)  # the per-limit seconds added (overlaps count per limit)
+    # seconds with any limit broken: [20, 40) u [6, 40) u [6, 30) u [40, 50) = [6, 50)
+    assert r.violation_s == pytest.approx(44.0)
     assert r.mode_s == pytest.approx({"nominal": 20.0, "safe": 20.0, "throttled": 15.0})
     # (36 + 72 + 36 + 0 + 18) W * 10 s = 1620 J = 0.45 Wh
     assert r.compute_energy_wh == pytest.approx(0.45)
