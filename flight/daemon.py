@@ -39,7 +39,7 @@ from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.settings import FlightSettings
 from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key, verify
-from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, unpack_tensors
+from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
 from link.messages import (
     AckResult,
     ActivateModel,
@@ -540,7 +540,7 @@ class FlightDaemon:
         command_id = peek_field(payload, "command_id")
         try:
             command = decode(payload, Command).message
-            self._authenticate(command)
+            self._authenticate(command, peek_header(payload))
             data = await self._execute(command)
         except (WireError, AuthError, CommandError, ModelError) as exc:
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
@@ -552,10 +552,10 @@ class FlightDaemon:
         reply = CommandReply(command_id=command.command_id, ok=True, data=data)
         self._publish_soon(self.topics.command_reply(command.command_id), encode(reply))
 
-    def _authenticate(self, command: Command) -> None:
+    def _authenticate(self, command: Command, received: dict[str, object] | None) -> None:
         if not self.keys:
             return
-        verify(command, self.keys)
+        verify(command, self.keys, received=received)
         now = self.clock()
         window = self.settings.security.command_window_s
         if abs(now - command.issued_utc) > window:

@@ -40,7 +40,7 @@ import onnxruntime as ort
 
 from flight.registry import ModelError, ModelRegistry
 from link.auth import AuthError, verify
-from link.codec import WireError, encode
+from link.codec import WireError, encode, peek_header
 from link.manifest import MANIFEST_FILE, MODEL_FILE
 from link.messages import Event, EventKind, Severity
 from link.topics import TopicMap
@@ -250,7 +250,7 @@ class UplinkReceiver:
             if message.upload_id != upload_id:
                 raise UploadRefused(f"message names upload {message.upload_id!r} but came on {topic}")
             if isinstance(message, UploadBegin):
-                self._on_begin(message, topics, out)
+                self._on_begin(message, topics, out, peek_header(payload))
             elif isinstance(message, UploadChunk):
                 self._on_chunk(message, decoded.binary, topics, out)
             else:
@@ -271,9 +271,11 @@ class UplinkReceiver:
 
     # ----------------------------------------------------------------------------------- begin
 
-    def _on_begin(self, begin: UploadBegin, topics: TopicMap, out: Outputs) -> None:
+    def _on_begin(
+        self, begin: UploadBegin, topics: TopicMap, out: Outputs, received: dict[str, object] | None = None
+    ) -> None:
         if self.keys:
-            verify(begin, self.keys, what="model upload")
+            verify(begin, self.keys, what="model upload", received=received)
             now = self.clock()
             if begin.issued_utc is None or abs(now - begin.issued_utc) > self.auth_window_s:
                 window = f"{self.auth_window_s:.0f} s"

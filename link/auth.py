@@ -1,10 +1,13 @@
 """Command (and model upload) authentication: HMAC-SHA256 over the message's canonical JSON.
 
-The tag covers every field but ``auth`` itself, serialised with sorted keys and no whitespace
-(:func:`signing_bytes`), so any client can compute it::
+The tag covers the JSON document as sent, every field but ``auth`` itself, serialised with sorted
+keys and no whitespace (:func:`canonical_bytes`), so any client can compute it over what it sends::
 
     body = json.dumps(doc_without_auth, sort_keys=True, separators=(",", ":"))
     mac  = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+The receiver checks the tag over the document it received (not over its own re-serialisation, which
+would fill in defaults the sender left out), so a client need not write optional fields.
 
 Keys are 32 random bytes, shared ground <-> satellite out of band, named by ``key_id``. Freshness
 (``issued_utc`` window, one use per ``command_id``) is checked by the receiver, not here.
@@ -34,10 +37,15 @@ def _check_signable(message: BaseModel) -> None:
         raise TypeError(f"{type(message).__name__} has no auth field and cannot be signed")
 
 
+def canonical_bytes(doc: Mapping[str, object]) -> bytes:
+    """The bytes a tag is computed over: the document without ``auth``, sorted keys, no spaces."""
+    body = {k: v for k, v in doc.items() if k != "auth"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
 def signing_bytes(message: BaseModel) -> bytes:
-    """The canonical bytes a tag is computed over: every field but ``auth``, sorted keys, no spaces."""
-    doc = message.model_dump(mode="json", exclude={"auth"}, exclude_none=True)
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    """:func:`canonical_bytes` of ``message`` as :func:`link.codec.encode` sends it (None fields left out)."""
+    return canonical_bytes(message.model_dump(mode="json", exclude_none=True))
 
 
 def sign(message: S, key_id: str, key: bytes) -> S:
@@ -47,10 +55,18 @@ def sign(message: S, key_id: str, key: bytes) -> S:
     return message.model_copy(update={"auth": Auth(key_id=key_id, mac=mac)})
 
 
-def verify(message: BaseModel, keys: Mapping[str, bytes], *, what: str = "command") -> None:
+def verify(
+    message: BaseModel,
+    keys: Mapping[str, bytes],
+    *,
+    what: str = "command",
+    received: Mapping[str, object] | None = None,
+) -> None:
     """Return if ``message`` carries a valid tag from one of ``keys``; raise :class:`AuthError` otherwise.
 
-    ``what`` names the message in the reasons ("command is not signed ...", "bad command signature").
+    ``received``: the JSON document as it arrived (its header, for a framed payload); the tag is
+    checked over it. Without it, over ``message`` re-serialised. ``what`` names the message in the
+    reasons ("command is not signed ...", "bad command signature").
     """
     _check_signable(message)
     auth = getattr(message, "auth", None)
@@ -59,7 +75,8 @@ def verify(message: BaseModel, keys: Mapping[str, bytes], *, what: str = "comman
     key = keys.get(auth.key_id)
     if key is None:
         raise AuthError(f"unknown key_id {auth.key_id!r}")
-    expected = hmac.new(key, signing_bytes(message), hashlib.sha256).hexdigest()
+    body = canonical_bytes(received) if received is not None else signing_bytes(message)
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, auth.mac):
         raise AuthError(f"bad {what} signature")
 
