@@ -75,6 +75,7 @@ class Ground:
     url: str
     soc: Callable[[], float] = lambda: 0.9
     publishing: bool = True
+    stopped: bool = False
     last_sample_wall: float = 0.0
     samples: int = 0
     modes: list[tuple[float, Mode, Event]] = field(default_factory=list)
@@ -84,7 +85,7 @@ class Ground:
         t0 = time.monotonic()
         async with make_client(BrokerUrl.parse(self.url)) as client:
             next_at = time.monotonic()
-            while True:
+            while not self.stopped:
                 if self.publishing:
                     t = time.monotonic() - t0
                     for channel, values in (("power", power_values(self.soc())), ("thermal", THERMAL),
@@ -112,6 +113,14 @@ class Ground:
                 else:
                     self.states.append((now, decode(payload, JobStateEvent).message))
 
+    def timeline(self) -> str:
+        """Modes, job states and the last sample, in arrival order (for failure messages)."""
+        rows = [(t, f"mode {m.value}") for t, m, _ in self.modes]
+        rows += [(t, f"job {e.job_id} {e.state.value} attempt {e.attempt} {e.reason or ''}") for t, e in self.states]
+        rows.append((self.last_sample_wall, f"last telemetry sample (#{self.samples})"))
+        t0 = min(t for t, _ in rows)
+        return "\n".join(f"  {t - t0:8.3f} s  {what}" for t, what in sorted(rows))
+
     def mode_now(self) -> Mode | None:
         return self.modes[-1][1] if self.modes else None
 
@@ -136,16 +145,25 @@ async def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[tuple
         await wait_until(lambda: ground.mode_now() is Mode.NOMINAL, 15, "NOMINAL on healthy telemetry")
         yield proc, ground
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         proc.stop()
+        ground.stopped = True
+        tasks[0].cancel()
+        _, pending = await asyncio.wait(tasks, timeout=5)  # bounded: never hang the suite in a teardown
+        for task in pending:
+            task.cancel()
 
 
 async def test_job_running_when_safe_begins_stops_within_a_node_and_completes_later(
     mosquitto: MosquittoBroker, rig: tuple[FlightdProcess, Ground]
 ) -> None:
     proc, ground = rig
+    try:
+        await preemption_scenario(mosquitto, proc, ground)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ntimeline:\n{ground.timeline()}\nflightd log:\n{proc.log()[-4000:]}") from None
+
+
+async def preemption_scenario(mosquitto: MosquittoBroker, proc: FlightdProcess, ground: Ground) -> None:
     x = np.random.default_rng(11).standard_normal((1, CHANNELS, 64, 64)).astype(np.float32)
     async with GroundClient(mosquitto.url, "sat1") as client:
         job = await client.submit("deep", {"x": x}, job_id="safe-victim")
@@ -188,9 +206,12 @@ async def test_job_running_when_safe_begins_stops_within_a_node_and_completes_la
         ground.publishing = True
         fetched = await client.wait_result(job.job_id, timeout_s=20, ack=False)
         np.testing.assert_array_equal(fetched.outputs["y"], x)  # identity stack: y == x exactly
-        assert fetched.result.attempt == 2
         info = await client.job(job.job_id)
         assert (info["state"], info["attempt"], info["completions"]) == ("done", 2, 1)
+        starts = [e.attempt for _, e in ground.job_states(job.job_id) if e.state is JobState.RUNNING]
+        assert starts == [1, 2] and fetched.result.attempt == 2, (
+            f"published attempts {starts} and result attempt {fetched.result.attempt} disagree with the "
+            f"journal's {info['attempt']}")
 
     assert state_seq() == [JobState.QUEUED, JobState.RUNNING, JobState.QUEUED, JobState.RUNNING, JobState.DONE]
     t_nominal = next(t for t, m, _ in ground.modes[n_modes + 1 :] if m is not Mode.SAFE)
