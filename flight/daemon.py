@@ -480,10 +480,10 @@ class FlightDaemon:
             # The running mark is not waited for (it need not be durable, see JobJournal.set_state):
             # the writer applies it before this job's completion, which is queued after it.
             now = self.clock()
-            self.writer.submit(lambda j: j.set_state(job_id, JobState.RUNNING, now), durable=False)
-            queued = self.journal.get(job_id)
+            queued = self.journal.get(job_id)  # before the running mark: the writer may apply it at once
             if queued is None:
                 raise KeyError(f"job {job_id} is not in the journal")
+            self.writer.submit(lambda j: j.set_state(job_id, JobState.RUNNING, now), durable=False)
             record = replace(queued, state=JobState.RUNNING, updated_utc=now, reason=None, attempt=queued.attempt + 1)
             self._publish_state(record)
             payload = self._requests.pop(job_id, None) or self.journal.request(job_id)

@@ -3,7 +3,8 @@
 Under the plant simulator mission time (``Telemetry.t_s``) runs ``warp`` times faster than the wall
 clock; in flight it runs at 1. The clock keeps the latest (t_s, wall) pair and a smoothed rate
 estimate, so that ``now(wall)`` keeps advancing when telemetry stops: that is how the governor sees
-telemetry go stale. Before any telemetry, mission time is wall time since start (rate 1).
+telemetry go stale. Before any telemetry, mission time is wall time since start (rate 1). The
+estimate never runs backwards.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class MissionClock:
     max_rate: float = 100_000.0
     _t_s: float | None = None
     _wall_s: float = 0.0
+    _last_now: float = float("-inf")
 
     def observe(self, t_s: float, wall_s: float) -> None:
         if self._t_s is not None:
@@ -35,9 +37,12 @@ class MissionClock:
         self._t_s, self._wall_s = t_s, wall_s
 
     def now(self, wall_s: float) -> float:
-        if self._t_s is None:
-            return wall_s - self.start_wall_s
-        return self._t_s + (wall_s - self._wall_s) * self.rate
+        """Estimated mission seconds at ``wall_s``; never less than a value returned before (a sample
+        that arrives late re-anchors the estimate, but time the governor has seen does not run back)."""
+        anchored = self._t_s is not None
+        estimate = (self._t_s or 0.0) + (wall_s - self._wall_s) * self.rate if anchored else wall_s - self.start_wall_s
+        self._last_now = max(self._last_now, estimate)
+        return self._last_now
 
     def mission_from_utc(self, utc: float, now_utc: float, wall_s: float) -> float:
         """The mission time at which UTC ``utc`` falls (for deadlines)."""

@@ -68,3 +68,16 @@ def test_mission_from_utc_maps_deadlines_at_the_current_rate() -> None:
     clock.observe(500.0, 2.0)
     # 3 s of UTC from now is 30 s of mission time under a warp of 10
     assert clock.mission_from_utc(1_700_000_003.0, 1_700_000_000.0, 2.0) == pytest.approx(530.0)
+
+
+def test_now_never_runs_backwards_when_a_late_sample_re_anchors() -> None:
+    """A sample stamped t=100 that arrives 0.5 s late at warp 10 re-anchors the estimate 5 s lower
+    than what was already returned; now() must still not go back."""
+    clock = MissionClock(start_wall_s=0.0, smoothing=1.0)
+    clock.observe(0.0, 0.0)
+    clock.observe(100.0, 10.0)  # rate 10
+    before = clock.now(12.0)  # 120 s
+    clock.observe(110.0, 11.5)  # 110 s at wall 11.5: anchored lower than 115 expected
+    after = clock.now(12.0)
+    assert before == 120.0
+    assert after >= before
