@@ -25,12 +25,12 @@ from ground.client import GroundClient
 MODEL = "tile-int8"
 
 
-def bare_per_s(n: int, threads: int, x: np.ndarray) -> float:
+def bare_per_s(model: str, n: int, threads: int, x: np.ndarray) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(REPO / "models" / MODEL / "1.0.0" / "model.onnx"), options)
+    session = ort.InferenceSession(str(REPO / "models" / model / "1.0.0" / "model.onnx"), options)
     name = session.get_inputs()[0].name
     for _ in range(20):
         session.run(None, {name: x})
@@ -41,22 +41,23 @@ def bare_per_s(n: int, threads: int, x: np.ndarray) -> float:
 
 
 async def flightd_per_s(
-    n: int, threads: int, window: int, x: np.ndarray, input_name: str
+    model: str, n: int, threads: int, window: int, x: np.ndarray, input_name: str
 ) -> tuple[float, dict[str, float]]:
-    async with rig(MODEL, threads=threads) as r, GroundClient(r.broker.url, "bench", timeout_s=120) as ground:
+    async with rig(model, threads=threads) as r, GroundClient(r.broker.url, "bench", timeout_s=120) as ground:
         await ground.track_all_jobs()
         slots = asyncio.Semaphore(window)
 
         async def one() -> None:
             async with slots:
-                job = await ground.submit(MODEL, {input_name: x})
+                job = await ground.submit(model, {input_name: x})
                 await ground.wait_result(job.job_id, ack=False)
 
         await asyncio.gather(*(one() for _ in range(20)))  # warm-up
         t0 = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(n)))
         rate = n / (time.perf_counter() - t0)
-        return rate, r.rss_mb()
+        health = await ground.ping()
+        return rate, {**r.rss_mb(), "control_max_slip_ms": float(health.get("control_max_slip_ms", float("nan")))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,17 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternate bare and flightd this many times")
     parser.add_argument("--batch", type=int, default=1, help="tiles per job (a frame cut into 128x128 tiles)")
+    parser.add_argument("--model", default=MODEL, help="bundled model (default: the INT8 tile model)")
     args = parser.parse_args(argv)
-    manifest = json.loads((REPO / "models" / MODEL / "1.0.0" / "manifest.json").read_text())
+    manifest = json.loads((REPO / "models" / args.model / "1.0.0" / "manifest.json").read_text())
     spec = manifest["inputs"][0]
     shape = [d if isinstance(d, int) else args.batch for d in spec["shape"]]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     bare, flight, rss = [], [], {}
     for i in range(args.rounds):
         progress(f"bench.overhead round {i + 1}/{args.rounds}: bare loop")
-        bare.append(bare_per_s(args.n, args.threads, x))
+        bare.append(bare_per_s(args.model, args.n, args.threads, x))
         progress(f"bench.overhead round {i + 1}/{args.rounds}: flightd")
-        rate, rss = asyncio.run(flightd_per_s(args.n, args.threads, args.window, x, spec["name"]))
+        rate, rss = asyncio.run(flightd_per_s(args.model, args.n, args.threads, args.window, x, spec["name"]))
         flight.append(rate)
     result = {
         "bare_per_s": round(max(bare), 1),
@@ -85,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(max(flight) / max(bare), 4),
         "rss_mb": round(rss.get("VmHWM", float("nan")), 1),
         "rss_now_mb": round(rss.get("VmRSS", float("nan")), 1),
+        "control_max_slip_ms": round(rss.get("control_max_slip_ms", float("nan")), 1),
         "bare_rounds": [round(v, 1) for v in bare],
         "flightd_rounds": [round(v, 1) for v in flight],
-        "model": MODEL,
+        "model": args.model,
         "threads": args.threads,
         "n": args.n,
         "tiles_per_job": args.batch,
