@@ -9,6 +9,7 @@ import pytest
 
 from hil.embedded_broker import EmbeddedBroker
 from hil.mosquitto_broker import MosquittoBroker
+from tests.support import FlightdProcess, wait_online
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +23,18 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+async def flightd(mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path) -> AsyncIterator[FlightdProcess]:
+    """flightd (a real process) on the ``mosquitto`` fixture, with the test module's ``models_dir``."""
+    proc = FlightdProcess(mosquitto.url, tmp_path / "data", models_dir)
+    proc.start()
+    try:
+        await wait_online(mosquitto.url)
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture

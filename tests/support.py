@@ -101,12 +101,14 @@ class FlightdProcess:
             self.proc.wait(10)
 
 
-async def wait_online(broker: str, sat: str = "sat1", timeout_s: float = 30.0) -> None:
-    """Return once flightd answers a ping on ``broker``."""
+async def wait_online(
+    broker: str, sat: str = "sat1", timeout_s: float = 30.0, key_id: str | None = None, key: bytes | None = None
+) -> None:
+    """Return once flightd answers a ping on ``broker`` (signed with ``key`` when given)."""
     from ground.client import GroundClient, GroundError
 
     deadline = time.monotonic() + timeout_s
-    async with GroundClient(broker, sat, timeout_s=1.0) as ground:
+    async with GroundClient(broker, sat, key_id=key_id, key=key, timeout_s=1.0) as ground:
         while True:
             try:
                 await ground.ping()

@@ -12,31 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ground.client import CommandFailed, GroundClient, GroundError
+from ground.client import CommandFailed, GroundClient
 from hil.mosquitto_broker import MosquittoBroker
 from link.auth import sign
 from link.codec import decode, encode
 from link.messages import Auth, Command, CommandReply, Event, EventKind, GetJob, Ping
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
-from tests.support import FlightdProcess, copy_bundled, wait_until
+from tests.support import FlightdProcess, copy_bundled, wait_online, wait_until
 
 KEY = bytes.fromhex("5a" * 16 + "c3" * 16)
 WRONG_KEY = bytes.fromhex("11" * 32)
 TOPICS = TopicMap("sat1")
-
-
-async def wait_online_signed(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with GroundClient(url, "sat1", key_id="ground", key=KEY, timeout_s=1.0) as ground:
-        while True:
-            try:
-                await ground.ping()
-                return
-            except GroundError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -47,7 +34,7 @@ async def flightd(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[F
     proc = FlightdProcess(mosquitto.url, tmp_path / "data", models, config=config)
     proc.start()
     try:
-        await wait_online_signed(mosquitto.url)
+        await wait_online(mosquitto.url, key_id="ground", key=KEY)
         yield proc
     finally:
         proc.stop()

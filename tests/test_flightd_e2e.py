@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -45,17 +44,6 @@ def models_dir(tmp_path: Path) -> Path:
     d = copy_bundled(tmp_path / "models", "digits-int8", "multi-input", "uint8-mean")
     build_slow_model(d)
     return d
-
-
-@pytest.fixture
-async def flightd(mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path) -> AsyncIterator[FlightdProcess]:
-    proc = FlightdProcess(mosquitto.url, tmp_path / "data", models_dir)
-    proc.start()
-    try:
-        await wait_online(mosquitto.url)
-        yield proc
-    finally:
-        proc.stop()
 
 
 def journal_rows(data_dir: Path) -> dict[str, tuple[str, int]]:

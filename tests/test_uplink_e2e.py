@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +34,6 @@ TOPICS = TopicMap("sat1")
 @pytest.fixture
 def models_dir(tmp_path: Path) -> Path:
     return copy_bundled(tmp_path / "models", "digits-int8")
-
-
-@pytest.fixture
-async def flightd(mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path) -> AsyncIterator[FlightdProcess]:
-    proc = FlightdProcess(mosquitto.url, tmp_path / "data", models_dir)
-    proc.start()
-    try:
-        await wait_online(mosquitto.url)
-        yield proc
-    finally:
-        proc.stop()
 
 
 async def run_job(broker: str, model: str, x: np.ndarray) -> np.ndarray:
