@@ -688,6 +688,9 @@ class FlightDaemon:
         t.budget_w = d.budget_w
         t.mode = d.mode
         self.executor.set_throttle(0 if d.mode is Mode.SAFE else t.concurrency, t.duty_cycle)
+        for text in d.limit_events:
+            log.warning("limit %s", text)
+            self._event(EventKind.LIMIT, text, severity="warning", t_s=now_s)
         if d.mode_changed:
             log.warning("mode %s at t=%.1f s: %s", d.mode.value, now_s, "; ".join(d.reasons))
             self._event(EventKind.MODE, f"mode {d.mode.value}", severity="warning" if d.mode is Mode.SAFE else "info",

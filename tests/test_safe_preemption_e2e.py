@@ -79,6 +79,7 @@ class Ground:
     last_sample_wall: float = 0.0
     samples: int = 0
     modes: list[tuple[float, Mode, Event]] = field(default_factory=list)
+    limits: list[Event] = field(default_factory=list)
     states: list[tuple[float, JobStateEvent]] = field(default_factory=list)
 
     async def publish_telemetry(self) -> None:
@@ -110,6 +111,8 @@ class Ground:
                     event = decode(payload, Event).message
                     if event.kind is EventKind.MODE:
                         self.modes.append((now, Mode(event.details["mode"]), event))
+                    elif event.kind is EventKind.LIMIT:
+                        self.limits.append(event)
                 else:
                     self.states.append((now, decode(payload, JobStateEvent).message))
 
@@ -235,6 +238,7 @@ async def test_soc_noisy_at_the_floor_makes_at_most_one_transition(
     assert sum(below) < len(below) and max(noise) < SOC_FLOOR + 0.05
     queue = iter(noise)
     n_modes = len(ground.modes)
+    n_limits = len(ground.limits)
     start = ground.samples
     ground.soc = lambda: next(queue, SOC_FLOOR - 0.001)
     await wait_until(lambda: ground.samples >= start + len(noise) + 2, 20, "the noisy samples")
@@ -243,4 +247,7 @@ async def test_soc_noisy_at_the_floor_makes_at_most_one_transition(
     assert changes == [Mode.SAFE], changes
     safe_event = ground.modes[n_modes][2]
     assert any("soc_floor" in r for r in safe_event.details["reasons"]), safe_event.details
+    # the debounced trip is its own event on the wire, once: the noise never clears the limit
+    trips = [e.message for e in ground.limits[n_limits:] if "soc_floor" in e.message]
+    assert len(trips) == 1 and "tripped" in trips[0], trips
     assert proc.alive()
