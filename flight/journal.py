@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from link.messages import JobState
 
@@ -63,18 +64,19 @@ _COLUMNS = (
 )
 
 
-def _record(row: tuple[object, ...]) -> JobRecord:
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    """A row of ``SELECT {_COLUMNS}`` as a record (SQLite gives str, int, float or None)."""
     return JobRecord(
         job_id=str(row[0]),
         state=JobState(str(row[1])),
         model=str(row[2]),
         version=None if row[3] is None else str(row[3]),
-        priority=int(row[4]),  # type: ignore[call-overload]
-        deadline_utc=None if row[5] is None else float(row[5]),  # type: ignore[arg-type]
-        received_utc=float(row[6]),  # type: ignore[arg-type]
-        updated_utc=float(row[7]),  # type: ignore[arg-type]
-        attempt=int(row[8]),  # type: ignore[call-overload]
-        completions=int(row[9]),  # type: ignore[call-overload]
+        priority=int(row[4]),
+        deadline_utc=None if row[5] is None else float(row[5]),
+        received_utc=float(row[6]),
+        updated_utc=float(row[7]),
+        attempt=int(row[8]),
+        completions=int(row[9]),
         reason=None if row[10] is None else str(row[10]),
     )
 
