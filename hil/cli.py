@@ -43,6 +43,8 @@ def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--report", type=Path, help="report directory (default runs/sil-<scenario>-<time>)")
     p.add_argument("--models", type=Path, help="model registry (default: the bundled models)")
     p.add_argument("--backlog", type=int, default=8, help="jobs kept outstanding by the ground workload")
+    p.add_argument("--model", default="tile-fp32", help="bundled model the workload runs")
+    p.add_argument("--tiles", type=int, default=4, help="128x128 tiles per job (a frame)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
 
@@ -87,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             report = asyncio.run(
                 run_sil(args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
-                        report_dir=args.report, models=args.models, backlog=args.backlog, progress=not args.json)
+                        report_dir=args.report, models=args.models, model=args.model, backlog=args.backlog,
+                        tiles=args.tiles, progress=not args.json)
             )
             if args.json:
                 print(json.dumps(asdict(report)))

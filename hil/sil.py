@@ -153,9 +153,11 @@ def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
 class Workload:
     """Keeps ``backlog`` tile-triage jobs outstanding on the satellite and counts the results."""
 
-    def __init__(self, ground: GroundClient, model: str, input_name: str, backlog: int, seed: int = 0) -> None:
+    def __init__(
+        self, ground: GroundClient, model: str, input_name: str, backlog: int, tiles: int = 1, seed: int = 0
+    ) -> None:
         self.ground, self.model, self.input_name, self.backlog = ground, model, input_name, backlog
-        self.tile = np.random.default_rng(seed).random((1, 3, 128, 128), dtype=np.float32)
+        self.tile = np.random.default_rng(seed).random((tiles, 3, 128, 128), dtype=np.float32)
         self.submitted = 0
         self.done = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -198,8 +200,9 @@ async def run_sil(
     report_dir: Path | None = None,
     sat: str = "sat1",
     models: Path | None = None,
-    model: str = "tile-int8",
+    model: str = "tile-fp32",
     backlog: int = 8,
+    tiles: int = 4,
     progress: bool = True,
 ) -> SilReport:
     scenario = load_scenario(scenario_name)
@@ -252,7 +255,7 @@ async def run_sil(
                 if flightd.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"flightd did not start; see {report_dir / 'flightd.log'}") from None
         await ground.track_all_jobs()
-        workload = Workload(ground, model, _tile_input_name(models, model), backlog)
+        workload = Workload(ground, model, _tile_input_name(models, model), backlog, tiles)
         workload_task: asyncio.Task[None] | None = None
 
         wall0 = time.monotonic()
