@@ -123,7 +123,6 @@ class FlightDaemon:
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
         self._new_samples: list[Telemetry] = []
-        self._run_started: dict[str, float] = {}
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
