@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -35,9 +34,6 @@ from hil.plant.orbit import CircularOrbit, TleOrbit
 from hil.plant.shadow import eclipse_fraction_cylindrical
 from hil.plant.solar import SolarArray
 from hil.plant.thermal import ThermalModel, ThermalParams
-
-if TYPE_CHECKING:
-    from hil.scenario import Scenario
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -184,7 +180,7 @@ class Plant:
     ``Plant(config, faults, t0_s=0)``; ``step(dt_s, busy_cores=..., compute_w=...)`` -> PlantState;
     ``run(duration_s, dt_s, busy_cores=..., policy=...)`` -> PlantTrace (the fast path);
     ``solar_forecast(t0_s, horizon_s, dt_s)``; ``linear_parameters()``.
-    ``Plant.from_scenario("nominal-550km")`` builds one from hil/scenarios/.
+    ``hil.scenario.load_scenario("nominal-550km").build_plant()`` builds one from hil/scenarios/.
     """
 
     def __init__(self, config: PlantConfig, faults: FaultSchedule | None = None, t0_s: float = 0.0) -> None:
@@ -219,16 +215,6 @@ class Plant:
         compute0 = self.board.compute_w(0.0)
         self._values = self._values_now(0.0, frac0, beta0, 0.0, 0.0, bus0, compute0, 0.0, bus0 + compute0, 0.0)
         self._state: PlantState | None = PlantState(*self._values)  # type: ignore[arg-type]
-
-    # ------------------------------------------------------------------------------------ building
-
-    @classmethod
-    def from_scenario(cls, scenario: str | Scenario) -> Plant:
-        """A plant for a scenario name (hil/scenarios/NAME.toml), a TOML path, or a loaded Scenario."""
-        from hil.scenario import Scenario, load_scenario
-
-        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-        return cls(sc.config, FaultSchedule(sc.faults))
 
     def _beta_schedule(self, t: FloatArray) -> FloatArray | None:
         orbit = self.config.orbit
