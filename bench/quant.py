@@ -3,7 +3,7 @@
     python -m bench.quant --json [--seconds 4.0] [--rounds 5]
 
 Throughput is batch 1, ONNX Runtime CPU sessions with explicit ``intra_op_num_threads`` and
-``session.intra_op.allow_spinning = "0"`` (ground.quantize.make_session). Each figure is the best
+``session.intra_op.allow_spinning = "0"`` (ground.model.quantize.make_session). Each figure is the best
 of ``rounds`` measurements of ``seconds / rounds`` s, FP32 and INT8 alternating so that background
 load hits both alike; the best run is the usual estimate of undisturbed speed (as ``timeit``
 advises) on a machine other work shares. ``*_median`` keys give the median speedup as well.
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ground.quantize import make_session, measure_throughput
+from ground.model.quantize import make_session, measure_throughput
 from link.manifest import MODEL_FILE
 from tools.build_models import MODELS_DIR, VERSION, digits_split, synthetic_tiles
 

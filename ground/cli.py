@@ -17,10 +17,10 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from ground import quantize
 from ground.client import GroundClient, GroundError
+from ground.model import quantize
+from ground.model.upload import add_upload_parser
 from ground.tlm.cli import add_tlm_parser
-from ground.uplink import add_upload_parser
 from link.auth import AuthError, load_key
 from link.codec import WireError
 from link.messages import JobState

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ground.model_files import build_manifest, write_manifest
+from ground.model.files import build_manifest, write_manifest
 from link.manifest import MODEL_FILE
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from flight.executor import InferenceExecutor, RunTerminated
-from ground.model_files import build_manifest, write_manifest
+from ground.model.files import build_manifest, write_manifest
 from link.manifest import MODEL_FILE
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ground.model_files import ModelFileError, parse_sha256sums, verify_model_dir
+from ground.model.files import ModelFileError, parse_sha256sums, verify_model_dir
 from link.manifest import ModelManifest
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

@@ -1,4 +1,4 @@
-"""ground.quantize on small real models: static QDQ structure, per-channel weights, agreement figures
+"""ground.model.quantize on small real models: static QDQ structure, per-channel weights, agreement figures
 checked against our own ONNX Runtime runs, the refusal of dynamic quantization for conv nets, the
 CLI (exit codes, JSON report, manifest) and calibration-set validation."""
 
@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ground.quantize import (
+from ground.model.quantize import (
     CalibrationError,
     QuantizationRefused,
     main,

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from flight.registry import ModelError, ModelRegistry, check_inputs, version_key
-from ground.model_files import build_manifest, write_manifest
+from ground.model.files import build_manifest, write_manifest
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest, TensorSpec
 
 

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from flight.registry import ModelError, ModelRegistry
 from flight.uplink import BEGIN_FILE, DATA_FILE, SIDECAR_FILE, UplinkReceiver
-from ground.model_files import build_manifest, write_manifest
+from ground.model.files import build_manifest, write_manifest
 from link.auth import sign
 from link.codec import decode, encode
 from link.manifest import MODEL_FILE, ModelManifest

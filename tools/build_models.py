@@ -11,7 +11,7 @@ Models (all version ``1.0.0``, opset 17, IR version 8 so older onnxruntime build
 - ``digits-fp32``: small CNN on scikit-learn's 8x8 digits, trained here with numpy (im2col conv,
   manual backprop, Adam, seed 0). Input ``image`` float32 [N,1,8,8] = pixel value / 16 (0..1),
   output ``logits`` float32 [N,10].
-- ``digits-int8``: the same, static QDQ (ground.quantize) calibrated on 256 training images.
+- ``digits-int8``: the same, static QDQ (ground.model.quantize) calibrated on 256 training images.
 - ``tile-fp32`` / ``tile-int8``: a Phi-Sat-1-style "is this tile worth downlinking" triage CNN,
   input ``tile`` float32 [N,3,128,128] (RGB 0..1), output ``keep_logit`` float32 [N,1]; 7 conv
   layers with seeded random (He) weights and a logistic-regression head fitted on generated tiles
@@ -42,8 +42,8 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ground.model_files import build_manifest, sha256_file, sha256sums_text, write_manifest, write_sha256sums
-from ground.quantize import quantize_model
+from ground.model.files import build_manifest, sha256_file, sha256sums_text, write_manifest, write_sha256sums
+from ground.model.quantize import quantize_model
 from link.manifest import MODEL_FILE
 
 F32 = npt.NDArray[np.float32]
@@ -373,7 +373,7 @@ def fit_tile_head(params: dict[str, F32], workdir: Path) -> tuple[F32, F32, floa
     Returns (head weight [1,512], head bias [1], training accuracy)."""
     from sklearn.linear_model import LogisticRegression
 
-    from ground.quantize import make_session
+    from ground.model.quantize import make_session
 
     path = workdir / "tile_features.onnx"
     onnx.save(tile_graph(params, np.zeros((1, 1), np.float32), np.zeros(1, np.float32), True), str(path))
@@ -448,7 +448,7 @@ def _save(model: onnx.ModelProto, root: Path, name: str) -> Path:
 
 
 def _accuracy(path: Path, x: F32, y: npt.NDArray[np.int64]) -> float:
-    from ground.quantize import make_session
+    from ground.model.quantize import make_session
 
     logits = make_session(path, threads=2).run(None, {"image": x})[0]
     return float(np.mean(np.argmax(logits, axis=1) == y))
@@ -522,7 +522,7 @@ def build_tile(root: Path) -> None:
         head_w, head_b, fit_acc = fit_tile_head(params, Path(tmp))
     fp32_path = _save(tile_graph(params, head_w, head_b), root, "tile-fp32")
     n_params = sum(int(a.size) for a in params.values()) + head_w.size + head_b.size
-    from ground.quantize import make_session
+    from ground.model.quantize import make_session
 
     tiles, keep = tile_validation()
     logits = make_session(fp32_path, threads=2).run(None, {"tile": tiles})[0][:, 0]

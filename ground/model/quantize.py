@@ -40,7 +40,7 @@ import onnx
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
-from ground.model_files import build_manifest, interface_specs, sha256_file, write_manifest
+from ground.model.files import build_manifest, interface_specs, sha256_file, write_manifest
 from link.manifest import MODEL_FILE, TensorSpec
 
 Activations = Literal["uint8", "int8"]

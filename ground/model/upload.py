@@ -30,7 +30,7 @@ from typing import Any
 import aiomqtt
 
 from ground.client import GroundClient, GroundError, new_id
-from ground.model_files import ModelFileError, build_manifest
+from ground.model.files import ModelFileError, build_manifest
 from link.auth import sign
 from link.codec import WireError, decode, encode
 from link.manifest import ModelManifest
