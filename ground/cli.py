@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -17,25 +15,15 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from ground.client import GroundClient, GroundError
-from ground.model import quantize
-from ground.model.upload import add_upload_parser
+from ground.client import GroundError
+from ground.model.cli import add_model_parser
+from ground.options import add_global_options, client_from_args, print_json
 from ground.tlm.cli import add_tlm_parser
-from link.auth import AuthError, load_key
+from link.auth import AuthError
 from link.codec import WireError
 from link.messages import JobState
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int] | int]
-
-
-def _client(args: argparse.Namespace) -> GroundClient:
-    key_hex = args.key or os.environ.get("ORBITD_COMMAND_KEY")
-    key = load_key(key_hex) if key_hex else None
-    return GroundClient(args.broker, args.sat, key_id=args.key_id, key=key, timeout_s=args.timeout)
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def load_inputs(path: Path, input_name: str | None, model_inputs: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -62,7 +50,7 @@ def save_outputs(path: Path, outputs: dict[str, Any]) -> None:
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
+    async with client_from_args(args) as ground:
         model_inputs = None
         if args.input.suffix != ".npz" and args.input_name is None:
             listing = await ground.models()
@@ -92,10 +80,10 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
+    async with client_from_args(args) as ground:
         jobs = await ground.jobs([JobState(s) for s in args.state] if args.state else None, args.limit)
     if args.json:
-        _print_json(jobs)
+        print_json(jobs)
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -111,7 +99,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
+    async with client_from_args(args) as ground:
         async for event in ground.watch(args.job_id):
             reason = f" ({event.reason})" if event.reason else ""
             print(f"{event.at_utc:.3f} {event.job_id} {event.state.value} attempt={event.attempt}{reason}", flush=True)
@@ -121,7 +109,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def cmd_result(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
+    async with client_from_args(args) as ground:
         fetched = await ground.wait_result(args.job_id, args.timeout, ack=not args.keep)
     save_outputs(args.output, fetched.outputs)
     print(f"wrote {args.output} ({', '.join(f'{k}{list(v.shape)}' for k, v in fetched.outputs.items())})")
@@ -129,14 +117,14 @@ async def cmd_result(args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
+    async with client_from_args(args) as ground:
         data = await ground.cancel(args.job_id)
     print(f"{data['job_id']} {data['state']}")
     return 0
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
+    async with client_from_args(args) as ground:
         status = await ground.status(timeout_s=min(args.timeout, 5.0))
     if args.json:
         print(status.model_dump_json(indent=2))
@@ -144,33 +132,6 @@ async def cmd_status(args: argparse.Namespace) -> int:
         for key, value in status.model_dump(exclude_none=True).items():
             print(f"{key:>18}: {value}")
     return 0 if status.state == "online" else 1
-
-
-async def cmd_model_list(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
-        models = await ground.models()
-    if args.json:
-        _print_json(models)
-    else:
-        for m in models:
-            flag = "*" if m["active"] else " "
-            problem = f"  PROBLEM: {m['problem']}" if m["problem"] else ""
-            print(f"{flag} {m['name']}/{m['version']}  {m['quantization']}  {m['size_bytes']} B{problem}")
-    return 0
-
-
-async def cmd_model_activate(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
-        data = await ground.activate_model(args.name, args.version)
-    print(f"{data['name']}: active {data['active']} (was {data['previous']})")
-    return 0
-
-
-async def cmd_model_rollback(args: argparse.Namespace) -> int:
-    async with _client(args) as ground:
-        data = await ground.rollback_model(args.name)
-    print(f"{data['name']}: active {data['active']}")
-    return 0
 
 
 async def cmd_icd_schemas(args: argparse.Namespace) -> int:
@@ -183,11 +144,7 @@ async def cmd_icd_schemas(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ground", description="orbitd ground segment")
-    p.add_argument("--broker", default=os.environ.get("ORBITD_BROKER", "mqtt://127.0.0.1:1883"))
-    p.add_argument("--sat", default=os.environ.get("ORBITD_SAT", "sat1"))
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for replies and results")
-    p.add_argument("--key-id", default=os.environ.get("ORBITD_COMMAND_KEY_ID", "ground"))
-    p.add_argument("--key", help="command key, 64 hex digits (or ORBITD_COMMAND_KEY)")
+    add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("submit", help="send a job")
@@ -227,19 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_status)
 
-    model = sub.add_parser("model", help="onboard models").add_subparsers(dest="model_command", required=True)
-    s = model.add_parser("list")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=cmd_model_list)
-    s = model.add_parser("activate")
-    s.add_argument("name")
-    s.add_argument("version")
-    s.set_defaults(handler=cmd_model_activate)
-    s = model.add_parser("rollback")
-    s.add_argument("name")
-    s.set_defaults(handler=cmd_model_rollback)
-    quantize.add_parser(model)
-    add_upload_parser(model)
+    add_model_parser(sub)
 
     icd = sub.add_parser("icd", help="interface control").add_subparsers(dest="icd_command", required=True)
     s = icd.add_parser("schemas", help="write JSON Schema files of every message")

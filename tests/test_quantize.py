@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ground.model.cli import quantize_main as main
 from ground.model.quantize import (
     CalibrationError,
     QuantizationRefused,
-    main,
     quantize_model,
 )
 from link.manifest import ModelManifest

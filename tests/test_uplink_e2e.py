@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from ground.client import GroundClient, JobRejected
+from ground.model.cli import add_upload_parser
 from ground.model.files import build_manifest
-from ground.model.upload import UploadStats, add_upload_parser, upload_id_for, upload_model
+from ground.model.upload import UploadStats, upload_id_for, upload_model
 from hil.mosquitto_broker import MosquittoBroker
 from link.codec import decode
 from link.manifest import MODEL_FILE

@@ -14,20 +14,11 @@ machine (2 vCPU x86-64 with AVX-512 VNNI, ORT 1.31.1; /work/shared/reference/boa
 Every run reports the size before/after (bytes), the throughput of both models on this machine at a
 given thread count (inf/s) and how well the INT8 model agrees with the FP32 one on the calibration set.
 
-Command line (wired as ``ground model quantize`` by ground/cli.py, or ``python -m ground.quantize``)::
-
-    ground model quantize IN.onnx --calib DATA.npz -o OUT.onnx [--activations uint8|int8]
-        [--per-channel|--no-per-channel] [--dynamic] [--threads 2] [--bench-seconds 1.0]
-        [--manifest] [--name NAME --version VERSION] [--json]
-
-``DATA.npz`` maps each model input name to an array with the batch along axis 0.
+The command line is ``ground model quantize`` (ground/model/cli.py; docs/models.md).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -40,8 +31,8 @@ import onnx
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
-from ground.model.files import build_manifest, interface_specs, sha256_file, write_manifest
-from link.manifest import MODEL_FILE, TensorSpec
+from ground.model.files import interface_specs, sha256_file
+from link.manifest import TensorSpec
 
 Activations = Literal["uint8", "int8"]
 Feeds = dict[str, npt.NDArray[Any]]
@@ -392,137 +383,3 @@ def quantize_model(
         float_compute_nodes=float_nodes,
         output_sha256=sha256_file(dst),
     )
-
-
-def _registry_identity(path: Path) -> tuple[str, str] | None:
-    """(name, version) if ``path`` is ``.../<name>/<version>/model.onnx``."""
-    if path.name != MODEL_FILE or len(path.resolve().parts) < 3:
-        return None
-    return path.resolve().parent.parent.name, path.resolve().parent.name
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``ground model quantize`` on an existing parser."""
-    parser.add_argument("model", type=Path, help="FP32 ONNX model to quantize")
-    parser.add_argument("--calib", type=Path, help=".npz: input name -> array, batch along axis 0")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="quantized ONNX file to write")
-    parser.add_argument("--activations", choices=["uint8", "int8"], default="uint8",
-                        help="activation type (default uint8: int8 left many convs in float on x86)")
-    parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
-                        help="per-channel int8 weights (default on)")
-    parser.add_argument("--dynamic", action="store_true",
-                        help="dynamic quantization (refused for convolutional networks)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for the speed check")
-    parser.add_argument("--bench-seconds", type=float, default=1.0, help="timing budget per model (s)")
-    parser.add_argument("--manifest", action="store_true",
-                        help="write manifest.json next to the output (name/version from --name/--version "
-                             "or from an output path .../<name>/<version>/model.onnx)")
-    parser.add_argument("--name", help="model name for the manifest (implies --manifest)")
-    parser.add_argument("--version", dest="model_version", help="model version for the manifest")
-    parser.add_argument("--description", default="", help="manifest description")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``quantize`` on an argparse sub-parsers object; the handler is ``run``
-    (available as ``args.handler``)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "quantize", help="INT8-quantize an ONNX model (static QDQ) and report size, speed and agreement"
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=run)
-    return parser
-
-
-def _print_report(report: QuantReport) -> None:
-    lines = [
-        f"quantized {report.input_path} -> {report.output_path} ({report.mode}, {report.activations} "
-        f"activations, per-channel {'on' if report.per_channel else 'off'})",
-        f"size    {report.size_fp32_bytes} -> {report.size_int8_bytes} bytes ({report.size_ratio:.2f}x)",
-        f"speed   {report.fp32_inf_s:.1f} -> {report.int8_inf_s:.1f} inf/s ({report.speedup:.2f}x, "
-        f"{report.threads} threads, batch {report.batch}, ORT {report.onnxruntime_version})",
-        f"nodes   {report.quantized_compute_nodes} conv/matmul/gemm quantized, "
-        f"{report.float_compute_nodes} left in float",
-    ]
-    if report.compared_output is not None:
-        top1 = "n/a" if report.top1_agreement is None else f"{report.top1_agreement:.4f}"
-        lines.append(
-            f"agree   {report.calib_samples} calibration samples, output {report.compared_output!r}: "
-            f"top-1 {top1}, max |diff| {report.max_abs_diff:.4g}, mean |diff| {report.mean_abs_diff:.4g}"
-        )
-    if report.speedup < 1.0:
-        lines.append("warning: the INT8 model is slower than FP32 on this machine")
-    if report.manifest_path:
-        lines.append(f"manifest {report.manifest_path}")
-    print("\n".join(lines))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute parsed ``ground model quantize`` arguments; 0 ok, 2 refused/bad input."""
-    calib: Feeds | None = None
-    try:
-        if args.calib is not None:
-            calib = load_calibration(args.calib)
-        identity: tuple[str, str] | None = None
-        if args.manifest or args.name or args.model_version:
-            inferred = _registry_identity(args.output)
-            name = args.name or (inferred[0] if inferred else None)
-            version = args.model_version or (inferred[1] if inferred else None)
-            if not name or not version:
-                raise CalibrationError(
-                    "a manifest needs --name and --version (or an output path .../<name>/<version>/model.onnx)"
-                )
-            identity = (name, version)
-        report = quantize_model(
-            args.model,
-            args.output,
-            calib,
-            activations=args.activations,
-            per_channel=args.per_channel,
-            dynamic=args.dynamic,
-            threads=args.threads,
-            bench_seconds=args.bench_seconds,
-        )
-        if identity is not None:
-            provenance = {
-                "source_model": args.model.name,
-                "source_sha256": sha256_file(args.model),
-                "quantizer": (
-                    f"ground.quantize {report.mode}, per-channel {report.per_channel}, "
-                    f"{report.activations} activations, int8 weights, MinMax calibration"
-                ),
-                "onnxruntime": report.onnxruntime_version,
-            }
-            if args.calib is not None:
-                provenance["calibration"] = (
-                    f"{args.calib.name} ({report.calib_samples} samples, sha256 {sha256_file(args.calib)})"
-                )
-            manifest = build_manifest(
-                args.output,
-                name=identity[0],
-                version=identity[1],
-                quantization="int8-qdq" if report.mode == "static-qdq" else "other",
-                description=args.description,
-                provenance=provenance,
-            )
-            path = write_manifest(manifest, args.output.parent)
-            report = report.model_copy(update={"manifest_path": str(path)})
-    except (QuantizationRefused, CalibrationError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report.model_dump()))
-    else:
-        _print_report(report)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ground model quantize`` as a stand-alone entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="ground model quantize", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(list(argv) if argv is not None else None))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,13 +14,11 @@ and command key, so it can reconnect without disturbing the client.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -281,54 +279,3 @@ async def upload_model(
             f"within {timeout_s:.0f} s ({len(uploader.delivered)}/{uploader.n_chunks} chunks delivered); "
             "run the same command again to resume"
         ) from None
-
-
-# ---------------------------------------------------------------------------------------- CLI
-
-
-async def cmd_model_upload(args: argparse.Namespace) -> int:
-    """``ground model upload FILE --name N --version V [--chunk-bytes B] [--window W] [--activate]``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    from ground.cli import _client
-
-    client = _client(args)
-    size = Path(args.file).stat().st_size if Path(args.file).is_file() else 0
-    console = Console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
-    ) as bar:
-        task = bar.add_task(f"{args.name}/{args.version}", total=size)
-
-        def on_progress(done: int, total: int) -> None:
-            bar.update(task, completed=min(size, done * args.chunk_bytes) if done < total else size)
-
-        verdict = await upload_model(
-            client, args.file, args.name, args.version, chunk_bytes=args.chunk_bytes, window=args.window,
-            timeout_s=args.upload_timeout, progress=on_progress, quantization=args.quantization,
-        )
-    if verdict.state is not UploadState.INSTALLED:
-        print(f"{args.name}/{args.version} {verdict.state.value}: {verdict.reason}", file=sys.stderr)
-        return 1
-    print(f"{args.name}/{args.version} installed on {args.sat} (upload {verdict.upload_id})")
-    if args.activate:
-        async with _client(args) as ground:
-            data = await ground.activate_model(args.name, args.version)
-        print(f"{data['name']}: active {data['active']} (was {data['previous']})")
-    return 0
-
-
-def add_upload_parser(model_subparsers: Any) -> None:
-    """Add ``upload`` to the ``ground model`` subcommands (``model_subparsers`` from add_subparsers)."""
-    s = model_subparsers.add_parser("upload", help="send an ONNX model to the satellite (resumable, verified)")
-    s.add_argument("file", type=Path, help="the .onnx file")
-    s.add_argument("--name", required=True)
-    s.add_argument("--version", required=True)
-    s.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help="bytes per chunk (default 64 KiB)")
-    s.add_argument("--window", type=int, default=32, help="chunks in flight awaiting the broker's PUBACK")
-    s.add_argument("--quantization", default="fp32", choices=["fp32", "fp16", "int8-qdq", "other"])
-    s.add_argument("--upload-timeout", type=float, default=3600.0, help="seconds for the whole upload")
-    s.add_argument("--activate", action="store_true", help="activate the version once installed")
-    s.set_defaults(handler=cmd_model_upload)
