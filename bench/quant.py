@@ -7,7 +7,7 @@ Throughput is batch 1, ONNX Runtime CPU sessions with explicit ``intra_op_num_th
 of ``rounds`` measurements of ``seconds / rounds`` s, FP32 and INT8 alternating so that background
 load hits both alike; the best run is the usual estimate of undisturbed speed (as ``timeit``
 advises) on a machine other work shares. ``*_median`` keys give the median speedup as well.
-Accuracy is top-1 on the 360 held-out digits of tools.build_models.digits_split (the split the
+Accuracy is top-1 on the 360 held-out digits of ground.model.datasets.digits_split (the split the
 model was trained with; those images were seen neither in training nor in calibration).
 
 Reference (/work/shared/reference/boards-and-runtime.md): a 7-conv 2.3 M-parameter CNN ran 184 FP32
@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ground.model.datasets import digits_split, synthetic_tiles
 from ground.model.quantize import make_session, measure_throughput
 from link.manifest import MODEL_FILE
-from tools.build_models import MODELS_DIR, VERSION, digits_split, synthetic_tiles
+from tools.build_models import MODELS_DIR, VERSION
 
 THREADS = (1, 2)
 

@@ -1,4 +1,5 @@
-"""orbitd's own modules import each other without a cycle.
+"""orbitd's own modules import each other without a cycle; the board install (link/, flight/)
+imports nothing from ground/, hil/, bench/ or tools/; the data sets import without scikit-learn or scipy.
 
 The graph is built from the source with :mod:`ast` (nothing is imported). Every ``import`` and
 ``from ... import`` counts wherever it stands: at module level, inside a function (a lazy import) or
@@ -14,6 +15,8 @@ initialised when a submodule imports its sibling.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -21,6 +24,9 @@ from tests.support import REPO
 
 PACKAGES = ("link", "flight", "ground", "hil", "bench", "tools")
 """Top-level folders of orbitd's code whose import graph must be acyclic."""
+
+BOARD_PACKAGES = ("link", "flight")
+"""What the board install holds (pyproject's ``flightd``): it must not import the others."""
 
 Graph = dict[str, set[str]]
 
@@ -161,6 +167,26 @@ def test_orbitd_has_no_import_cycle() -> None:
     assert "link.manifest" in graph["flight.registry"]
     cycles = import_cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_board_install_imports_only_link_and_flight() -> None:
+    graph = import_graph(REPO)
+    outside = {
+        module: sorted(m for m in imported if m.split(".")[0] not in BOARD_PACKAGES)
+        for module, imported in graph.items()
+        if module.split(".")[0] in BOARD_PACKAGES
+    }
+    assert {module: names for module, names in outside.items() if names} == {}
+
+
+def test_datasets_import_without_scikit_learn_or_scipy() -> None:
+    code = (
+        "import sys, ground.model.datasets; "
+        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
 
 
 def test_a_lazy_import_cycle_is_found_and_named(tmp_path: Path) -> None:

@@ -9,15 +9,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from ground.model.datasets import digits_split, synthetic_tiles, tile_validation
 from tools.build_models import (
     _digits_backward,
     _digits_forward,
     _digits_init,
     digits_forward,
     digits_graph,
-    digits_split,
-    synthetic_tiles,
-    tile_validation,
 )
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

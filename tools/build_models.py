@@ -1,6 +1,6 @@
 """Rebuild every bundled model under ``models/`` from data that installed packages ship.
 
-Nothing is downloaded. Run from the repository root::
+Nothing is downloaded: the data sets are ground/model/datasets.py's. Run from the repository root::
 
     .venv/bin/python -m tools.build_models            # (re)write models/ and models/SHA256SUMS
     .venv/bin/python -m tools.build_models --check    # rebuild into a temp dir, compare sha256s
@@ -42,6 +42,25 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ground.model.datasets import (
+    DIGITS_CALIB_SAMPLES,
+    DIGITS_TEST_FRACTION,
+    SEED,
+    TILE_CALIB_SAMPLES,
+    TILE_CALIB_SEED,
+    TILE_FIT_SAMPLES,
+    TILE_FIT_SEED,
+    TILE_KEEP_MAX_CLOUD,
+    TILE_SIZE,
+    TILE_VALIDATION_SAMPLES,
+    TILE_VALIDATION_SEED,
+    DigitsSplit,
+    digits_calibration,
+    digits_split,
+    tile_calibration,
+    tile_fit_set,
+    tile_validation,
+)
 from ground.model.files import build_manifest, sha256_file, sha256sums_text, write_manifest, write_sha256sums
 from ground.model.quantize import quantize_model
 from link.manifest import MODEL_FILE
@@ -54,95 +73,14 @@ VERSION = "1.0.0"
 OPSET = 17
 IR_VERSION = 8
 PRODUCER = "orbitd tools/build_models.py"
-SEED = 0
 
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_CALIB_SAMPLES = 256
 DIGITS_EPOCHS = 40
 DIGITS_BATCH = 32
 DIGITS_LR = 2e-3
 
-TILE_SIZE = 128
 TILE_CHANNELS = (64, 64, 128, 128, 256, 256, 512)
 TILE_STRIDES = (2, 2, 1, 2, 1, 2, 1)
-TILE_FIT_SAMPLES = 384
-TILE_CALIB_SAMPLES = 64
-TILE_KEEP_MAX_CLOUD = 0.3
 TILE_HEAD_C = 10.0
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DigitsSplit:
-    """scikit-learn digits split for training and held-out evaluation; images are [N,1,8,8] in 0..1."""
-
-    x_train: F32
-    y_train: npt.NDArray[np.int64]
-    x_test: F32
-    y_test: npt.NDArray[np.int64]
-
-
-def digits_split() -> DigitsSplit:
-    """The fixed split used to train and evaluate the digits models: stratified 80/20,
-    ``train_test_split(random_state=0)``; 1437 training and 360 held-out images."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    y = data.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=DIGITS_TEST_FRACTION, random_state=SEED, stratify=y
-    )
-    return DigitsSplit(x_tr, y_tr, x_te, y_te)
-
-
-def digits_calibration() -> dict[str, F32]:
-    """Calibration set for ``digits-int8``: the first 256 training images, as {"image": array}."""
-    return {"image": digits_split().x_train[:DIGITS_CALIB_SAMPLES]}
-
-
-def synthetic_tiles(count: int, seed: int) -> tuple[F32, F32]:
-    """``count`` generated RGB tiles [count,3,128,128] in 0..1 and their cloud fraction (0..1).
-
-    Ground = smooth coloured texture (vegetation/soil/water tones); clouds = bright smooth blobs
-    thresholded from low-frequency noise at a per-tile random cover level.
-    """
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    tiles = np.empty((count, 3, TILE_SIZE, TILE_SIZE), dtype=np.float32)
-    cover = np.empty(count, dtype=np.float32)
-    for i in range(count):
-        base = rng.uniform(0.1, 0.5, size=3)
-        texture = gaussian_filter(rng.standard_normal((TILE_SIZE, TILE_SIZE)), sigma=4.0, mode="wrap")
-        texture /= texture.std() + 1e-9
-        ground = base[:, None, None] + 0.06 * texture[None] * rng.uniform(0.5, 1.5, size=3)[:, None, None]
-        field = gaussian_filter(rng.standard_normal((TILE_SIZE, TILE_SIZE)), sigma=12.0, mode="wrap")
-        target = rng.uniform(0.0, 1.0)
-        threshold = np.quantile(field, 1.0 - target)
-        opacity = np.clip((field - threshold) / (field.std() * 0.5 + 1e-9), 0.0, 1.0)
-        cloud = rng.uniform(0.8, 1.0)
-        tile = ground * (1.0 - opacity[None]) + cloud * opacity[None]
-        tile += rng.normal(0.0, 0.02, size=tile.shape)
-        tiles[i] = np.clip(tile, 0.0, 1.0).astype(np.float32)
-        cover[i] = float(np.mean(opacity > 0.5))
-    return tiles, cover
-
-
-def tile_calibration() -> dict[str, F32]:
-    """Calibration set for ``tile-int8``: 64 generated tiles (seed 2), as {"tile": array}."""
-    return {"tile": synthetic_tiles(TILE_CALIB_SAMPLES, seed=SEED + 2)[0]}
-
-
-def tile_validation(count: int = 128) -> tuple[F32, npt.NDArray[np.bool_]]:
-    """Generated tiles (seed 3, disjoint from fit and calibration seeds) and their keep labels."""
-    tiles, cover = synthetic_tiles(count, seed=SEED + 3)
-    return tiles, cover < TILE_KEEP_MAX_CLOUD
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -369,7 +307,7 @@ def tile_graph(
 
 
 def fit_tile_head(params: dict[str, F32], workdir: Path) -> tuple[F32, F32, float]:
-    """Fit the logistic-regression head on backbone features of generated tiles (seed 1).
+    """Fit the logistic-regression head on backbone features of the generated fit set (seed 1).
     Returns (head weight [1,512], head bias [1], training accuracy)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -378,10 +316,9 @@ def fit_tile_head(params: dict[str, F32], workdir: Path) -> tuple[F32, F32, floa
     path = workdir / "tile_features.onnx"
     onnx.save(tile_graph(params, np.zeros((1, 1), np.float32), np.zeros(1, np.float32), True), str(path))
     session = make_session(path, threads=2)
-    tiles, cover = synthetic_tiles(TILE_FIT_SAMPLES, seed=SEED + 1)
+    tiles, labels = tile_fit_set()
     features = np.concatenate([session.run(None, {"tile": tiles[i : i + 32]})[0]
                                for i in range(0, len(tiles), 32)])
-    labels = cover < TILE_KEEP_MAX_CLOUD
     # Raw (unstandardised) features: the head then leans on high-variance directions, which INT8
     # activation quantization (one scale per tensor) preserves; standardising lost agreement.
     clf = LogisticRegression(C=TILE_HEAD_C, max_iter=5000)
@@ -529,11 +466,12 @@ def build_tile(root: Path) -> None:
     val_acc = float(np.mean((logits > 0) == keep))
     prov = _base_provenance() | {
         "weights": f"7 conv layers random (He normal, numpy default_rng seed {SEED + 1}); logistic-regression "
-        f"head (scikit-learn) fitted on {TILE_FIT_SAMPLES} generated tiles (seed {SEED + 1}), label "
+        f"head (scikit-learn) fitted on {TILE_FIT_SAMPLES} generated tiles (seed {TILE_FIT_SEED}), label "
         f"keep = cloud cover < {TILE_KEEP_MAX_CLOUD}",
         "parameters": str(n_params),
         "head_fit_accuracy": f"{fit_acc:.4f}",
-        "generated_validation_accuracy": f"{val_acc:.4f} (128 generated tiles, seed {SEED + 3})",
+        "generated_validation_accuracy": f"{val_acc:.4f} ({TILE_VALIDATION_SAMPLES} generated tiles, seed "
+        f"{TILE_VALIDATION_SEED})",
         "purpose": "compute/latency stand-in for onboard tile triage (Phi-Sat-1 style); not trained on "
         "real imagery",
     }
@@ -552,8 +490,9 @@ def build_tile(root: Path) -> None:
         "source_model": "tile-fp32/1.0.0",
         "source_sha256": sha256_file(fp32_path),
         "quantizer": "ground.quantize static QDQ, per-channel int8 weights, uint8 activations, MinMax",
-        "calibration": f"{TILE_CALIB_SAMPLES} generated tiles (seed {SEED + 2})",
-        "generated_validation_accuracy": f"{val_acc8:.4f} (128 generated tiles, seed {SEED + 3})",
+        "calibration": f"{TILE_CALIB_SAMPLES} generated tiles (seed {TILE_CALIB_SEED})",
+        "generated_validation_accuracy": f"{val_acc8:.4f} ({TILE_VALIDATION_SAMPLES} generated tiles, seed "
+        f"{TILE_VALIDATION_SEED})",
     }
     write_manifest(
         build_manifest(int8_path, name="tile-int8", version=VERSION, quantization="int8-qdq",
