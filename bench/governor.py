@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flight.governor.limits import Limits
 from hil.governor_sim import (
     FullThrottlePolicy,
     OrbitdPolicy,
     PlanPolicy,
     Policy,
     RunResult,
-    SimLimits,
     ThresholdPolicy,
     WorkloadSpec,
     governor_config_for,
@@ -48,8 +48,7 @@ def run_scenario(name: str, dt_s: float, hours: float, lp_dt_s: float, seed: int
                                                                                              list[RunResult]]:
     sc = load_scenario(name)
     duration = min(sc.duration_s, hours * 3600.0)
-    lim = SimLimits(sc.limits.soc_floor, 3.3 * sc.config.battery.series, sc.limits.board_max_c,
-                    sc.limits.radiator_max_c)
+    lim = sc.limits
     cores = float(sc.config.board.cores)
     jobs = make_workload(duration, WorkloadSpec(mean_cores=0.8 * cores), seed=seed)
     t0 = time.perf_counter()
@@ -83,7 +82,7 @@ def run_scenario(name: str, dt_s: float, hours: float, lp_dt_s: float, seed: int
     return out, results
 
 
-def plot_scenario(name: str, results: list[RunResult], lim: SimLimits, path: Path) -> None:
+def plot_scenario(name: str, results: list[RunResult], lim: Limits, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         out, runs = run_scenario(name, args.dt, args.hours, args.lp_dt, args.seed)
         result["scenarios"][name] = out
         sc = load_scenario(name)
-        lim = SimLimits(sc.limits.soc_floor, 3.3 * sc.config.battery.series, sc.limits.board_max_c,
-                        sc.limits.radiator_max_c)
         png = plots / f"governor-{name}.png"
-        plot_scenario(name, runs, lim, png)
+        plot_scenario(name, runs, sc.limits, png)
         _log(f"  plot: {png}")
     if args.json:
         print(json.dumps(result))

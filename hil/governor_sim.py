@@ -38,7 +38,7 @@ from flight.governor.config import (
 )
 from flight.governor.costs import TILE_MODEL_INF_PER_S, TILE_MODEL_THREADS, CostModel
 from flight.governor.governor import Governor, Sample
-from flight.governor.limits import default_limits
+from flight.governor.limits import Limits
 from hil.optimum import Plan, PlanInputs, solve
 from hil.plant.plant import Plant, PlantState
 
@@ -47,19 +47,6 @@ FloatArray = npt.NDArray[np.float64]
 TILE_CORE_S = TILE_MODEL_THREADS / TILE_MODEL_INF_PER_S
 """True cost of one tile in the simulation: 2 threads / 496 inf/s = 4.03 ms core-seconds
 (boards-and-runtime.md, INT8 7-conv CNN 3x128x128)."""
-
-
-# ------------------------------------------------------------------------------------------ limits
-
-
-@dataclass(frozen=True)
-class SimLimits:
-    """The limits a run is scored against (and policies are configured with)."""
-
-    soc_floor: float = 0.30
-    battery_v_floor: float = 13.2
-    board_max_c: float = 85.0
-    radiator_max_c: float = 60.0
 
 
 # ------------------------------------------------------------------------------------------ workload
@@ -184,7 +171,7 @@ class ThresholdPolicy:
     name = "threshold"
     admission = False
 
-    def __init__(self, limits: SimLimits, n_cores: float, sleep_soc: float = 0.35, wake_soc: float = 0.50,
+    def __init__(self, limits: Limits, n_cores: float, sleep_soc: float = 0.35, wake_soc: float = 0.50,
                  temp_margin_c: float = 2.0, temp_hysteresis_c: float = 5.0) -> None:
         self.limits, self.n_cores = limits, n_cores
         self.sleep_soc, self.wake_soc = sleep_soc, wake_soc
@@ -210,7 +197,7 @@ class FullThrottlePolicy:
     name = "full"
     admission = False
 
-    def __init__(self, limits: SimLimits, n_cores: float) -> None:
+    def __init__(self, limits: Limits, n_cores: float) -> None:
         self.limits, self.n_cores = limits, n_cores
 
     def control(self, now_s: float, state: PlantState) -> Control:
@@ -249,7 +236,7 @@ def effective_efficiencies(plant: Plant) -> tuple[float, float]:
             b.eta_discharge * (1.0 - p_dis * lp.r_internal_ohm / v**2))
 
 
-def governor_config_for(plant: Plant, limits: SimLimits, telemetry_period_s: float) -> GovernorConfig:
+def governor_config_for(plant: Plant, limits: Limits, telemetry_period_s: float) -> GovernorConfig:
     """The governor's configuration from the spacecraft's *design* data (the plant's parameters at the
     start: a radiator degraded later is not known to it)."""
     lp = plant.linear_parameters()
@@ -257,7 +244,7 @@ def governor_config_for(plant: Plant, limits: SimLimits, telemetry_period_s: flo
     eta_c, eta_d = effective_efficiencies(plant)
     return GovernorConfig(
         telemetry_period_s=telemetry_period_s,
-        limits=default_limits(limits.soc_floor, limits.battery_v_floor, limits.board_max_c, limits.radiator_max_c),
+        limits=limits.configs(),
         board=BoardProfile(idle_w=lp.idle_w, w_per_core=lp.w_per_core, n_cores=lp.cores),
         battery=BatteryConfig(capacity_wh=lp.capacity_wh, charge_efficiency=eta_c,
                               discharge_efficiency=eta_d),
@@ -280,7 +267,7 @@ def plan_inputs_for(
     plant: Plant,
     duration_s: float,
     dt_s: float,
-    limits: SimLimits,
+    limits: Limits,
     soc_margin: float = 0.005,
     thermal_margin_c: float = 1.0,
     jobs: list[SimJob] | None = None,
@@ -397,7 +384,7 @@ def run_policy(
     jobs: list[SimJob],
     duration_s: float,
     dt_s: float,
-    limits: SimLimits,
+    limits: Limits,
     trace_every: int = 6,
 ) -> RunResult:
     """Run ``policy`` for ``duration_s`` in steps of ``dt_s``; the plant is consumed (stepped)."""
@@ -500,7 +487,7 @@ def run_policy(
     return res
 
 
-def optimal_plan(plant: Plant, duration_s: float, dt_s: float, limits: SimLimits,
+def optimal_plan(plant: Plant, duration_s: float, dt_s: float, limits: Limits,
                  jobs: list[SimJob] | None = None) -> Plan:
     """Solve the offline optimum for ``plant`` from its current state (workload-aware if ``jobs``)."""
     return solve(plan_inputs_for(plant, duration_s, dt_s, limits, jobs=jobs))

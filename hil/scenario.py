@@ -6,7 +6,9 @@
 Tables (units in the key names; see docs/plant.md for every key and the sizing rationale):
 ``[orbit]`` kind = "circular" (altitude_km, beta_deg, inclination_deg, phase_deg) or "tle" (line1,
 line2, epoch_utc optional); ``[array]``; ``[battery]`` (+ initial_soc); ``[thermal]``; ``[loads]``;
-``[board]``; ``[limits]`` (soc_floor, board_max_c, radiator_max_c: what a governor is scored against);
+``[board]``; ``[limits]`` (the fields of :class:`flight.governor.limits.Limits`: soc_floor,
+battery_v_floor, board_max_c, radiator_max_c; what the governor is configured with and a run is
+scored against; battery_v_floor defaults to 3.3 V per cell times the pack's ``series``);
 ``[[faults]]`` (kind, t_s, until_s and the kind's fields, see :mod:`hil.plant.faults`);
 top level: name, description, telemetry_period_s, duration_s, solar_constant_w_m2.
 """
@@ -19,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flight.governor.limits import CELL_V_FLOOR_V, Limits
 from hil.plant.battery import BatteryParams
 from hil.plant.faults import Fault, FaultSchedule
 from hil.plant.loads import BoardProfile, LoadModel
@@ -28,16 +31,6 @@ from hil.plant.solar import SolarArray
 from hil.plant.thermal import ThermalParams
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the spacecraft must respect (a governor is scored against these): battery SOC floor
-    (0..1), board and radiator ceilings, °C."""
-
-    soc_floor: float = 0.30
-    board_max_c: float = 85.0
-    radiator_max_c: float = 70.0
 
 
 @dataclass(frozen=True)
@@ -89,10 +82,11 @@ def parse_scenario(doc: dict[str, Any], path: Path | None = None) -> Scenario:
     """A scenario from a parsed TOML document."""
     battery_table = dict(doc.get("battery", {}))
     initial_soc = float(battery_table.pop("initial_soc", 0.9))
+    battery: BatteryParams = _build(BatteryParams, battery_table, "[battery]")
     config = PlantConfig(
         orbit=_orbit(doc["orbit"]),
         array=_build(SolarArray, doc["array"], "[array]"),
-        battery=_build(BatteryParams, battery_table, "[battery]"),
+        battery=battery,
         thermal=_build(ThermalParams, doc.get("thermal", {}), "[thermal]"),
         loads=_build(LoadModel, doc.get("loads", {}), "[loads]"),
         board=_build(BoardProfile, doc.get("board", {}), "[board]"),
@@ -107,7 +101,8 @@ def parse_scenario(doc: dict[str, Any], path: Path | None = None) -> Scenario:
         faults=faults,
         telemetry_period_s=float(doc.get("telemetry_period_s", 1.0)),
         duration_s=float(doc.get("duration_s", 86400.0)),
-        limits=_build(Limits, doc.get("limits", {}), "[limits]"),
+        limits=_build(Limits, {"battery_v_floor": CELL_V_FLOOR_V * battery.series, **doc.get("limits", {})},
+                      "[limits]"),
         path=path,
     )
 

@@ -27,7 +27,7 @@ from ground.client import GroundClient, GroundError
 from ground.tlm.archive import Archive
 from ground.tlm.recorder import record
 from hil.embedded_broker import EmbeddedBroker
-from hil.governor_sim import SimLimits, governor_config_for
+from hil.governor_sim import governor_config_for
 from hil.plant_service import serve as serve_plant
 from hil.scenario import Scenario, load_scenario
 from link.codec import WireError, decode
@@ -212,12 +212,10 @@ async def run_sil(
     report_dir.mkdir(parents=True, exist_ok=True)
     report_dir = report_dir.resolve()
     models = Path(models or (REPO_MODELS if REPO_MODELS.is_dir() else Path("models"))).resolve()
-    limits = SimLimits(soc_floor=scenario.limits.soc_floor, board_max_c=scenario.limits.board_max_c,
-                       radiator_max_c=scenario.limits.radiator_max_c)
     # Telemetry at least every 0.2 s of wall time: at high warp a 1 s simulated period is a few ms of
     # wall time, and ordinary delivery jitter would read as stale telemetry (SAFE) to the governor.
     tlm_period_s = max(scenario.telemetry_period_s, 0.2 * warp)
-    gov_config = governor_config_for(plant, limits, tlm_period_s)
+    gov_config = governor_config_for(plant, scenario.limits, tlm_period_s)
     control_period = 0.05
 
     async with contextlib.AsyncExitStack() as stack:

@@ -10,7 +10,8 @@ import pytest
 from flight.governor.budget import EnergyState, OrbitEstimator, OrbitPhase, energy_budget_w
 from flight.governor.config import BoardProfile
 from flight.governor.governor import allocation_for
-from hil.governor_sim import OrbitdPolicy, SimLimits, WorkloadSpec, governor_config_for, make_workload, run_policy
+from flight.governor.limits import Limits
+from hil.governor_sim import OrbitdPolicy, WorkloadSpec, governor_config_for, make_workload, run_policy
 from hil.scenario import load_scenario
 
 
@@ -77,7 +78,7 @@ def test_closed_loop_keeps_soc_above_floor_through_eclipses() -> None:
     battery (some eclipse compute or the floor approached), i.e. it is not simply idle."""
     sc = load_scenario("nominal-550km")
     sc = dataclasses.replace(sc, config=dataclasses.replace(sc.config, initial_soc=0.5))
-    lim = SimLimits(0.30, 13.2, 85.0, 70.0)
+    lim = Limits(0.30, 13.2, 85.0, 70.0)
     dur = 4 * 5739.0
     jobs = make_workload(dur, WorkloadSpec(mean_cores=1.8), seed=3)
     res = run_policy(sc.build_plant(), OrbitdPolicy(governor_config_for(sc.build_plant(), lim, 10.0)),
@@ -90,7 +91,7 @@ def test_closed_loop_keeps_soc_above_floor_through_eclipses() -> None:
 
 def test_closed_loop_respects_degraded_radiator() -> None:
     sc = load_scenario("degraded-radiator")
-    lim = SimLimits(0.30, 13.2, sc.limits.board_max_c, sc.limits.radiator_max_c)
+    lim = Limits(0.30, 13.2, sc.limits.board_max_c, sc.limits.radiator_max_c)
     dur = 4 * 3600.0
     jobs = make_workload(dur, WorkloadSpec(mean_cores=1.6), seed=3)
     res = run_policy(sc.build_plant(), OrbitdPolicy(governor_config_for(sc.build_plant(), lim, 10.0)),

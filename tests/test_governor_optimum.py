@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hil.governor_sim import SimLimits, plan_inputs_for
+from flight.governor.limits import Limits
+from hil.governor_sim import plan_inputs_for
 from hil.optimum import PlanInputs, solve
 from hil.scenario import load_scenario
 
@@ -58,7 +59,7 @@ def test_thermal_bound_binds_with_a_small_radiator() -> None:
 def test_plan_respects_limits_on_the_real_plant() -> None:
     """The degraded-radiator plan (thermally bound), replayed through the non-linear plant."""
     sc = load_scenario("degraded-radiator")
-    lim = SimLimits(sc.limits.soc_floor, 13.2, sc.limits.board_max_c, sc.limits.radiator_max_c)
+    lim = Limits(sc.limits.soc_floor, 13.2, sc.limits.board_max_c, sc.limits.radiator_max_c)
     hours = 6
     plan = solve(plan_inputs_for(sc.build_plant(), hours * 3600.0, 60.0, lim))
     plant = sc.build_plant()

@@ -25,7 +25,7 @@ from typing import Any
 
 from ground.tlm.archive import Archive
 from ground.tlm.replay import replay_async
-from hil.governor_sim import SimLimits, governor_config_for
+from hil.governor_sim import governor_config_for
 from hil.mosquitto_broker import MosquittoBroker
 from hil.scenario import SCENARIO_DIR, load_scenario
 from hil.sil import run_sil
@@ -92,9 +92,7 @@ async def test_replayed_sil_gives_same_mode_transitions(tmp_path: Path, mosquitt
 
     # 2. a fresh flightd on Mosquitto with the SIL's governor configuration
     scenario = load_scenario(scenario_path)
-    limits = SimLimits(soc_floor=scenario.limits.soc_floor, board_max_c=scenario.limits.board_max_c,
-                       radiator_max_c=scenario.limits.radiator_max_c)
-    gov = governor_config_for(scenario.build_plant(), limits, period_s)
+    gov = governor_config_for(scenario.build_plant(), scenario.limits, period_s)
     models = tmp_path / "models"
     models.mkdir()
     flightd = FlightdProcess(mosquitto.url, tmp_path / "fresh" / "data", models, env={

@@ -45,7 +45,15 @@ from flight.governor.budget import (
 )
 from flight.governor.config import BoardProfile, GovernorConfig
 from flight.governor.costs import CostModel, ModelCost
-from flight.governor.limits import LimitChecker, LimitSeverity, LimitTransition
+from flight.governor.limits import (
+    BATTERY_V_FLOOR,
+    BOARD_CEILING,
+    RADIATOR_CEILING,
+    SOC_FLOOR,
+    LimitChecker,
+    LimitSeverity,
+    LimitTransition,
+)
 from flight.governor.modes import MODE_CODE, ModeInputs, ModeMachine
 from link.messages import Mode
 
@@ -127,11 +135,11 @@ class Governor:
         self.started_s: float | None = None
         self.capacity_wh = cfg.battery.capacity_wh
         self.last: Decision | None = None
-        soc_lim = cfg.limit("soc_floor")
+        soc_lim = cfg.limit(SOC_FLOOR)
         self.soc_floor = soc_lim.threshold if soc_lim is not None else 0.30
-        v_lim = cfg.limit("battery_v_floor")
+        v_lim = cfg.limit(BATTERY_V_FLOOR)
         self.v_floor = v_lim.threshold if v_lim is not None else None
-        b_lim, r_lim = cfg.limit("board_ceiling"), cfg.limit("radiator_ceiling")
+        b_lim, r_lim = cfg.limit(BOARD_CEILING), cfg.limit(RADIATOR_CEILING)
         self.board_ceiling = b_lim.threshold if b_lim is not None else math.inf
         self.radiator_ceiling = r_lim.threshold if r_lim is not None else math.inf
 

@@ -7,9 +7,26 @@ clears only after ``debounce`` consecutive samples back inside the hysteresis ba
 the threshold and the edge of the band reset both counters' progress: they neither trip nor clear,
 so noisy telemetry sitting at a limit cannot make the state flap.
 
-Defaults: SoC floor 30 % (issue 5); compute-board ceiling 85 °C (Raspberry Pi hard limit, see
-/work/shared/reference/physics.md "Thermal"); radiator ceiling and battery-voltage floor follow the
-plant's design (hil/plant) and are overridable in :class:`flight.governor.config.GovernorConfig`.
+The thresholds themselves are one :class:`Limits` value, the single definition used by the governor
+configuration (:class:`flight.governor.config.GovernorConfig`), the scenarios (``[limits]`` in
+hil/scenarios/*.toml), the policy simulator, the SIL and the benches; :meth:`Limits.configs` turns
+it into the governor's watchpoints. It lives here, in the board install, because flight/ may not
+import hil/ (hil/ imports flight/).
+
+Defaults (sources in /work/shared/reference/physics.md):
+
+- SoC floor 0.30 (issue 5);
+- battery-voltage floor 3.3 V per cell (:data:`CELL_V_FLOOR_V`) x 4 cells = 13.2 V: the plant's pack
+  and the GomSpace BP4 are 4S NMC, 3.0-4.2 V per cell ("Power"), so the floor sits 0.3 V/cell above
+  the cells' cut-off;
+- compute-board ceiling 85 °C: the Raspberry Pi hard limit ("Thermal");
+- radiator ceiling 70 °C: the plant's design value (hil/scenarios ``[limits]``, docs/plant.md).
+  physics.md gives no radiator limit (its only 60 °C is the Pi 3B+ *board* soft limit, the figure
+  this default once said). At full load (82 W) the board runs 23 K above the radiator (G = 3.5 W/K),
+  so it meets its own 85 °C ceiling with the radiator near 62 °C (high-beta in continuous sun:
+  board 84 °C, radiator 60.5 °C): at 70 °C the board's limit binds first on a healthy spacecraft
+  and the radiator's catches a radiator heating on its own (degraded-radiator); 60 °C would
+  throttle a healthy spacecraft below its board limit.
 """
 
 from __future__ import annotations
@@ -64,27 +81,49 @@ class LimitConfig(BaseModel):
         return value - self.threshold if self.kind is LimitKind.FLOOR else self.threshold - value
 
 
-def default_limits(
-    soc_floor: float = 0.30,
-    battery_v_floor: float = 13.2,
-    board_ceiling_c: float = 85.0,
-    radiator_ceiling_c: float = 60.0,
-) -> list[LimitConfig]:
-    """The four hard limits of issue 5 with their hysteresis bands and debounce counts.
+SOC_FLOOR = "soc_floor"
+BATTERY_V_FLOOR = "battery_v_floor"
+BOARD_CEILING = "board_ceiling"
+RADIATOR_CEILING = "radiator_ceiling"
+"""The governor's limit names (``LimitConfig.name``): the names a run is scored under, too."""
 
-    ``battery_v_floor`` 13.2 V = 3.3 V/cell on a 4S NMC pack (GomSpace BP4 is 1P4S, 12-16.8 V, see
-    physics.md "Power"); ``board_ceiling_c`` 85 °C is the Raspberry Pi hard limit (physics.md "Thermal").
+CELL_V_FLOOR_V = 3.3
+"""Battery-voltage floor per NMC cell, V (cells 3.0-4.2 V, physics.md "Power")."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The spacecraft's limits, defined once (see the module docstring for the defaults' sources).
+
+    ``soc_floor``: state of charge, 0..1; ``battery_v_floor``: pack terminal voltage, V;
+    ``board_max_c`` / ``radiator_max_c``: ceilings, °C. A governor acts on them (:meth:`configs`)
+    and a run is scored against them. Raises ValueError for a SoC floor outside
+    [0, 1) or a negative voltage floor.
     """
-    return [
-        LimitConfig(name="soc_floor", channel="power", key="soc", kind=LimitKind.FLOOR,
-                    threshold=soc_floor, hysteresis=0.05, debounce=3),
-        LimitConfig(name="battery_v_floor", channel="power", key="battery_v", kind=LimitKind.FLOOR,
-                    threshold=battery_v_floor, hysteresis=0.4, debounce=3),
-        LimitConfig(name="board_ceiling", channel="thermal", key="board_c", kind=LimitKind.CEILING,
-                    threshold=board_ceiling_c, hysteresis=5.0, debounce=3),
-        LimitConfig(name="radiator_ceiling", channel="thermal", key="radiator_c", kind=LimitKind.CEILING,
-                    threshold=radiator_ceiling_c, hysteresis=3.0, debounce=3),
-    ]
+
+    soc_floor: float = 0.30
+    battery_v_floor: float = CELL_V_FLOOR_V * 4
+    board_max_c: float = 85.0
+    radiator_max_c: float = 70.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.soc_floor < 1.0:
+            raise ValueError(f"soc_floor {self.soc_floor} is not a fraction in [0, 1)")
+        if self.battery_v_floor < 0.0:
+            raise ValueError(f"battery_v_floor {self.battery_v_floor} V is negative")
+
+    def configs(self) -> list[LimitConfig]:
+        """The governor's four hard limits with their hysteresis bands and debounce counts."""
+        return [
+            LimitConfig(name=SOC_FLOOR, channel="power", key="soc", kind=LimitKind.FLOOR,
+                        threshold=self.soc_floor, hysteresis=0.05, debounce=3),
+            LimitConfig(name=BATTERY_V_FLOOR, channel="power", key="battery_v", kind=LimitKind.FLOOR,
+                        threshold=self.battery_v_floor, hysteresis=0.4, debounce=3),
+            LimitConfig(name=BOARD_CEILING, channel="thermal", key="board_c", kind=LimitKind.CEILING,
+                        threshold=self.board_max_c, hysteresis=5.0, debounce=3),
+            LimitConfig(name=RADIATOR_CEILING, channel="thermal", key="radiator_c", kind=LimitKind.CEILING,
+                        threshold=self.radiator_max_c, hysteresis=3.0, debounce=3),
+        ]
 
 
 @dataclass
