@@ -8,7 +8,8 @@ cores back to the plant (board power profile), and scores the run:
 - ``value``: sum over jobs finished before their deadline of ``units * (1 + priority)``
   (tiles weighted by priority class);
 - ``violation_s``: seconds in which any limit is broken (SoC < floor, battery voltage < floor,
-  board or radiator above its ceiling, or a brownout), with the split per limit;
+  board or radiator above its ceiling, or a brownout), with the split per limit, scored by
+  :mod:`hil.scoring` on the plant's telemetry as the SIL report is;
 - ``deadline_misses``: jobs whose deadline fell inside the run and that did not finish before it;
 - ``min_soc``, ``max_board_c``, ``max_radiator_c``, ``core_s`` (busy core-seconds of work done).
 
@@ -41,6 +42,8 @@ from flight.governor.governor import Governor, Sample
 from flight.governor.limits import Limits
 from hil.optimum import Plan, PlanInputs, solve
 from hil.plant.plant import Plant, PlantState
+from hil.plant.telemetry import channel_values
+from hil.scoring import ViolationTally
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -400,6 +403,7 @@ def run_policy(
     state = plant.state
     last_mode = -1
     done_ids: set[str] = set()
+    tally = ViolationTally(limits)
     steps = round(duration_s / dt_s)
     for k in range(steps):
         now = plant.t_s
@@ -457,19 +461,7 @@ def run_policy(
         # expire queued jobs past their deadline (and a running one)
         for jid in [jid for jid, j in queue.items() if j.deadline_s is not None and j.deadline_s <= t_end]:
             del queue[jid]
-        # score limits over the step
-        viol = {
-            "soc_floor": state.soc < limits.soc_floor,
-            "battery_v_floor": state.battery_v < limits.battery_v_floor,
-            "board_ceiling": state.board_c > limits.board_max_c,
-            "radiator_ceiling": state.radiator_c > limits.radiator_max_c,
-            "brownout": state.brownout,
-        }
-        for name, bad in viol.items():
-            if bad:
-                res.violation_by_limit[name] = res.violation_by_limit.get(name, 0.0) + dt_s
-        if any(viol.values()):
-            res.violation_s += dt_s
+        tally.observe(now, dt_s, channel_values(state))  # score the limits over the step
         res.min_soc = min(res.min_soc, state.soc)
         res.max_board_c = max(res.max_board_c, state.board_c)
         res.max_radiator_c = max(res.max_radiator_c, state.radiator_c)
@@ -479,6 +471,7 @@ def run_policy(
             res.trace_board.append(state.board_c)
             res.trace_radiator.append(state.radiator_c)
             res.trace_busy.append(actual_busy)
+    res.violation_s, res.violation_by_limit = tally.violation_s, dict(tally.by_limit)
     # deadline misses: jobs with a deadline inside the run that did not finish in time
     t_stop = plant.t_s
     res.deadline_misses = sum(

@@ -30,6 +30,7 @@ from hil.embedded_broker import EmbeddedBroker
 from hil.governor_sim import governor_config_for
 from hil.plant_service import serve as serve_plant
 from hil.scenario import Scenario, load_scenario
+from hil.scoring import ViolationTally, sample_durations
 from link.codec import WireError, decode
 from link.messages import Event, EventKind, Telemetry
 
@@ -42,7 +43,9 @@ MODE_NAMES = {0: "nominal", 1: "throttled", 2: "safe"}
 @dataclass
 class SilReport:
     """Outcome of a run (simulated seconds, W h, °C; SoC as a fraction). ``violation_s``: seconds with
-    any limit broken (as bench.governor counts them); ``violations_s``: seconds per limit."""
+    any limit broken; ``violations_s``: seconds per limit, under the governor's limit names
+    (``soc_floor``, ``battery_v_floor``, ``board_ceiling``, ``radiator_ceiling``) and ``brownout``;
+    both scored by :mod:`hil.scoring`, as bench.governor's ``violation_s`` / ``violation_by_limit``."""
 
     scenario: str
     orbits: float
@@ -75,43 +78,18 @@ def _series(archive: Archive, channel: str) -> list[Telemetry]:
     return out
 
 
-def _durations(samples: list[Telemetry]) -> list[tuple[Telemetry, float]]:
-    """Each sample with the simulated time it stands for (until the next one; the last, one period)."""
-    out = []
-    for i, s in enumerate(samples):
-        nxt = samples[i + 1].t_s if i + 1 < len(samples) else s.t_s + (s.t_s - samples[i - 1].t_s if i else 1.0)
-        out.append((s, max(0.0, nxt - s.t_s)))
-    return out
-
-
-def _union_s(intervals: list[tuple[float, float]]) -> float:
-    """Length (s) of the union of [start, start + duration) intervals: seconds with any limit broken."""
-    total, end = 0.0, float("-inf")
-    for start, duration in sorted(intervals):
-        stop = start + duration
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total
-
-
 def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: int, jobs_done: int,
                         wall_s: float, warp: float, orbits: float) -> SilReport:
-    power = _durations(_series(archive, "power"))
-    thermal = _durations(_series(archive, "thermal"))
-    compute = _durations(_series(archive, "compute"))
-    lim = scenario.limits
+    tally = ViolationTally(scenario.limits)
+    timed = {ch: sample_durations(_series(archive, ch)) for ch in dict.fromkeys(("power", "thermal", "compute",
+                                                                                *tally.channels))}
+    power, thermal, compute = timed["power"], timed["thermal"], timed["compute"]
+    for channel in tally.channels:
+        for s, dt in timed[channel]:
+            tally.observe(s.t_s, dt, {channel: s.values})
     soc = [s.values["soc"] for s, _ in power if "soc" in s.values]
     board = [s.values["board_c"] for s, _ in thermal if "board_c" in s.values]
     radiator = [s.values["radiator_c"] for s, _ in thermal if "radiator_c" in s.values]
-    spans = {
-        "soc_below_floor": [(s.t_s, dt) for s, dt in power if s.values.get("soc", 1.0) < lim.soc_floor],
-        "board_over_max": [(s.t_s, dt) for s, dt in thermal if s.values.get("board_c", -273.0) > lim.board_max_c],
-        "radiator_over_max": [
-            (s.t_s, dt) for s, dt in thermal if s.values.get("radiator_c", -273.0) > lim.radiator_max_c
-        ],
-    }
-    violations = {name: sum(dt for _, dt in intervals) for name, intervals in spans.items()}
     mode_s = {name: 0.0 for name in MODE_NAMES.values()}
     for s, dt in compute:
         mode_s[MODE_NAMES.get(int(s.values.get("mode_code", 0)), "nominal")] += dt
@@ -139,8 +117,8 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
         max_board_c=max(board, default=float("nan")),
         max_radiator_c=max(radiator, default=float("nan")),
         mode_s=mode_s,
-        violation_s=_union_s([iv for intervals in spans.values() for iv in intervals]),
-        violations_s=violations,
+        violation_s=tally.violation_s,
+        violations_s=tally.seconds(),
         mode_changes=changes,
     )
 

@@ -185,11 +185,11 @@ def test_report_arithmetic_on_a_synthetic_archive(tmp_path: Path) -> None:
     assert r.min_soc == 0.20
     assert r.max_board_c == 90.0 and r.max_radiator_c == 72.0 and r.max_temp_c == 90.0
     # SoC < 0.30 at t=20 (10 s) and t=30 (10 s)
-    assert r.violations_s["soc_below_floor"] == pytest.approx(20.0)
+    assert r.violations_s["soc_floor"] == pytest.approx(20.0)
     # board > 85 at t=6 (24 s) and t=30 (10 s)
-    assert r.violations_s["board_over_max"] == pytest.approx(34.0)
+    assert r.violations_s["board_ceiling"] == pytest.approx(34.0)
     # radiator > 70 at t=6 (24 s) and t=40 (one period = 10 s)
-    assert r.violations_s["radiator_over_max"] == pytest.approx(34.0)
+    assert r.violations_s["radiator_ceiling"] == pytest.approx(34.0)
     # seconds with any limit broken: [20, 40) u [6, 40) u [6, 30) u [40, 50) = [6, 50)
     assert r.violation_s == pytest.approx(44.0)
     assert r.mode_s == pytest.approx({"nominal": 20.0, "safe": 20.0, "throttled": 15.0})

@@ -97,7 +97,7 @@ class Limits:
 
     ``soc_floor``: state of charge, 0..1; ``battery_v_floor``: pack terminal voltage, V;
     ``board_max_c`` / ``radiator_max_c``: ceilings, °C. A governor acts on them (:meth:`configs`)
-    and a run is scored against them. Raises ValueError for a SoC floor outside
+    and a run is scored against them (hil/scoring.py). Raises ValueError for a SoC floor outside
     [0, 1) or a negative voltage floor.
     """
 
