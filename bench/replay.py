@@ -31,6 +31,7 @@ from ground.tlm.replay import replay
 from hil.mosquitto_broker import MosquittoBroker
 from link.codec import encode
 from link.messages import Telemetry
+from link.telemetry import BATTERY_A, BATTERY_V, BATTERY_WH, BUS_W, COMPUTE_W, LOAD_W, POWER, SOC, SOLAR_W, SUNLIT
 from link.topics import REPLAY_ROOT, TopicMap
 
 
@@ -43,25 +44,25 @@ def synthetic_payload(i: int, sat: str = "bench1", period_s: float = 0.01) -> by
     return encode(
         Telemetry(
             sat=sat,
-            channel="power",
+            channel=POWER,
             t_s=round(i * period_s, 3),
             values={
-                "soc": 0.8123,
-                "battery_v": 27.91,
-                "battery_a": -3.42,
-                "battery_wh": 812.3,
-                "solar_w": 412.7,
-                "load_w": 318.2,
-                "bus_w": 120.0,
-                "compute_w": 198.2,
-                "sunlit": 1.0,
+                SOC: 0.8123,
+                BATTERY_V: 27.91,
+                BATTERY_A: -3.42,
+                BATTERY_WH: 812.3,
+                SOLAR_W: 412.7,
+                LOAD_W: 318.2,
+                BUS_W: 120.0,
+                COMPUTE_W: 198.2,
+                SUNLIT: 1.0,
             },
         )
     )
 
 
 def fill(path: Path, n: int, rate_hz: float, sat: str = "bench1") -> None:
-    topic = TopicMap(sat).telemetry("power")
+    topic = TopicMap(sat).telemetry(POWER)
     t0 = time.time() - 3600
     with Archive(path, writable=True) as archive:
         archive.append(topic_row(topic, synthetic_payload(i, sat, 1 / rate_hz), t0 + i / rate_hz, 0) for i in range(n))
@@ -148,7 +149,7 @@ def bench_record(broker: MosquittoBroker, work: Path, n: int) -> dict[str, Any]:
         assert proc.stderr is not None
         proc.stderr.readline()  # "recording ..." once subscribed
         payloads = [synthetic_payload(i) for i in range(n)]
-        topic = TopicMap("bench1").telemetry("power")
+        topic = TopicMap("bench1").telemetry(POWER)
         client = paho.Client(CallbackAPIVersion.VERSION2)
         client.connect("127.0.0.1", broker.port)
         client.loop_start()

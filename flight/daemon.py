@@ -62,6 +62,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
+from link.telemetry import COMPUTE, compute_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -652,22 +653,20 @@ class FlightDaemon:
         last_m, last_busy = self._last_busy
         self._last_busy = (now_m, busy)
         t = self.throttle
-        mode_code = {Mode.NOMINAL: 0, Mode.THROTTLED: 1, Mode.SAFE: 2}[t.mode]
-        values = {
-            "busy_cores": (busy - last_busy) / max(now_m - last_m, 1e-6),
-            "running": float(len(self.executor.running())),
-            "queued": float(len(self._queue)),
-            "jobs_done": float(self.jobs_done),
-            "concurrency": float(t.concurrency),
-            "intra_op_threads": float(t.intra_op_threads),
-            "duty_cycle": t.duty_cycle,
-            "mode_code": float(mode_code),
-        }
-        if t.budget_w is not None:
-            values["budget_w"] = t.budget_w
+        values = compute_values(
+            busy_cores=(busy - last_busy) / max(now_m - last_m, 1e-6),
+            running=len(self.executor.running()),
+            queued=len(self._queue),
+            jobs_done=self.jobs_done,
+            concurrency=t.concurrency,
+            intra_op_threads=t.intra_op_threads,
+            duty_cycle=t.duty_cycle,
+            mode=t.mode,
+            budget_w=t.budget_w,
+        )
         return Telemetry(
             sat=self.settings.sat,
-            channel="compute",
+            channel=COMPUTE,
             t_s=self.mission.now(now_m),
             at_utc=self.clock(),
             values=values,

@@ -1,9 +1,10 @@
 """Simulation harness: run a compute policy against the plant at simulation speed.
 
-A policy sees the telemetry the plant would publish (``power``, ``thermal``, ``orbit`` channels,
-see the brief's telemetry contract) and returns the busy cores it allows; the harness runs a job
-workload on those cores (jobs' true cost: the bundled tile model's measured cost), feeds the busy
-cores back to the plant (board power profile), and scores the run:
+A policy sees the telemetry the plant would publish (``power``, ``thermal``, ``orbit`` channels
+from :func:`hil.plant.telemetry.channel_values`, named by :mod:`link.telemetry`) and returns the
+busy cores it allows; the harness runs a job workload on those cores (jobs' true cost: the bundled
+tile model's measured cost), feeds the busy cores back to the plant (board power profile), and
+scores the run:
 
 - ``value``: sum over jobs finished before their deadline of ``units * (1 + priority)``
   (tiles weighted by priority class);
@@ -118,22 +119,6 @@ def make_workload(duration_s: float, spec: WorkloadSpec, seed: int = 1) -> list[
 # ------------------------------------------------------------------------------------------ policies
 
 
-def telemetry_samples(s: PlantState) -> list[Sample]:
-    """The plant's telemetry at one instant, per the brief's channel contract."""
-    return [
-        Sample("power", s.t_s, {
-            "soc": s.soc, "battery_v": s.battery_v, "battery_a": s.battery_a, "battery_wh": s.battery_wh,
-            "solar_w": s.solar_w, "load_w": s.load_w, "bus_w": s.bus_w, "compute_w": s.compute_w,
-            "sunlit": 1.0 if s.sunlit else 0.0,
-        }),
-        Sample("thermal", s.t_s, {"board_c": s.board_c, "radiator_c": s.radiator_c}),
-        Sample("orbit", s.t_s, {
-            "sunlit": 1.0 if s.sunlit else 0.0, "beta_deg": s.beta_deg, "period_s": s.period_s,
-            "eclipse_fraction": s.eclipse_fraction, "t_orbit_s": s.t_orbit_s,
-        }),
-    ]
-
-
 @dataclass
 class Control:
     """A policy's output for the next step: allowed busy cores, preempt running work, mode code."""
@@ -161,7 +146,7 @@ class OrbitdPolicy:
         self.governor = Governor(config)
 
     def control(self, now_s: float, state: PlantState) -> Control:
-        d = self.governor.update(now_s, telemetry_samples(state))
+        d = self.governor.update(now_s, [Sample(ch, state.t_s, v) for ch, v in channel_values(state).items()])
         return Control(d.busy_cores, d.preempt, d.mode_code, d.budget_w)
 
 

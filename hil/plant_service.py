@@ -21,10 +21,11 @@ import aiomqtt
 
 from hil.plant.faults import FaultSchedule, TelemetryFaults
 from hil.plant.plant import Plant
-from hil.plant.telemetry import CHANNELS, channel_values
+from hil.plant.telemetry import channel_values
 from hil.scenario import Scenario, load_scenario
 from link.codec import WireError, decode, encode
 from link.messages import Telemetry
+from link.telemetry import BUSY_CORES, COMPUTE
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -96,7 +97,7 @@ async def serve(
     period = 1.0 / rate_hz if rate_hz else sc.telemetry_period_s
     runner = PlantRunner(sc, period, physics_dt_s)
     topics = TopicMap(sat)
-    compute_topic = topics.telemetry("compute")
+    compute_topic = topics.telemetry(COMPUTE)
     async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}") as client:
         await client.subscribe(compute_topic, qos=0)
         listener = asyncio.create_task(_listen(client, runner, compute_topic))
@@ -128,9 +129,9 @@ async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str) -> No
         except WireError as exc:
             log.warning("ignoring compute telemetry: %s", exc)
             continue
-        busy = tlm.values.get("busy_cores")
+        busy = tlm.values.get(BUSY_CORES)
         if busy is not None:
             runner.set_busy_cores(busy)
 
 
-__all__ = ["CHANNELS", "PlantRunner", "Sample", "serve"]
+__all__ = ["PlantRunner", "Sample", "serve"]

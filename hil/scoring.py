@@ -22,11 +22,12 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from flight.governor.limits import LimitConfig, LimitKind, Limits
+from link.telemetry import POWER, UNSERVED_W
 
 BROWNOUT = "brownout"
 """Scoring-only limit: load the power system could not serve (the plant's brownout)."""
 
-BROWNOUT_LIMIT = LimitConfig(name=BROWNOUT, channel="power", key="unserved_w", kind=LimitKind.CEILING,
+BROWNOUT_LIMIT = LimitConfig(name=BROWNOUT, channel=POWER, key=UNSERVED_W, kind=LimitKind.CEILING,
                              threshold=0.0, hysteresis=1.0, debounce=1)
 """``power.unserved_w`` above 0 W (hysteresis and debounce are unused in scoring)."""
 

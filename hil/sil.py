@@ -32,12 +32,23 @@ from hil.plant_service import serve as serve_plant
 from hil.scenario import Scenario, load_scenario
 from hil.scoring import ViolationTally, sample_durations
 from link.codec import WireError, decode
-from link.messages import Event, EventKind, Telemetry
+from link.messages import Event, EventKind, Mode, Telemetry
+from link.telemetry import (
+    BOARD_C,
+    COMPUTE,
+    COMPUTE_W,
+    MODE_CODE,
+    MODE_CODES,
+    POWER,
+    RADIATOR_C,
+    SOC,
+    THERMAL,
+    mode_from_code,
+)
 
 log = logging.getLogger("hil.sil")
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
-MODE_NAMES = {0: "nominal", 1: "throttled", 2: "safe"}
 
 
 @dataclass
@@ -81,18 +92,18 @@ def _series(archive: Archive, channel: str) -> list[Telemetry]:
 def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: int, jobs_done: int,
                         wall_s: float, warp: float, orbits: float) -> SilReport:
     tally = ViolationTally(scenario.limits)
-    timed = {ch: sample_durations(_series(archive, ch)) for ch in dict.fromkeys(("power", "thermal", "compute",
+    timed = {ch: sample_durations(_series(archive, ch)) for ch in dict.fromkeys((POWER, THERMAL, COMPUTE,
                                                                                 *tally.channels))}
-    power, thermal, compute = timed["power"], timed["thermal"], timed["compute"]
+    power, thermal, compute = timed[POWER], timed[THERMAL], timed[COMPUTE]
     for channel in tally.channels:
         for s, dt in timed[channel]:
             tally.observe(s.t_s, dt, {channel: s.values})
-    soc = [s.values["soc"] for s, _ in power if "soc" in s.values]
-    board = [s.values["board_c"] for s, _ in thermal if "board_c" in s.values]
-    radiator = [s.values["radiator_c"] for s, _ in thermal if "radiator_c" in s.values]
-    mode_s = {name: 0.0 for name in MODE_NAMES.values()}
+    soc = [s.values[SOC] for s, _ in power if SOC in s.values]
+    board = [s.values[BOARD_C] for s, _ in thermal if BOARD_C in s.values]
+    radiator = [s.values[RADIATOR_C] for s, _ in thermal if RADIATOR_C in s.values]
+    mode_s = {mode.value: 0.0 for mode in MODE_CODES}
     for s, dt in compute:
-        mode_s[MODE_NAMES.get(int(s.values.get("mode_code", 0)), "nominal")] += dt
+        mode_s[(mode_from_code(s.values.get(MODE_CODE, 0)) or Mode.NOMINAL).value] += dt
     changes = []
     for rec in archive.messages(channels=["events"]):
         try:
@@ -111,7 +122,7 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
         warp=warp,
         jobs_submitted=jobs_submitted,
         jobs_done=jobs_done,
-        compute_energy_wh=sum(s.values.get("compute_w", 0.0) * dt for s, dt in power) / 3600.0,
+        compute_energy_wh=sum(s.values.get(COMPUTE_W, 0.0) * dt for s, dt in power) / 3600.0,
         min_soc=min(soc, default=float("nan")),
         max_temp_c=max(board + radiator, default=float("nan")),
         max_board_c=max(board, default=float("nan")),
@@ -284,11 +295,12 @@ async def _watch_progress(plant_task: asyncio.Task[None], ground: GroundClient, 
     with Progress(*columns, disable=not show, transient=False) as bar:
         task = bar.add_task("sim", total=sim_s, info="")
         while not plant_task.done():
-            p, th, c = latest.get("power"), latest.get("thermal"), latest.get("compute")
+            p, th, c = latest.get(POWER), latest.get(THERMAL), latest.get(COMPUTE)
             if p is not None:
-                mode = MODE_NAMES.get(int(c.values.get("mode_code", 0)), "?") if c else "?"
-                info = (f"SoC {p.values.get('soc', 0) * 100:5.1f}%  board "
-                        f"{th.values.get('board_c', 0) if th else 0:5.1f} °C  mode {mode:9s} jobs {workload.done}")
+                known = mode_from_code(c.values.get(MODE_CODE, 0)) if c else None
+                mode = known.value if known else "?"
+                info = (f"SoC {p.values.get(SOC, 0) * 100:5.1f}%  board "
+                        f"{th.values.get(BOARD_C, 0) if th else 0:5.1f} °C  mode {mode:9s} jobs {workload.done}")
                 bar.update(task, completed=p.t_s, info=info)
             await asyncio.sleep(0.25)
         bar.update(task, completed=sim_s)

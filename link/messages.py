@@ -153,7 +153,7 @@ class Telemetry(WireModel):
     ``t_s`` is mission time in seconds (simulated time under the plant simulator, monotonic from an
     epoch otherwise); ``values`` maps measurement names to numbers, with units in the name's suffix
     (``_w``, ``_wh``, ``_v``, ``_a``, ``_c``, ``_s``) or dimensionless (``soc``, ``sunlit`` 0/1).
-    The channels and their measurements are listed in docs/icd.md.
+    The channels, their measurements and units are defined in :mod:`link.telemetry` (docs/icd.md's table).
     """
 
     sat: Identifier

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from flight.governor.limits import LimitConfig, Limits
+from link.telemetry import POWER, THERMAL
 
 
 class _Cfg(BaseModel):
@@ -72,7 +73,7 @@ class GovernorConfig(_Cfg):
 
     telemetry_period_s: float = Field(default=1.0, gt=0.0)
     stale_periods: float = Field(default=2.0, gt=0.0, description="SAFE when a channel is this many periods old")
-    required_channels: tuple[str, ...] = ("power", "thermal")
+    required_channels: tuple[str, ...] = (POWER, THERMAL)
     limits: list[LimitConfig] = Field(default_factory=lambda: Limits().configs())
     board: BoardProfile = BoardProfile()
     battery: BatteryConfig = BatteryConfig()

@@ -54,8 +54,27 @@ from flight.governor.limits import (
     LimitSeverity,
     LimitTransition,
 )
-from flight.governor.modes import MODE_CODE, ModeInputs, ModeMachine
+from flight.governor.modes import ModeInputs, ModeMachine
 from link.messages import Mode
+from link.telemetry import (
+    BATTERY_V,
+    BATTERY_WH,
+    BOARD_C,
+    BUS_W,
+    COMPUTE_W,
+    ECLIPSE_FRACTION,
+    LOAD_W,
+    MODE_CODES,
+    ORBIT,
+    PERIOD_S,
+    POWER,
+    RADIATOR_C,
+    SOC,
+    SOLAR_W,
+    SUNLIT,
+    T_ORBIT_S,
+    THERMAL,
+)
 
 
 class TelemetrySampleLike(Protocol):
@@ -94,17 +113,7 @@ class Decision:
 
     @property
     def mode_code(self) -> int:
-        return MODE_CODE[self.mode]
-
-    def compute_values(self) -> dict[str, float]:
-        """The governor's part of the ``compute`` telemetry channel."""
-        return {
-            "concurrency": float(self.concurrency),
-            "intra_op_threads": float(self.intra_op_threads),
-            "duty_cycle": self.duty_cycle,
-            "budget_w": self.budget_w,
-            "mode_code": float(self.mode_code),
-        }
+        return MODE_CODES[self.mode]
 
 
 def allocation_for(busy_cores: float, board: BoardProfile, min_busy_cores: float) -> tuple[int, int, float]:
@@ -151,17 +160,17 @@ class Governor:
         if prev is not None and s.t_s < prev[0]:
             return []  # out of order: older than what we hold; ignore
         self.latest[s.channel] = (s.t_s, values)
-        if "sunlit" in values:
-            self.orbit_estimator.observe(s.t_s, values["sunlit"] >= 0.5)
-        if s.channel == "power":
-            soc, wh = values.get("soc"), values.get("battery_wh")
+        if SUNLIT in values:
+            self.orbit_estimator.observe(s.t_s, values[SUNLIT] >= 0.5)
+        if s.channel == POWER:
+            soc, wh = values.get(SOC), values.get(BATTERY_WH)
             if soc is not None and wh is not None and soc > 0.2:
                 self.capacity_wh = wh / soc
-        if s.channel == "thermal" and "board_c" in values and "radiator_c" in values:
-            power = self.latest.get("power", (0.0, {}))[1]
-            board_w = power.get("compute_w", self._board_w_now())
-            self.thermal.observe(s.t_s, values["board_c"], values["radiator_c"], board_w,
-                                 power.get("bus_w", 0.0), power.get("sunlit", 1.0) >= 0.5)
+        if s.channel == THERMAL and BOARD_C in values and RADIATOR_C in values:
+            power = self.latest.get(POWER, (0.0, {}))[1]
+            board_w = power.get(COMPUTE_W, self._board_w_now())
+            self.thermal.observe(s.t_s, values[BOARD_C], values[RADIATOR_C], board_w,
+                                 power.get(BUS_W, 0.0), power.get(SUNLIT, 1.0) >= 0.5)
         return self.limits.observe(s.channel, s.t_s, values)
 
     def _board_w_now(self) -> float:
@@ -181,12 +190,12 @@ class Governor:
         return out
 
     def orbit_phase(self, now_s: float) -> OrbitPhase:
-        got = self.latest.get("orbit")
+        got = self.latest.get(ORBIT)
         if got is not None:
             t, v = got
-            if {"period_s", "eclipse_fraction", "t_orbit_s"} <= v.keys() and v["period_s"] > 0:
-                return OrbitPhase(v["period_s"], min(0.95, max(0.0, v["eclipse_fraction"])),
-                                  v["t_orbit_s"] + (now_s - t), "orbit channel")
+            if {PERIOD_S, ECLIPSE_FRACTION, T_ORBIT_S} <= v.keys() and v[PERIOD_S] > 0:
+                return OrbitPhase(v[PERIOD_S], min(0.95, max(0.0, v[ECLIPSE_FRACTION])),
+                                  v[T_ORBIT_S] + (now_s - t), "orbit channel")
         return self.orbit_estimator.phase(now_s)
 
     # --------------------------------------------------------------------------- budget
@@ -194,35 +203,35 @@ class Governor:
     def budget(self, now_s: float) -> tuple[float, str, list[str]]:
         """(board budget W before mode rules, binding constraint, explanations)."""
         cfg, board = self.config, self.config.board
-        power = self.latest.get("power", (now_s, {}))[1]
-        thermal = self.latest.get("thermal", (now_s, {}))[1]
+        power = self.latest.get(POWER, (now_s, {}))[1]
+        thermal = self.latest.get(THERMAL, (now_s, {}))[1]
         orbit = self.orbit_phase(now_s)
         candidates: list[tuple[float, str]] = [(board.max_w, "full power")]
         notes: list[str] = [f"orbit from {orbit.source}"]
-        if "soc" in power or "battery_wh" in power:
+        if SOC in power or BATTERY_WH in power:
             cap = self.capacity_wh
-            energy = power.get("battery_wh", power.get("soc", 0.0) * cap)
-            bus = power.get("bus_w")
+            energy = power.get(BATTERY_WH, power.get(SOC, 0.0) * cap)
+            bus = power.get(BUS_W)
             if bus is None:
-                bus = power.get("load_w", 0.0) - power.get("compute_w", self._board_w_now())
-            sunlit = power.get("sunlit", 1.0 if power.get("solar_w", 0.0) > 0 else 0.0) >= 0.5
-            state = EnergyState(energy, cap, power.get("solar_w", 0.0), max(0.0, bus), sunlit)
+                bus = power.get(LOAD_W, 0.0) - power.get(COMPUTE_W, self._board_w_now())
+            sunlit = power.get(SUNLIT, 1.0 if power.get(SOLAR_W, 0.0) > 0 else 0.0) >= 0.5
+            state = EnergyState(energy, cap, power.get(SOLAR_W, 0.0), max(0.0, bus), sunlit)
             e_min = (self.soc_floor + cfg.soc_margin) * cap
             p_e, why = energy_budget_w(state, orbit, e_min, board.idle_w,
                                        cfg.battery.charge_efficiency, cfg.battery.discharge_efficiency,
                                        min_horizon_s=cfg.telemetry_period_s)
             candidates.append((p_e, "energy"))
             notes.append(why)
-            v = power.get("battery_v")
+            v = power.get(BATTERY_V)
             if self.v_floor is not None and v is not None and cfg.battery_v_margin > 0:
                 frac = (v - self.v_floor) / cfg.battery_v_margin
                 if frac < 1.0:
                     candidates.append((board.idle_w + max(0.0, frac) * (board.max_w - board.idle_w),
                                        "battery voltage"))
-        if "board_c" in thermal and "radiator_c" in thermal:
-            bus_w = power.get("bus_w", 0.0)
+        if BOARD_C in thermal and RADIATOR_C in thermal:
+            bus_w = power.get(BUS_W, 0.0)
             p_t, why = self.thermal.max_power_w(
-                thermal["board_c"], thermal["radiator_c"], bus_w, orbit,
+                thermal[BOARD_C], thermal[RADIATOR_C], bus_w, orbit,
                 self.board_ceiling - cfg.thermal_margin_c, self.radiator_ceiling - cfg.thermal_margin_c)
             candidates.append((p_t, "thermal"))
             notes.append(why)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from link.telemetry import BATTERY_V, BOARD_C, POWER, RADIATOR_C, SOC, THERMAL
+
 
 class LimitKind(enum.StrEnum):
     """``floor``: the value must stay >= threshold. ``ceiling``: the value must stay <= threshold."""
@@ -115,13 +117,13 @@ class Limits:
     def configs(self) -> list[LimitConfig]:
         """The governor's four hard limits with their hysteresis bands and debounce counts."""
         return [
-            LimitConfig(name=SOC_FLOOR, channel="power", key="soc", kind=LimitKind.FLOOR,
+            LimitConfig(name=SOC_FLOOR, channel=POWER, key=SOC, kind=LimitKind.FLOOR,
                         threshold=self.soc_floor, hysteresis=0.05, debounce=3),
-            LimitConfig(name=BATTERY_V_FLOOR, channel="power", key="battery_v", kind=LimitKind.FLOOR,
+            LimitConfig(name=BATTERY_V_FLOOR, channel=POWER, key=BATTERY_V, kind=LimitKind.FLOOR,
                         threshold=self.battery_v_floor, hysteresis=0.4, debounce=3),
-            LimitConfig(name=BOARD_CEILING, channel="thermal", key="board_c", kind=LimitKind.CEILING,
+            LimitConfig(name=BOARD_CEILING, channel=THERMAL, key=BOARD_C, kind=LimitKind.CEILING,
                         threshold=self.board_max_c, hysteresis=5.0, debounce=3),
-            LimitConfig(name=RADIATOR_CEILING, channel="thermal", key="radiator_c", kind=LimitKind.CEILING,
+            LimitConfig(name=RADIATOR_CEILING, channel=THERMAL, key=RADIATOR_C, kind=LimitKind.CEILING,
                         threshold=self.radiator_max_c, hysteresis=3.0, debounce=3),
         ]
 

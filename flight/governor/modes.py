@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 
 from link.messages import Mode
 
-MODE_CODE: dict[Mode, int] = {Mode.NOMINAL: 0, Mode.THROTTLED: 1, Mode.SAFE: 2}
-"""``mode_code`` of the ``compute`` telemetry channel (0 nominal, 1 throttled, 2 safe)."""
-
 
 @dataclass(frozen=True)
 class ModeInputs:

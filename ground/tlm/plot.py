@@ -25,10 +25,33 @@ from matplotlib.patches import Patch
 
 from ground.tlm.archive import Archive
 from link.codec import peek_header
+from link.telemetry import (
+    BOARD_C,
+    BUS_W,
+    BUSY_CORES,
+    COMPUTE,
+    COMPUTE_W,
+    CONCURRENCY,
+    JOBS_DONE,
+    LOAD_W,
+    MODE_CODE,
+    MODE_CODES,
+    ORBIT,
+    POWER,
+    QUEUED,
+    RADIATOR_C,
+    RUNNING,
+    SOC,
+    SOLAR_W,
+    SUNLIT,
+    THERMAL,
+    mode_from_code,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
-MODES = ("nominal", "throttled", "safe")
+MODES = tuple(mode.value for mode in MODE_CODES)
+"""Governor modes in code order (nominal, throttled, safe)."""
 MODE_COLOURS = {"nominal": "#4caf50", "throttled": "#ff9800", "safe": "#e53935", "unknown": "#bdbdbd"}
 ECLIPSE_COLOUR = "#37474f"
 LEGEND: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "frameon": False}
@@ -138,8 +161,8 @@ def spans(t: FloatArray, flag: npt.NDArray[np.bool_]) -> list[tuple[float, float
 
 def eclipses(data: PlotData) -> list[tuple[float, float]]:
     """Eclipse periods from the ``sunlit`` flag (power channel, else orbit channel)."""
-    for channel in ("power", "orbit"):
-        s = data.series(channel, "sunlit")
+    for channel in (POWER, ORBIT):
+        s = data.series(channel, SUNLIT)
         if s is not None:
             return spans(s[0], s[1] < 0.5)
     return []
@@ -147,12 +170,13 @@ def eclipses(data: PlotData) -> list[tuple[float, float]]:
 
 def mode_spans(data: PlotData, t_end: float) -> list[tuple[float, float, str]]:
     """(start, end, mode): from the compute channel's mode_code, else from mode events."""
-    s = data.series("compute", "mode_code")
+    s = data.series(COMPUTE, MODE_CODE)
     changes: list[tuple[float, str]] = []
     if s is not None:
         last = None
         for t, code in zip(s[0], s[1], strict=True):
-            mode = MODES[int(code)] if 0 <= int(code) < len(MODES) else "unknown"
+            known = mode_from_code(code)
+            mode = known.value if known is not None else "unknown"
             if mode != last:
                 changes.append((float(t), mode))
                 last = mode
@@ -204,14 +228,14 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     )
     ax_soc, ax_temp, ax_pow, ax_cpu, ax_jobs, ax_mode = axes
 
-    _lines(ax_soc, data, [("power", "soc", "state of charge", 100.0)], scale)
+    _lines(ax_soc, data, [(POWER, SOC, "state of charge", 100.0)], scale)
     ax_soc.set_ylabel("SoC (%)")
     ax_soc.set_ylim(0, 105)
 
     _lines(
         ax_temp,
         data,
-        [("thermal", "board_c", "board", 1.0), ("thermal", "radiator_c", "radiator", 1.0)],
+        [(THERMAL, BOARD_C, "board", 1.0), (THERMAL, RADIATOR_C, "radiator", 1.0)],
         scale,
     )
     ax_temp.set_ylabel("temperature (°C)")
@@ -220,10 +244,10 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
         ax_pow,
         data,
         [
-            ("power", "solar_w", "solar", 1.0),
-            ("power", "load_w", "total load", 1.0),
-            ("power", "compute_w", "compute", 1.0),
-            ("power", "bus_w", "bus", 1.0),
+            (POWER, SOLAR_W, "solar", 1.0),
+            (POWER, LOAD_W, "total load", 1.0),
+            (POWER, COMPUTE_W, "compute", 1.0),
+            (POWER, BUS_W, "bus", 1.0),
         ],
         scale,
     )
@@ -233,10 +257,10 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
         ax_cpu,
         data,
         [
-            ("compute", "busy_cores", "busy cores", 1.0),
-            ("compute", "running", "running", 1.0),
-            ("compute", "queued", "queued", 1.0),
-            ("compute", "concurrency", "concurrency", 1.0),
+            (COMPUTE, BUSY_CORES, "busy cores", 1.0),
+            (COMPUTE, RUNNING, "running", 1.0),
+            (COMPUTE, QUEUED, "queued", 1.0),
+            (COMPUTE, CONCURRENCY, "concurrency", 1.0),
         ],
         scale,
     )
@@ -250,7 +274,7 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     if len(done_t):
         counts = np.histogram(done_t, bins=edges)[0].astype(float)
     else:
-        jd = data.series("compute", "jobs_done")
+        jd = data.series(COMPUTE, JOBS_DONE)
         if jd is not None and len(jd[0]) > 1:
             cumulative = np.interp(edges, jd[0], jd[1])
             counts = np.clip(np.diff(cumulative), 0, None)

@@ -1,41 +1,20 @@
-"""PlantState -> telemetry values per channel (the contract of BRIEF/docs/icd.md: power, thermal, orbit).
+"""PlantState -> telemetry values per channel: the one place a plant state becomes telemetry, for
+the plant on MQTT (``hil plant``, the SIL), the policy simulator and the scoring of its runs.
 
-Extra measurements beyond the contract (``shunt_w``, ``unserved_w``, ``busy_cores`` on power;
-``illumination`` on orbit) are documented in docs/plant.md.
+What each plant channel carries is the telemetry dictionary's (:data:`link.telemetry.CHANNELS`, the
+channels of :data:`link.telemetry.PLANT_CHANNELS`), in its order: every value is the
+:class:`~hil.plant.plant.PlantState` field of the same name (``sunlit`` as 1.0 / 0.0).
 """
 
 from __future__ import annotations
 
 from hil.plant.plant import PlantState
+from link.telemetry import CHANNELS, PLANT_CHANNELS
 
-CHANNELS = ("power", "thermal", "orbit")
+_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = tuple((ch, CHANNELS[ch].keys) for ch in PLANT_CHANNELS)
 
 
 def channel_values(state: PlantState) -> dict[str, dict[str, float]]:
-    """Measurement name -> value for each plant channel, SI units / °C as named."""
-    sunlit = 1.0 if state.sunlit else 0.0
-    return {
-        "power": {
-            "soc": state.soc,
-            "battery_v": state.battery_v,
-            "battery_a": state.battery_a,
-            "battery_wh": state.battery_wh,
-            "solar_w": state.solar_w,
-            "load_w": state.load_w,
-            "bus_w": state.bus_w,
-            "compute_w": state.compute_w,
-            "sunlit": sunlit,
-            "shunt_w": state.shunt_w,
-            "unserved_w": state.unserved_w,
-            "busy_cores": state.busy_cores,
-        },
-        "thermal": {"board_c": state.board_c, "radiator_c": state.radiator_c},
-        "orbit": {
-            "sunlit": sunlit,
-            "beta_deg": state.beta_deg,
-            "period_s": state.period_s,
-            "eclipse_fraction": state.eclipse_fraction,
-            "t_orbit_s": state.t_orbit_s,
-            "illumination": state.illumination,
-        },
-    }
+    """Value name -> value for each plant channel (units in :data:`link.telemetry.CHANNELS`)."""
+    return {channel: {key: float(getattr(state, key)) for key in keys} for channel, keys in _KEYS}
+
