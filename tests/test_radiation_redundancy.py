@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from flight.radiation.abft import GemmChecksum
+from flight.radiation.abft import ConvChecksums, GemmChecksum, ModelChecksums
 from flight.radiation.redundancy import Redundancy, Verdict, decide, replica_for, run_checked, same
 from flight.radiation.weights import WeightStore
 from tests.test_radiation_weights import feeds, model_bytes, session
@@ -130,3 +130,57 @@ def test_final_gemm_checksum_sees_head_and_output_faults_not_conv_faults() -> No
 def test_final_gemm_checksum_refuses_int8_and_non_gemm_heads() -> None:
     with pytest.raises(ValueError, match="not made by a Gemm"):
         GemmChecksum.final_layer(WeightStore("tile-int8", model_bytes("tile-int8")))
+
+
+def model_checked_session(store: WeightStore, check: ModelChecksums) -> tuple[ort.InferenceSession, list[str]]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    sess = ort.InferenceSession(check.model_bytes(store.model_bytes), store.session_options(0, options),
+                                providers=["CPUExecutionProvider"])
+    return sess, [o.name for o in sess.get_outputs()]
+
+
+@pytest.mark.parametrize("name", ["tile-fp32", "digits-fp32"])
+def test_conv_checksums_hold_on_clean_runs_and_leave_the_result_alone(name: str) -> None:
+    store = WeightStore(name, model_bytes(name))
+    check = ModelChecksums.for_model(store)
+    assert check.convs is not None and check.gemm is not None and check.convs.skipped == ()
+    sess, names = model_checked_session(store, check)
+    plain = session(store, threads=2)
+    input_name, example = next(iter(feeds(name).items()))
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        x = (rng.standard_normal((2, *example.shape[1:])) * rng.uniform(0.1, 10.0)).astype(np.float32)
+        outputs = dict(zip(names, sess.run(None, {input_name: x}), strict=True))
+        assert check.ok(outputs), check.convs.residual(outputs).max()
+        assert np.array_equal(outputs[names[0]], plain.run(None, {input_name: x})[0])
+
+
+def test_conv_checksums_see_a_flip_in_any_convolution() -> None:
+    store = WeightStore("tile-fp32", model_bytes("tile-fp32"))
+    check = ModelChecksums.for_model(store)
+    assert check.convs is not None
+    sess, names = model_checked_session(store, check)
+    x = feeds("tile-fp32")
+    clean = sess.run(None, x)[0]
+    changed = 0
+    for layer in range(1, 8):
+        for index in (3, 1000, 1700):  # a weight whose input channel is dead after the Relu changes nothing
+            value = store.array(0, f"conv{layer}.w").reshape(-1)
+            assert abs(value[index]) < 1.0
+            weights = value.view(np.uint32)
+            weights[index] ^= np.uint32(1 << 30)  # the top exponent bit, clear in |w| < 2: the weight grows by 2^128
+            outputs = dict(zip(names, sess.run(None, x), strict=True))
+            weights[index] ^= np.uint32(1 << 30)
+            residual = check.convs.residual(outputs)
+            assert np.all(residual[: layer - 1] <= 1.0)  # the layers before it are unaffected
+            if not np.array_equal(outputs[names[0]], clean):
+                changed += 1
+                assert residual[layer - 1].max() > 1.0, (layer, index)
+    assert changed >= 15
+    assert check.ok(dict(zip(names, sess.run(None, x), strict=True)))
+
+
+def test_conv_checksums_need_float_convolutions() -> None:
+    with pytest.raises(ValueError, match="no float32 Conv"):
+        ConvChecksums.for_model(WeightStore("tile-int8", model_bytes("tile-int8")))

@@ -1,4 +1,4 @@
-"""Algorithm-based fault tolerance for the final fully-connected layer: a checksum over the Gemm.
+"""Algorithm-based fault tolerance: checksums over the final Gemm and over every convolution.
 
 For Y = alpha * A op(B) + beta * C (ONNX Gemm, C broadcast over rows), the row sums obey
 sum_j Y[i, j] = alpha * A[i, :] . w + beta * sum_j C[j], with w = op(B) 1 computed once from the
@@ -19,12 +19,21 @@ this check would have to replay.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from flight.radiation.model_proto import Node, with_graph_outputs
+from flight.radiation.model_proto import (
+    Node,
+    encode_int_attribute,
+    encode_node,
+    encode_tensor,
+    extend_graph,
+    with_graph_outputs,
+)
 from flight.radiation.weights import WeightStore
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -92,3 +101,126 @@ class GemmChecksum:
     def ok(self, outputs: dict[str, np.ndarray[Any, Any]]) -> bool:
         """True if every row's checksum holds within the rounding bound."""
         return bool(np.all(self.residual(outputs) <= 1.0))
+
+
+CONV_TOLERANCE = 64 * EPS32
+"""Allowed |sum(Y) - checksum| relative to the absolute-value checksum: 7.6e-6, 50x the worst seen on
+clean tile-fp32 runs (1.4e-7 over 30 random tiles; an empirical threshold, as ABFT schemes use)."""
+
+
+@dataclass(frozen=True)
+class ConvChecksums:
+    """Checksums of every Conv (group 1) over held float32 weights, computed inside the same session.
+
+    For Y = Conv(X, W) + b, summing over output channels and positions: sum(Y) = sum(Conv(X, W_sum) + sum(b))
+    with W_sum = sum_c W[c] (one output channel), so each layer gets a checker Conv with two output
+    channels, W_sum and |W|_sum (the error scale; over |X| unless X comes out of a Relu), 2/C_out of the
+    layer's cost, reduced to two numbers per sample; sum(Y) is one more pass over the layer's output, and
+    exposing Y stops ONNX Runtime fusing the Conv with its Relu. The checker weights are derived from the
+    verified weights at build time and live in the graph (ONNX Runtime's memory, not scrubbed; a flip there
+    raises a false alarm or hides a layer's check).
+    A fault in an activation after a layer's output (before the next layer reads it) is consistent with
+    both checks and is not seen; nor is one in the model input.
+    """
+
+    layers: tuple[str, ...]
+    skipped: tuple[str, ...]
+    nodes: tuple[bytes, ...]
+    initializers: tuple[bytes, ...]
+
+    @classmethod
+    def for_model(cls, store: WeightStore) -> ConvChecksums:
+        held = {s.name: s for s in store.slots}
+        nodes: list[bytes] = []
+        inits: list[bytes] = [encode_tensor("abft.axes", np.array([1, 2, 3], dtype=np.int64)),
+                              encode_tensor("abft.axes23", np.array([2, 3], dtype=np.int64))]
+        nonnegative = {o for n in store.graph.nodes if n.op_type == "Relu" for o in n.outputs}
+        layers: list[str] = []
+        skipped: list[str] = []
+        for node in store.graph.nodes:
+            if node.op_type != "Conv":
+                continue
+            w_name = node.inputs[1] if len(node.inputs) > 1 else ""
+            if (w_name not in held or held[w_name].dtype != np.float32 or int(node.attributes.get("group", 1)) != 1
+                    or len(held[w_name].shape) != 4):
+                skipped.append(node.outputs[0])
+                continue
+            w = store.array(0, w_name).astype(np.float64)
+            b = (store.array(0, node.inputs[2]).astype(np.float64)
+                 if len(node.inputs) > 2 and node.inputs[2] in held else np.zeros(w.shape[0]))
+            k = f"abft.{len(layers)}"
+            x, y = node.inputs[0], node.outputs[0]
+            flat = (encode_int_attribute("keepdims", 0),)
+            sums = np.stack([w.sum(axis=0), np.abs(w).sum(axis=0)]).astype(np.float32)  # [2, C_in, kh, kw]
+            bias = np.array([b.sum(), np.abs(b).sum()], dtype=np.float32)
+            if x in nonnegative:  # one 2-channel checker over X itself: Conv(X, [W_sum; |W|_sum])
+                inits += [encode_tensor(f"{k}.w", sums), encode_tensor(f"{k}.b", bias)]
+                nodes.append(encode_node("Conv", [x, f"{k}.w", f"{k}.b"], [f"{k}.c"], node.raw_attributes))
+            else:  # the scale needs |X|: Conv(X, W_sum) and Conv(|X|, |W|_sum), side by side
+                inits += [encode_tensor(f"{k}.w", sums[:1]), encode_tensor(f"{k}.b", bias[:1]),
+                          encode_tensor(f"{k}.wabs", sums[1:]), encode_tensor(f"{k}.babs", bias[1:])]
+                nodes += [
+                    encode_node("Conv", [x, f"{k}.w", f"{k}.b"], [f"{k}.c0"], node.raw_attributes),
+                    encode_node("Abs", [x], [f"{k}.xabs"]),
+                    encode_node("Conv", [f"{k}.xabs", f"{k}.wabs", f"{k}.babs"], [f"{k}.c1"], node.raw_attributes),
+                    encode_node("Concat", [f"{k}.c0", f"{k}.c1"], [f"{k}.c"], (encode_int_attribute("axis", 1),)),
+                ]
+            nodes += [
+                encode_node("ReduceSum", [f"{k}.c", "abft.axes23"], [f"{k}.check"], flat),  # [N, 2]
+                encode_node("ReduceSum", [y, "abft.axes"], [f"{k}.ysum"], flat),  # [N]
+            ]
+            layers.append(y)
+        if not layers:
+            raise ValueError(f"model {store.model} has no float32 Conv to check")
+        return cls(tuple(layers), tuple(skipped), tuple(nodes), tuple(inits))
+
+    @property
+    def outputs(self) -> list[str]:
+        return [f"abft.{i}.{part}" for i in range(len(self.layers)) for part in ("check", "ysum")]
+
+    def model_bytes(self, model_bytes: bytes, extra_outputs: Sequence[str] = ()) -> bytes:
+        """The model with the checker nodes and their outputs (and ``extra_outputs``) added."""
+        return extend_graph(model_bytes, self.nodes, self.initializers, [*self.outputs, *extra_outputs])
+
+    def residual(self, outputs: dict[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Per layer and sample: |sum(Y) - checksum| / (tolerance * scale); above 1 is a detected fault."""
+        rows = []
+        for i in range(len(self.layers)):
+            check = outputs[f"abft.{i}.check"].astype(np.float64)
+            csum, bound, ysum = check[:, 0], check[:, 1], outputs[f"abft.{i}.ysum"].astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = np.abs(ysum - csum) / (CONV_TOLERANCE * bound + 1e-30)
+            rows.append(np.where(np.isfinite(ratio), ratio, np.inf))
+        return np.asarray(rows, dtype=np.float64)
+
+    def ok(self, outputs: dict[str, np.ndarray[Any, Any]]) -> bool:
+        return bool(np.all(self.residual(outputs) <= 1.0))
+
+
+@dataclass(frozen=True)
+class ModelChecksums:
+    """Every check this module can apply to a model: its convolutions and, if it ends in one, its final Gemm."""
+
+    convs: ConvChecksums | None
+    gemm: GemmChecksum | None
+
+    @classmethod
+    def for_model(cls, store: WeightStore) -> ModelChecksums:
+        convs: ConvChecksums | None = None
+        gemm: GemmChecksum | None = None
+        with contextlib.suppress(ValueError):
+            convs = ConvChecksums.for_model(store)
+        with contextlib.suppress(ValueError):
+            gemm = GemmChecksum.final_layer(store)
+        if convs is None and gemm is None:
+            raise ValueError(f"model {store.model}: nothing this module can check (no float32 Conv or final Gemm)")
+        return cls(convs, gemm)
+
+    def model_bytes(self, model_bytes: bytes) -> bytes:
+        extra = [self.gemm.input_name] if self.gemm else []
+        if self.convs:
+            return self.convs.model_bytes(model_bytes, extra)
+        return with_graph_outputs(model_bytes, extra)
+
+    def ok(self, outputs: dict[str, np.ndarray[Any, Any]]) -> bool:
+        return (self.convs is None or self.convs.ok(outputs)) and (self.gemm is None or self.gemm.ok(outputs))

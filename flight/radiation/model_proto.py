@@ -1,10 +1,10 @@
 """Just enough of the ONNX protobuf wire format to own a model's weights without the ``onnx`` package.
 
 The board install carries onnxruntime but not ``onnx`` (the brief keeps ``onnx`` on the ground), yet
-flightd must read each initializer's bytes to hold them in memory of its own, and may add a graph
-output (an algorithm-based check reads the input of the final layer). This module reads
-``ModelProto.graph`` -> ``GraphProto.initializer`` / ``node`` / ``output`` and writes a model with extra
-graph outputs; everything else is carried through byte for byte.
+flightd must read each initializer's bytes to hold them in memory of its own, and the algorithm-based
+checks add nodes, initializers and outputs to a graph. This module reads ``ModelProto.graph`` ->
+``GraphProto.initializer`` / ``node`` / ``output`` and appends to a graph; everything else is carried
+through byte for byte.
 
 Field numbers are those of onnx/onnx.proto (ModelProto.graph = 7; GraphProto.node = 1, initializer = 5,
 output = 12, sparse_initializer = 15; NodeProto.input = 1, output = 2, name = 3, op_type = 4, attribute = 5;
@@ -17,7 +17,7 @@ external_data = 13, data_location = 14; ValueInfoProto.name = 1). Wire format: p
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +119,8 @@ class Initializer:
 
 @dataclass(frozen=True)
 class Node:
-    """A graph node: ``op_type``, ``inputs``, ``outputs`` and its int/float attributes."""
+    """A graph node: ``op_type``, ``inputs``, ``outputs``, its int/float attributes, and every attribute's
+    encoded AttributeProto (``raw_attributes``, to copy the node)."""
 
     op_type: str
     name: str
@@ -127,6 +128,7 @@ class Node:
     outputs: tuple[str, ...]
     attributes: dict[str, float | int] = field(default_factory=dict)
     has_tensor_attribute: bool = False
+    raw_attributes: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,7 @@ def _attribute(buf: memoryview) -> tuple[str, float | int | None, bool]:
 def _node(buf: memoryview) -> Node:
     inputs, outputs, name, op_type = [], [], "", ""
     attributes: dict[str, float | int] = {}
+    raw_attributes: list[bytes] = []
     has_tensor = False
     for number, _, value, _, _ in _fields(buf):
         if number == 1:
@@ -232,11 +235,12 @@ def _node(buf: memoryview) -> Node:
         elif number == 4:
             op_type = bytes(value).decode("utf-8")
         elif number == 5:
+            raw_attributes.append(bytes(value))
             attr_name, attr_value, tensor = _attribute(value)
             has_tensor |= tensor
             if attr_value is not None:
                 attributes[attr_name] = attr_value
-    return Node(op_type, name, tuple(inputs), tuple(outputs), attributes, has_tensor)
+    return Node(op_type, name, tuple(inputs), tuple(outputs), attributes, has_tensor, tuple(raw_attributes))
 
 
 def _graph_span(model: memoryview) -> tuple[memoryview, int, int]:
@@ -285,10 +289,51 @@ def _encode_len(number: int, payload: bytes) -> bytes:
     return _encode_varint(number << 3 | LEN) + _encode_varint(len(payload)) + payload
 
 
-def with_graph_outputs(model_bytes: bytes, names: list[str]) -> bytes:
-    """The model with ``names`` (existing intermediate values) added as graph outputs (types inferred by ORT)."""
+def _encode_varint_field(number: int, value: int) -> bytes:
+    return _encode_varint(number << 3 | VARINT) + _encode_varint(value & ((1 << 64) - 1))
+
+
+NUMPY_TO_ONNX = {dtype: code for code, dtype in ONNX_DTYPES.items()}
+
+
+def encode_tensor(name: str, array: np.ndarray[Any, Any]) -> bytes:
+    """A TensorProto holding ``array`` as raw little-endian data."""
+    code = NUMPY_TO_ONNX[np.dtype(array.dtype)]
+    dims = b"".join(_encode_varint_field(1, int(d)) for d in array.shape)
+    return (dims + _encode_varint_field(2, code) + _encode_len(8, name.encode("utf-8"))
+            + _encode_len(9, np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()))
+
+
+def encode_ints_attribute(name: str, values: list[int]) -> bytes:
+    """An AttributeProto of type INTS (type code 7)."""
+    return (_encode_len(1, name.encode("utf-8")) + b"".join(_encode_varint_field(8, v) for v in values)
+            + _encode_varint_field(20, 7))
+
+
+def encode_int_attribute(name: str, value: int) -> bytes:
+    """An AttributeProto of type INT (type code 2)."""
+    return _encode_len(1, name.encode("utf-8")) + _encode_varint_field(3, value) + _encode_varint_field(20, 2)
+
+
+def encode_node(op_type: str, inputs: list[str], outputs: list[str], attributes: tuple[bytes, ...] = ()) -> bytes:
+    """A NodeProto (default domain) with encoded AttributeProtos ``attributes``."""
+    return (b"".join(_encode_len(1, i.encode("utf-8")) for i in inputs)
+            + b"".join(_encode_len(2, o.encode("utf-8")) for o in outputs)
+            + _encode_len(4, op_type.encode("utf-8")) + b"".join(_encode_len(5, a) for a in attributes))
+
+
+def extend_graph(
+    model_bytes: bytes, nodes: Sequence[bytes] = (), initializers: Sequence[bytes] = (), outputs: Sequence[str] = ()
+) -> bytes:
+    """The model with encoded ``nodes`` and ``initializers`` appended to its graph, and ``outputs``
+    (names of values) added as graph outputs whose types ONNX Runtime infers."""
     model = memoryview(model_bytes)
     graph, start, end = _graph_span(model)
-    extra = b"".join(_encode_len(12, _encode_len(1, n.encode("utf-8"))) for n in names)
-    new_graph = bytes(graph) + extra
-    return bytes(model[:start]) + _encode_len(7, new_graph) + bytes(model[end:])
+    extra = (b"".join(_encode_len(1, n) for n in nodes) + b"".join(_encode_len(5, t) for t in initializers)
+             + b"".join(_encode_len(12, _encode_len(1, n.encode("utf-8"))) for n in outputs))
+    return bytes(model[:start]) + _encode_len(7, bytes(graph) + extra) + bytes(model[end:])
+
+
+def with_graph_outputs(model_bytes: bytes, names: Sequence[str]) -> bytes:
+    """The model with ``names`` (existing intermediate values) added as graph outputs (types inferred by ORT)."""
+    return extend_graph(model_bytes, outputs=names)
