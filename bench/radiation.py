@@ -13,7 +13,8 @@ Runtime sessions built over flightd-owned weights (a later round drives a runnin
   one period (+ one step) and results equal to the clean result on the first run after the repair.
 - **run faults**: one fault per checked job, uniform over the weights (flipped for that run only), the
   input and the outputs of one of its runs, single or multiple bits; per mode (none, dmr, tmr, abft) counts
-  results changed, detected and escaped (a wrong answer returned without a flag).
+  results changed (bitwise), detected and escaped (a wrong answer returned without a flag), and the same
+  for significant changes (an output off by more than 0.1 % of the largest clean output).
 - **overheads**: CPU time per checked inference of tile-fp32 under DMR, TMR, ABFT (all convolutions and
   the final Gemm; the final Gemm alone) against one unchecked run, 1-thread sessions timed by the
   calling thread's CPU clock (robust to other load on a shared machine), least of 5 alternating rounds; scrubbing
@@ -292,17 +293,36 @@ class Runner:
             self.sessions[replica_for(i, 3)], feeds, fault if i == faulty_run else None, replica_for(i, 3)))
 
 
+SIGNIFICANT = 1e-3
+"""A result changes significantly when an output moves by more than 0.1 % of the largest clean output
+(or turns non-finite): bigger than any rounding difference, smaller than any decision threshold here."""
+
+
+def significant(answer: Arrays, golden: Arrays) -> bool:
+    for name, clean in golden.items():
+        value = answer[name].astype(np.float64)
+        if not np.all(np.isfinite(value)):
+            return True
+        scale = float(np.max(np.abs(clean))) + 1e-12
+        if float(np.max(np.abs(value - clean))) > SIGNIFICANT * scale:
+            return True
+    return False
+
+
 def run_fault_campaign(name: str, trials: int, rng: np.random.Generator) -> dict[str, Any]:
     runner = Runner(name, rng)
     modes = ["none", "dmr", "tmr"] + (["abft"] if runner.check else [])
-    keys = ["faults", "changed", "detected", "escaped", "detected_changed",
+    keys = ["faults", "changed", "detected", "escaped", "detected_changed", "significant", "detected_significant",
+            "escaped_significant",
             *(f"{part}_{where}" for part in ("changed", "detected") for where in PLACES)]
     counts = {m: dict.fromkeys(keys, 0) for m in modes}
     for _ in range(trials):
         feeds = feeds_for(name, rng)
         golden = runner.run(runner.sessions[0], feeds, None, 0)
         fault = runner.fault(feeds)
-        fault_changes = not same(runner.run(runner.sessions[0], feeds, fault, 0), golden)
+        faulty = runner.run(runner.sessions[0], feeds, fault, 0)
+        fault_changes = not same(faulty, golden)
+        fault_matters = significant(faulty, golden)
         for mode in modes:
             c = counts[mode]
             c["faults"] += 1
@@ -320,6 +340,9 @@ def run_fault_campaign(name: str, trials: int, rng: np.random.Generator) -> dict
             c["changed"] += fault_changes  # the faulty run's own result differs from the clean one
             c["detected"] += detected
             c["detected_changed"] += detected and fault_changes
+            c["significant"] += fault_matters
+            c["detected_significant"] += detected and fault_matters
+            c["escaped_significant"] += answer is not None and significant(answer, golden) and not detected
             c[f"changed_{fault[0]}"] += fault_changes
             c[f"detected_{fault[0]}"] += detected and fault_changes
             c["escaped"] += wrong and not detected
@@ -440,6 +463,9 @@ def run(weight_flips: int, run_faults: int, seconds: float, threshold: float) ->
         result[f"detected_{mode}_by_place"] = {
             where: f"{c[f'detected_{where}']}/{c[f'changed_{where}']}" for where in PLACES}
     result["detected_abft_share"] = round(modes["abft"]["detected_changed"] / max(1, modes["abft"]["changed"]), 4)
+    result["run_faults_significant"] = {m: c["significant"] for m, c in modes.items()}
+    result["detected_significant"] = {m: c["detected_significant"] for m, c in modes.items()}
+    result["escaped_significant"] = {m: c["escaped_significant"] for m, c in modes.items()}
     _log("overheads...")
     over = redundancy_overheads("tile-fp32", seconds, rng)
     result.update({f"{k}_tile_fp32": v for k, v in over.items()})
