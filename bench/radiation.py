@@ -28,6 +28,7 @@ Prints the CPU model and flags it ran on; quote ratios from one run (boards-and-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -75,13 +76,12 @@ def cpu_description() -> dict[str, Any]:
 
 
 def model_bytes(name: str) -> bytes:
+    """A bundled model's file (tests/test_radiation_*.py use these two helpers too)."""
     return (MODELS / name / "1.0.0" / "model.onnx").read_bytes()
 
 
 def verified_reload(name: str) -> bytes:
     """The registry's job: the model file's bytes, trusted only if their sha256 matches the manifest."""
-    import hashlib
-
     directory = MODELS / name / "1.0.0"
     data = (directory / "model.onnx").read_bytes()
     if hashlib.sha256(data).hexdigest() != json.loads((directory / "manifest.json").read_text())["sha256"]:

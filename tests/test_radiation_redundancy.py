@@ -79,9 +79,10 @@ def test_dmr_catches_a_fault_in_one_runs_output() -> None:
     assert tmr.verdict.status == "voted" and tmr.verdict.runs == 3
 
 
-def checked_session(store: WeightStore, check: GemmChecksum) -> tuple[ort.InferenceSession, list[str]]:
+def checked_session(store: WeightStore, check: GemmChecksum | ModelChecksums) -> tuple[ort.InferenceSession, list[str]]:
+    """A 2-thread session over replica 0 of the model with ``check``'s extra nodes and outputs."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = 2
     sess = ort.InferenceSession(check.model_bytes(store.model_bytes), store.session_options(0, options),
                                 providers=["CPUExecutionProvider"])
     return sess, [o.name for o in sess.get_outputs()]
@@ -132,20 +133,12 @@ def test_final_gemm_checksum_refuses_int8_and_non_gemm_heads() -> None:
         GemmChecksum.final_layer(WeightStore("tile-int8", model_bytes("tile-int8")))
 
 
-def model_checked_session(store: WeightStore, check: ModelChecksums) -> tuple[ort.InferenceSession, list[str]]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    sess = ort.InferenceSession(check.model_bytes(store.model_bytes), store.session_options(0, options),
-                                providers=["CPUExecutionProvider"])
-    return sess, [o.name for o in sess.get_outputs()]
-
-
 @pytest.mark.parametrize("name", ["tile-fp32", "digits-fp32"])
 def test_conv_checksums_hold_on_clean_runs_and_leave_the_result_alone(name: str) -> None:
     store = WeightStore(name, model_bytes(name))
     check = ModelChecksums.for_model(store)
     assert check.convs is not None and check.gemm is not None and check.convs.skipped == ()
-    sess, names = model_checked_session(store, check)
+    sess, names = checked_session(store, check)
     plain = session(store, threads=2)
     input_name, example = next(iter(feeds(name).items()))
     rng = np.random.default_rng(5)
@@ -160,7 +153,7 @@ def test_conv_checksums_see_a_flip_in_any_convolution() -> None:
     store = WeightStore("tile-fp32", model_bytes("tile-fp32"))
     check = ModelChecksums.for_model(store)
     assert check.convs is not None
-    sess, names = model_checked_session(store, check)
+    sess, names = checked_session(store, check)
     x = feeds("tile-fp32")
     clean = sess.run(None, x)[0]
     changed = 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.radiation import model_bytes, verified_reload
 from flight.radiation.model_proto import ModelProtoError, read_graph, with_graph_outputs
 from flight.radiation.scrubber import Scrubber
 from flight.radiation.weights import WeightStore, ownership_probe
-from tests.support import BUNDLED
 
 MODELS = {  # name -> (input name, input shape)
     "tile-fp32": ("tile", (1, 3, 128, 128)),
@@ -28,19 +26,6 @@ MODELS = {  # name -> (input name, input shape)
 # QLinearConv/QGemm carries the scale x_scale * w_scale implicitly) or at all (a Q/DQ pair on the output
 # with the same zero point cancels): a flip in them changes nothing, so no probe can see them read.
 UNREAD = ("b_quantized_scale", "b_quantized_zero_point", "logits_zero_point")
-
-
-def model_bytes(name: str) -> bytes:
-    return (BUNDLED / name / "1.0.0" / "model.onnx").read_bytes()
-
-
-def verified_reload(name: str) -> bytes:
-    """What the registry does before a reload: the file's bytes, trusted only if their sha256 matches."""
-    directory = BUNDLED / name / "1.0.0"
-    data = (directory / "model.onnx").read_bytes()
-    if hashlib.sha256(data).hexdigest() != json.loads((directory / "manifest.json").read_text())["sha256"]:
-        raise ValueError(f"{name}: sha256 mismatch")
-    return data
 
 
 def session(store: WeightStore, replica: int = 0, threads: int = 1, **levels: Any) -> ort.InferenceSession:
