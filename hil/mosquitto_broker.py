@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -30,52 +32,89 @@ def mosquitto_binary() -> str:
 
 
 class MosquittoBroker:
-    """A mosquitto process; ``start()``/``stop()`` may be repeated on the same port (broker restarts)."""
+    """A mosquitto process; ``start()``/``stop()`` may be repeated on the same port (broker restarts).
 
-    def __init__(self, workdir: Path, port: int | None = None, max_packet_bytes: int = 64 * 1024 * 1024) -> None:
+    ``persistent``: keep sessions and queued messages in ``workdir`` across restarts (``persistence
+    true``, saved after every change); ``extra_config``: lines appended to the config (e.g. a bridge from
+    :func:`hil.link.bridge.bridge_config`); ``host``: the listener's address; ``launcher``: a command
+    prefix that runs mosquitto elsewhere (``ip netns exec NAME``: see :mod:`hil.link.netns`), in which
+    case ``host`` must be reachable from here for the readiness check.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        max_packet_bytes: int = 64 * 1024 * 1024,
+        persistent: bool = False,
+        extra_config: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        launcher: Sequence[str] = (),
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.launcher = tuple(launcher)
         self.port = port or free_port()
         self.max_packet_bytes = max_packet_bytes
+        self.persistent = persistent
+        self.extra_config = tuple(extra_config)
         self.proc: subprocess.Popen[bytes] | None = None
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"mqtt://{self.host}:{self.port}"
 
     def write_config(self) -> None:
         self.config_path.write_text(
             "\n".join(
                 [
-                    f"listener {self.port} 127.0.0.1",
+                    f"listener {self.port} {self.host}",
                     "allow_anonymous true",
                     "set_tcp_nodelay true",
                     f"max_packet_size {self.max_packet_bytes}",
                     "max_inflight_messages 100",
                     "max_queued_messages 100000",
-                    "persistence false",
+                    *self._persistence(),
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",
+                    *self.extra_config,
                     "",
                 ]
             )
         )
 
+    def _persistence(self) -> list[str]:
+        if not self.persistent:
+            return ["persistence false"]
+        # saved whenever one change has happened (autosave_on_changes counts changes against the interval);
+        # started as root, mosquitto drops to the "mosquitto" user, which cannot write the test's workdir
+        return [
+            *(["user root"] if os.geteuid() == 0 else []),
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_on_changes true",
+            "autosave_interval 1",
+        ]
+
     def start(self, timeout_s: float = 10.0) -> None:
         self.write_config()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.config_path)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            [*self.launcher, mosquitto_binary(), "-c", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_path.read_text()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.02)
