@@ -4,10 +4,12 @@ and reconnection at acquisition. Plans are short and warped so the file runs in 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import statistics
 import time
 
 import aiomqtt
+import numpy as np
 import pytest
 
 from hil.link.clock import WarpClock
@@ -184,3 +186,36 @@ async def test_cut_at_los_refused_in_the_gap_reconnects_at_aos(mosquitto: Mosqui
     refused = [e.t_s for e in relay.stats.events if e.kind == "refused"]
     assert all(100.0 <= t < 200.0 for t in refused)
     assert set(relay.stats.contact_bytes) == {0, 1}
+
+
+async def test_stream_integrity_backpressure_and_half_close() -> None:
+    """2 MB through a 64 KiB relay buffer at 8 MB/s arrive intact and in order; the client's FIN reaches
+    the server, whose reply still comes back before the relay closes the connection."""
+    payload = np.random.default_rng(1).integers(0, 256, 2_000_000, dtype=np.uint8).tobytes()
+    received = asyncio.get_running_loop().create_future()
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # until the client's FIN
+        received.set_result(data)
+        writer.write(hashlib.sha256(data).digest())
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(server, "127.0.0.1", 0)
+    target = srv.sockets[0].getsockname()[:2]
+    params = LinkParams(up_bytes_s=8e6, down_bytes_s=8e6)
+    async with srv, LinkRelay(target, relay_plan(0.01), WarpClock(), params, buffer_bytes=64 * 1024) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        t0 = time.monotonic()
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()
+        reply = await asyncio.wait_for(reader.read(), 10.0)
+        elapsed = time.monotonic() - t0
+        writer.close()
+        assert await received == payload
+        assert reply == hashlib.sha256(payload).digest()
+        await asyncio.sleep(0.05)
+    assert elapsed >= 2_000_000 / 8e6
+    assert relay.stats.bytes[Direction.DOWN] == len(payload) and relay.stats.bytes[Direction.UP] == 32
+    assert [e.kind for e in relay.stats.events] == ["accepted", "closed"]

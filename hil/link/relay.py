@@ -165,7 +165,9 @@ class _Pipe:
                 if self.queued_bytes <= relay.buffer_bytes:
                     self.space.set()
                 await self.writer.drain()
-            if eof:
+            if eof:  # the sender closed its side: pass the FIN on (half-close), the other way may go on
+                if self.writer.can_write_eof():
+                    self.writer.write_eof()
                 return
 
 
@@ -191,10 +193,11 @@ class _Session:
         self.done = False
 
     async def run(self) -> None:
-        """Relay until a direction has delivered its end of stream (then close both sides), a side
-        fails (then reset both) or the relay cuts the connection."""
+        """Relay until both directions have delivered their end of stream (then close), a side fails
+        (then reset both) or the relay cuts the connection."""
         self.tasks = [asyncio.create_task(f()) for p in self.pipes for f in (p.read_side, p.write_side)]
         writers = {self.tasks[1], self.tasks[3]}
+        finished = 0
         pending: set[asyncio.Task[None]] = set(self.tasks)
         try:
             while pending and not self.done:
@@ -208,8 +211,10 @@ class _Session:
                         self.relay.event("failed", self.number)
                         self._close(reset=True)
                     elif t in writers:
-                        self.relay.event("closed", self.number)
-                        self._close(reset=False)
+                        finished += 1
+                        if finished == len(writers):
+                            self.relay.event("closed", self.number)
+                            self._close(reset=False)
         finally:
             for t in self.tasks:
                 t.cancel()
@@ -317,14 +322,15 @@ class LinkRelay:
         await self.close()
 
     async def _follow_plan(self) -> None:
-        """Cut every connection at each loss of signal."""
+        """Cut every connection at the loss of signal of the contact it was opened in."""
         while True:
             change = self.plan.next_change(self.clock.now())
             if change is None:
                 return
             await self.clock.sleep_until(change)
-            if not self.plan.in_contact(self.clock.now()):
-                for s in list(self.sessions):
+            now = self.clock.now()
+            for s in list(self.sessions):
+                if s.contact_end_s <= now:
                     s.cut("cut_los")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
