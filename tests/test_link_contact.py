@@ -113,7 +113,9 @@ def test_look_angles_invert_a_constructed_direction(
 def test_overhead_pass_on_the_equator_matches_the_closed_form(mask_deg: float) -> None:
     """Equatorial prograde orbit over an equatorial station: every pass is overhead and the satellite
     moves over the Earth at n - omega_E; pass duration and spacing match the closed forms to 1 s."""
-    track = CircularTrack(550.0, 0.0, 0.0, 0.0, days_j2000(datetime(2026, 1, 1, tzinfo=UTC)))
+    track = CircularTrack(
+        CircularOrbit(550.0, inclination_deg=0.0), 0.0, 0.0, days_j2000(datetime(2026, 1, 1, tzinfo=UTC))
+    )
     station = GroundStation("equator", 0.0, 10.0, 0.0, mask_deg)
     n = 2 * math.pi / track.period_s
     rate = n - EARTH_ROTATION_RAD_S
@@ -131,7 +133,9 @@ def test_overhead_pass_on_the_equator_matches_the_closed_form(mask_deg: float) -
 def test_polar_orbit_over_the_pole_passes_every_orbit_at_the_two_body_duration() -> None:
     """A station on the pole sees a polar orbit overhead once an orbit, whatever the Earth's rotation;
     the site is at the polar radius b = R (1 - f)."""
-    track = CircularTrack(700.0, 90.0, 30.0, 0.0, days_j2000(datetime(2026, 6, 1, tzinfo=UTC)))
+    track = CircularTrack(
+        CircularOrbit(700.0, inclination_deg=90.0), 30.0, 0.0, days_j2000(datetime(2026, 6, 1, tzinfo=UTC))
+    )
     station = GroundStation("pole", 90.0, 0.0, 0.0, 5.0)
     windows = station_passes(track, [station], 0.0, 6 * track.period_s, tolerance_s=0.25)
     expected = overhead_pass_s(
@@ -208,7 +212,7 @@ def test_tle_passes_cross_the_mask_at_their_edges() -> None:
 
 
 def test_window_open_at_the_start_starts_there() -> None:
-    track = CircularTrack(550.0, 0.0, 0.0, 0.0, 0.0)
+    track = CircularTrack(CircularOrbit(550.0, inclination_deg=0.0), 0.0, 0.0, 0.0)
     station = GroundStation("below", 0.0, 0.0, 0.0, 0.0)
     first = station_passes(track, [station], 0.0, 20000.0)[0]
     mid = first.t_max_elevation_s

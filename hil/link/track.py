@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hil.link.geometry import SECONDS_PER_DAY, gmst_rad, teme_to_ecef
-from hil.plant.constants import J2000_JD, MU_EARTH_KM3_S2, R_EARTH_KM
+from hil.plant.constants import J2000_JD
 from hil.plant.orbit import CircularOrbit, TleOrbit, julian_date
 from hil.plant.sun import sun_position
 
@@ -72,12 +72,12 @@ class TleTrack:
 
 @dataclass(frozen=True)
 class CircularTrack:
-    """A two-body circular orbit: altitude (km above R_EARTH_KM), inclination, right ascension of the
-    ascending node (deg), argument of latitude at t = 0 (deg from the node) and the epoch of t = 0
-    (UT1 days since J2000.0). Period T = 2 pi sqrt(a^3 / mu) (physics.md)."""
+    """The plant's circular orbit (two-body: altitude, inclination, period) with its plane placed among
+    the stars: right ascension of the ascending node (deg), argument of latitude at t = 0 (deg from the
+    node) and the epoch of t = 0 (UT1 days since J2000.0). The orbit's beta and phase are not used
+    here; :meth:`for_plant` derives the node and u0 from them."""
 
-    altitude_km: float
-    inclination_deg: float
+    orbit: CircularOrbit
     raan_deg: float
     u0_deg: float
     epoch_days: float
@@ -88,15 +88,15 @@ class CircularTrack:
 
     @property
     def semi_major_axis_km(self) -> float:
-        return R_EARTH_KM + self.altitude_km
+        return self.orbit.semi_major_axis_km
 
     @property
     def period_s(self) -> float:
-        return 2.0 * math.pi * math.sqrt(self.semi_major_axis_km**3 / MU_EARTH_KM3_S2)
+        return self.orbit.period_s
 
     def plane_axes(self) -> tuple[FloatArray, FloatArray]:
         """Unit vectors (3,) of the orbit plane: towards the ascending node, and 90 deg ahead of it."""
-        inc, node = math.radians(self.inclination_deg), math.radians(self.raan_deg)
+        inc, node = math.radians(self.orbit.inclination_deg), math.radians(self.raan_deg)
         n_hat = np.array([math.cos(node), math.sin(node), 0.0])
         m_hat = np.array([-math.cos(inc) * math.sin(node), math.cos(inc) * math.cos(node), math.sin(inc)])
         return n_hat, m_hat
@@ -132,11 +132,11 @@ class CircularTrack:
                     "pick another epoch"
                 )
             node = ra + math.asin(x)
-        placed = cls(orbit.altitude_km, orbit.inclination_deg, math.degrees(node) % 360.0, 0.0, days)
+        placed = cls(orbit, math.degrees(node) % 360.0, 0.0, days)
         n_hat, m_hat = placed.plane_axes()
         s = sun.unit[0]
         noon = math.degrees(math.atan2(float(s @ m_hat), float(s @ n_hat)))
-        return cls(orbit.altitude_km, orbit.inclination_deg, placed.raan_deg, (noon + orbit.phase_deg) % 360.0, days)
+        return cls(orbit, placed.raan_deg, (noon + orbit.phase_deg) % 360.0, days)
 
 
 def track_for(orbit: CircularOrbit | TleOrbit, epoch: datetime | None) -> EarthTrack:
