@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,9 @@ async def test_namespace_starts_isolated_and_tears_down_cleanly(tmp_path: Path) 
         finally:
             ground.stop()
         sleeper = board.popen(["sleep", "300"])
+        deadline = time.monotonic() + 5.0  # `ip netns exec` enters the namespace, then execs
+        while not set(board.pids()) >= {proc.pid, sleeper.pid} and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         assert set(board.pids()) >= {proc.pid, sleeper.pid}
     assert board.name not in namespaces()
     assert not link_exists(board.host_if)

@@ -7,6 +7,6 @@ retransmission timing, token bucket), :mod:`hil.link.config` (the scenario's ``[
 :mod:`hil.link.bridge` (Mosquitto bridge configuration).
 
 At the edges: :mod:`hil.link.clock` (simulated time under warp), :mod:`hil.link.relay` (the user-space
-link emulator, an asyncio TCP relay) and :mod:`hil.link.netns` (the board side in its own network
-namespace).
+link emulator, an asyncio TCP relay), :mod:`hil.link.board` (where the board side runs) and
+:mod:`hil.link.netns` (the board side in its own network namespace).
 """
