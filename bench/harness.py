@@ -94,7 +94,7 @@ CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "a
 def cpu_info() -> dict[str, object]:
     """The CPU a bench ran on, for its JSON: model name, logical CPUs, machine and the features of
     CPU_FLAGS_OF_INTEREST it has (from /proc/cpuinfo; "unknown" where that file is absent)."""
-    model, flags = "unknown", set()
+    model, flags = "unknown", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

@@ -163,7 +163,8 @@ class Constellation:
         v = self.velocities_km_s(t_s)
         h = np.cross(r, v)
         h /= np.linalg.norm(h, axis=-1, keepdims=True)
-        return np.degrees(np.arcsin(np.clip(np.einsum("tnj,tj->tn", h, sun_unit), -1.0, 1.0)))
+        beta: FloatArray = np.degrees(np.arcsin(np.clip(np.einsum("tnj,tj->tn", h, sun_unit), -1.0, 1.0)))
+        return beta
 
     def nearest(self, t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray) -> tuple[IntArray, FloatArray]:
         """For each (time, place): the satellite whose sub-satellite point is nearest, and the Earth

@@ -91,7 +91,8 @@ def fleet_upper_bound(scenario: FleetScenario, dt_s: float = 300.0) -> FleetBoun
     cut = steps * block
 
     def blocks(a: FloatArray) -> FloatArray:
-        return a[:cut].reshape(steps, block, n_sat).mean(axis=1).T  # (N, T)
+        mean: FloatArray = a[:cut].reshape(steps, block, n_sat).mean(axis=1).T  # (N, T)
+        return mean
 
     solar, bus = source_powers_w(scenario.plant, blocks(ill.fraction), blocks(ill.sun_w_m2),
                                  blocks(ill.zenith_sun_w_m2))
@@ -169,7 +170,7 @@ def fleet_upper_bound(scenario: FleetScenario, dt_s: float = 300.0) -> FleetBoun
     return FleetBound(
         goodput=float((jobs.value / jobs.core_s)[jx] @ x[ix:]),
         work_core_s=float(x[ix:].sum()),
-        job_core_s=np.bincount(jx, weights=x[ix:], minlength=len(jobs)),
+        job_core_s=np.bincount(jx, weights=x[ix:], minlength=len(jobs)).astype(np.float64),
         busy_cores=x[ic:ic + nt].reshape(n_sat, steps),
         energy_wh=x[ie:ix].reshape(n_sat, steps + 1),
         status=str(res.message),

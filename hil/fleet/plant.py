@@ -3,11 +3,11 @@
 The models and every parameter are hil/plant's (one design for the fleet, from a
 :class:`hil.plant.PlantConfig`): the Thevenin 1-RC battery of :mod:`hil.plant.battery` (step-average
 power solved as a quadratic, charge-current / constant-voltage / cut-off limits, coulombic and
-resistive losses), the two-node thermal model of :mod:`hil.plant.thermal` (linearised backward Euler,
-sub-stepped to ``max_substep_s``), the array of :mod:`hil.plant.solar` and the loads of
-:mod:`hil.plant.loads`; the power flow per step is ``Plant._advance``'s (solar first, then battery,
-shunt the excess, brown out compute first). Here each line acts on arrays of N satellites;
-tests/test_fleet_plant.py checks it against ``Plant`` for one satellite, step by step.
+resistive losses; ``BatteryModel.step`` re-expressed on arrays), the two-node thermal model of
+:mod:`hil.plant.thermal` (its own ``ThermalModel.step``, whose arithmetic is elementwise, stepping
+arrays), the array of :mod:`hil.plant.solar` and the loads of :mod:`hil.plant.loads`; the power flow
+per step is ``Plant._advance``'s (solar first, then battery, shunt the excess, brown out compute
+first). tests/test_fleet_plant_governor.py checks it against ``Plant`` for one satellite, step by step.
 Not modelled in the fleet: faults (string loss, capacity fade, emissivity loss, beta override).
 """
 
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from hil.plant.constants import SIGMA_W_M2_K4, ZERO_C_K
+from hil.plant.constants import ZERO_C_K
 from hil.plant.plant import PlantConfig
+from hil.plant.thermal import ThermalModel
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -76,16 +77,17 @@ class FleetPlant:
         soc0 = config.initial_soc if initial_soc is None else initial_soc
         self.soc = np.clip(np.broadcast_to(np.asarray(soc0, dtype=np.float64), (n,)).copy(), 0.0, 1.0)
         self.v1 = np.zeros(n)
-        th = config.thermal
-        self.board_k = np.full(n, th.initial_board_c + ZERO_C_K)
-        self.radiator_k = np.full(n, th.initial_radiator_c + ZERO_C_K)
+        # ThermalModel's step is elementwise arithmetic: it steps arrays of satellites as it steps floats
+        self.thermal = ThermalModel(config.thermal)
+        self.thermal.board_k = np.full(n, self.thermal.board_k)  # type: ignore[assignment]
+        self.thermal.radiator_k = np.full(n, self.thermal.radiator_k)  # type: ignore[assignment]
         ocv = self.ocv_v(self.soc)
         z = np.zeros(n)
         bus = np.full(n, config.loads.bus_w)
         idle = np.full(n, config.board.idle_w)
         self.state = FleetPlantState(self.soc.copy(), ocv, z.copy(), self.energy_wh(self.soc), z.copy(), z.copy(),
                                      z.copy(), bus, idle, bus + idle, z.copy(), np.zeros(n, dtype=bool),
-                                     self.board_k - ZERO_C_K, self.radiator_k - ZERO_C_K)
+                                     *self._temperatures_c())
 
     # ------------------------------------------------------------------------------- battery
 
@@ -101,7 +103,8 @@ class FleetPlant:
         i = np.minimum(x.astype(np.int64), m - 1)
         frac = x - i
         part = self._table[i] * frac + (self._table[i + 1] - self._table[i]) * frac * frac / 2.0
-        return b.capacity_ah * b.series * (self._knot_integrals[i] + part) / m
+        energy: FloatArray = b.capacity_ah * b.series * (self._knot_integrals[i] + part) / m
+        return energy
 
     def _battery_step(self, power_w: FloatArray, dt: float) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """BatteryModel.step for N packs: (terminal power, current, step-average voltage, losses)."""
@@ -132,31 +135,10 @@ class FleetPlant:
         loss = current * current * self._r0 + current * v1_avg + coulombic
         return current * voltage, current, voltage, loss
 
-    # ------------------------------------------------------------------------------- thermal
-
-    def _thermal_step(self, board_w: FloatArray, radiator_w: FloatArray, fraction: FloatArray,
-                      sun_w_m2: FloatArray, dt: float) -> None:
-        """ThermalModel.step for N satellites."""
-        p = self.config.thermal
-        env = (p.absorptivity * (sun_w_m2 + p.albedo_w_m2 * fraction) * p.absorbing_area_m2
-               + p.emissivity * p.earth_ir_w_m2 * p.radiator_area_m2)
-        q_r = radiator_w + env
-        g, cb, cr = p.conductance_w_k, p.board_capacity_j_k, p.radiator_capacity_j_k
-        kk = p.emissivity * SIGMA_W_M2_K4 * p.radiator_area_m2
-        ts4 = p.sink_k**4
-        n = max(1, int(dt / p.max_substep_s + 0.999999))
-        h = dt / n
-        tb, tr = self.board_k, self.radiator_k
-        a11, a12, a21 = 1.0 + h * g / cb, -h * g / cb, -h * g / cr
-        for _ in range(n):
-            tr3 = tr * tr * tr
-            fb = h * (board_w - g * (tb - tr)) / cb
-            fr = h * (q_r + g * (tb - tr) - kk * (tr3 * tr - ts4)) / cr
-            a22 = 1.0 + h * (g + 4.0 * kk * tr3) / cr
-            det = a11 * a22 - a12 * a21
-            tb = tb + (fb * a22 - a12 * fr) / det
-            tr = tr + (a11 * fr - a21 * fb) / det
-        self.board_k, self.radiator_k = tb, tr
+    def _temperatures_c(self) -> tuple[FloatArray, FloatArray]:
+        """(board, radiator) temperatures, °C."""
+        return (np.asarray(self.thermal.board_k, dtype=np.float64) - ZERO_C_K,
+                np.asarray(self.thermal.radiator_k, dtype=np.float64) - ZERO_C_K)
 
     # ------------------------------------------------------------------------------- step
 
@@ -173,10 +155,10 @@ class FleetPlant:
         shunt = np.where(discharging, 0.0, np.maximum(p - request, 0.0))
         served = np.where(compute_w > unserved, compute_w - unserved, 0.0)
         load = demand - unserved
-        self._thermal_step(served, load - served + loss, fraction, sun_w_m2, dt_s)
+        self.thermal.step(served, load - served + loss, fraction, sun_w_m2, dt_s)  # type: ignore[arg-type]
+        board_c, radiator_c = self._temperatures_c()
         self.state = FleetPlantState(
             soc=self.soc, battery_v=voltage, battery_a=current, battery_wh=self.energy_wh(self.soc),
             battery_loss_w=loss, solar_w=solar, shunt_w=shunt, bus_w=bus, compute_w=served, load_w=load,
-            unserved_w=unserved, brownout=unserved > 0.0, board_c=self.board_k - ZERO_C_K,
-            radiator_c=self.radiator_k - ZERO_C_K)
+            unserved_w=unserved, brownout=unserved > 0.0, board_c=board_c, radiator_c=radiator_c)
         return self.state

@@ -264,7 +264,8 @@ class OrbitdPolicy(_Policy):
             c_ecl = np.where(t_ecl > 0, (surplus * t_sun * self._eta - (bus + b.idle_w) * t_ecl)
                              / (b.w_per_core * t_ecl), b.n_cores)
         c_ecl = np.clip(c_ecl, 0.0, b.n_cores)
-        return (c_sun * t_sun + c_ecl * t_ecl) / period_s
+        rate: FloatArray = (c_sun * t_sun + c_ecl * t_ecl) / period_s
+        return rate
 
     def _next_priority(self, now_s: float) -> npt.NDArray[np.int64]:
         """Priority of the job each executor runs or would start next (-1 if none)."""
