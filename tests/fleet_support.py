@@ -10,7 +10,7 @@ from hil.fleet.constellation import IslLink, WalkerConstellation, WalkerSpec
 from hil.fleet.illumination import FleetIllumination
 from hil.fleet.sim import FleetScenario
 from hil.fleet.workload import fleet_jobs
-from hil.governor_sim import SimJob, SimLimits, governor_config_for
+from hil.governor_sim import SimJob, governor_config_for
 from hil.scenario import load_scenario
 
 TILE_S = 2.0 / 496.0
@@ -35,7 +35,7 @@ def hand_scenario(
     ``fraction`` (steps, N) at ``sun_w_m2``, the nominal-550km plant, and ``jobs`` entering at ``entry``."""
     const = WalkerConstellation(walker or WalkerSpec(6, 2, 0))
     sc = load_scenario("nominal-550km")
-    lim = SimLimits(sc.limits.soc_floor, 13.2, sc.limits.board_max_c, sc.limits.radiator_max_c)
+    lim = sc.limits
     steps, n = fraction.shape
     assert n == const.n
     ill = FleetIllumination(0.0, dt_s, fraction, fraction * sun_w_m2, fraction * sun_w_m2, np.zeros_like(fraction))

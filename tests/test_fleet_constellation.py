@@ -12,12 +12,12 @@ from hil.fleet.constellation import (
     IslLink,
     WalkerConstellation,
     WalkerSpec,
-    gmst_rad,
     load_tle_file,
     unit_vector_from_latlon,
 )
 from hil.fleet.illumination import illuminate
-from hil.plant.constants import J2, MU_EARTH_KM3_S2, R_EARTH_KM
+from hil.link.geometry import gmst_rad
+from hil.plant.constants import J2, J2000_JD, MU_EARTH_KM3_S2, R_EARTH_KM
 from hil.plant.shadow import eclipse_fraction_cylindrical
 from hil.plant.sun import sun_position
 
@@ -100,7 +100,7 @@ def test_nearest_satellite_is_the_one_overhead() -> None:
     r = c.positions_km(t)
     want = np.array([3, 17, 8])
     sub = r[np.arange(3), want]
-    gmst = gmst_rad(c.jd(t))
+    gmst = gmst_rad(c.jd(t) - J2000_JD)
     lat = np.degrees(np.arcsin(sub[:, 2] / np.linalg.norm(sub, axis=1)))
     lon = np.degrees(np.arctan2(sub[:, 1], sub[:, 0]) - gmst)
     got, angle = c.nearest(t, lat, lon)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flight.governor.governor import Governor
+from flight.governor.governor import Governor, Sample
+from flight.governor.limits import Limits
 from hil.fleet.governor import FleetGovernor, FleetTelemetry
 from hil.fleet.plant import FleetPlant
 from hil.fleet.policies import whenever_possible
-from hil.governor_sim import FullThrottlePolicy, SimLimits, governor_config_for, telemetry_samples
+from hil.governor_sim import FullThrottlePolicy, governor_config_for
 from hil.plant.plant import PlantState
+from hil.plant.telemetry import channel_values
 from hil.scenario import load_scenario
 
 
@@ -53,13 +55,13 @@ def test_fleet_governor_decides_like_the_flight_governor(scenario: str, binds: s
     telemetry, allows the same cores."""
     sc = load_scenario(scenario)
     plant = sc.build_plant()
-    lim = SimLimits(sc.limits.soc_floor, 13.2, sc.limits.board_max_c, sc.limits.radiator_max_c)
+    lim = sc.limits
     cfg = governor_config_for(plant, lim, 30.0)
     gov, fleet = Governor(cfg), FleetGovernor(cfg, 1, reserve_tiers=(0.0, 0.2))
     st = plant.state
     compared, binding = 0, set()
     for _ in range(1500):
-        d = gov.update(st.t_s, telemetry_samples(st))
+        d = gov.update(st.t_s, [Sample(ch, st.t_s, v) for ch, v in channel_values(st).items()])
         f = fleet.update(_telemetry(st))
         if d.mode.value != "safe":
             compared += 1
@@ -75,7 +77,7 @@ def test_fleet_governor_decides_like_the_flight_governor(scenario: str, binds: s
 
 def test_run_whenever_possible_is_the_full_throttle_rule() -> None:
     sc = load_scenario("nominal-550km")
-    lim = SimLimits(0.30, 13.2, 85.0, 70.0)
+    lim = Limits(0.30, 13.2, 85.0, 70.0)
     ref = FullThrottlePolicy(lim, 2.0)
     base = sc.build_plant().state
     cases = [dict(soc=0.5), dict(soc=0.30), dict(soc=0.29), dict(battery_v=13.2), dict(battery_v=13.3),

@@ -33,17 +33,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from hil.link.geometry import gmst_rad
 from hil.plant.constants import J2, J2000_JD, MU_EARTH_KM3_S2, R_EARTH_KM
 from hil.plant.orbit import TleOrbit, julian_date
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-GMST_DEG_AT_J2000 = 280.46061837
-GMST_DEG_PER_DAY = 360.98564736629
-"""Greenwich mean sidereal angle, deg: GMST = 280.46061837 + 360.98564736629 (JD - 2451545.0)
-(Meeus, *Astronomical Algorithms*, eq. 12.4, the IAU 1982 expression truncated; about 0.1 s over a
-century, far below what routing by sub-satellite point needs)."""
 
 DEFAULT_EPOCH = datetime(2026, 3, 20, 0, 0, tzinfo=UTC)
 """Mission time 0 of a generated constellation unless told otherwise (the March 2026 equinox: the Sun
@@ -93,15 +88,9 @@ class IslLink:
         return np.asarray(hops, dtype=np.float64) * per_hop
 
 
-def gmst_rad(jd: npt.ArrayLike) -> FloatArray:
-    """Greenwich mean sidereal angle at Julian dates ``jd`` (UT1 ~ UTC), rad (see GMST_DEG_*)."""
-    d = np.asarray(jd, dtype=np.float64) - J2000_JD
-    return np.radians(np.mod(GMST_DEG_AT_J2000 + GMST_DEG_PER_DAY * d, 360.0))
-
-
 def unit_vector_from_latlon(lat_deg: npt.ArrayLike, lon_deg: npt.ArrayLike, gmst: npt.ArrayLike) -> FloatArray:
     """Inertial unit vectors (n, 3) of Earth-fixed points (geocentric latitude/longitude, deg) at the
-    sidereal angles ``gmst`` (rad)."""
+    sidereal angles ``gmst`` (rad, :func:`hil.link.geometry.gmst_rad`)."""
     lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
     lam = np.radians(np.asarray(lon_deg, dtype=np.float64)) + np.asarray(gmst, dtype=np.float64)
     return np.stack([np.cos(lat) * np.cos(lam), np.cos(lat) * np.sin(lam), np.sin(lat)], axis=-1)
@@ -176,7 +165,7 @@ class Constellation:
             sl = slice(a, a + 2048)
             r = self.positions_km(t[sl])
             r /= np.linalg.norm(r, axis=-1, keepdims=True)
-            g = unit_vector_from_latlon(lat_deg[sl], lon_deg[sl], gmst_rad(self.jd(t[sl])))
+            g = unit_vector_from_latlon(lat_deg[sl], lon_deg[sl], gmst_rad(self.jd(t[sl]) - J2000_JD))
             c = np.einsum("tnj,tj->tn", r, g)
             best = np.argmax(c, axis=1)
             out_i[sl] = best

@@ -24,15 +24,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 from flight.governor.budget import SIGMA_W_M2_K4, ZERO_C_K
 from flight.governor.config import GovernorConfig
+from flight.governor.limits import BATTERY_V_FLOOR, BOARD_CEILING, RADIATOR_CEILING, SOC_FLOOR, LimitConfig
+from link.telemetry import BATTERY_V, BOARD_C, RADIATOR_C, SOC
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+
+
+def failing(limit: LimitConfig, values: FloatArray) -> BoolArray:
+    """The limit's own watchpoint (``LimitConfig.failing``) on an array of satellites' values: its
+    comparison is elementwise, so the one definition of each limit serves the fleet too."""
+    result: BoolArray = np.asarray(limit.failing(cast(float, values)), dtype=np.bool_)
+    return result
 
 
 @dataclass(frozen=True)
@@ -115,10 +125,10 @@ class FleetGovernor:
         self.d_r = np.zeros(n)
         self._last: tuple[float, FloatArray, FloatArray, FloatArray, FloatArray, BoolArray] | None = None
         lim = {x.name: x for x in config.limits}
-        self.soc_floor = lim["soc_floor"].threshold if "soc_floor" in lim else 0.30
-        self.v_floor = lim["battery_v_floor"].threshold if "battery_v_floor" in lim else None
-        self.board_ceiling = lim["board_ceiling"].threshold if "board_ceiling" in lim else math.inf
-        self.radiator_ceiling = lim["radiator_ceiling"].threshold if "radiator_ceiling" in lim else math.inf
+        self.soc_floor = lim[SOC_FLOOR].threshold if SOC_FLOOR in lim else 0.30
+        self.v_floor = lim[BATTERY_V_FLOOR].threshold if BATTERY_V_FLOOR in lim else None
+        self.board_ceiling = lim[BOARD_CEILING].threshold if BOARD_CEILING in lim else math.inf
+        self.radiator_ceiling = lim[RADIATOR_CEILING].threshold if RADIATOR_CEILING in lim else math.inf
         self.hard_limits = [x for x in config.limits if x.severity == "hard"]
         self.last: FleetDecision | None = None
 
@@ -234,12 +244,12 @@ class FleetGovernor:
 
     def hard_limit_broken(self, tel: FleetTelemetry) -> BoolArray:
         """Satellites whose state is beyond a hard limit now (the fleet's SAFE condition)."""
-        values = {"soc": tel.soc, "battery_v": tel.battery_v, "board_c": tel.board_c, "radiator_c": tel.radiator_c}
+        values = {SOC: tel.soc, BATTERY_V: tel.battery_v, BOARD_C: tel.board_c, RADIATOR_C: tel.radiator_c}
         bad = np.zeros(self.n, dtype=bool)
         for lim in self.hard_limits:
             v = values.get(lim.key)
             if v is not None:
-                bad |= v < lim.threshold if lim.kind == "floor" else v > lim.threshold
+                bad |= failing(lim, v)
         return bad
 
     def _allocate(self, p_e: FloatArray, p_t: FloatArray, tel: FleetTelemetry,

@@ -54,15 +54,15 @@ from flight.governor.admission import Allocation, QueuedJob
 from flight.governor.admission import plan_dispatch as governor_plan_dispatch
 from flight.governor.costs import CostModel
 from flight.governor.governor import allocation_for
+from flight.governor.limits import Limits
 from hil.fleet.governor import FleetDecision, FleetGovernor, FleetTelemetry
 from hil.fleet.sim import QUEUED, FleetSim
-from hil.governor_sim import SimLimits
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def whenever_possible(tel: FleetTelemetry, limits: SimLimits, cores: float) -> FloatArray:
+def whenever_possible(tel: FleetTelemetry, limits: Limits, cores: float) -> FloatArray:
     """"Runs whenever it can": all cores unless SoC <= floor, battery V <= floor or a temperature >=
     its ceiling (then none). The vectorised form of hil/governor_sim.py's FullThrottlePolicy."""
     cut = ((tel.soc <= limits.soc_floor) | (tel.battery_v <= limits.battery_v_floor)

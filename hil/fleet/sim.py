@@ -19,8 +19,9 @@ Per step [t, t + dt):
 Scores (all policies, same definitions as hil/governor_sim.py's): ``goodput`` = sum of the value of
 jobs finished by their deadline; ``deadline_misses`` = jobs whose deadline fell inside the run and that
 did not finish by it (expired in a queue, rejected, shed, late, or still running); ``violation_s`` =
-satellite-seconds with any limit broken (SoC < floor, battery voltage < floor, board or radiator above
-its ceiling, brownout); ``mean_battery_reserve`` = mean over satellites and steps of (SoC - floor).
+satellite-seconds with any limit broken (hil/scoring.py's ``scored_limits``: the governor's limits'
+watchpoints and ``brownout``, evaluated on every satellite each step); ``mean_battery_reserve`` =
+mean over satellites and steps of (SoC - floor).
 Queued jobs whose deadline has passed leave the queue (every policy); a running job runs to the end.
 """
 
@@ -37,15 +38,18 @@ import numpy as np
 import numpy.typing as npt
 
 from flight.governor.config import GovernorConfig
+from flight.governor.limits import Limits
 from hil.fleet.constellation import Constellation, IslLink
-from hil.fleet.governor import FleetTelemetry
+from hil.fleet.governor import FleetTelemetry, failing
 from hil.fleet.illumination import FleetIllumination, illuminate
 from hil.fleet.plant import FleetPlant
 from hil.fleet.workload import LAND_DEMAND, DemandRegion, FleetJobs, make_fleet_workload
-from hil.governor_sim import SimLimits, WorkloadSpec, governor_config_for
+from hil.governor_sim import WorkloadSpec, governor_config_for
 from hil.plant.plant import PlantConfig
 from hil.plant.shadow import eclipse_fraction_cylindrical
 from hil.scenario import load_scenario
+from hil.scoring import scored_limits
+from link.telemetry import BATTERY_V, BOARD_C, RADIATOR_C, SOC, UNSERVED_W
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -62,7 +66,7 @@ class FleetScenario:
 
     constellation: Constellation
     plant: PlantConfig
-    limits: SimLimits
+    limits: Limits
     governor: GovernorConfig
     jobs: FleetJobs
     entry: IntArray
@@ -99,7 +103,7 @@ def build_fleet_scenario(
     ``regions``, and the governor configured from the design as hil/governor_sim.py does."""
     sc = load_scenario(plant_scenario)
     cfg = sc.config
-    lim = SimLimits(sc.limits.soc_floor, 3.3 * cfg.battery.series, sc.limits.board_max_c, sc.limits.radiator_max_c)
+    lim = sc.limits
     steps = round(hours * 3600.0 / dt_s)
     ill = illuminate(constellation, 0.0, steps, dt_s, cfg.solar_constant_w_m2, substeps)
     # the orbit before t = 0, for each satellite's last eclipse exit
@@ -412,8 +416,8 @@ class FleetSim:
         lim = sc.limits
         board = self.board
         reserve_sum = 0.0
-        viol = {"soc_floor": 0.0, "battery_v_floor": 0.0, "board_ceiling": 0.0, "radiator_ceiling": 0.0,
-                "brownout": 0.0}
+        scored = scored_limits(lim)  # hil/scoring.py's limits, evaluated on arrays of satellites
+        viol = {limit.name: 0.0 for limit in scored}
         for k in range(sc.steps):
             t = sc.t0_s + k * dt
             self.now_s = t
@@ -436,14 +440,14 @@ class FleetSim:
             lit = self.sunlit[k]
             self.last_exit = np.where(lit & ~self.prev_sunlit, t, self.last_exit)
             self.prev_sunlit = lit
-            b_soc = st.soc < lim.soc_floor
-            b_v = st.battery_v < lim.battery_v_floor
-            b_b = st.board_c > lim.board_max_c
-            b_r = st.radiator_c > lim.radiator_max_c
-            for name, bad in (("soc_floor", b_soc), ("battery_v_floor", b_v), ("board_ceiling", b_b),
-                              ("radiator_ceiling", b_r), ("brownout", st.brownout)):
-                viol[name] += dt * float(np.count_nonzero(bad))
-            res.violation_s += dt * float(np.count_nonzero(b_soc | b_v | b_b | b_r | st.brownout))
+            values = {SOC: st.soc, BATTERY_V: st.battery_v, BOARD_C: st.board_c, RADIATOR_C: st.radiator_c,
+                      UNSERVED_W: st.unserved_w}
+            any_broken = np.zeros(self.n, dtype=bool)
+            for limit in scored:
+                broken = failing(limit, values[limit.key])
+                viol[limit.name] += dt * float(np.count_nonzero(broken))
+                any_broken |= broken
+            res.violation_s += dt * float(np.count_nonzero(any_broken))
             reserve_sum += float(np.mean(st.soc)) - lim.soc_floor
             res.min_soc = min(res.min_soc, float(st.soc.min()))
             res.max_board_c = max(res.max_board_c, float(st.board_c.max()))
