@@ -25,6 +25,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from link.codec import describe_validation_error
+from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
 
 log = logging.getLogger("flightd.registry")
@@ -32,14 +33,6 @@ log = logging.getLogger("flightd.registry")
 
 class ModelError(ValueError):
     """A model that is unknown, not loadable, or does not fit a job; ``str()`` is the reason for the wire."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:

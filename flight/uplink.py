@@ -41,6 +41,7 @@ import onnxruntime as ort
 from flight.registry import ModelError, ModelRegistry
 from link.auth import AuthError, verify
 from link.codec import WireError, encode, peek_header
+from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE
 from link.messages import Event, EventKind, Severity
 from link.topics import TopicMap
@@ -379,7 +380,7 @@ class UplinkReceiver:
         out.append(self._reply(topics, self.progress(uid).model_copy(update={"state": UploadState.VERIFYING})))
         with upload.data_path.open("rb+") as f:
             os.fsync(f.fileno())
-        digest = _sha256_path(upload.data_path)
+        digest = sha256_file(upload.data_path)
         if digest != m.sha256:
             changed = self._chunks_changed_on_disk(upload)
             if changed:
@@ -462,7 +463,7 @@ class UplinkReceiver:
             with (tmp / MODEL_FILE).open("rb+") as f:
                 os.fsync(f.fileno())
             _write_atomic(tmp / MANIFEST_FILE, m.model_dump_json(indent=2) + "\n")
-            if _sha256_path(tmp / MODEL_FILE) != m.sha256:
+            if sha256_file(tmp / MODEL_FILE) != m.sha256:
                 raise UploadRefused("the copy in the registry does not hash to the manifest's sha256")
             _fsync_dir(tmp)
             current = self.registry.active_version(m.name)
@@ -475,14 +476,6 @@ class UplinkReceiver:
             shutil.rmtree(tmp, ignore_errors=True)
         _fsync_dir(root / m.name)
         self.registry.scan()
-
-
-def _sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_problem(path: Path, begin: UploadBegin) -> str | None:

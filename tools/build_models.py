@@ -29,7 +29,6 @@ change the trained digits weights in the last bits, hence their sha256.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
 from collections.abc import Callable
@@ -534,10 +533,6 @@ def build_all(root: Path, only: list[str] | None = None) -> None:
     for name in only or list(BUILDERS):
         BUILDERS[name](root)
     write_sha256sums(root)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check(root: Path) -> int:
