@@ -115,7 +115,9 @@ class FlightDaemon:
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
         self.keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
-        self.uplink = UplinkReceiver(self.registry, settings.data_dir / "uplink", self.clock, keys=self.keys)
+        self.uplink = UplinkReceiver(
+            self.registry, settings.data_dir / "uplink", self.topics, self.clock, keys=self.keys
+        )
         self.started_monotonic = time.monotonic()
         self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
         self.telemetry: dict[str, Telemetry] = {}

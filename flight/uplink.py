@@ -146,6 +146,7 @@ class StagedUpload:
 class UplinkReceiver:
     """Receives model uploads on ``models/upload/<id>`` and installs verified models into ``registry``.
 
+    ``topics``: the satellite's topic map (upload topics are parsed and answered with it).
     ``keys``: when given (flightd's command keys), an UploadBegin must carry a valid tag and an
     ``issued_utc`` within ``auth_window_s`` of ``clock()``. ``max_bytes``: the largest model accepted.
     ``max_active``: uploads in progress at once.
@@ -155,6 +156,7 @@ class UplinkReceiver:
         self,
         registry: ModelRegistry,
         staging_dir: Path,
+        topics: TopicMap,
         clock: Callable[[], float],
         *,
         keys: Mapping[str, bytes] | None = None,
@@ -165,6 +167,7 @@ class UplinkReceiver:
     ) -> None:
         self.registry = registry
         self.staging_dir = Path(staging_dir)
+        self.topics = topics
         self.clock = clock
         self.keys = dict(keys or {})
         self.auth_window_s = auth_window_s
@@ -238,12 +241,10 @@ class UplinkReceiver:
     # ---------------------------------------------------------------------------------- routing
 
     def on_message(self, topic: str, payload: bytes) -> Outputs:
-        """Handle one message on ``<root>/<sat>/models/upload/<upload_id>``; returns what to publish."""
-        parts = topic.split("/")
-        if len(parts) < 5 or parts[-3:-1] != ["models", "upload"]:
+        """Handle one message on this satellite's ``models/upload/<upload_id>``; returns what to publish."""
+        upload_id = self.topics.upload_id_of(topic)
+        if upload_id is None:
             return []
-        topics = TopicMap(parts[-4], "/".join(parts[:-4]))
-        upload_id = parts[-1]
         out: Outputs = []
         try:
             decoded = decode_upload(payload)
@@ -251,29 +252,29 @@ class UplinkReceiver:
             if message.upload_id != upload_id:
                 raise UploadRefused(f"message names upload {message.upload_id!r} but came on {topic}")
             if isinstance(message, UploadBegin):
-                self._on_begin(message, topics, out, peek_header(payload))
+                self._on_begin(message, out, peek_header(payload))
             elif isinstance(message, UploadChunk):
-                self._on_chunk(message, decoded.binary, topics, out)
+                self._on_chunk(message, decoded.binary, out)
             else:
-                self._on_query(message, topics, out)
+                self._on_query(message, out)
         except (WireError, UploadRefused, AuthError) as exc:
             log.warning("uplink %s: refused message (%d bytes): %s", upload_id, len(payload), exc)
-            self._event(out, topics, f"model upload {upload_id}: refused message: {exc}", "warning",
+            self._event(out, f"model upload {upload_id}: refused message: {exc}", "warning",
                         upload_id=upload_id)
-            out.append(self._reply(topics, self.progress(upload_id, reason=f"refused message: {exc}")))
+            out.append(self._reply(self.progress(upload_id, reason=f"refused message: {exc}")))
         return out
 
-    def _reply(self, topics: TopicMap, progress: UploadProgress) -> tuple[str, bytes]:
-        return topics.upload_progress(progress.upload_id), encode(progress)
+    def _reply(self, progress: UploadProgress) -> tuple[str, bytes]:
+        return self.topics.upload_progress(progress.upload_id), encode(progress)
 
-    def _event(self, out: Outputs, topics: TopicMap, message: str, severity: Severity, **details: Any) -> None:
+    def _event(self, out: Outputs, message: str, severity: Severity, **details: Any) -> None:
         event = Event(kind=EventKind.MODEL, severity=severity, message=message, at_utc=self.clock(), details=details)
-        out.append((topics.events, encode(event)))
+        out.append((self.topics.events, encode(event)))
 
     # ----------------------------------------------------------------------------------- begin
 
     def _on_begin(
-        self, begin: UploadBegin, topics: TopicMap, out: Outputs, received: dict[str, object] | None = None
+        self, begin: UploadBegin, out: Outputs, received: dict[str, object] | None = None
     ) -> None:
         if self.keys:
             verify(begin, self.keys, what="model upload", received=received)
@@ -286,11 +287,11 @@ class UplinkReceiver:
         if existing is not None:
             if not existing.begin.same_upload(begin):
                 raise UploadRefused(f"upload id {uid} is already receiving a different file or chunking")
-            out.append(self._reply(topics, self.progress(uid)))  # a resume: say what is missing
+            out.append(self._reply(self.progress(uid)))  # a resume: say what is missing
             return
         outcome = self.outcomes.get(uid)
         if outcome is not None and outcome.state is UploadState.INSTALLED:
-            out.append(self._reply(topics, self.progress(uid)))
+            out.append(self._reply(self.progress(uid)))
             return
         m = begin.manifest
         ref = f"{m.name}/{m.version}"
@@ -299,11 +300,11 @@ class UplinkReceiver:
         except UploadRefused as exc:
             reason = str(exc)
             log.warning("uplink %s (%s): refused: %s", uid, ref, reason)
-            self._event(out, topics, f"model upload {uid} ({ref}) refused: {reason}", "error",
+            self._event(out, f"model upload {uid} ({ref}) refused: {reason}", "error",
                         upload_id=uid, name=m.name, version=m.version, reason=reason)
             refused = UploadProgress(upload_id=uid, state=UploadState.REJECTED, at_utc=self.clock(),
                                      n_chunks=begin.n_chunks, name=m.name, version=m.version, reason=reason)
-            out.append(self._reply(topics, refused))
+            out.append(self._reply(refused))
             return
         self.outcomes.pop(uid, None)
         directory = self.staging_dir / uid
@@ -316,9 +317,9 @@ class UplinkReceiver:
         self.uploads[uid] = StagedUpload(begin, directory, [_NO_DIGEST] * begin.n_chunks)
         log.info("uplink %s: receiving %s, %d bytes in %d chunks of %d", uid, ref, m.size_bytes,
                  begin.n_chunks, begin.chunk_bytes)
-        self._event(out, topics, f"model upload {uid} ({ref}) started: {m.size_bytes} bytes in {begin.n_chunks} chunks",
+        self._event(out, f"model upload {uid} ({ref}) started: {m.size_bytes} bytes in {begin.n_chunks} chunks",
                     "info", upload_id=uid, name=m.name, version=m.version, size_bytes=m.size_bytes)
-        out.append(self._reply(topics, self.progress(uid)))
+        out.append(self._reply(self.progress(uid)))
 
     def _admit(self, begin: UploadBegin) -> None:
         """UploadRefused unless a new upload of ``begin`` may start."""
@@ -340,10 +341,10 @@ class UplinkReceiver:
 
     # ----------------------------------------------------------------------------------- chunks
 
-    def _on_chunk(self, chunk: UploadChunk, data: bytes | memoryview, topics: TopicMap, out: Outputs) -> None:
+    def _on_chunk(self, chunk: UploadChunk, data: bytes | memoryview, out: Outputs) -> None:
         upload = self.uploads.get(chunk.upload_id)
         if upload is None:
-            out.append(self._reply(topics, self.progress(chunk.upload_id)))  # finished, or never begun
+            out.append(self._reply(self.progress(chunk.upload_id)))  # finished, or never begun
             return
         begin = upload.begin
         if chunk.index >= begin.n_chunks:
@@ -355,29 +356,29 @@ class UplinkReceiver:
                     else f"sha256 {digest.hex()[:16]}... does not match its header {chunk.sha256[:16]}...")
             reason = f"chunk {chunk.index} refused ({what}); send it again"
             log.warning("uplink %s: %s", chunk.upload_id, reason)
-            out.append(self._reply(topics, self.progress(chunk.upload_id, reason=reason)))
+            out.append(self._reply(self.progress(chunk.upload_id, reason=reason)))
             return
         if upload.digests[chunk.index] == digest:
             return  # a duplicate (QoS 1 redelivery or a resend that crossed a progress report)
         upload.store(chunk.index, data, digest)
         if upload.complete:
-            self._finish(upload, topics, out)
+            self._finish(upload, out)
         elif upload.received % self.progress_every == 0:
-            out.append(self._reply(topics, self.progress(chunk.upload_id)))
+            out.append(self._reply(self.progress(chunk.upload_id)))
 
-    def _on_query(self, query: UploadQuery, topics: TopicMap, out: Outputs) -> None:
+    def _on_query(self, query: UploadQuery, out: Outputs) -> None:
         upload = self.uploads.get(query.upload_id)
         if upload is not None and upload.complete:  # a crash came between the last chunk and the install
-            self._finish(upload, topics, out)
-        out.append(self._reply(topics, self.progress(query.upload_id, query.query_id)))
+            self._finish(upload, out)
+        out.append(self._reply(self.progress(query.upload_id, query.query_id)))
 
     # ---------------------------------------------------------------------------- verify, install
 
-    def _finish(self, upload: StagedUpload, topics: TopicMap, out: Outputs) -> None:
+    def _finish(self, upload: StagedUpload, out: Outputs) -> None:
         begin = upload.begin
         m = begin.manifest
         uid = begin.upload_id
-        out.append(self._reply(topics, self.progress(uid).model_copy(update={"state": UploadState.VERIFYING})))
+        out.append(self._reply(self.progress(uid).model_copy(update={"state": UploadState.VERIFYING})))
         with upload.data_path.open("rb+") as f:
             os.fsync(f.fileno())
         digest = sha256_file(upload.data_path)
@@ -387,26 +388,26 @@ class UplinkReceiver:
                 upload.forget(changed)
                 reason = f"chunk(s) {to_ranges(changed)} changed on disk after they were stored; send them again"
                 log.error("uplink %s: %s", uid, reason)
-                out.append(self._reply(topics, self.progress(uid, reason=reason)))
+                out.append(self._reply(self.progress(uid, reason=reason)))
                 return
             self._reject(upload, f"sha256 mismatch: received file hashes to {digest}, manifest says {m.sha256}",
-                         topics, out)
+                         out)
             return
         problem = _load_problem(upload.data_path, begin)
         if problem is not None:
-            self._reject(upload, problem, topics, out)
+            self._reject(upload, problem, out)
             return
         try:
             self._install(upload)
         except (OSError, UploadRefused) as exc:
-            self._reject(upload, f"install failed: {exc}", topics, out)
+            self._reject(upload, f"install failed: {exc}", out)
             return
         entry = self.registry.models.get(m.name, {}).get(m.version)
         if entry is None or entry.problem:  # cannot happen unless the disk changes under us: take it out again
             shutil.rmtree(self.registry.root / m.name / m.version, ignore_errors=True)
             self.registry.scan()
             problem = entry.problem if entry else "absent after the rename"
-            self._reject(upload, f"registry does not trust the installed copy: {problem}", topics, out)
+            self._reject(upload, f"registry does not trust the installed copy: {problem}", out)
             return
         active = self.registry.active_version(m.name)
         outcome = UploadProgress(upload_id=uid, state=UploadState.INSTALLED, at_utc=self.clock(),
@@ -414,9 +415,9 @@ class UplinkReceiver:
                                  reason=None if active == m.version else f"installed; active version is {active}")
         self._conclude(upload, outcome)
         log.info("uplink %s: installed %s/%s (sha256 %s); active %s", uid, m.name, m.version, m.sha256, active)
-        self._event(out, topics, f"model {m.name}/{m.version} installed from upload {uid} (sha256 verified)",
+        self._event(out, f"model {m.name}/{m.version} installed from upload {uid} (sha256 verified)",
                     "info", upload_id=uid, name=m.name, version=m.version, sha256=m.sha256, active=active)
-        out.append(self._reply(topics, outcome))
+        out.append(self._reply(outcome))
 
     def _chunks_changed_on_disk(self, upload: StagedUpload) -> list[int]:
         changed = []
@@ -428,7 +429,7 @@ class UplinkReceiver:
                     changed.append(index)
         return changed
 
-    def _reject(self, upload: StagedUpload, reason: str, topics: TopicMap, out: Outputs) -> None:
+    def _reject(self, upload: StagedUpload, reason: str, out: Outputs) -> None:
         begin = upload.begin
         m = begin.manifest
         outcome = UploadProgress(upload_id=begin.upload_id, state=UploadState.REJECTED, at_utc=self.clock(),
@@ -436,9 +437,9 @@ class UplinkReceiver:
                                  reason=reason)
         self._conclude(upload, outcome)
         log.error("uplink %s: %s/%s rejected: %s", begin.upload_id, m.name, m.version, reason)
-        self._event(out, topics, f"model upload {begin.upload_id} ({m.name}/{m.version}) rejected: {reason}",
+        self._event(out, f"model upload {begin.upload_id} ({m.name}/{m.version}) rejected: {reason}",
                     "error", upload_id=begin.upload_id, name=m.name, version=m.version, reason=reason)
-        out.append(self._reply(topics, outcome))
+        out.append(self._reply(outcome))
 
     def _conclude(self, upload: StagedUpload, outcome: UploadProgress) -> None:
         """Record the outcome durably, then drop the staged bytes."""

@@ -92,7 +92,7 @@ def make_receiver(tmp_path: Path, **kwargs: object) -> UplinkReceiver:
     registry = ModelRegistry(tmp_path / "models")
     (tmp_path / "models").mkdir(exist_ok=True)
     registry.scan()
-    return UplinkReceiver(registry, tmp_path / "staging", lambda: 1000.0, **kwargs)  # type: ignore[arg-type]
+    return UplinkReceiver(registry, tmp_path / "staging", TOPICS, lambda: 1000.0, **kwargs)  # type: ignore[arg-type]
 
 
 def send(rx: UplinkReceiver, upload_id: str, payload: bytes) -> list[tuple[str, bytes]]:
