@@ -18,7 +18,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import aiomqtt
 
 from flight import __version__
+from flight.command_guard import CommandGuard
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Governor, GovernorConfig
 from flight.governor.admission import QueuedJob as GovernorJob
@@ -38,7 +38,7 @@ from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.settings import FlightSettings
 from flight.uplink import UplinkReceiver
-from link.auth import AuthError, load_key, verify
+from link.auth import AuthError, load_key
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
 from link.messages import (
     AckResult,
@@ -114,9 +114,10 @@ class FlightDaemon:
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
-        self.keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
+        keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
+        self.guard = CommandGuard(keys, settings.security.command_window_s, self.clock)
         self.uplink = UplinkReceiver(
-            self.registry, settings.data_dir / "uplink", self.topics, self.clock, keys=self.keys
+            self.registry, settings.data_dir / "uplink", self.topics, self.clock, guard=self.guard
         )
         self.started_monotonic = time.monotonic()
         self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
@@ -134,7 +135,6 @@ class FlightDaemon:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._intake_open = True
-        self._seen_commands: OrderedDict[str, float] = OrderedDict()
         self._pending: set[asyncio.Task[Any]] = set()
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
@@ -181,7 +181,7 @@ class FlightDaemon:
                 self.registry.session(self.registry.resolve(name, version or None), self.throttle.intra_op_threads)
             except ModelError as exc:
                 log.error("preload %s: %s", spec, exc)
-        if not self.keys:
+        if not self.guard.enforcing:
             log.warning("no command keys configured: commands are accepted unsigned")
         log.info(
             "flightd %s sat=%s broker=%s queued=%d models=%s problems=%d",
@@ -542,7 +542,8 @@ class FlightDaemon:
         command_id = peek_field(payload, "command_id")
         try:
             command = decode(payload, Command).message
-            self._authenticate(command, peek_header(payload))
+            self.guard.check(command, issued_utc=command.issued_utc, received=peek_header(payload),
+                             once_id=command.command_id)
             data = await self._execute(command)
         except (WireError, AuthError, CommandError, ModelError) as exc:
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
@@ -553,20 +554,6 @@ class FlightDaemon:
             return
         reply = CommandReply(command_id=command.command_id, ok=True, data=data)
         self._publish_soon(self.topics.command_reply(command.command_id), encode(reply))
-
-    def _authenticate(self, command: Command, received: dict[str, object] | None) -> None:
-        if not self.keys:
-            return
-        verify(command, self.keys, received=received)
-        now = self.clock()
-        window = self.settings.security.command_window_s
-        if abs(now - command.issued_utc) > window:
-            raise AuthError(f"command issued_utc {command.issued_utc:.0f} is outside the {window:.0f} s window")
-        if command.command_id in self._seen_commands:
-            raise AuthError(f"command id {command.command_id} was already used (replay)")
-        self._seen_commands[command.command_id] = now
-        while self._seen_commands and next(iter(self._seen_commands.values())) < now - window:
-            self._seen_commands.popitem(last=False)
 
     async def _execute(self, command: Command) -> Any:
         body = command.body

@@ -31,15 +31,16 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
+from flight.command_guard import CommandGuard
 from flight.registry import ModelError, ModelRegistry
-from link.auth import AuthError, verify
+from link.auth import AuthError
 from link.codec import WireError, encode, peek_header
 from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE
@@ -147,8 +148,9 @@ class UplinkReceiver:
     """Receives model uploads on ``models/upload/<id>`` and installs verified models into ``registry``.
 
     ``topics``: the satellite's topic map (upload topics are parsed and answered with it).
-    ``keys``: when given (flightd's command keys), an UploadBegin must carry a valid tag and an
-    ``issued_utc`` within ``auth_window_s`` of ``clock()``. ``max_bytes``: the largest model accepted.
+    ``guard``: flightd's :class:`CommandGuard`; when it holds keys, an UploadBegin must carry a valid tag
+    and a fresh ``issued_utc`` (without one, begins are accepted unsigned). ``max_bytes``: the largest
+    model accepted.
     ``max_active``: uploads in progress at once.
     """
 
@@ -159,8 +161,7 @@ class UplinkReceiver:
         topics: TopicMap,
         clock: Callable[[], float],
         *,
-        keys: Mapping[str, bytes] | None = None,
-        auth_window_s: float = 600.0,
+        guard: CommandGuard | None = None,
         max_bytes: int = 256 * 1024 * 1024,
         max_active: int = 4,
         progress_every: int = 16,
@@ -169,8 +170,7 @@ class UplinkReceiver:
         self.staging_dir = Path(staging_dir)
         self.topics = topics
         self.clock = clock
-        self.keys = dict(keys or {})
-        self.auth_window_s = auth_window_s
+        self.guard = guard
         self.max_bytes = max_bytes
         self.max_active = max_active
         self.progress_every = max(1, progress_every)
@@ -276,12 +276,8 @@ class UplinkReceiver:
     def _on_begin(
         self, begin: UploadBegin, out: Outputs, received: dict[str, object] | None = None
     ) -> None:
-        if self.keys:
-            verify(begin, self.keys, what="model upload", received=received)
-            now = self.clock()
-            if begin.issued_utc is None or abs(now - begin.issued_utc) > self.auth_window_s:
-                window = f"{self.auth_window_s:.0f} s"
-                raise AuthError(f"upload issued_utc {begin.issued_utc} is outside the {window} window")
+        if self.guard is not None:
+            self.guard.check(begin, issued_utc=begin.issued_utc, received=received, what="model upload")
         uid = begin.upload_id
         existing = self.uploads.get(uid)
         if existing is not None:
