@@ -13,12 +13,12 @@ finds the chunk whose bytes no longer match the sidecar and asks for it again.
 
 When every chunk is in, the whole file must hash to the manifest's sha256 and ONNX Runtime must build
 a session from it whose input/output names are the manifest's; otherwise the upload is rejected and
-its bytes deleted. Install: ``model.onnx`` + ``manifest.json`` are written and fsynced in
-``<models>/.uplink-<upload_id>/`` (two levels deep, where a registry scan never looks), then that
-directory is renamed to ``<models>/<name>/<version>`` in one step and the registry rescanned. So the
-registry sees a complete, verified version or nothing. A newly installed version of a model that
-already has versions never becomes active by itself: the current active version is pinned first
-(``ACTIVE`` marker), and the operator activates the new one (``ground model activate``).
+its bytes deleted. Install: :meth:`flight.registry.ModelRegistry.install`, which owns the
+registry's layout: the file and its manifest assembled in ``<models>/.uplink-<upload_id>/``, renamed
+into ``<models>/<name>/<version>`` in one step, so the registry sees a complete, verified version or
+nothing. A newly installed version of a model that already has versions never becomes active by
+itself: the registry pins the current active version first (``ACTIVE`` marker), and the operator
+activates the new one (``ground model activate``).
 
 :meth:`UplinkReceiver.on_message` is synchronous (pure file I/O, hashing and one ONNX Runtime load
 at the end); it returns the (topic, payload) pairs the daemon must publish.
@@ -26,10 +26,8 @@ at the end); it returns the (topic, payload) pairs the daemon must publish.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,11 +37,11 @@ from typing import Any
 import onnxruntime as ort
 
 from flight.command_guard import CommandGuard
+from flight.durable import fsync_file, write_atomic
 from flight.registry import ModelError, ModelRegistry
 from link.auth import AuthError
 from link.codec import WireError, encode, peek_header
 from link.digest import sha256_file
-from link.manifest import MANIFEST_FILE, MODEL_FILE
 from link.messages import Event, EventKind, Severity
 from link.topics import TopicMap
 from link.uplink import (
@@ -64,28 +62,10 @@ BEGIN_FILE = "begin.json"
 DATA_FILE = "data.part"
 SIDECAR_FILE = "chunks.sha256"
 OUTCOME_FILE = "outcome.json"
-INSTALL_PREFIX = ".uplink-"
 _DIGEST = 32
 _NO_DIGEST = bytes(_DIGEST)
 
 Outputs = list[tuple[str, bytes]]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class UploadRefused(Exception):
@@ -205,9 +185,6 @@ class UplinkReceiver:
             self.uploads[begin.upload_id] = upload
             log.info("uplink: resuming %s (%s/%s): %d of %d chunks on disk", begin.upload_id,
                      begin.manifest.name, begin.manifest.version, upload.received, begin.n_chunks)
-        if self.registry.root.is_dir():
-            for leftover in self.registry.root.glob(INSTALL_PREFIX + "*"):
-                shutil.rmtree(leftover, ignore_errors=True)
 
     def progress(self, upload_id: str, query_id: str | None = None, reason: str | None = None) -> UploadProgress:
         """The current state of ``upload_id`` as the ground sees it."""
@@ -309,7 +286,7 @@ class UplinkReceiver:
         with (directory / DATA_FILE).open("wb") as f:
             f.truncate(m.size_bytes)
         (directory / SIDECAR_FILE).write_bytes(_NO_DIGEST * begin.n_chunks)
-        _write_atomic(directory / BEGIN_FILE, begin.model_dump_json())
+        write_atomic(directory / BEGIN_FILE, begin.model_dump_json())
         self.uploads[uid] = StagedUpload(begin, directory, [_NO_DIGEST] * begin.n_chunks)
         log.info("uplink %s: receiving %s, %d bytes in %d chunks of %d", uid, ref, m.size_bytes,
                  begin.n_chunks, begin.chunk_bytes)
@@ -322,16 +299,15 @@ class UplinkReceiver:
         m = begin.manifest
         if m.size_bytes > self.max_bytes:
             raise UploadRefused(f"model of {m.size_bytes} bytes exceeds the {self.max_bytes}-byte limit")
-        if m.version in self.registry.models.get(m.name, {}) or (self.registry.root / m.name / m.version).exists():
+        if self.registry.has_version(m.name, m.version):
             raise UploadRefused(f"model {m.name}/{m.version} already exists onboard (upload a new version)")
         for other in self.uploads.values():
             if (other.begin.manifest.name, other.begin.manifest.version) == (m.name, m.version):
                 raise UploadRefused(f"model {m.name}/{m.version} is already being uploaded as {other.begin.upload_id}")
         if len(self.uploads) >= self.max_active:
             raise UploadRefused(f"{len(self.uploads)} uploads already in progress (limit {self.max_active})")
-        self.registry.root.mkdir(parents=True, exist_ok=True)
-        for where in (self.staging_dir, self.registry.root):
-            free = shutil.disk_usage(where).free
+        for where, free in ((self.staging_dir, shutil.disk_usage(self.staging_dir).free),
+                            (self.registry.root, self.registry.free_bytes())):
             if free < m.size_bytes + 16 * 1024 * 1024:
                 raise UploadRefused(f"not enough free space in {where}: {free} bytes for a {m.size_bytes}-byte model")
 
@@ -375,8 +351,7 @@ class UplinkReceiver:
         m = begin.manifest
         uid = begin.upload_id
         out.append(self._reply(self.progress(uid).model_copy(update={"state": UploadState.VERIFYING})))
-        with upload.data_path.open("rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(upload.data_path)
         digest = sha256_file(upload.data_path)
         if digest != m.sha256:
             changed = self._chunks_changed_on_disk(upload)
@@ -394,16 +369,9 @@ class UplinkReceiver:
             self._reject(upload, problem, out)
             return
         try:
-            self._install(upload)
-        except (OSError, UploadRefused) as exc:
+            self.registry.install(upload.data_path, m, uid)
+        except (OSError, ModelError) as exc:
             self._reject(upload, f"install failed: {exc}", out)
-            return
-        entry = self.registry.models.get(m.name, {}).get(m.version)
-        if entry is None or entry.problem:  # cannot happen unless the disk changes under us: take it out again
-            shutil.rmtree(self.registry.root / m.name / m.version, ignore_errors=True)
-            self.registry.scan()
-            problem = entry.problem if entry else "absent after the rename"
-            self._reject(upload, f"registry does not trust the installed copy: {problem}", out)
             return
         active = self.registry.active_version(m.name)
         outcome = UploadProgress(upload_id=uid, state=UploadState.INSTALLED, at_utc=self.clock(),
@@ -439,40 +407,11 @@ class UplinkReceiver:
 
     def _conclude(self, upload: StagedUpload, outcome: UploadProgress) -> None:
         """Record the outcome durably, then drop the staged bytes."""
-        _write_atomic(upload.directory / OUTCOME_FILE, outcome.model_dump_json())
+        write_atomic(upload.directory / OUTCOME_FILE, outcome.model_dump_json())
         for name in (DATA_FILE, SIDECAR_FILE):
             (upload.directory / name).unlink(missing_ok=True)
         self.uploads.pop(upload.begin.upload_id, None)
         self.outcomes[outcome.upload_id] = outcome
-
-    def _install(self, upload: StagedUpload) -> None:
-        """Copy the verified file into the registry in one rename; pin the current active version first."""
-        m = upload.begin.manifest
-        root = self.registry.root
-        target = root / m.name / m.version
-        if target.exists():
-            raise UploadRefused(f"{target} appeared during the upload")
-        tmp = root / f"{INSTALL_PREFIX}{upload.begin.upload_id}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            shutil.copyfile(upload.data_path, tmp / MODEL_FILE)
-            with (tmp / MODEL_FILE).open("rb+") as f:
-                os.fsync(f.fileno())
-            _write_atomic(tmp / MANIFEST_FILE, m.model_dump_json(indent=2) + "\n")
-            if sha256_file(tmp / MODEL_FILE) != m.sha256:
-                raise UploadRefused("the copy in the registry does not hash to the manifest's sha256")
-            _fsync_dir(tmp)
-            current = self.registry.active_version(m.name)
-            if current is not None and not (root / m.name / "ACTIVE").is_file():
-                with contextlib.suppress(ModelError):
-                    self.registry.activate(m.name, current)  # a new version never becomes active by itself
-            (root / m.name).mkdir(exist_ok=True)
-            os.rename(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(root / m.name)
-        self.registry.scan()
 
 
 def _load_problem(path: Path, begin: UploadBegin) -> str | None:
