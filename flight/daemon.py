@@ -28,7 +28,6 @@ from flight import __version__
 from flight.command_guard import CommandGuard
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Governor, GovernorConfig
-from flight.governor.admission import QueuedJob as GovernorJob
 from flight.governor.admission import RunningJob
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
@@ -78,6 +77,14 @@ class Throttle:
     duty_cycle: float = 1.0
     mode: Mode = Mode.NOMINAL
     budget_w: float | None = None
+
+
+@dataclass
+class RunningTask:
+    """A job handed to the executor: what the scheduler policy knows of it, and the task running it."""
+
+    job: RunningJob
+    task: asyncio.Task[None]
 
 
 class CommandError(Exception):
@@ -131,7 +138,7 @@ class FlightDaemon:
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
         self._accepting: set[str] = set()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, RunningTask] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._intake_open = True
@@ -173,7 +180,7 @@ class FlightDaemon:
         if requeued:
             log.warning("requeued %d job(s) left running by the last stop: %s", len(requeued), ", ".join(requeued))
         for r in self.journal.jobs([JobState.QUEUED]):
-            self._queue[r.job_id] = QueuedJob(r.job_id, r.model, r.priority, r.deadline_utc, r.received_utc)
+            self._queue[r.job_id] = QueuedJob(r.job_id, r.priority, r.model, r.received_utc, r.deadline_utc)
         problems = self.registry.scan()
         for spec in self.settings.executor.preload:
             name, _, version = spec.partition("/")
@@ -203,7 +210,8 @@ class FlightDaemon:
                 await client.unsubscribe(self.topics.job_submit, timeout=2.0)
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
         if self._running:
-            _, still = await asyncio.wait(list(self._running.values()), timeout=self.settings.shutdown_grace_s)
+            tasks = [r.task for r in self._running.values()]
+            _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
             if still:
                 for job_id in list(self._running):
                     self.executor.terminate(job_id, "shutdown")
@@ -400,7 +408,7 @@ class FlightDaemon:
         assert record is not None
         self._publish_state(record)
         if inserted and state is JobState.QUEUED:
-            self._queue[req.job_id] = QueuedJob(req.job_id, req.model, req.priority, req.deadline_utc, now)
+            self._queue[req.job_id] = QueuedJob(req.job_id, req.priority, req.model, now, req.deadline_utc)
             self._requests[req.job_id] = payload
             self._wake.set()
 
@@ -419,13 +427,14 @@ class FlightDaemon:
             now = self.clock()
             for job in expired(self._queue.values(), now):
                 self._queue.pop(job.job_id, None)
-                reason = f"deadline passed while queued ({job.deadline_utc:.3f})"
+                reason = f"deadline passed while queued ({job.deadline_s:.3f})"
                 self._background(self._finish(job.job_id, JobState.EXPIRED, reason), f"expiry of {job.job_id}")
             for job_id in self._admitted_order(now):
                 if not self._may_start():
                     break
-                del self._queue[job_id]
-                self._running[job_id] = asyncio.create_task(self._run_job(job_id), name=job_id)
+                job = self._queue.pop(job_id)
+                task = asyncio.create_task(self._run_job(job_id), name=job_id)
+                self._running[job_id] = RunningTask(RunningJob(job_id, job.model, job.units), task)
 
     def _admitted_order(self, now_utc: float) -> list[str]:
         """Queued jobs that may start, in the order to start them: the governor's admission plan
@@ -434,31 +443,13 @@ class FlightDaemon:
         if self.governor is None:
             chosen = next_job(self._queue.values(), now_utc)
             return [] if chosen is None else [chosen.job_id]
-        wall = time.monotonic()
-        now_s = self.mission.now(wall)
-        queued = [
-            GovernorJob(
-                job_id=j.job_id,
-                priority=j.priority,
-                model=j.model,
-                enqueued_s=self.mission.mission_from_utc(j.received_utc, now_utc, wall),
-                deadline_s=None
-                if j.deadline_utc is None
-                else self.mission.mission_from_utc(j.deadline_utc, now_utc, wall),
-            )
-            for j in self._queue.values()
-        ]
-        running = [RunningJob(job_id=i, model=self._queue_model(i)) for i in self._running]
-        plan = self.governor.dispatch(now_s, queued, running)
+        running = [r.job for r in self._running.values()]
+        plan = self.governor.dispatch(now_utc, self._queue.values(), running, rate=self.mission.rate)
         for job, reason in plan.reject:
             self._queue.pop(job.job_id, None)
             why = f"admission control: {reason}"
             self._background(self._finish(job.job_id, JobState.REJECTED, why), f"rejection of {job.job_id}")
         return [j.job_id for j in (*plan.start, *plan.wait)]
-
-    def _queue_model(self, job_id: str) -> str:
-        record = self.journal.get(job_id)
-        return record.model if record is not None else ""
 
     async def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
         """Move a queued or running job to a terminal state other than done."""
@@ -472,7 +463,7 @@ class FlightDaemon:
     async def _requeue(self, job_id: str, reason: str) -> None:
         now = self.clock()
         record = await self.writer.submit(lambda j: j.set_state(job_id, JobState.QUEUED, now, reason))
-        self._queue[job_id] = QueuedJob(job_id, record.model, record.priority, record.deadline_utc, record.received_utc)
+        self._queue[job_id] = QueuedJob(job_id, record.priority, record.model, record.received_utc, record.deadline_utc)
         log.info("job %s requeued: %s", job_id, reason)
         self._publish_state(record)
 

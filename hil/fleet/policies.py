@@ -50,11 +50,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from flight.governor.admission import Allocation, QueuedJob
+from flight.governor.admission import Allocation
 from flight.governor.admission import plan_dispatch as governor_plan_dispatch
 from flight.governor.costs import CostModel
 from flight.governor.governor import allocation_for
 from flight.governor.limits import Limits
+from flight.queue_policy import QueuedJob
 from hil.fleet.governor import FleetDecision, FleetGovernor, FleetTelemetry
 from hil.fleet.sim import QUEUED, FleetSim
 
