@@ -1,9 +1,15 @@
 """flightd: the thin asyncio/MQTT shell around the journal, the registry, the executor and the policy.
 
+The shell does I/O and carries out decisions made by pure code elsewhere: the queue's type and order
+(:mod:`flight.queue_policy`), what each dispatcher wake expires, rejects and starts
+(:mod:`flight.dispatch`, with the throttle), the governor's modes, budget and admission
+(:mod:`flight.governor`), who may command the satellite (:mod:`flight.command_guard`) and what the
+models directory holds (:mod:`flight.registry`).
+
 Flow of a job: ``jobs/submit`` -> decode and validate (a bad one is ``rejected`` with the reason, on
 the wire and in the log) -> journal (committed) -> ``queued`` state event (the acknowledgement) ->
-dispatcher (queue policy, throttle) -> executor -> result committed to the journal -> result
-published, retained, until the ground acknowledges it (``ack_result``).
+dispatcher (:func:`flight.dispatch.plan_wake`) -> executor -> result committed to the journal ->
+result published, retained, until the ground acknowledges it (``ack_result``).
 
 Link: one aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
 submissions for us across our own restarts, re-entered with exponential backoff after a disconnect;
@@ -26,13 +32,14 @@ import aiomqtt
 
 from flight import __version__
 from flight.command_guard import CommandGuard
+from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Governor, GovernorConfig
 from flight.governor.admission import RunningJob
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
 from flight.mission_clock import MissionClock
-from flight.queue_policy import QueuedJob, expired, next_job
+from flight.queue_policy import QueuedJob, deadline_passed
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.settings import FlightSettings
@@ -66,17 +73,6 @@ from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
 log = logging.getLogger("flightd")
-
-
-@dataclass
-class Throttle:
-    """What the executor may use right now (set by the governor, or fixed by configuration)."""
-
-    concurrency: int
-    intra_op_threads: int
-    duty_cycle: float = 1.0
-    mode: Mode = Mode.NOMINAL
-    budget_w: float | None = None
 
 
 @dataclass
@@ -383,7 +379,7 @@ class FlightDaemon:
         now = self.clock()
         state = JobState.QUEUED
         reason_text: str | None = None
-        if req.deadline_utc is not None and req.deadline_utc <= now:
+        if deadline_passed(req.deadline_utc, now):
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
         self._accepting.add(req.job_id)
         self._background(
@@ -414,42 +410,29 @@ class FlightDaemon:
 
     # ================================================================================= dispatcher
 
-    def _may_start(self) -> bool:
-        """Whether another job may be handed to the executor: up to ``concurrency`` computing plus as
-        many waiting for a slot, so inference runs back to back without waiting for the event loop."""
-        t = self.throttle
-        return self._intake_open and t.mode is not Mode.SAFE and len(self._running) < 2 * t.concurrency
-
     async def _dispatch_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            now = self.clock()
-            for job in expired(self._queue.values(), now):
+            step = plan_wake(
+                self.clock(),
+                list(self._queue.values()),
+                [r.job for r in self._running.values()],
+                self.throttle,
+                intake_open=self._intake_open,
+                governor=self.governor,
+                rate=self.mission.rate,
+            )
+            for job, reason in step.expire:
                 self._queue.pop(job.job_id, None)
-                reason = f"deadline passed while queued ({job.deadline_s:.3f})"
                 self._background(self._finish(job.job_id, JobState.EXPIRED, reason), f"expiry of {job.job_id}")
-            for job_id in self._admitted_order(now):
-                if not self._may_start():
-                    break
-                job = self._queue.pop(job_id)
-                task = asyncio.create_task(self._run_job(job_id), name=job_id)
-                self._running[job_id] = RunningTask(RunningJob(job_id, job.model, job.units), task)
-
-    def _admitted_order(self, now_utc: float) -> list[str]:
-        """Queued jobs that may start, in the order to start them: the governor's admission plan
-        (priority classes, EDF, deadline feasibility within the budget) or, without a governor, the
-        plain queue policy. Jobs the governor rejects are ended here with its reason."""
-        if self.governor is None:
-            chosen = next_job(self._queue.values(), now_utc)
-            return [] if chosen is None else [chosen.job_id]
-        running = [r.job for r in self._running.values()]
-        plan = self.governor.dispatch(now_utc, self._queue.values(), running, rate=self.mission.rate)
-        for job, reason in plan.reject:
-            self._queue.pop(job.job_id, None)
-            why = f"admission control: {reason}"
-            self._background(self._finish(job.job_id, JobState.REJECTED, why), f"rejection of {job.job_id}")
-        return [j.job_id for j in (*plan.start, *plan.wait)]
+            for job, reason in step.reject:
+                self._queue.pop(job.job_id, None)
+                self._background(self._finish(job.job_id, JobState.REJECTED, reason), f"rejection of {job.job_id}")
+            for job in step.start:
+                del self._queue[job.job_id]
+                task = asyncio.create_task(self._run_job(job.job_id), name=job.job_id)
+                self._running[job.job_id] = RunningTask(RunningJob(job.job_id, job.model, job.units), task)
 
     async def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
         """Move a queued or running job to a terminal state other than done."""
@@ -659,13 +642,9 @@ class FlightDaemon:
         samples, self._new_samples = self._new_samples, []
         now_s = self.mission.now(time.monotonic())
         d = self.governor.update(now_s, samples)
-        t = self.throttle
-        t.concurrency = min(d.concurrency, self.settings.executor.max_concurrency)
-        t.intra_op_threads = max(1, min(d.intra_op_threads, self.settings.executor.intra_op_threads))
-        t.duty_cycle = d.duty_cycle
-        t.budget_w = d.budget_w
-        t.mode = d.mode
-        self.executor.set_throttle(0 if d.mode is Mode.SAFE else t.concurrency, t.duty_cycle)
+        executor = self.settings.executor
+        self.throttle = Throttle.from_decision(d, executor.max_concurrency, executor.intra_op_threads)
+        self.executor.set_throttle(self.throttle.executor_slots, self.throttle.duty_cycle)
         for text in d.limit_events:
             log.warning("limit %s", text)
             self._event(EventKind.LIMIT, text, severity="warning", t_s=now_s)

@@ -46,14 +46,20 @@ def policy_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
     return sorted(jobs, key=order_key)
 
 
+def deadline_passed(deadline_s: float | None, now: float) -> bool:
+    """Whether a job with this deadline may no longer start (``deadline_s <= now``; None never passes).
+    flightd applies it at intake too: a job submitted past its deadline is journaled ``expired``."""
+    return deadline_s is not None and deadline_s <= now
+
+
 def expired(jobs: Iterable[QueuedJob], now: float) -> list[QueuedJob]:
-    """Jobs whose deadline is already past (``deadline_s <= now``), in queue order."""
-    return [j for j in jobs if j.deadline_s is not None and j.deadline_s <= now]
+    """Jobs whose deadline is already past, in queue order."""
+    return [j for j in jobs if deadline_passed(j.deadline_s, now)]
 
 
 def runnable(jobs: Iterable[QueuedJob], now: float) -> list[QueuedJob]:
     """Jobs that may still start (no deadline, or one after ``now``), in policy order."""
-    return policy_order(j for j in jobs if j.deadline_s is None or j.deadline_s > now)
+    return policy_order(j for j in jobs if not deadline_passed(j.deadline_s, now))
 
 
 def next_job(jobs: Iterable[QueuedJob], now: float) -> QueuedJob | None:
