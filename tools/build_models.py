@@ -60,8 +60,9 @@ from ground.model.datasets import (
     tile_fit_set,
     tile_validation,
 )
-from ground.model.files import build_manifest, sha256_file, sha256sums_text, write_manifest, write_sha256sums
+from ground.model.files import build_manifest, sha256sums_text, write_manifest, write_sha256sums
 from ground.model.quantize import quantize_model
+from link.digest import sha256_file
 from link.manifest import MODEL_FILE
 
 F32 = npt.NDArray[np.float32]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from link.digest import sha256_file as sha256_file  # re-exported for ground.quantize and tools
+from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ManifestDim, ModelManifest, TensorSpec
 from link.tensor import SUPPORTED_DTYPES, DType
 
