@@ -94,6 +94,8 @@ async def serve(
     if warp <= 0:
         raise ValueError("warp must be > 0")
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    if duration_s is not None:
+        sc.config.orbit.check_span(duration_s)
     period = 1.0 / rate_hz if rate_hz else sc.telemetry_period_s
     runner = PlantRunner(sc, period, physics_dt_s)
     topics = TopicMap(sat)

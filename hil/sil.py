@@ -197,6 +197,7 @@ async def run_sil(
     scenario = load_scenario(scenario_name)
     plant = scenario.build_plant()
     sim_s = orbits * plant.linear_parameters().period_s
+    scenario.config.orbit.check_span(sim_s)  # a TLE orbit that decays within the run: refused now, with the hour
     report_dir = Path(report_dir or Path("runs") / f"sil-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     report_dir.mkdir(parents=True, exist_ok=True)
     report_dir = report_dir.resolve()
