@@ -131,7 +131,7 @@ CHANNELS: dict[str, Channel] = {
             Measurement(SUNLIT, "flag", "1 in sunlight, 0 in eclipse"),
             Measurement(BETA_DEG, "deg", "beta angle: the Sun's elevation above the orbit plane"),
             Measurement(PERIOD_S, "s", "orbital period"),
-            Measurement(ECLIPSE_FRACTION, "fraction", "orbit share in eclipse (cylindrical shadow, current beta)"),
+            Measurement(ECLIPSE_FRACTION, "fraction", "share of the current orbit in eclipse (from its geometry)"),
             Measurement(T_ORBIT_S, "s", "time since the last eclipse exit"),
             Measurement(ILLUMINATION, "fraction", "share of the Sun's disc visible (penumbra between 0 and 1)"),
         )),
