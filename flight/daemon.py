@@ -649,7 +649,7 @@ class FlightDaemon:
 
     def _compute_sample(self) -> Telemetry:
         now_m = time.monotonic()
-        busy = self.executor.busy_core_seconds()
+        busy = self.executor.busy_core_seconds(now_m)
         last_m, last_busy = self._last_busy
         self._last_busy = (now_m, busy)
         t = self.throttle
