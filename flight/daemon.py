@@ -62,7 +62,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
-from link.telemetry import COMPUTE, compute_values
+from link.telemetry import CLOCK, COMPUTE, RATE, compute_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -619,7 +619,9 @@ class FlightDaemon:
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
             return
-        if sample.channel != "compute":
+        if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
+            self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
+        elif sample.channel != "compute":
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
