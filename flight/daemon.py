@@ -68,7 +68,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
-from link.telemetry import COMPUTE, compute_values
+from link.telemetry import CLOCK, COMPUTE, RATE, compute_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -582,7 +582,9 @@ class FlightDaemon:
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
             return
-        if sample.channel != "compute":
+        if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
+            self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
+        elif sample.channel != "compute":
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
@@ -612,7 +614,7 @@ class FlightDaemon:
 
     def _compute_sample(self) -> Telemetry:
         now_m = time.monotonic()
-        busy = self.executor.busy_core_seconds()
+        busy = self.executor.busy_core_seconds(now_m)
         last_m, last_busy = self._last_busy
         self._last_busy = (now_m, busy)
         t = self.throttle
