@@ -43,7 +43,7 @@ from link.auth import AuthError, verify
 from link.codec import WireError, encode, peek_header
 from link.manifest import MANIFEST_FILE, MODEL_FILE
 from link.messages import Event, EventKind, Severity
-from link.topics import TopicMap
+from link.topics import TopicMap, check_id
 from link.uplink import (
     MAX_MISSING_RANGES,
     UploadBegin,
@@ -244,6 +244,12 @@ class UplinkReceiver:
         topics = TopicMap(parts[-4], "/".join(parts[:-4]))
         upload_id = parts[-1]
         out: Outputs = []
+        try:
+            check_id("upload id", upload_id)
+        except ValueError as exc:  # no progress topic can name it: the refusal goes to events only
+            log.warning("uplink: refused message on %s (%d bytes): %s", topic, len(payload), exc)
+            self._event(out, topics, f"model upload: refused message on {topic}: {exc}", "warning", topic=topic)
+            return out
         try:
             decoded = decode_upload(payload)
             message = decoded.message
