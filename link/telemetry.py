@@ -27,6 +27,8 @@ import enum
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 # ------------------------------------------------------------------------------------- channels
 
 POWER = "power"
@@ -122,13 +124,26 @@ class Measurement:
             return f"<= {self.high:g}"
         return "any"
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(lowest, highest) value that can be a reading, :data:`RANGE_TOLERANCE` included; infinite on
+        an unbounded side."""
+        low = -math.inf if self.low is None else self.low - RANGE_TOLERANCE * max(1.0, abs(self.low))
+        high = math.inf if self.high is None else self.high + RANGE_TOLERANCE * max(1.0, abs(self.high))
+        return low, high
+
+    def readable(self, value: float) -> bool:
+        """True where ``value`` can be a reading: finite and within :attr:`bounds`. Elementwise on a
+        numpy array (the fleet simulator's arrays of satellites), a numpy bool for a number."""
+        low, high = self.bounds
+        ok: bool = np.isfinite(value) & (value >= low) & (value <= high)
+        return ok
+
     def problem(self, value: float) -> str | None:
         """None if ``value`` can be a real reading of this measurement, else what is wrong with it."""
         if not math.isfinite(value):
             return f"{self.key} is {value}: not a finite number"
-        below = self.low is not None and value < self.low - RANGE_TOLERANCE * max(1.0, abs(self.low))
-        above = self.high is not None and value > self.high + RANGE_TOLERANCE * max(1.0, abs(self.high))
-        if below or above:
+        if not self.readable(value):
             return f"{self.key} = {value!r} {self.unit} is outside its physical range {self.range_text}"
         return None
 
@@ -210,15 +225,30 @@ PLANT_CHANNELS: tuple[str, ...] = (POWER, THERMAL, ORBIT)
 """The channels the plant (power system, sensors, ADCS; the simulator under ``hil``) publishes."""
 
 
-def value_problem(channel: str, key: str, value: float) -> str | None:
-    """None if ``value`` can be a real reading of ``key`` on ``channel``, else what is wrong with it:
-    not finite, or outside the measurement's physical range. A value the dictionary does not define
-    (an unknown channel or key) only has to be finite."""
+def _measurement(channel: str, key: str) -> Measurement | None:
     known = CHANNELS.get(channel)
     if known is not None:
         for m in known.measurements:
             if m.key == key:
-                return m.problem(value)
+                return m
+    return None
+
+
+def readable(channel: str, key: str, value: float) -> bool:
+    """True where ``value`` can be a reading of ``key`` on ``channel`` (:meth:`Measurement.readable`;
+    finite for a value the dictionary does not define). Elementwise on numpy arrays."""
+    m = _measurement(channel, key)
+    ok: bool = np.isfinite(value) if m is None else m.readable(value)
+    return ok
+
+
+def value_problem(channel: str, key: str, value: float) -> str | None:
+    """None if ``value`` can be a real reading of ``key`` on ``channel``, else what is wrong with it:
+    not finite, or outside the measurement's physical range. A value the dictionary does not define
+    (an unknown channel or key) only has to be finite."""
+    m = _measurement(channel, key)
+    if m is not None:
+        return m.problem(value)
     return None if math.isfinite(value) else f"{key} is {value}: not a finite number"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -101,3 +102,13 @@ def test_a_sample_with_a_non_finite_time_is_taken_as_of_now() -> None:
     run(gov, [("power", POWER), ("thermal", THERMAL)], 0.0, 3)
     d = gov.update(3.0, [Sample("thermal", math.nan, THERMAL), Sample("power", 3.0, POWER)])
     assert d.mode is Mode.NOMINAL and gov.latest["thermal"][0] == 3.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.floats(), min_size=1, max_size=20), lim=st.sampled_from(LIMITS))
+def test_a_limit_judges_an_array_of_satellites_elementwise_as_it_judges_one(values: list[float],
+                                                                          lim: LimitConfig) -> None:
+    """hil/fleet evaluates each limit's own watchpoint on arrays (one value per satellite)."""
+    array = np.array(values)
+    assert lim.failing(array).tolist() == [bool(lim.failing(v)) for v in values]
+    assert lim.recovered(array).tolist() == [bool(lim.recovered(v)) for v in values]

@@ -38,9 +38,10 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from link.telemetry import BATTERY_V, BOARD_C, POWER, RADIATOR_C, SOC, THERMAL, value_problem
+from link.telemetry import BATTERY_V, BOARD_C, POWER, RADIATOR_C, SOC, THERMAL, readable
 
 
 class LimitKind(enum.StrEnum):
@@ -72,23 +73,25 @@ class LimitConfig(BaseModel):
     severity: LimitSeverity = LimitSeverity.HARD
 
     def readable(self, value: float) -> bool:
-        """True when ``value`` can be a reading of the watched measurement (finite, in its physical range)."""
-        return value_problem(self.channel, self.key, value) is None
+        """True when ``value`` can be a reading of the watched measurement (finite, in its physical
+        range, :func:`link.telemetry.readable`); elementwise on numpy arrays, like the two below."""
+        return readable(self.channel, self.key, value)
 
     def failing(self, value: float) -> bool:
         """The watchpoint: True when ``value`` is beyond the threshold, or no reading at all."""
-        if not self.readable(value):
-            return True
-        return value < self.threshold if self.kind is LimitKind.FLOOR else value > self.threshold
+        beyond = value < self.threshold if self.kind is LimitKind.FLOOR else value > self.threshold
+        failing: bool = np.logical_or(beyond, np.logical_not(self.readable(value)))
+        return failing
 
     def recovered(self, value: float) -> bool:
         """True when ``value`` is back inside the hysteresis band (strictly on the safe side); never for
         a value that is no reading."""
-        if not self.readable(value):
-            return False
         if self.kind is LimitKind.FLOOR:
-            return value >= self.threshold + self.hysteresis
-        return value <= self.threshold - self.hysteresis
+            inside = value >= self.threshold + self.hysteresis
+        else:
+            inside = value <= self.threshold - self.hysteresis
+        recovered: bool = np.logical_and(inside, self.readable(value))
+        return recovered
 
     def margin(self, value: float) -> float:
         """Distance from ``value`` to the threshold on the safe side (negative when failing)."""
