@@ -15,6 +15,8 @@ Link: one aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False`
 submissions for us across our own restarts, re-entered with exponential backoff after a disconnect;
 subscriptions and retained state are renewed after every connect. The retained ``status`` carries a
 last will of ``offline``; never rely on the broker's keepalive for safety (amqtt does not enforce it).
+One flightd per satellite id: before every connection and while connected, flightd checks that no
+other instance serves its satellite id, and stops when one does (:mod:`flight.session`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from flight import __version__
 from flight.command_guard import CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
-from flight.governor import Governor, GovernorConfig
+from flight.governor import Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
@@ -42,6 +44,7 @@ from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, deadline_passed
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
+from flight.session import Instance, announce, read_status, rival
 from flight.settings import FlightSettings
 from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key
@@ -68,7 +71,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
-from link.telemetry import CLOCK, COMPUTE, RATE, compute_values
+from link.telemetry import CLOCK, COMPUTE, RATE, compute_values, unreadable_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -129,7 +132,10 @@ class FlightDaemon:
         self.governor = (
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
-        self._new_samples: list[Telemetry] = []
+        self._new_samples: list[Telemetry | Sample] = []
+        self.instance = Instance.new(self.clock())
+        self.conflict: str | None = None
+        """Why this flightd yields its satellite id to another instance (None: it does not)."""
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
@@ -201,7 +207,7 @@ class FlightDaemon:
         log.info("stopping: intake closed, %d job(s) running", len(self._running))
         self._intake_open = False
         client = self._client
-        if client is not None:
+        if client is not None and self.conflict is None:  # the session is the rival's: leave it as it is
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.unsubscribe(self.topics.job_submit, timeout=2.0)
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
@@ -212,16 +218,38 @@ class FlightDaemon:
                 for job_id in list(self._running):
                     self.executor.terminate(job_id, "shutdown")
                 await asyncio.wait(still, timeout=30)
-        await self._publish(self.topics.status, encode(Status(sat=self.settings.sat, state="offline")), retain=True)
+        await self._publish(self.topics.status, encode(self._offline_status()), retain=True)
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=5)
 
     # ======================================================================================= link
 
+    def _identity(self) -> dict[str, Any]:
+        """What every status says besides the state: the sizes the ground checks, who this flightd is."""
+        link, me = self.settings.link, self.instance
+        return {"max_payload_bytes": link.max_payload_bytes, "broker_max_packet_bytes": link.broker_max_packet_bytes,
+                "instance_id": me.instance_id, "boot_id": me.boot_id, "started_utc": me.started_utc}
+
+    def _offline_status(self) -> Status:
+        return Status(sat=self.settings.sat, state="offline", **self._identity())
+
+    def _yield_to_rival(self, seen: Status) -> bool:
+        """True (and the stop begun, once) when ``seen`` shows another flightd serving this satellite id."""
+        reason = rival(self.instance, seen, self.clock(), self.settings.link.heartbeat_s)
+        if reason is None:
+            return False
+        if self.conflict is None:
+            self.conflict = reason
+            log.error("stopping: %s", reason)
+            event = Event(kind=EventKind.ERROR, severity="critical", message=f"flightd stopping: {reason}",
+                          at_utc=self.clock(), details={"instance_id": self.instance.instance_id,
+                                                        "rival_instance_id": seen.instance_id})
+            self._background(announce(self.url, self.topics.events, encode(event)), "session conflict event")
+            self._stop.set()
+        return True
+
     async def _link_loop(self) -> None:
-        will = aiomqtt.Will(
-            self.topics.status, encode(Status(sat=self.settings.sat, state="offline")), qos=1, retain=True
-        )
+        will = aiomqtt.Will(self.topics.status, encode(self._offline_status()), qos=1, retain=True)
         client = make_client(
             self.url,
             identifier=f"flightd-{self.settings.sat}",
@@ -231,23 +259,40 @@ class FlightDaemon:
         )
         backoff = self.settings.link.reconnect_min_s
         while True:
+            connected_at: float | None = None
             try:
+                seen = await read_status(self.url, self.topics)  # before taking the session: is it someone else's?
+                if seen is not None and self._yield_to_rival(seen):
+                    return
                 async with client:
                     self._client = client
-                    backoff = self.settings.link.reconnect_min_s
+                    connected_at = time.monotonic()
                     await self._on_connect(client)
                     async for message in client.messages:
+                        if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
+                            return  # leave the session at once: take nothing more from it
                         self._route(message)
             except aiomqtt.MqttError as exc:
+                if connected_at is not None and time.monotonic() - connected_at >= self.settings.link.stable_s:
+                    backoff = self.settings.link.reconnect_min_s  # a connection that held: start again from the minimum
                 log.warning("link to %s lost or refused (%s); retrying in %.2f s", self.url, exc, backoff)
             finally:
                 self._client = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.link.reconnect_max_s)
 
+    def _rival_status(self, payload: object) -> bool:
+        if not isinstance(payload, bytes | bytearray) or not payload:
+            return False
+        try:
+            return self._yield_to_rival(decode(bytes(payload), Status).message)
+        except WireError as exc:
+            log.warning("undecodable message on our status topic: %s", exc)
+            return False
+
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         t = self.topics
-        subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1)]
+        subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1), (t.status, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
         await client.subscribe(subscriptions)
@@ -268,7 +313,7 @@ class FlightDaemon:
     async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
         """Publish and wait (at most 10 s) for the broker's PUBACK; False when that fails."""
         client = self._client
-        if client is None:
+        if client is None or self.conflict is not None:  # a flightd that yields publishes nothing in the session
             return False
         try:
             await client.publish(topic, payload, qos=qos, retain=retain, timeout=10.0)
@@ -581,10 +626,14 @@ class FlightDaemon:
             sample = decode(payload, Telemetry).message
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
+            channel = peek_field(payload, "channel")
+            if channel is not None and channel != COMPUTE:  # garbage on a channel fails its limits (flight.governor)
+                now_s = self.mission.now(time.monotonic())
+                self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
             return
         if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
             self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
-        elif sample.channel != "compute":
+        elif sample.channel != COMPUTE:
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
@@ -609,6 +658,7 @@ class FlightDaemon:
             providers=self.registry.providers_in_use() or self.registry.available_providers(),
             models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
             cycle_slip_ms=h.max_slip_s * 1e3,
+            **self._identity(),
         )
         self._publish_soon(self.topics.status, encode(status), retain=True)
 
@@ -639,9 +689,9 @@ class FlightDaemon:
 
     def _govern(self) -> None:
         """One governor decision applied to the throttle; preemption and mode events on the wire."""
+        samples, self._new_samples = self._new_samples, []  # taken even without a governor: never piles up
         if self.governor is None:
             return
-        samples, self._new_samples = self._new_samples, []
         now_s = self.mission.now(time.monotonic())
         d = self.governor.update(now_s, samples)
         executor = self.settings.executor

@@ -31,13 +31,21 @@ class ExecutorSettings(BaseModel):
 
 
 class LinkSettings(BaseModel):
-    """MQTT behaviour. Backoff doubles from ``reconnect_min_s`` up to ``reconnect_max_s``."""
+    """MQTT behaviour. Backoff doubles from ``reconnect_min_s`` up to ``reconnect_max_s``, and starts
+    again from ``reconnect_min_s`` only after a connection that lasted ``stable_s``.
+
+    ``max_payload_bytes``: the largest job submission accepted; ``broker_max_packet_bytes``: the
+    broker's ``max_packet_size`` when the operator sets it here (None: not known). Both are
+    advertised in the retained status, where the ground checks its payloads against them.
+    """
 
     keepalive_s: int = Field(default=10, ge=2)
     reconnect_min_s: float = Field(default=0.1, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
     heartbeat_s: float = Field(default=2.0, gt=0)
+    stable_s: float = Field(default=10.0, ge=0)
     max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    broker_max_packet_bytes: int | None = Field(default=None, ge=1024)
 
 
 class SecuritySettings(BaseModel):

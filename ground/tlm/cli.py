@@ -57,7 +57,8 @@ async def cmd_record(args: argparse.Namespace) -> int:
         on_ready=lambda rec: announce(rec, subscriptions(sat, root)),
         stop=stop,
     )
-    print(f"recorded {recorder.written} messages in {recorder.batches} commits", file=sys.stderr)
+    refused = f"; {recorder.refused} not archived (non-finite numbers)" if recorder.refused else ""
+    print(f"recorded {recorder.written} messages in {recorder.batches} commits{refused}", file=sys.stderr)
     return 0
 
 
