@@ -24,10 +24,22 @@ from typing import Any
 
 from flight.health import HealthEntry, HealthReport, HealthTable, TaskState
 from flight.sd_notify import SystemdNotifier
+from flight.settings import FlightSettings
 
 log = logging.getLogger("flightd.supervisor")
 
 MAX_TICK_S = 1.0
+
+
+def flightd_health(settings: FlightSettings) -> HealthTable:
+    """flightd's table: the link, the dispatcher, the control cycle and the journal writer."""
+    s = settings.supervision
+    table = HealthTable()
+    table.register("link", s.link_period_s)
+    table.register("dispatcher", s.dispatcher_period_s)
+    table.register("control", s.control_periods * settings.control_period_s)
+    table.register("journal", s.journal_period_s)
+    return table
 
 
 class Supervisor:
