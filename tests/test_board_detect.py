@@ -12,16 +12,9 @@ import pytest
 from flight.board import BoardProbe, detect_board
 from flight.board.board import board_kind, read_model
 from tests.board_trees import write, x86_tree
+from tests.support import ManualClock
 
 RAPL0 = "/sys/devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_kind_from_model_and_l4t_release() -> None:
@@ -40,7 +33,7 @@ def test_x86_tree_detected_with_package_temperature_and_rapl(tmp_path: Path) -> 
     assert board.power_source == "rapl" and board.power_detail == "powercap intel-rapl:0 (package-0)"
     assert board.throttle_source is None
     assert board.notes == ("thermal zones without a reading: thermal_zone2 (iwlwifi_1)",)
-    clock = Clock()
+    clock = ManualClock(100.0)
     probe = BoardProbe(board, clock=clock)
     first = probe.sample()
     assert first.temp_c == 52.0 and first.power_w is None  # power is a rate: needs two readings

@@ -14,18 +14,11 @@ import pytest
 from flight.health import HealthTable, TaskState
 from flight.sd_notify import SystemdNotifier, parse_watchdog_s, socket_address
 from flight.supervisor import Supervisor
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support import ManualClock
 
 
 def test_health_states_and_episode_counts() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     table = HealthTable(clock)
     table.register("dispatcher", period_s=2.0)
     table.register("link", period_s=10.0, fatal_s=20.0)
@@ -126,7 +119,7 @@ def test_no_socket_no_notifications_and_a_vanished_socket_does_not_raise(tmp_pat
 async def test_supervisor_stops_stroking_while_a_task_is_late(notify_path: tuple[socket.socket, str]) -> None:
     server, path = notify_path
     server.setblocking(False)
-    clock = Clock()
+    clock = ManualClock(1000.0)
     table = HealthTable(clock)
     table.register("dispatcher", 2.0)
     table.register("journal", 5.0)
