@@ -69,7 +69,9 @@ class SupervisionSettings(BaseModel):
 
     link_period_s: float = Field(default=30.0, gt=0)
     dispatcher_period_s: float = Field(default=2.0, gt=0)
-    control_periods: float = Field(default=3.0, ge=1.5, description="control cycle: this many control periods")
+    control_periods: float = Field(
+        default=3.0, ge=1.5, description="control cycle: this many control periods (at least 1 s)"
+    )
     journal_period_s: float = Field(default=10.0, gt=0)
     test_hang_dispatcher_file: Path | None = Field(
         default=None,

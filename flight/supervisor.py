@@ -11,7 +11,7 @@ pings its components the same way), evaluates the :class:`~flight.health.HealthT
 - sends ``STATUS=`` when the status text changes (the late tasks are appended to it).
 
 ``READY=1`` is sent by :meth:`mark_ready`, which flightd calls once its journal is open and the
-broker connected. The tick is at most 1 s, half the shortest task period and half the watchdog
+broker connected. The tick is at most 1 s, half the period of each pinged task and half the watchdog
 period (sd_watchdog_enabled(3) recommends keep-alives at half the period).
 """
 
@@ -29,6 +29,7 @@ from flight.settings import FlightSettings
 log = logging.getLogger("flightd.supervisor")
 
 MAX_TICK_S = 1.0
+CONTROL_FLOOR_S = 1.0
 
 
 def flightd_health(settings: FlightSettings) -> HealthTable:
@@ -37,7 +38,8 @@ def flightd_health(settings: FlightSettings) -> HealthTable:
     table = HealthTable()
     table.register("link", s.link_period_s)
     table.register("dispatcher", s.dispatcher_period_s)
-    table.register("control", s.control_periods * settings.control_period_s)
+    # A floor of 1 s: a cycle of tens of ms (hil sil runs 50 ms) would otherwise be judged on jitter.
+    table.register("control", max(s.control_periods * settings.control_period_s, CONTROL_FLOOR_S))
     table.register("journal", s.journal_period_s)
     return table
 
@@ -75,7 +77,12 @@ class Supervisor:
 
     @property
     def tick_s(self) -> float:
-        candidates = [MAX_TICK_S, *(p / 2 for p in self.health.periods().values())]
+        """At most 1 s, half the watchdog period and half the period of every task that is woken or
+        pinged (it answers only when asked). Tasks that check in on their own cadence do not set
+        it: for them the tick only bounds how late lateness is noticed."""
+        periods = self.health.periods()
+        asked = [periods[name] / 2 for name in (*self._wakes, *self._pings)]
+        candidates = [MAX_TICK_S, *asked]
         if self.notifier.watchdog_s is not None:
             candidates.append(self.notifier.watchdog_s / 2)
         return min(candidates)
