@@ -38,14 +38,17 @@ from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob
+from flight.health import HealthEntry, HealthReport, TaskState
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
 from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, deadline_passed
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
+from flight.sd_notify import SystemdNotifier
 from flight.session import Instance, announce, read_status, rival
 from flight.settings import FlightSettings
+from flight.supervisor import Supervisor, flightd_health
 from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
@@ -148,6 +151,7 @@ class FlightDaemon:
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
         self.jobs_done = 0
+        self.supervisor = Supervisor(flightd_health(settings), SystemdNotifier(), self._status_line, self._health_event)
 
     # ================================================================================== lifecycle
 
@@ -164,13 +168,16 @@ class FlightDaemon:
         link = asyncio.create_task(self._link_loop(), name="link")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         control = asyncio.create_task(self.control.run(), name="control")
+        self.supervisor.wake_each_tick("dispatcher", self._wake.set)
+        self.supervisor.ping_each_tick("journal", lambda: self.writer.submit(lambda j: None, durable=False))
+        supervisor = asyncio.create_task(self.supervisor.run(), name="supervisor")
         try:
             await self._stop.wait()
             await self._shutdown()
         finally:
-            for task in (dispatcher, control, link):
+            for task in (dispatcher, control, link, supervisor):
                 task.cancel()
-            await asyncio.gather(dispatcher, control, link, return_exceptions=True)
+            await asyncio.gather(dispatcher, control, link, supervisor, return_exceptions=True)
             self.executor.shutdown()
             self.writer.close()
             self.journal.close()
@@ -205,6 +212,7 @@ class FlightDaemon:
 
     async def _shutdown(self) -> None:
         log.info("stopping: intake closed, %d job(s) running", len(self._running))
+        self.supervisor.stopping(f"stopping: {len(self._running)} job(s) running")
         self._intake_open = False
         client = self._client
         if client is not None and self.conflict is None:  # the session is the rival's: leave it as it is
@@ -260,6 +268,7 @@ class FlightDaemon:
         backoff = self.settings.link.reconnect_min_s
         while True:
             connected_at: float | None = None
+            self.supervisor.health.check_in("link")  # alive, connecting or reconnecting
             try:
                 seen = await read_status(self.url, self.topics)  # before taking the session: is it someone else's?
                 if seen is not None and self._yield_to_rival(seen):
@@ -269,6 +278,7 @@ class FlightDaemon:
                     connected_at = time.monotonic()
                     await self._on_connect(client)
                     async for message in client.messages:
+                        self.supervisor.health.check_in("link")
                         if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
                             return  # leave the session at once: take nothing more from it
                         self._route(message)
@@ -309,6 +319,7 @@ class FlightDaemon:
                 record = self.journal.get(job_id)
                 if record is not None:
                     self._publish_state(record)
+        self.supervisor.mark_ready()  # the journal is open (since __init__) and the broker connected
 
     async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
         """Publish and wait (at most 10 s) for the broker's PUBACK; False when that fails."""
@@ -320,6 +331,7 @@ class FlightDaemon:
         except aiomqtt.MqttError as exc:
             log.debug("publish to %s failed: %s", topic, exc)
             return False
+        self.supervisor.health.check_in("link")  # the broker acknowledged: the link works
         return True
 
     def _background(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
@@ -456,7 +468,12 @@ class FlightDaemon:
     # ================================================================================= dispatcher
 
     async def _dispatch_loop(self) -> None:
+        hang_file = self.settings.supervision.test_hang_dispatcher_file
         while True:
+            if hang_file is not None and hang_file.exists():
+                log.error("TEST fault hook: %s exists, the dispatcher hangs now", hang_file)
+                await asyncio.Event().wait()
+            self.supervisor.health.check_in("dispatcher")  # woken at least every supervisor tick
             await self._wake.wait()
             self._wake.clear()
             step = plan_wake(
@@ -638,6 +655,22 @@ class FlightDaemon:
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
 
+    def _status_line(self) -> str:
+        """systemd's STATUS= (``systemctl status flightd``)."""
+        link = "online" if self._client is not None else "link down"
+        return (f"{link}, mode {self.throttle.mode.value}, {len(self._queue)} queued, "
+                f"{len(self._running)} running, {self.jobs_done} done")
+
+    def _health_event(self, entry: HealthEntry, report: HealthReport) -> None:
+        """A task going late, fatal or back to health, on the wire."""
+        severities: dict[TaskState, Severity] = {TaskState.OK: "info", TaskState.WARN: "warning",
+                                                 TaskState.FATAL: "error"}
+        severity = severities[entry.state]
+        kind = EventKind.LIFECYCLE if entry.state is TaskState.OK else EventKind.ERROR
+        self._event(kind, f"task {entry.name} {entry.state.value}", severity=severity, task=entry.name,
+                    age_s=round(entry.age_s(report.at_s), 3), period_s=entry.period_s,
+                    warn_count=entry.warn_count, fatal_count=entry.fatal_count)
+
     def _heartbeat(self) -> None:
         t = self.throttle
         h = self.control.health
@@ -716,6 +749,7 @@ class FlightDaemon:
             self._publish_soon(self.topics.result(job_id), b"", retain=True)
 
     async def _control_cycle(self) -> None:
+        self.supervisor.health.check_in("control")
         self._govern()
         sample = self._compute_sample()
         self._publish_soon(self.topics.telemetry("compute"), encode(sample), qos=0)

@@ -69,6 +69,25 @@ class JournalSettings(BaseModel):
         return value.upper()
 
 
+class SupervisionSettings(BaseModel):
+    """Health table (flight/health.py): each task must check in within its period (s) for flightd to
+    send systemd ``WATCHDOG=1``. The link checks in on every acknowledged publish (the status
+    heartbeat at least) and every reconnect attempt, so its period must exceed
+    ``link.reconnect_max_s`` plus the 10 s connect timeout. See docs/boards.md."""
+
+    link_period_s: float = Field(default=30.0, gt=0)
+    dispatcher_period_s: float = Field(default=2.0, gt=0)
+    control_periods: float = Field(
+        default=3.0, ge=1.5, description="control cycle: this many control periods (at least 1 s)"
+    )
+    journal_period_s: float = Field(default=10.0, gt=0)
+    test_hang_dispatcher_file: Path | None = Field(
+        default=None,
+        description="TEST-ONLY fault hook: when set and this file exists, the dispatcher stops for good "
+        "(to show that a hung task stops the watchdog); never set it in flight",
+    )
+
+
 class FlightSettings(BaseSettings):
     """Everything flightd needs to run."""
 
@@ -84,6 +103,7 @@ class FlightSettings(BaseSettings):
     link: LinkSettings = Field(default_factory=LinkSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     governor: dict[str, Any] | None = Field(
         default=None, description="governor configuration (flight.governor); absent: no throttling"
     )
