@@ -4,8 +4,9 @@ Invariants shared by all messages:
 - ``schema_version`` is :data:`link.SCHEMA_VERSION`; anything else is refused with a clear reason.
 - Unknown fields are refused (``extra="forbid"``): a typo on the ground is an error, not a silent default.
 - Times are POSIX seconds (UTC, float). Durations are seconds. Powers are W, energies Wh, temperatures °C.
-- Identifiers that appear in topics (job ids, command ids, satellite ids, model names) match
-  :data:`ID_PATTERN`, so they can never contain MQTT wildcards or level separators.
+- Identifiers match :data:`ID_PATTERN`, so they can never contain MQTT wildcards or level separators;
+  those that become a topic level (satellite, job, command and upload ids, telemetry channels) match the
+  narrower :data:`TOPIC_ID_PATTERN` (no ``.``), so every broker orbitd runs on carries them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from link.tensor import Tensor
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+TOPIC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+"""An identifier that is a topic level: :data:`ID_PATTERN` without ``.``. nats-server before 2.10 (Debian
+ships 2.9.10) refuses a ``.`` in an MQTT topic: it disconnects the publisher and fails the subscription
+(docs.nats.io, "MQTT Topics and NATS Subjects"; tests/test_nats_cluster.py)."""
+TopicId = Annotated[str, Field(pattern=TOPIC_ID_PATTERN)]
 TensorName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -73,7 +79,7 @@ class JobRequest(WireModel):
     and the job expires instead of running.
     """
 
-    job_id: Identifier
+    job_id: TopicId
     model: Identifier
     version: Identifier | None = None
     inputs: dict[TensorName, Tensor] = Field(min_length=1, max_length=64)
@@ -90,7 +96,7 @@ class JobStateEvent(WireModel):
     starts (a job requeued after a reset or a preemption runs again with ``attempt`` + 1).
     """
 
-    job_id: Identifier
+    job_id: TopicId
     state: JobState
     at_utc: float
     reason: str | None = None
@@ -103,7 +109,7 @@ class JobStateEvent(WireModel):
 class JobResult(WireModel):
     """Satellite -> ground, retained on ``results/<id>`` until the ground acknowledges it."""
 
-    job_id: Identifier
+    job_id: TopicId
     model: Identifier
     version: Identifier
     outputs: dict[TensorName, Tensor]
@@ -129,7 +135,7 @@ class Status(WireModel):
     """Satellite -> ground, retained on ``status``; the broker publishes ``state="offline"`` as the
     last will when flightd's connection dies. Heartbeat period is ``heartbeat_s``."""
 
-    sat: Identifier
+    sat: TopicId
     state: Literal["online", "offline"]
     at_utc: float | None = None
     flightd_version: str | None = None
@@ -156,8 +162,8 @@ class Telemetry(WireModel):
     The channels, their measurements and units are defined in :mod:`link.telemetry` (docs/icd.md's table).
     """
 
-    sat: Identifier
-    channel: Identifier
+    sat: TopicId
+    channel: TopicId
     t_s: float
     at_utc: float | None = None
     values: dict[str, float]
@@ -169,7 +175,7 @@ class Telemetry(WireModel):
 class CancelJob(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["cancel"] = "cancel"
-    job_id: Identifier
+    job_id: TopicId
 
 
 class AckResult(BaseModel):
@@ -177,13 +183,13 @@ class AckResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["ack_result"] = "ack_result"
-    job_id: Identifier
+    job_id: TopicId
 
 
 class GetJob(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["get_job"] = "get_job"
-    job_id: Identifier
+    job_id: TopicId
 
 
 class ListJobs(BaseModel):
@@ -230,7 +236,7 @@ class Command(WireModel):
     accepted once.
     """
 
-    command_id: Identifier
+    command_id: TopicId
     issued_utc: float
     body: CommandAction
     auth: Auth | None = None
@@ -239,7 +245,7 @@ class Command(WireModel):
 class CommandReply(WireModel):
     """Satellite -> ground on ``cmd/<command_id>/reply``."""
 
-    command_id: Identifier
+    command_id: TopicId
     ok: bool
     error: str | None = None
     data: Any = None
