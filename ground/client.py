@@ -185,8 +185,8 @@ class GroundClient:
                 if filters and (refused := refused_filters(filters, await client.subscribe(filters))):
                     raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
             except aiomqtt.MqttError:
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.__aexit__(None, None, None)
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):  # a graceful DISCONNECT may hang
+                    await asyncio.wait_for(client.__aexit__(None, None, None), 5.0)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, backoff_max_s)
                 continue
