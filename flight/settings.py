@@ -16,7 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from link.messages import ID_PATTERN
+from link.messages import TOPIC_ID_PATTERN
+from link.transport import BrokerList
 
 
 class ExecutorSettings(BaseModel):
@@ -93,8 +94,11 @@ class FlightSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ORBITD_", env_nested_delimiter="__", extra="forbid")
 
-    broker: str = "mqtt://127.0.0.1:1883"
-    sat: str = Field(default="sat1", pattern=ID_PATTERN)
+    broker: str = Field(
+        default="mqtt://127.0.0.1:1883",
+        description="mqtt://host:port, or a cluster's nodes as mqtt://a:1883,mqtt://b:1883 (tried in turn)",
+    )
+    sat: str = Field(default="sat1", pattern=TOPIC_ID_PATTERN)
     data_dir: Path = Path("var/flightd")
     models_dir: Path = Path("models")
     shutdown_grace_s: float = Field(default=10.0, ge=0)
@@ -109,6 +113,12 @@ class FlightSettings(BaseSettings):
     )
 
     _toml_file: ClassVar[Path | None] = None
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_list(cls, value: str) -> str:
+        BrokerList.parse(value)  # ValueError names the bad entry
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -2,6 +2,7 @@
 
     hil plant  --broker URL --sat ID --scenario NAME --warp X [--rate HZ] [--duration S]
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
+    hil nats   [--dir DIR] [--nodes 3]    (nats-server cluster with MQTT: the fleet's ground broker)
     hil scenarios                         (list the bundled scenarios)
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +34,14 @@ def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
+
+
+def _add_nats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("nats", help="run a nats-server cluster with its MQTT listener on loopback (fleet ground)")
+    p.add_argument("--dir", type=Path, default=Path("var/nats"), help="configs, logs and JetStream stores")
+    p.add_argument("--nodes", type=int, default=3, help="cluster size (MQTT streams replicated on up to 3)")
+    p.add_argument("--mqtt-port", type=int, help="MQTT port of node 1; node i listens on PORT + i - 1 "
+                   "(default: free ports)")
 
 
 def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_plant(sub)
     _add_broker(sub)
+    _add_nats(sub)
     sub.add_parser("scenarios", help="list the bundled scenarios")
     _add_sil(sub)
     return parser
@@ -81,6 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hil.embedded_broker import serve_forever
 
             asyncio.run(serve_forever(args.host, args.port))
+        elif args.command == "nats":
+            import signal
+
+            from hil.nats_cluster import NatsCluster
+
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the nodes too
+            ports = None if args.mqtt_port is None else [args.mqtt_port + i for i in range(args.nodes)]
+            with NatsCluster(args.dir, size=args.nodes, mqtt_ports=ports) as cluster:
+                print(f"{args.nodes} nodes ready in {cluster.ready_s:.1f} s; configs and logs under {args.dir}")
+                print(f"broker list: {cluster.url}", flush=True)
+                while all(node.alive() for node in cluster.nodes):
+                    time.sleep(0.5)
+                raise RuntimeError("a nats-server node exited: see its nats.log")
         elif args.command == "sil":
             import json
             from dataclasses import asdict
