@@ -32,6 +32,7 @@ from flight.governor.admission import QueuedJob as GovernorJob
 from flight.governor.admission import RunningJob
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
+from flight.metrics import FlightMetrics
 from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, expired, next_job
 from flight.rate_group import RateGroup
@@ -62,7 +63,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
-from link.telemetry import COMPUTE, compute_values
+from link.telemetry import BOARD_C, COMPUTE, COMPUTE_W, POWER, THERMAL, compute_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -110,7 +111,9 @@ class FlightDaemon:
         self.url = BrokerUrl.parse(settings.broker)
         journal_path = settings.data_dir / "journal.sqlite3"
         self.journal = JobJournal(journal_path, settings.journal.synchronous)  # reads (and start-up)
-        self.writer = JournalWriter(journal_path, settings.journal.synchronous)  # every write at run time
+        self.metrics = FlightMetrics(settings.sat, __version__)  # served only when settings.metrics.enabled
+        self.writer = JournalWriter(journal_path, settings.journal.synchronous,  # every write at run time
+                                    on_commit=self.metrics.journal_commit)
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
@@ -146,6 +149,7 @@ class FlightDaemon:
 
     async def run(self) -> None:
         self._start()
+        self._serve_metrics()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -161,6 +165,7 @@ class FlightDaemon:
                 task.cancel()
             await asyncio.gather(dispatcher, control, link, return_exceptions=True)
             self.executor.shutdown()
+            self.metrics.close()
             self.writer.close()
             self.journal.close()
             log.info("flightd stopped")
@@ -191,6 +196,17 @@ class FlightDaemon:
             len(problems),
         )
         self._wake.set()
+
+    def _serve_metrics(self) -> None:
+        m = self.settings.metrics
+        if not m.enabled:
+            return
+        try:
+            port = self.metrics.serve(m.host, m.port)
+        except OSError as exc:  # metrics are for the operators: flightd runs on without them
+            log.error("metrics endpoint on %s:%d not started: %s", m.host, m.port, exc)
+            return
+        log.info("metrics on http://%s:%d/metrics", m.host, port)
 
     async def _shutdown(self) -> None:
         log.info("stopping: intake closed, %d job(s) running", len(self._running))
@@ -521,6 +537,7 @@ class FlightDaemon:
             result_payload = encode(result, binary)
             done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
             self.jobs_done += 1
+            self.metrics.inference(entry.manifest.name, outcome.run_s)
             if self.governor is not None:
                 self.governor.record_run(entry.manifest.name, outcome.run_s, threads)
             # State before result: once the ground holds the result, the retained state already says done.
@@ -619,7 +636,9 @@ class FlightDaemon:
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
             return
-        if sample.channel != "compute":
+        if sample.channel != COMPUTE:
+            self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
+                               temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
@@ -706,12 +725,16 @@ class FlightDaemon:
 
     async def _control_cycle(self) -> None:
         self._govern()
+        t, h = self.throttle, self.control.health
+        self.metrics.control_cycle(mode=t.mode, budget_w=t.budget_w, queued=len(self._queue),
+                                   running=len(self._running), slip_s=h.last_slip_s, overruns=h.overruns)
         sample = self._compute_sample()
         self._publish_soon(self.topics.telemetry("compute"), encode(sample), qos=0)
         now_m = time.monotonic()
         if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
             self._last_heartbeat = now_m
             self._heartbeat()
+            self.metrics.job_counts(self.journal.counts())
             cutoff = self.clock() - self.settings.journal.retention_s
             self._background(self._purge(cutoff), "journal purge")
         if self._queue:

@@ -61,6 +61,15 @@ class JournalSettings(BaseModel):
         return value.upper()
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus ``/metrics`` endpoint (:mod:`flight.metrics`); off unless ``enabled``. The default
+    address is loopback only: expose it deliberately (``host = "0.0.0.0"``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9470, ge=0, le=65535, description="TCP port; 0 picks a free one (logged)")
+
+
 class FlightSettings(BaseSettings):
     """Everything flightd needs to run."""
 
@@ -76,6 +85,7 @@ class FlightSettings(BaseSettings):
     link: LinkSettings = Field(default_factory=LinkSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     governor: dict[str, Any] | None = Field(
         default=None, description="governor configuration (flight.governor); absent: no throttling"
     )
