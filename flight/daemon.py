@@ -37,6 +37,7 @@ from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, expired, next_job
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
+from flight.sequences import SequenceError, SequenceService
 from flight.settings import FlightSettings
 from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key, verify
@@ -63,6 +64,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
+from link.sequence import SequenceCommand
 from link.telemetry import BOARD_C, COMPUTE, COMPUTE_W, POWER, THERMAL, compute_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
@@ -126,6 +128,8 @@ class FlightDaemon:
         self.governor = (
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
+        self.sequences = SequenceService(self.journal, self.writer, self.registry, self._on_submit, self._event,
+                                         self.metrics, self.clock, settings.sequences.time_scale)
         self._new_samples: list[Telemetry] = []
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
@@ -178,6 +182,7 @@ class FlightDaemon:
         for r in self.journal.jobs([JobState.QUEUED]):
             self._queue[r.job_id] = QueuedJob(r.job_id, r.model, r.priority, r.deadline_utc, r.received_utc)
         problems = self.registry.scan()
+        self.sequences.load()
         for spec in self.settings.executor.preload:
             name, _, version = spec.partition("/")
             try:
@@ -257,7 +262,7 @@ class FlightDaemon:
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         t = self.topics
-        subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1)]
+        subscriptions = [(t.command, 1), (t.sequence_command, 1), (t.telemetry_all, 0), (t.upload_all, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
         await client.subscribe(subscriptions)
@@ -338,6 +343,8 @@ class FlightDaemon:
                 self._on_submit(payload)
             elif topic.matches(self.topics.command):
                 self._background(self._on_command(payload), "command")
+            elif topic.matches(self.topics.sequence_command):
+                self._background(self._on_command(payload, SequenceCommand), "sequence command")
             elif topic.matches(self.topics.telemetry_all):
                 self._on_telemetry(payload)
             elif topic.matches(self.topics.upload_all):
@@ -553,13 +560,16 @@ class FlightDaemon:
 
     # =================================================================================== commands
 
-    async def _on_command(self, payload: bytes) -> None:
+    async def _on_command(self, payload: bytes, envelope: type[Command | SequenceCommand] = Command) -> None:
         command_id = peek_field(payload, "command_id")
         try:
-            command = decode(payload, Command).message
+            command = decode(payload, envelope).message
             self._authenticate(command, peek_header(payload))
-            data = await self._execute(command)
-        except (WireError, AuthError, CommandError, ModelError) as exc:
+            if isinstance(command, SequenceCommand):
+                data = await self.sequences.execute(command.body)
+            else:
+                data = await self._execute(command)
+        except (WireError, AuthError, CommandError, ModelError, SequenceError) as exc:
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
             self._event(EventKind.ERROR, f"command refused: {exc}", severity="warning", command_id=command_id)
             if command_id is not None:
@@ -569,7 +579,7 @@ class FlightDaemon:
         reply = CommandReply(command_id=command.command_id, ok=True, data=data)
         self._publish_soon(self.topics.command_reply(command.command_id), encode(reply))
 
-    def _authenticate(self, command: Command, received: dict[str, object] | None) -> None:
+    def _authenticate(self, command: Command | SequenceCommand, received: dict[str, object] | None) -> None:
         if not self.keys:
             return
         verify(command, self.keys, received=received)
@@ -642,6 +652,7 @@ class FlightDaemon:
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
+            self.sequences.observe(sample)
 
     def _heartbeat(self) -> None:
         t = self.throttle
@@ -725,6 +736,8 @@ class FlightDaemon:
 
     async def _control_cycle(self) -> None:
         self._govern()
+        if self._intake_open:  # a timebase: plant telemetry has anchored mission time
+            self.sequences.cycle(self.mission.now(time.monotonic()) if self.telemetry else None)
         t, h = self.throttle, self.control.health
         self.metrics.control_cycle(mode=t.mode, budget_w=t.budget_w, queued=len(self._queue),
                                    running=len(self._running), slip_s=h.last_slip_s, overruns=h.overruns)

@@ -18,6 +18,7 @@ import numpy as np
 from ground.client import GroundError
 from ground.model.cli import add_model_parser
 from ground.options import add_global_options, client_from_args, print_json
+from ground.seq import add_seq_parser
 from ground.tlm.cli import add_tlm_parser
 from link.auth import AuthError
 from link.codec import WireError
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_status)
 
     add_model_parser(sub)
+    add_seq_parser(sub)
 
     icd = sub.add_parser("icd", help="interface control").add_subparsers(dest="icd_command", required=True)
     s = icd.add_parser("schemas", help="write JSON Schema files of every message")

@@ -87,10 +87,12 @@ async def serve(
     rate_hz: float | None = None,
     duration_s: float | None = None,
     physics_dt_s: float = 1.0,
+    clock_jumps: tuple[tuple[float, float], ...] = (),
 ) -> None:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
     forever, or until cancelled). ``rate_hz``: telemetry samples per simulated second (default: the
-    scenario's telemetry period)."""
+    scenario's telemetry period). ``clock_jumps``: (at simulated s, jump s) pairs: from ``at`` on,
+    the published mission time ``t_s`` runs ``jump`` seconds off the plant's (a timebase fault)."""
     if warp <= 0:
         raise ValueError("warp must be > 0")
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
@@ -109,9 +111,9 @@ async def serve(
             while runner.t_s < end:
                 target = min(t0 + warp * (time.monotonic() - wall0), end)
                 for sample in runner.advance_to(target):
-                    message = Telemetry(
-                        sat=sat, channel=sample.channel, t_s=sample.t_s, at_utc=time.time(), values=sample.values
-                    )
+                    offset = sum(jump for at, jump in clock_jumps if sample.t_s >= at)
+                    message = Telemetry(sat=sat, channel=sample.channel, t_s=sample.t_s + offset, at_utc=time.time(),
+                                        values=sample.values)
                     await client.publish(topics.telemetry(sample.channel), encode(message), qos=0)
                 next_wall = wall0 + (runner.t_s + runner.physics_dt_s - t0) / warp
                 await asyncio.sleep(max(next_wall - time.monotonic(), 0.0))
