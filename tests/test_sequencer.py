@@ -223,3 +223,22 @@ def test_shifted_progress_keeps_remaining_time(delta: float, delay: float) -> No
     other.arm(seq({"name": "r", "trigger": {"kind": "after", "delay_s": delay, "of": "start"}}), 0.0, moved)
     assert other.step(Clocks(10.0 + delta + delay - 0.5)) == []
     assert [f.entry for f in other.step(Clocks(10.0 + delta + delay))] == ["r"]
+
+
+def test_docs_worked_examples_are_valid_sequences() -> None:
+    """docs/ops.md's three worked sequence examples validate against the schema (inputs aside)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "ops.md").read_text()
+    ids = []
+    for block in re.findall(r"```toml\n(.*?)```", text, re.S):
+        doc = tomllib.loads(block)
+        if "entries" not in doc:
+            continue
+        for entry in doc["entries"]:
+            assert isinstance(entry["job"]["inputs"], str | dict)
+            entry["job"]["inputs"] = INPUTS
+        ids.append(Sequence.model_validate(doc).sequence_id)
+    assert ids == ["cloudmask-day", "flood-0314", "pass-housekeeping"]
