@@ -231,3 +231,7 @@ class SequenceCommand(WireModel):
     issued_utc: float
     body: SequenceAction
     auth: Auth | None = None
+
+
+SEQUENCE_MESSAGES: tuple[type[WireModel], ...] = (SequenceCommand,)
+"""The messages of this module that travel on their own (exported as JSON Schema by ``ground icd``)."""
