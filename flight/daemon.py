@@ -42,11 +42,13 @@ from flight.governor.admission import RunningJob
 from flight.health import HealthEntry, HealthReport, TaskState
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
+from flight.metrics import FlightMetrics
 from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, deadline_passed
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.sd_notify import SystemdNotifier
+from flight.sequences import SequenceError, SequenceService
 from flight.session import Instance, announce, read_status, rival
 from flight.settings import FlightSettings
 from flight.supervisor import Supervisor, flightd_health
@@ -75,7 +77,18 @@ from link.messages import (
     Status,
     Telemetry,
 )
-from link.telemetry import CLOCK, COMPUTE, RATE, compute_values, unreadable_values
+from link.sequence import SequenceCommand
+from link.telemetry import (
+    BOARD_C,
+    CLOCK,
+    COMPUTE,
+    COMPUTE_W,
+    POWER,
+    RATE,
+    THERMAL,
+    compute_values,
+    unreadable_values,
+)
 from link.topics import TopicMap
 from link.transport import BrokerList, make_client, refused_filters
 
@@ -121,7 +134,9 @@ class FlightDaemon:
         self.url = self.brokers.node(0)  # the node of the current (or next) connection
         journal_path = settings.data_dir / "journal.sqlite3"
         self.journal = JobJournal(journal_path, settings.journal.synchronous)  # reads (and start-up)
-        self.writer = JournalWriter(journal_path, settings.journal.synchronous)  # every write at run time
+        self.metrics = FlightMetrics(settings.sat, __version__)  # served only when settings.metrics.enabled
+        self.writer = JournalWriter(journal_path, settings.journal.synchronous,  # every write at run time
+                                    on_commit=self.metrics.journal_commit)
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
@@ -137,6 +152,8 @@ class FlightDaemon:
         self.governor = (
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
+        self.sequences = SequenceService(self.journal, self.writer, self.registry, self._on_submit, self._event,
+                                         self.metrics, self.clock, settings.sequences.time_scale)
         self._new_samples: list[Telemetry | Sample] = []
         self.instance = Instance.new(self.clock())
         self.conflict: str | None = None
@@ -163,6 +180,7 @@ class FlightDaemon:
 
     async def run(self) -> None:
         self._start()
+        self._serve_metrics()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -181,6 +199,7 @@ class FlightDaemon:
                 task.cancel()
             await asyncio.gather(dispatcher, control, link, supervisor, return_exceptions=True)
             self.executor.shutdown()
+            self.metrics.close()
             self.writer.close()
             self.journal.close()
             log.info("flightd stopped")
@@ -193,6 +212,7 @@ class FlightDaemon:
         for r in self.journal.jobs([JobState.QUEUED]):
             self._queue[r.job_id] = QueuedJob(r.job_id, r.priority, r.model, r.received_utc, r.deadline_utc)
         problems = self.registry.scan()
+        self.sequences.load()
         for spec in self.settings.executor.preload:
             name, _, version = spec.partition("/")
             try:
@@ -211,6 +231,17 @@ class FlightDaemon:
             len(problems),
         )
         self._wake.set()
+
+    def _serve_metrics(self) -> None:
+        m = self.settings.metrics
+        if not m.enabled:
+            return
+        try:
+            port = self.metrics.serve(m.host, m.port)
+        except OSError as exc:  # metrics are for the operators: flightd runs on without them
+            log.error("metrics endpoint on %s:%d not started: %s", m.host, m.port, exc)
+            return
+        log.info("metrics on http://%s:%d/metrics", m.host, port)
 
     async def _shutdown(self) -> None:
         log.info("stopping: intake closed, %d job(s) running", len(self._running))
@@ -308,7 +339,8 @@ class FlightDaemon:
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         t = self.topics
-        subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1), (t.status, 1)]
+        subscriptions = [(t.command, 1), (t.sequence_command, 1), (t.telemetry_all, 0), (t.upload_all, 1),
+                         (t.status, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
         refused = refused_filters(subscriptions, await client.subscribe(subscriptions))
@@ -393,6 +425,8 @@ class FlightDaemon:
                 self._on_submit(payload)
             elif topic.matches(self.topics.command):
                 self._background(self._on_command(payload), "command")
+            elif topic.matches(self.topics.sequence_command):
+                self._background(self._on_command(payload, SequenceCommand), "sequence command")
             elif topic.matches(self.topics.telemetry_all):
                 self._on_telemetry(payload)
             elif topic.matches(self.topics.upload_all):
@@ -567,6 +601,7 @@ class FlightDaemon:
             result_payload = encode(result, binary)
             done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
             self.jobs_done += 1
+            self.metrics.inference(entry.manifest.name, outcome.run_s)
             if self.governor is not None:
                 self.governor.record_run(entry.manifest.name, outcome.run_s, threads)
             # State before result: once the ground holds the result, the retained state already says done.
@@ -582,14 +617,17 @@ class FlightDaemon:
 
     # =================================================================================== commands
 
-    async def _on_command(self, payload: bytes) -> None:
+    async def _on_command(self, payload: bytes, envelope: type[Command | SequenceCommand] = Command) -> None:
         command_id = peek_field(payload, "command_id")
         try:
-            command = decode(payload, Command).message
+            command = decode(payload, envelope).message
             self.guard.check(command, issued_utc=command.issued_utc, received=peek_header(payload),
                              once_id=command.command_id)
-            data = await self._execute(command)
-        except (WireError, AuthError, CommandError, ModelError) as exc:
+            if isinstance(command, SequenceCommand):
+                data = await self.sequences.execute(command.body)
+            else:
+                data = await self._execute(command)
+        except (WireError, AuthError, CommandError, ModelError, SequenceError) as exc:
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
             self._event(EventKind.ERROR, f"command refused: {exc}", severity="warning", command_id=command_id)
             if command_id is not None:
@@ -659,9 +697,12 @@ class FlightDaemon:
         if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
             self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
         elif sample.channel != COMPUTE:
+            self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
+                               temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
+            self.sequences.observe(sample)
 
     def _status_line(self) -> str:
         """systemd's STATUS= (``systemctl status flightd``)."""
@@ -759,12 +800,18 @@ class FlightDaemon:
     async def _control_cycle(self) -> None:
         self.supervisor.health.check_in("control")
         self._govern()
+        if self._intake_open:  # a timebase: plant telemetry has anchored mission time
+            self.sequences.cycle(self.mission.now(time.monotonic()) if self.telemetry else None)
+        t, h = self.throttle, self.control.health
+        self.metrics.control_cycle(mode=t.mode, budget_w=t.budget_w, queued=len(self._queue),
+                                   running=len(self._running), slip_s=h.last_slip_s, overruns=h.overruns)
         sample = self._compute_sample()
         self._publish_soon(self.topics.telemetry("compute"), encode(sample), qos=0)
         now_m = time.monotonic()
         if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
             self._last_heartbeat = now_m
             self._heartbeat()
+            self.metrics.job_counts(self.journal.counts())
             cutoff = self.clock() - self.settings.journal.retention_s
             self._background(self._purge(cutoff), "journal purge")
         if self._queue:

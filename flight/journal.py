@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     request       BLOB
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS sequences (
+    sequence_id   TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    document      TEXT NOT NULL,
+    progress      TEXT NOT NULL,
+    received_utc  REAL NOT NULL,
+    updated_utc   REAL NOT NULL,
+    reason        TEXT
+);
+CREATE TABLE IF NOT EXISTS sequence_firings (
+    sequence_id   TEXT NOT NULL REFERENCES sequences(sequence_id) ON DELETE CASCADE,
+    entry         TEXT NOT NULL,
+    occurrence    INTEGER NOT NULL,
+    job_id        TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    late_s        REAL NOT NULL,
+    mission_s     REAL,
+    fired_utc     REAL NOT NULL,
+    due           TEXT NOT NULL,
+    PRIMARY KEY (sequence_id, entry, occurrence)
+);
 CREATE TABLE IF NOT EXISTS results (
     job_id        TEXT PRIMARY KEY REFERENCES jobs(job_id),
     payload       BLOB NOT NULL,
@@ -89,6 +110,27 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         completions=int(row[9]),
         reason=None if row[10] is None else str(row[10]),
     )
+
+
+@dataclass(frozen=True)
+class SequenceRecord:
+    """One stored sequence: its JSON document, the engine's progress (JSON) and its state."""
+
+    sequence_id: str
+    state: str
+    document: str
+    progress: str
+    received_utc: float
+    updated_utc: float
+    reason: str | None
+
+
+_SEQ_COLUMNS = "sequence_id, state, document, progress, received_utc, updated_utc, reason"
+
+
+def _sequence_record(row: tuple[Any, ...]) -> SequenceRecord:
+    return SequenceRecord(str(row[0]), str(row[1]), str(row[2]), str(row[3]), float(row[4]), float(row[5]),
+                          None if row[6] is None else str(row[6]))
 
 
 class JobJournal:
@@ -277,6 +319,57 @@ class JobJournal:
             db.executemany("DELETE FROM results WHERE job_id = ?", [(i,) for i in ids])
             db.executemany("DELETE FROM jobs WHERE job_id = ?", [(i,) for i in ids])
         return ids
+
+    # ----------------------------------------------------------------------------- sequences
+
+    def add_sequence(self, sequence_id: str, document: str, progress: str, now_utc: float) -> bool:
+        """Store a new armed sequence (its JSON ``document`` and engine ``progress``); False (nothing
+        written) when ``sequence_id`` is onboard already."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO sequences (sequence_id, state, document, progress, received_utc, updated_utc)"
+                " VALUES (?, 'armed', ?, ?, ?, ?)",
+                (sequence_id, document, progress, now_utc, now_utc),
+            )
+            return cur.rowcount == 1
+
+    def save_sequence(self, sequence_id: str, state: str, progress: str, now_utc: float,
+                      reason: str | None = None, firings: Sequence[tuple[Any, ...]] = ()) -> None:
+        """Record a sequence's state and progress, and its new ``firings`` (entry, occurrence,
+        job_id, action, late_s, mission_s, due), in one transaction."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sequences SET state = ?, progress = ?, updated_utc = ?, reason = COALESCE(?, reason)"
+                " WHERE sequence_id = ?",
+                (state, progress, now_utc, reason, sequence_id),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO sequence_firings (sequence_id, entry, occurrence, job_id, action, late_s,"
+                " mission_s, due, fired_utc) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(sequence_id, *f, now_utc) for f in firings],
+            )
+
+    def sequences(self, states: list[str] | None = None) -> list[SequenceRecord]:
+        """Stored sequences, oldest first, optionally only in ``states``."""
+        query = f"SELECT {_SEQ_COLUMNS} FROM sequences"
+        args: tuple[Any, ...] = ()
+        if states:
+            query += f" WHERE state IN ({','.join('?' for _ in states)})"
+            args = tuple(states)
+        return [_sequence_record(r) for r in self._db.execute(query + " ORDER BY received_utc", args).fetchall()]
+
+    def get_sequence(self, sequence_id: str) -> SequenceRecord | None:
+        row = self._db.execute(f"SELECT {_SEQ_COLUMNS} FROM sequences WHERE sequence_id = ?", (sequence_id,)).fetchone()
+        return None if row is None else _sequence_record(row)
+
+    def sequence_firings(self, sequence_id: str) -> list[dict[str, Any]]:
+        """The sequence's firings in the order they happened."""
+        rows = self._db.execute(
+            "SELECT entry, occurrence, job_id, action, late_s, mission_s, due, fired_utc FROM sequence_firings"
+            " WHERE sequence_id = ? ORDER BY fired_utc, rowid", (sequence_id,)
+        ).fetchall()
+        keys = ("entry", "occurrence", "job_id", "action", "late_s", "mission_s", "due", "fired_utc")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,17 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class JournalWriter:
     """``await writer.submit(lambda j: j.add(...))``; writes are applied in submission order."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL", max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "FULL",
+        max_batch: int = 256,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """``on_commit(writes, seconds)`` is called on the writer thread after each transaction
+        (the time covers the writes and the commit with its fsync)."""
         self._path = Path(path)
+        self._on_commit = on_commit
         self._synchronous = synchronous
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
@@ -95,6 +105,7 @@ class JournalWriter:
 
     def _apply(self, journal: JobJournal, batch: list[_Write]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             with journal.batch(durable=any(w.durable for w in batch)):
                 for write in batch:
@@ -107,6 +118,11 @@ class JournalWriter:
             outcomes = [(None, exc)] * len(batch)
         self.batches += 1
         self.writes += len(batch)
+        if self._on_commit is not None:
+            try:
+                self._on_commit(len(batch), time.perf_counter() - started)
+            except Exception:  # a metrics hook must never stop the journal
+                log.exception("journal on_commit hook failed")
         for write, (result, error) in zip(batch, outcomes, strict=True):
             write.loop.call_soon_threadsafe(_settle, write.future, result, error)
 

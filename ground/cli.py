@@ -18,6 +18,7 @@ import numpy as np
 from ground.client import GroundError
 from ground.model.cli import add_model_parser
 from ground.options import add_global_options, client_from_args, print_json
+from ground.seq import add_seq_parser
 from ground.tlm.cli import add_tlm_parser
 from link.auth import AuthError
 from link.codec import WireError
@@ -142,6 +143,13 @@ async def cmd_icd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_icd_xtce(args: argparse.Namespace) -> int:
+    from ground.xtce import configured_limits, write_mission_database
+
+    print(write_mission_database(args.output, configured_limits(args.config), name=args.sat))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ground", description="orbitd ground segment")
     add_global_options(p)
@@ -185,11 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_status)
 
     add_model_parser(sub)
+    add_seq_parser(sub)
 
     icd = sub.add_parser("icd", help="interface control").add_subparsers(dest="icd_command", required=True)
     s = icd.add_parser("schemas", help="write JSON Schema files of every message")
     s.add_argument("-o", "--output", type=Path, required=True)
     s.set_defaults(handler=cmd_icd_schemas)
+    s = icd.add_parser("xtce", help="write the XTCE 1.2 mission database (telemetry, limits, commands)")
+    s.add_argument("-o", "--output", type=Path, required=True, help="the XML file to write")
+    s.add_argument("--config", type=Path, help="flightd's TOML configuration: the governor limits to export")
+    s.set_defaults(handler=cmd_icd_xtce)
     add_tlm_parser(sub)
     return p
 

@@ -49,6 +49,7 @@ from link.messages import (
     RollbackModel,
     Status,
 )
+from link.sequence import SequenceAction, SequenceCommand
 from link.topics import TopicMap
 from link.transport import BrokerList, make_client, publish_packet_bytes, refused_filters
 
@@ -420,24 +421,35 @@ class GroundClient:
     async def command(self, body: CommandAction, timeout_s: float | None = None) -> Any:
         """Send a command and return its reply's data; CommandFailed with flightd's reason otherwise."""
         command = Command(command_id=new_id("cmd-"), issued_utc=time.time(), body=body)
+        return await self._request(command, self.topics.command, body.action, timeout_s)
+
+    async def sequence_command(self, body: SequenceAction, timeout_s: float | None = None) -> Any:
+        """As :meth:`command`, for a sequence command (:mod:`link.sequence`) on ``seq/cmd``."""
+        command = SequenceCommand(command_id=new_id("cmd-"), issued_utc=time.time(), body=body)
+        return await self._request(command, self.topics.sequence_command, body.action, timeout_s)
+
+    async def _request(
+        self, command: Command | SequenceCommand, topic: str, action: str, timeout_s: float | None
+    ) -> Any:
+        """Sign (when the client holds a key) and send ``command`` on ``topic``; its reply's data."""
         if self.key is not None and self.key_id is not None:
             command = sign(command, self.key_id, self.key)
         reply_topic = self.topics.command_reply(command.command_id)
         queue = await self._watch(reply_topic, subscribe=False)
         try:
-            await self.mqtt.publish(self.topics.command, encode(command), qos=1)
+            await self.mqtt.publish(topic, encode(command), qos=1)
             _, payload = await asyncio.wait_for(queue.get(), timeout_s or self.timeout_s)
         except aiomqtt.MqttError as exc:
-            raise GroundError(f"{body.action}: link to {self.url} lost ({exc}); send it again") from None
+            raise GroundError(f"{action}: link to {self.url} lost ({exc}); send it again") from None
         except TimeoutError:
             raise GroundError(
-                f"{body.action}: no reply from {self.topics.sat} within {timeout_s or self.timeout_s:.0f} s"
+                f"{action}: no reply from {self.topics.sat} within {timeout_s or self.timeout_s:.0f} s"
             ) from None
         finally:
             self._watched.pop(reply_topic, None)
         reply = decode(payload, CommandReply).message
         if not reply.ok:
-            raise CommandFailed(f"{body.action} refused: {reply.error}")
+            raise CommandFailed(f"{action} refused: {reply.error}")
         return reply.data
 
     async def ack(self, job_id: str) -> Any:

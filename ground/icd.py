@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from link.manifest import ModelManifest
 from link.messages import ALL_MESSAGES
+from link.sequence import SEQUENCE_MESSAGES
 from link.telemetry import CHANNELS
 from link.uplink import UPLOAD_MESSAGES
 
@@ -30,7 +31,7 @@ def write_schemas(directory: Path) -> list[Path]:
     """Write ``<Message>.schema.json`` for every message (and the model manifest); returns the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    models: list[type[BaseModel]] = [*ALL_MESSAGES, *UPLOAD_MESSAGES, ModelManifest]
+    models: list[type[BaseModel]] = [*ALL_MESSAGES, *UPLOAD_MESSAGES, *SEQUENCE_MESSAGES, ModelManifest]
     for model in models:
         path = directory / f"{model.__name__}.schema.json"
         path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n")

@@ -187,12 +187,15 @@ async def serve(
     duration_s: float | None = None,
     physics_dt_s: float = 1.0,
     lockstep_s: float | None = None,
+    clock_jumps: tuple[tuple[float, float], ...] = (),
 ) -> Pacer:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
     forever, or until cancelled); returns its :class:`Pacer` (``slips``: times the host fell behind).
     ``rate_hz``: telemetry samples per simulated second (default: the scenario's telemetry period).
     ``lockstep_s``: stay at most this many simulated seconds ahead of flightd's reported mission time
-    (None: free-running, for a plant with no flightd)."""
+    (None: free-running, for a plant with no flightd). ``clock_jumps``: (at simulated s, jump s)
+    pairs: from ``at`` on, the published mission time ``t_s`` runs ``jump`` seconds off the plant's
+    (a timebase fault)."""
     if warp <= 0:
         raise ValueError("warp must be > 0")
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
@@ -219,9 +222,9 @@ async def serve(
                 if lock is not None:
                     target = min(target, lock.limit(now))
                 for sample in runner.advance_to(target):
-                    message = Telemetry(
-                        sat=sat, channel=sample.channel, t_s=sample.t_s, at_utc=time.time(), values=sample.values
-                    )
+                    offset = sum(jump for at, jump in clock_jumps if sample.t_s >= at)
+                    message = Telemetry(sat=sat, channel=sample.channel, t_s=sample.t_s + offset, at_utc=time.time(),
+                                        values=sample.values)
                     await client.publish(topics.telemetry(sample.channel), encode(message), qos=0)
                 wait_s = max(pacer.wall_at(runner.t_s + runner.physics_dt_s) - time.monotonic(), 0.0)
                 if held:  # flightd is behind: wake when it reports (or at the next step, whichever first)

@@ -274,6 +274,7 @@ class EventKind(enum.StrEnum):
     MODEL = "model"
     LIFECYCLE = "lifecycle"
     LIMIT = "limit"
+    SEQUENCE = "sequence"
 
 
 Severity = Literal["debug", "info", "warning", "error", "critical"]

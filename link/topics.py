@@ -50,6 +50,11 @@ class TopicMap:
     def command(self) -> str:
         return f"{self.base}/cmd"
 
+    @property
+    def sequence_command(self) -> str:
+        """Sequence uploads and their management (:class:`link.sequence.SequenceCommand`)."""
+        return f"{self.base}/seq/cmd"
+
     def upload(self, upload_id: str) -> str:
         return f"{self.base}/models/upload/{check_id('upload id', upload_id)}"
 

@@ -21,6 +21,7 @@ import pytest
 
 from link.codec import encode, pack_tensors
 from link.messages import ALL_MESSAGES, Command, JobRequest, Ping
+from link.sequence import SEQUENCE_MESSAGES
 from link.uplink import UPLOAD_MESSAGES
 from tests.support import REPO
 
@@ -103,7 +104,7 @@ def load(schema_dir: Path, name: str) -> dict[str, Any]:
 
 
 def test_a_schema_per_message(schema_dir: Path) -> None:
-    names = {m.__name__ for m in (*ALL_MESSAGES, *UPLOAD_MESSAGES)} | {"ModelManifest"}
+    names = {m.__name__ for m in (*ALL_MESSAGES, *UPLOAD_MESSAGES, *SEQUENCE_MESSAGES)} | {"ModelManifest"}
     assert {p.name for p in schema_dir.iterdir()} == {f"{n}.schema.json" for n in names}
     for name in names:
         schema = load(schema_dir, name)

@@ -1,0 +1,244 @@
+"""The onboard sequence service: the I/O shell around the pure :class:`flight.sequencer.Sequencer`.
+
+It stores each uploaded sequence in the journal (``sequences`` table) and arms it; every control
+cycle it gives the engine the clocks and the new telemetry, submits each firing's job through
+flightd's ordinary intake (so the governor bounds it like any other) and records the firing and
+the engine's progress in the journal. On start it re-arms what was armed, so a reset loses no
+occurrence and repeats none: a firing is recorded after its job was handed to the journal writer,
+and a firing replayed after a crash resubmits the same idempotent job id, which the intake ignores.
+
+Clocks: the engine's monotonic clock is ``time.monotonic() * time_scale`` (``time_scale``: mission
+seconds per second, 1 in flight, the warp under the plant simulator). CLOCK_MONOTONIC runs on across
+a flightd restart on the same boot (same ``/proc/sys/kernel/random/boot_id``); after a reboot the
+stored monotonic times are moved by the UTC time that passed (the best estimate there is). Mission
+time and UTC count as a valid timebase once plant telemetry has anchored mission time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flight.journal import JobJournal
+from flight.journal_writer import JournalWriter
+from flight.metrics import FlightMetrics
+from flight.registry import ModelError, ModelRegistry, check_inputs
+from flight.sequencer import Clocks, Firing, SequenceProgress, Sequencer
+from link.codec import WireError, encode, unpack_tensors
+from link.messages import EventKind, JobRequest, Severity, Telemetry
+from link.sequence import CancelSequence, GetSequence, ListSequences, Sequence, SequenceAction, UploadSequence
+
+log = logging.getLogger("flightd.sequences")
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+class SequenceError(Exception):
+    """A sequence command that cannot be carried out; ``str()`` goes back in the reply."""
+
+
+def boot_id(path: Path = BOOT_ID) -> str:
+    """This boot's id (Linux), or "" where there is none."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+EventFn = Callable[..., None]
+
+
+class SequenceService:
+    """``load()`` at start, ``cycle()`` every control cycle, ``execute(body)`` for sequence commands."""
+
+    def __init__(
+        self,
+        journal: JobJournal,
+        writer: JournalWriter,
+        registry: ModelRegistry,
+        submit: Callable[[bytes], None],
+        event: EventFn,
+        metrics: FlightMetrics,
+        clock: Callable[[], float],
+        time_scale: float = 1.0,
+    ) -> None:
+        self.journal, self.writer, self.registry = journal, writer, registry
+        self.submit, self.event, self.metrics, self.clock = submit, event, metrics, clock
+        self.time_scale = time_scale
+        self.engine = Sequencer()
+        self.boot = boot_id()
+        self._saved: dict[str, str] = {}
+        self._samples: list[Telemetry] = []
+
+    def mono_s(self) -> float:
+        return time.monotonic() * self.time_scale
+
+    # ------------------------------------------------------------------------------- start
+
+    def load(self) -> None:
+        """Re-arm every sequence the journal holds armed, its progress moved onto this boot's clock."""
+        now_mono, now_utc = self.mono_s(), self.clock()
+        for record in self.journal.sequences(["armed"]):
+            try:
+                sequence = Sequence.model_validate_json(record.document)
+                stored = json.loads(record.progress)
+                progress = SequenceProgress.from_dict(stored["engine"])
+                if stored.get("boot") != self.boot:
+                    expected = stored["mono_s"] + (now_utc - stored["utc_s"]) * self.time_scale
+                    progress = progress.shifted(now_mono - expected)
+                self.engine.arm(sequence, now_mono, progress)
+                self._saved[sequence.sequence_id] = json.dumps(progress.to_dict(), sort_keys=True)
+            except (ValueError, KeyError) as exc:
+                log.error("sequence %s not re-armed: %s", record.sequence_id, exc)
+                self.event(EventKind.SEQUENCE, f"sequence {record.sequence_id} not re-armed: {exc}",
+                           severity="error", sequence_id=record.sequence_id)
+        if self.engine.armed:
+            log.info("re-armed %d sequence(s): %s", len(self.engine.armed), ", ".join(self.engine.armed))
+
+    # ------------------------------------------------------------------------------- cycle
+
+    def observe(self, sample: Telemetry) -> None:
+        """A telemetry sample for the next cycle (plant channels)."""
+        self._samples.append(sample)
+
+    def cycle(self, mission_s: float | None) -> None:
+        """One engine step: submit what fired, report it, store the progress."""
+        samples, self._samples = self._samples, []
+        if not self.engine.armed:
+            return
+        now_utc = self.clock()
+        clocks = Clocks(self.mono_s(), mission_s, now_utc if mission_s is not None else None)
+        firings = self.engine.step(clocks, samples)
+        by_sequence: dict[str, list[Firing]] = {}
+        for f in firings:
+            by_sequence.setdefault(f.sequence_id, []).append(f)
+            self._fire(f, now_utc)
+        finished = self.engine.finished()
+        for sid in {*self.engine.armed, *finished}:
+            progress = finished.get(sid) or self.engine.progress(sid)
+            assert progress is not None
+            engine_doc = json.dumps(progress.to_dict(), sort_keys=True)
+            if engine_doc == self._saved.get(sid) and sid not in by_sequence:
+                continue
+            self._saved[sid] = engine_doc
+            self._save(sid, progress, clocks, now_utc, by_sequence.get(sid, []))
+            if sid in finished:
+                self._saved.pop(sid, None)
+                severity: Severity = "error" if progress.state == "failed" else "info"
+                self.event(EventKind.SEQUENCE, f"sequence {sid} {progress.state}"
+                           + (f": {progress.reason}" if progress.reason else ""), severity=severity, sequence_id=sid)
+
+    def _fire(self, f: Firing, now_utc: float) -> None:
+        sequence = self._sequence(f.sequence_id)
+        entry = next(e for e in sequence.entries if e.name == f.entry)
+        details = {"sequence_id": f.sequence_id, "entry": f.entry, "occurrence": f.occurrence, "action": f.action,
+                   "late_s": round(f.late_s, 3), "due": f.due, "t_s": f.mission_s}
+        if f.action == "run":
+            job = entry.job
+            request = JobRequest(job_id=f.job_id, model=job.model, version=job.version, inputs=job.inputs,
+                                 priority=job.priority, submitted_utc=now_utc,
+                                 deadline_utc=None if job.deadline_s is None else now_utc + job.deadline_s)
+            self.submit(encode(request))
+            self.metrics.sequence_fired(f.sequence_id)
+            text = f"sequence {f.sequence_id} entry {f.entry} #{f.occurrence} fired job {f.job_id}"
+            self.event(EventKind.SEQUENCE, text + (f" ({f.late_s:.1f} s late)" if f.late else ""),
+                       severity="warning" if f.late else "info", job_id=f.job_id, **details)
+        else:
+            text = (f"sequence {f.sequence_id} entry {f.entry} #{f.occurrence} {f.late_s:.1f} s late: "
+                    f"{'skipped' if f.action == 'skip' else 'failed'} (policy {entry.late})")
+            self.event(EventKind.SEQUENCE, text, severity="error" if f.action == "fail" else "warning", **details)
+        log.info("%s", text)
+
+    def _sequence(self, sequence_id: str) -> Sequence:
+        record = self.journal.get_sequence(sequence_id)
+        if record is None:
+            raise KeyError(sequence_id)
+        return Sequence.model_validate_json(record.document)
+
+    def _save(self, sid: str, progress: SequenceProgress, clocks: Clocks, now_utc: float,
+              firings: list[Firing]) -> None:
+        """Store the progress and the new firings. The write is queued by a task created after the
+        firings' intake tasks, so the journal writer applies it after their jobs are journaled."""
+        doc = json.dumps({"engine": progress.to_dict(), "boot": self.boot, "mono_s": clocks.mono_s,
+                          "utc_s": now_utc})
+        rows = [(f.entry, f.occurrence, f.job_id, f.action, f.late_s, f.mission_s, f.due) for f in firings]
+        state, reason = progress.state, progress.reason
+
+        async def write() -> None:
+            await self.writer.submit(lambda j: j.save_sequence(sid, state, doc, now_utc, reason, rows))
+
+        task = asyncio.get_running_loop().create_task(write())
+        task.add_done_callback(_log_failure)
+
+    # ----------------------------------------------------------------------------- commands
+
+    async def execute(self, body: SequenceAction) -> Any:
+        """Carry out a sequence command; :class:`SequenceError` with the reason when it cannot be."""
+        if isinstance(body, UploadSequence):
+            return await self._upload(body.sequence)
+        if isinstance(body, ListSequences):
+            return [self._summary(r.sequence_id) for r in self.journal.sequences()]
+        record = self.journal.get_sequence(body.sequence_id)
+        if record is None:
+            raise SequenceError(f"unknown sequence {body.sequence_id!r}")
+        if isinstance(body, GetSequence):
+            return {**self._summary(body.sequence_id), "sequence": json.loads(record.document),
+                    "firings": self.journal.sequence_firings(body.sequence_id)}
+        assert isinstance(body, CancelSequence)
+        progress = self.engine.disarm(body.sequence_id)
+        if progress is None:
+            raise SequenceError(f"sequence {body.sequence_id} is {record.state}: nothing to cancel")
+        progress.state = "cancelled"
+        self._saved.pop(body.sequence_id, None)
+        now = self.clock()
+        doc = json.dumps({"engine": progress.to_dict(), "boot": self.boot, "mono_s": self.mono_s(), "utc_s": now})
+        await self.writer.submit(lambda j: j.save_sequence(body.sequence_id, "cancelled", doc, now,
+                                                           "cancelled by ground command"))
+        self.event(EventKind.SEQUENCE, f"sequence {body.sequence_id} cancelled", sequence_id=body.sequence_id)
+        return self._summary(body.sequence_id)
+
+    def check(self, sequence: Sequence) -> None:
+        """SequenceError unless every entry's model is onboard and its inputs fit the model."""
+        for entry in sequence.entries:
+            try:
+                model = self.registry.resolve(entry.job.model, entry.job.version)
+                check_inputs(model.manifest, unpack_tensors(entry.job.inputs))
+            except (ModelError, WireError) as exc:
+                raise SequenceError(f"entry {entry.name}: {exc}") from None
+
+    async def _upload(self, sequence: Sequence) -> dict[str, Any]:
+        self.check(sequence)
+        sid = sequence.sequence_id
+        mono, now = self.mono_s(), self.clock()
+        progress = SequenceProgress(armed_mono_s=mono)
+        doc = json.dumps({"engine": progress.to_dict(), "boot": self.boot, "mono_s": mono, "utc_s": now})
+        inserted = await self.writer.submit(lambda j: j.add_sequence(sid, sequence.model_dump_json(), doc, now))
+        if not inserted:
+            raise SequenceError(f"sequence {sid} is onboard already (cancel it, or upload under a new id)")
+        self.engine.arm(sequence, mono, progress)
+        self.event(EventKind.SEQUENCE, f"sequence {sid} armed ({len(sequence.entries)} entries)", sequence_id=sid)
+        return self._summary(sid)
+
+    def _summary(self, sid: str) -> dict[str, Any]:
+        record = self.journal.get_sequence(sid)
+        assert record is not None
+        progress = self.engine.progress(sid)
+        state = "armed" if progress is not None else record.state
+        fired = {e: p.handled for e, p in progress.entries.items()} if progress is not None else None
+        if fired is None:
+            fired = {}
+            for f in self.journal.sequence_firings(sid):
+                fired[f["entry"]] = max(fired.get(f["entry"], 0), int(f["occurrence"]))
+        return {"sequence_id": sid, "state": state, "received_utc": record.received_utc,
+                "updated_utc": record.updated_utc, "reason": record.reason,
+                "entries": len(json.loads(record.document)["entries"]), "handled": fired}
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sequence progress not stored: %s", task.exception())
