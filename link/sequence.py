@@ -32,9 +32,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 
 from link.messages import Auth, Identifier, TensorName, WireModel
+from link.numbers import INT_MAX, Duration, LinkModel, MissionTime, UtcTime
 from link.tensor import Tensor
 
 SHORT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,23}$"
@@ -60,11 +61,13 @@ ORBIT_EVENTS: dict[str, tuple[str, str]] = {
 MAX_ENTRIES = 256
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Occurrences = Annotated[int, Field(ge=1, le=INT_MAX)]
+"""How many times a trigger fires (``count``) or how many orbits apart (``orbits``): at least 1."""
+Period = Annotated[float, Field(gt=0.0)]
+"""A period or deadline, s: finite and above zero."""
 
 
-class Region(_Strict):
+class Region(LinkModel):
     """A latitude/longitude box, deg. ``lon_min > lon_max`` wraps across the antimeridian."""
 
     lat_min: float = Field(ge=-90, le=90)
@@ -85,11 +88,11 @@ class Region(_Strict):
         return self.lat_min <= lat_deg <= self.lat_max and inside_lon
 
 
-class AtTime(_Strict):
+class AtTime(LinkModel):
     """Fire once at mission time ``mission_s`` (s) or at ``utc``: exactly one is given."""
 
     kind: Literal["at"] = "at"
-    mission_s: float | None = None
+    mission_s: MissionTime | None = None
     utc: AwareDatetime | None = None
 
     @model_validator(mode="after")
@@ -99,23 +102,23 @@ class AtTime(_Strict):
         return self
 
 
-class After(_Strict):
+class After(LinkModel):
     """Fire once ``delay_s`` (s, monotonic) after the previous entry fired or after the start."""
 
     kind: Literal["after"] = "after"
-    delay_s: float = Field(ge=0)
+    delay_s: Duration
     of: Literal["previous", "start"] = "previous"
 
 
-class OrbitEvent(_Strict):
+class OrbitEvent(LinkModel):
     """Fire ``offset_s`` after each ``event`` seen in telemetry, ``count`` times (None: every one)."""
 
     kind: Literal["event"] = "event"
     event: OrbitEventKind
     channel: Identifier = "orbit"
     region: Region | None = None
-    offset_s: float = Field(default=0.0, ge=0)
-    count: int | None = Field(default=1, ge=1)
+    offset_s: Duration = 0.0
+    count: Occurrences | None = 1
 
     @model_validator(mode="after")
     def _region(self) -> OrbitEvent:
@@ -124,15 +127,15 @@ class OrbitEvent(_Strict):
         return self
 
 
-class Every(_Strict):
+class Every(LinkModel):
     """Fire every ``period_s`` s (monotonic) or every ``orbits`` orbits, ``first_after_s`` after the
     start, ``count`` times (None: until cancelled); exactly one of ``period_s`` and ``orbits``."""
 
     kind: Literal["every"] = "every"
-    period_s: float | None = Field(default=None, gt=0)
-    orbits: int | None = Field(default=None, ge=1)
-    first_after_s: float = Field(default=0.0, ge=0)
-    count: int | None = Field(default=None, ge=1)
+    period_s: Period | None = None
+    orbits: Occurrences | None = None
+    first_after_s: Duration = 0.0
+    count: Occurrences | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Every:
@@ -144,7 +147,7 @@ class Every(_Strict):
 Trigger = Annotated[AtTime | After | OrbitEvent | Every, Field(discriminator="kind")]
 
 
-class JobTemplate(_Strict):
+class JobTemplate(LinkModel):
     """The job an entry submits: as :class:`link.messages.JobRequest`, without the id (derived) and
     with ``deadline_s`` relative to the firing instead of an absolute deadline."""
 
@@ -152,7 +155,7 @@ class JobTemplate(_Strict):
     version: Identifier | None = None
     inputs: dict[TensorName, Tensor] = Field(min_length=1, max_length=64)
     priority: int = Field(default=5, ge=0, le=9)
-    deadline_s: float | None = Field(default=None, gt=0)
+    deadline_s: Period | None = None
 
     @model_validator(mode="after")
     def _inline(self) -> JobTemplate:
@@ -161,15 +164,15 @@ class JobTemplate(_Strict):
         return self
 
 
-class SequenceEntry(_Strict):
+class SequenceEntry(LinkModel):
     name: ShortId
     trigger: Trigger
     job: JobTemplate
     late: LatePolicy = "run"
-    late_after_s: float = Field(default=30.0, ge=0, description="grace before an occurrence counts as late, s")
+    late_after_s: Duration = Field(default=30.0, description="grace before an occurrence counts as late, s")
 
 
-class Sequence(_Strict):
+class Sequence(LinkModel):
     """A named plan; ``sequence_id`` is chosen by the ground and is unique onboard."""
 
     sequence_id: ShortId
@@ -193,25 +196,25 @@ def job_id_for(sequence_id: str, entry: str, occurrence: int) -> str:
 # ------------------------------------------------------------------------------------ commands
 
 
-class UploadSequence(_Strict):
+class UploadSequence(LinkModel):
     """Store and arm ``sequence`` (refused if a sequence of that id is already onboard)."""
 
     action: Literal["upload_sequence"] = "upload_sequence"
     sequence: Sequence
 
 
-class ListSequences(_Strict):
+class ListSequences(LinkModel):
     action: Literal["list_sequences"] = "list_sequences"
 
 
-class GetSequence(_Strict):
+class GetSequence(LinkModel):
     """The sequence, its state and its firings so far."""
 
     action: Literal["get_sequence"] = "get_sequence"
     sequence_id: ShortId
 
 
-class CancelSequence(_Strict):
+class CancelSequence(LinkModel):
     """Disarm the sequence; jobs it already submitted are not touched."""
 
     action: Literal["cancel_sequence"] = "cancel_sequence"
@@ -228,7 +231,7 @@ class SequenceCommand(WireModel):
     window and one use per ``command_id``), with a sequence body. Reply on ``cmd/<command_id>/reply``."""
 
     command_id: Identifier
-    issued_utc: float
+    issued_utc: UtcTime
     body: SequenceAction
     auth: Auth | None = None
 
