@@ -83,6 +83,7 @@ from link.telemetry import (
     CLOCK,
     COMPUTE,
     COMPUTE_W,
+    MET_S,
     POWER,
     RATE,
     THERMAL,
@@ -695,7 +696,7 @@ class FlightDaemon:
                 self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
             return
         if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
-            self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
+            self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE), sample.values.get(MET_S))
         elif sample.channel != COMPUTE:
             self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
