@@ -154,7 +154,7 @@ class FlightDaemon:
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
         self.sequences = SequenceService(self.journal, self.writer, self.registry, self._on_submit, self._event,
-                                         self.metrics, self.clock, settings.sequences.time_scale)
+                                         self.metrics, self.clock, self.mission)
         self._new_samples: list[Telemetry | Sample] = []
         self.instance = Instance.new(self.clock())
         self.conflict: str | None = None

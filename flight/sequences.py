@@ -7,11 +7,22 @@ the engine's progress in the journal. On start it re-arms what was armed, so a r
 occurrence and repeats none: a firing is recorded after its job was handed to the journal writer,
 and a firing replayed after a crash resubmits the same idempotent job id, which the intake ignores.
 
-Clocks: the engine's monotonic clock is ``time.monotonic() * time_scale`` (``time_scale``: mission
-seconds per second, 1 in flight, the warp under the plant simulator). CLOCK_MONOTONIC runs on across
-a flightd restart on the same boot (same ``/proc/sys/kernel/random/boot_id``); after a reboot the
-stored monotonic times are moved by the UTC time that passed (the best estimate there is). Mission
-time and UTC count as a valid timebase once plant telemetry has anchored mission time.
+Clocks: relative delays, periods and event offsets count on the mission clock's elapsed timebase
+(:meth:`flight.mission_clock.MissionClock.elapsed`), which no jump of mission time or UTC moves:
+
+- in flight, CLOCK_MONOTONIC (mission seconds are seconds). It runs on across a flightd restart on the
+  same boot (same ``/proc/sys/kernel/random/boot_id``); after a reboot the stored times are moved by
+  the UTC time that passed (the best estimate there is);
+- under a simulator (time tones), the tone's ``met_s``, the simulator's mission elapsed time: it runs
+  on across a flightd restart while the same simulator runs. A flightd that restarts under a
+  simulator re-arms what it stored on that timebase at the first tone (a simulator repeats its tone
+  while it waits for flightd), or, when none comes within the mission clock's tone timeout, on the
+  monotonic clock with the UTC estimate;
+- when the timebase changes under armed sequences (a simulator's first tone), their progress moves
+  onto the new one as if no time had passed since the previous reading (one control cycle).
+
+Each stored progress says which timebase it counts on (``timebase``: ``monotonic`` or ``tone``).
+Mission time and UTC count as a valid timebase once plant telemetry has anchored mission time.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from typing import Any
 from flight.journal import JobJournal
 from flight.journal_writer import JournalWriter
 from flight.metrics import FlightMetrics
+from flight.mission_clock import MissionClock
 from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.sequencer import Clocks, Firing, SequenceProgress, Sequencer
 from link.codec import WireError, encode, unpack_tensors
@@ -36,6 +48,9 @@ from link.sequence import CancelSequence, GetSequence, ListSequences, Sequence, 
 log = logging.getLogger("flightd.sequences")
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+MONOTONIC, TONE = "monotonic", "tone"
+"""The elapsed timebases: the board's monotonic clock (flight), a simulator's MET (its time tone)."""
 
 
 class SequenceError(Exception):
@@ -65,40 +80,97 @@ class SequenceService:
         event: EventFn,
         metrics: FlightMetrics,
         clock: Callable[[], float],
-        time_scale: float = 1.0,
+        mission: MissionClock,
+        wall: Callable[[], float] = time.monotonic,
     ) -> None:
         self.journal, self.writer, self.registry = journal, writer, registry
         self.submit, self.event, self.metrics, self.clock = submit, event, metrics, clock
-        self.time_scale = time_scale
+        self.mission, self.wall = mission, wall
         self.engine = Sequencer()
         self.boot = boot_id()
         self._saved: dict[str, str] = {}
         self._samples: list[Telemetry] = []
+        self._started_wall = wall()
+        self._timebase = self._current_timebase()
+        self._last_elapsed = mission.elapsed(self._started_wall)
+        self._waiting: list[tuple[Sequence, SequenceProgress, dict[str, Any]]] = []
+
+    def _current_timebase(self) -> str:
+        return TONE if self.mission.toned else MONOTONIC
 
     def mono_s(self) -> float:
-        return time.monotonic() * self.time_scale
+        """The engine's clock now (s): the elapsed timebase. When it changed since the last reading (a
+        simulator's first tone), the armed progress moves onto the new one (module docstring)."""
+        elapsed, timebase = self.mission.elapsed(self.wall()), self._current_timebase()
+        if timebase != self._timebase:
+            if self.engine.armed:
+                self.engine.shift(elapsed - self._last_elapsed)
+                log.info("sequences now count on the %s timebase: %s moved onto it", timebase,
+                         ", ".join(self.engine.armed))
+            self._timebase = timebase
+        self._last_elapsed = elapsed
+        return elapsed
+
+    def _stored(self, progress: SequenceProgress, mono_s: float, now_utc: float) -> str:
+        """The journal's progress document: the engine's progress and where it stands on which timebase."""
+        return json.dumps({"engine": progress.to_dict(), "boot": self.boot, "timebase": self._timebase,
+                           "mono_s": mono_s, "utc_s": now_utc}, sort_keys=True)
 
     # ------------------------------------------------------------------------------- start
 
     def load(self) -> None:
-        """Re-arm every sequence the journal holds armed, its progress moved onto this boot's clock."""
-        now_mono, now_utc = self.mono_s(), self.clock()
+        """Re-arm every sequence the journal holds armed, its progress moved onto the current timebase
+        (those stored on a simulator's timebase wait for its tone: :meth:`_resume`)."""
+        self._started_wall = self.wall()
         for record in self.journal.sequences(["armed"]):
             try:
                 sequence = Sequence.model_validate_json(record.document)
                 stored = json.loads(record.progress)
                 progress = SequenceProgress.from_dict(stored["engine"])
-                if stored.get("boot") != self.boot:
-                    expected = stored["mono_s"] + (now_utc - stored["utc_s"]) * self.time_scale
-                    progress = progress.shifted(now_mono - expected)
-                self.engine.arm(sequence, now_mono, progress)
-                self._saved[sequence.sequence_id] = json.dumps(progress.to_dict(), sort_keys=True)
-            except (ValueError, KeyError) as exc:
+                stored["mono_s"], stored["utc_s"] = float(stored["mono_s"]), float(stored["utc_s"])
+            except (ValueError, KeyError, TypeError) as exc:
                 log.error("sequence %s not re-armed: %s", record.sequence_id, exc)
                 self.event(EventKind.SEQUENCE, f"sequence {record.sequence_id} not re-armed: {exc}",
                            severity="error", sequence_id=record.sequence_id)
-        if self.engine.armed:
-            log.info("re-armed %d sequence(s): %s", len(self.engine.armed), ", ".join(self.engine.armed))
+                continue
+            self._waiting.append((sequence, progress, stored))
+        self._resume()
+        if self._waiting:
+            log.info("%d sequence(s) wait for the simulator's time tone: %s", len(self._waiting),
+                     ", ".join(s.sequence_id for s, _, _ in self._waiting))
+
+    def _resume(self) -> None:
+        """Arm the loaded sequences whose timebase is known: the same one (the monotonic clock of this
+        boot, or a simulator's MET that has not gone back) as stored, or, failing that, the current
+        one with the UTC time that passed as the estimate; a simulator's is awaited for the mission
+        clock's tone timeout after :meth:`load`."""
+        if not self._waiting:
+            return
+        now, now_utc = self.mono_s(), self.clock()
+        waited = self.wall() - self._started_wall
+        waiting, resumed = [], []
+        for sequence, progress, stored in self._waiting:
+            kind = stored.get("timebase", MONOTONIC)
+            if kind == TONE and self._timebase != TONE and waited <= self.mission.tone_timeout_s:
+                waiting.append((sequence, progress, stored))
+                continue
+            if kind != self._timebase:
+                broken: str | None = f"stored on the {kind} timebase, now on the {self._timebase} one"
+            elif kind == MONOTONIC:
+                broken = None if stored.get("boot") == self.boot else "the board rebooted"
+            else:
+                broken = None if now >= stored["mono_s"] else "the simulator's MET went back (a new run)"
+            if broken is not None:
+                expected = stored["mono_s"] + (now_utc - stored["utc_s"]) * self.mission.current_rate()
+                progress = progress.shifted(now - expected)
+                log.warning("sequence %s: %s; its times moved by %.1f s (the UTC time that passed is the "
+                            "estimate)", sequence.sequence_id, broken, now - expected)
+            self.engine.arm(sequence, now, progress)
+            self._saved[sequence.sequence_id] = json.dumps(progress.to_dict(), sort_keys=True)
+            resumed.append(sequence.sequence_id)
+        self._waiting = waiting
+        if resumed:
+            log.info("re-armed %d sequence(s): %s", len(resumed), ", ".join(resumed))
 
     # ------------------------------------------------------------------------------- cycle
 
@@ -109,6 +181,7 @@ class SequenceService:
     def cycle(self, mission_s: float | None) -> None:
         """One engine step: submit what fired, report it, store the progress."""
         samples, self._samples = self._samples, []
+        self._resume()
         if not self.engine.armed:
             return
         now_utc = self.clock()
@@ -164,8 +237,7 @@ class SequenceService:
               firings: list[Firing]) -> None:
         """Store the progress and the new firings. The write is queued by a task created after the
         firings' intake tasks, so the journal writer applies it after their jobs are journaled."""
-        doc = json.dumps({"engine": progress.to_dict(), "boot": self.boot, "mono_s": clocks.mono_s,
-                          "utc_s": now_utc})
+        doc = self._stored(progress, clocks.mono_s, now_utc)
         rows = [(f.entry, f.occurrence, f.job_id, f.action, f.late_s, f.mission_s, f.due) for f in firings]
         state, reason = progress.state, progress.reason
 
@@ -190,17 +262,25 @@ class SequenceService:
             return {**self._summary(body.sequence_id), "sequence": json.loads(record.document),
                     "firings": self.journal.sequence_firings(body.sequence_id)}
         assert isinstance(body, CancelSequence)
-        progress = self.engine.disarm(body.sequence_id)
+        progress = self.engine.disarm(body.sequence_id) or self._unwait(body.sequence_id)
         if progress is None:
             raise SequenceError(f"sequence {body.sequence_id} is {record.state}: nothing to cancel")
         progress.state = "cancelled"
         self._saved.pop(body.sequence_id, None)
         now = self.clock()
-        doc = json.dumps({"engine": progress.to_dict(), "boot": self.boot, "mono_s": self.mono_s(), "utc_s": now})
+        doc = self._stored(progress, self.mono_s(), now)
         await self.writer.submit(lambda j: j.save_sequence(body.sequence_id, "cancelled", doc, now,
                                                            "cancelled by ground command"))
         self.event(EventKind.SEQUENCE, f"sequence {body.sequence_id} cancelled", sequence_id=body.sequence_id)
         return self._summary(body.sequence_id)
+
+    def _unwait(self, sequence_id: str) -> SequenceProgress | None:
+        """Take a loaded sequence that still waits for its timebase off the list; its progress."""
+        for item in self._waiting:
+            if item[0].sequence_id == sequence_id:
+                self._waiting.remove(item)
+                return item[1]
+        return None
 
     def check(self, sequence: Sequence) -> None:
         """SequenceError unless every entry's model is onboard and its inputs fit the model."""
@@ -216,7 +296,7 @@ class SequenceService:
         sid = sequence.sequence_id
         mono, now = self.mono_s(), self.clock()
         progress = SequenceProgress(armed_mono_s=mono)
-        doc = json.dumps({"engine": progress.to_dict(), "boot": self.boot, "mono_s": mono, "utc_s": now})
+        doc = self._stored(progress, mono, now)
         inserted = await self.writer.submit(lambda j: j.add_sequence(sid, sequence.model_dump_json(), doc, now))
         if not inserted:
             raise SequenceError(f"sequence {sid} is onboard already (cancel it, or upload under a new id)")

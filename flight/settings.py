@@ -98,14 +98,6 @@ class MetricsSettings(BaseModel):
     port: int = Field(default=9470, ge=0, le=65535, description="TCP port; 0 picks a free one (logged)")
 
 
-class SequenceSettings(BaseModel):
-    """Job sequences (:mod:`flight.sequences`). ``time_scale``: mission seconds per second of the
-    monotonic clock that relative delays and periods count on (1 in flight; the plant simulator's
-    warp under ``hil sil``)."""
-
-    time_scale: float = Field(default=1.0, gt=0)
-
-
 class FlightSettings(BaseSettings):
     """Everything flightd needs to run."""
 
@@ -126,7 +118,6 @@ class FlightSettings(BaseSettings):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    sequences: SequenceSettings = Field(default_factory=SequenceSettings)
     governor: dict[str, Any] | None = Field(
         default=None, description="governor configuration (flight.governor); absent: no throttling"
     )

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from flight.mission_clock import MissionClock
 from flight.sequencer import Clocks, Firing, SequenceProgress, Sequencer
 from link.codec import pack_tensors
 from link.messages import Telemetry
@@ -26,6 +27,10 @@ def seq(*entries: dict[str, Any], sid: str = "s1") -> Sequence:
         "sequence_id": sid,
         "entries": [{"job": {"model": "digits-int8", "inputs": INPUTS}, **e} for e in entries],
     })
+
+
+ORBIT_S = 5760
+"""An orbital period, s (a 550 km circular orbit's is 5739 s; the link refuses one below 5069 s)."""
 
 
 def orbit(t_s: float, sunlit: float, **extra: float) -> Telemetry:
@@ -123,13 +128,15 @@ def test_aos_los_and_region_events() -> None:
 
 
 def test_period_and_orbits() -> None:
+    """Every 10 s, three times; every 2 orbits (the orbit channel's period, a 550 km orbit's) from 5 s."""
     engine = Sequencer()
     engine.arm(seq({"name": "p", "trigger": {"kind": "every", "period_s": 10, "count": 3}},
                    {"name": "o", "trigger": {"kind": "every", "orbits": 2, "first_after_s": 5, "count": 2}}), 0.0)
-    steps = [(Clocks(float(t), float(t)), [orbit(t, 1, period_s=20.0)] if t == 3 else []) for t in range(0, 60)]
+    times = [*range(0, 60), *range(60, 2 * 2 * ORBIT_S, 5)]
+    steps = [(Clocks(float(t), float(t)), [orbit(t, 1, period_s=ORBIT_S)] if t == 3 else []) for t in times]
     fired = run(engine, steps)
     assert [f.mono_s for f in fired if f.entry == "p"] == [0.0, 10.0, 20.0]
-    assert [f.mono_s for f in fired if f.entry == "o"] == [5.0, 45.0]
+    assert [f.mono_s for f in fired if f.entry == "o"] == [5.0, 5.0 + 2 * ORBIT_S]
 
 
 # ------------------------------------------------------------------------------- late policy
@@ -165,20 +172,66 @@ def test_missed_periods_run_only_the_latest() -> None:
 @given(delay=st.floats(0, 500), dts=st.lists(st.floats(0.01, 40), min_size=1, max_size=80),
        jumps=st.lists(st.floats(-4000, 4000), min_size=80, max_size=80))
 def test_relative_delay_ignores_mission_and_utc_jumps(delay: float, dts: list[float], jumps: list[float]) -> None:
-    """However mission time and UTC jump about, the relative entry fires at the first step whose
-    monotonic time reaches start + delay, exactly once."""
+    """However mission time and UTC jump about (by up to 4000 s either way around a mission time of
+    5000 s), the relative entry fires at the first step whose elapsed time reaches start + delay,
+    exactly once."""
     engine = Sequencer()
     engine.arm(seq({"name": "r", "trigger": {"kind": "after", "delay_s": delay, "of": "start"}}), 0.0)
     mono, fired, first_due = 0.0, [], None
     for dt, jump in zip(dts, jumps, strict=False):
         mono += dt
-        fired += engine.step(Clocks(mono, 1000.0 + jump, 1.7e9 + jump), [orbit(1000.0 + jump, 1)])
+        fired += engine.step(Clocks(mono, 5000.0 + jump, 1.7e9 + jump), [orbit(5000.0 + jump, 1)])
         if first_due is None and mono >= delay:
             first_due = mono
     if first_due is None:
         assert fired == []
     else:
         assert [(f.job_id, f.mono_s) for f in fired] == [("s1.r.1", first_due)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(delay=st.floats(0, 2000), steps=st.lists(st.tuples(st.sampled_from([10.0, 40.0]), st.floats(0.0, 0.3),
+                                                          st.floats(0, 7200), st.booleans()), min_size=1, max_size=80))
+def test_relative_delay_counts_the_simulators_met_through_mission_time_jumps(
+    delay: float, steps: list[tuple[float, float, float, bool]]
+) -> None:
+    """The shell's way under a simulator: the engine's clock is MissionClock.elapsed fed with time
+    tones (MET steps of a quarter or a whole telemetry period, delivered at any wall time, bunched
+    or late), whose mission time jumps forward by up to 2 h at random tones. A relative entry and a
+    periodic one fire when the MET says so, exactly as without any jump; an absolute entry follows
+    mission time (jumps included), as it must."""
+    def drive(with_jumps: bool) -> list[tuple[str, float]]:
+        clock = MissionClock(start_wall_s=0.0)
+        engine = Sequencer()
+        met, wall, offset = 0.0, 0.0, 0.0
+        clock.tone(0.0, wall, 200.0, met_s=0.0)
+        engine.arm(seq({"name": "r", "trigger": {"kind": "after", "delay_s": delay, "of": "start"}},
+                       {"name": "p", "trigger": {"kind": "every", "period_s": 600.0, "count": 3}, "late_after_s": 1e9},
+                       {"name": "a", "trigger": {"kind": "at", "mission_s": 20_000.0}, "late_after_s": 1e9}),
+                   clock.elapsed(wall))
+        out: list[tuple[str, float]] = []
+        for d_met, d_wall, jump, jumps in steps:
+            met, wall = met + d_met, wall + d_wall
+            offset += jump if jumps and with_jumps else 0.0
+            clock.tone(met + offset, wall, 200.0, met_s=met)
+            clocks = Clocks(clock.elapsed(wall), clock.now(wall), 1.7e9 + clock.now(wall))
+            out += [(f.entry, f.mono_s) for f in engine.step(clocks)]
+        return out
+
+    jumped, plain = drive(True), drive(False)
+    assert [f for f in jumped if f[0] != "a"] == [f for f in plain if f[0] != "a"]
+    met_end = sum(d for d, _, _, _ in steps)
+    assert [t for e, t in plain if e == "r"] == ([min(m for m in _prefix_sums(steps) if m >= delay)]
+                                                 if met_end >= delay else [])
+    assert len([e for e, _ in jumped if e == "a"]) <= 1
+
+
+def _prefix_sums(steps: list[tuple[float, float, float, bool]]) -> list[float]:
+    out, total = [], 0.0
+    for d, _, _, _ in steps:
+        total += d
+        out.append(total)
+    return out
 
 
 @settings(max_examples=150, deadline=None)
