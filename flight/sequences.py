@@ -32,8 +32,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from flight.journal import JobJournal
 from flight.journal_writer import JournalWriter
@@ -41,7 +44,7 @@ from flight.metrics import FlightMetrics
 from flight.mission_clock import MissionClock
 from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.sequencer import Clocks, Firing, SequenceProgress, Sequencer
-from link.codec import WireError, encode, unpack_tensors
+from link.codec import WireError, describe_validation_error, encode, unpack_tensors
 from link.messages import EventKind, JobRequest, Severity, Telemetry
 from link.sequence import CancelSequence, GetSequence, ListSequences, Sequence, SequenceAction, UploadSequence
 
@@ -189,8 +192,7 @@ class SequenceService:
         firings = self.engine.step(clocks, samples)
         by_sequence: dict[str, list[Firing]] = {}
         for f in firings:
-            by_sequence.setdefault(f.sequence_id, []).append(f)
-            self._fire(f, now_utc)
+            by_sequence.setdefault(f.sequence_id, []).append(self._fire(f, now_utc))
         finished = self.engine.finished()
         for sid in {*self.engine.armed, *finished}:
             progress = finished.get(sid) or self.engine.progress(sid)
@@ -206,26 +208,37 @@ class SequenceService:
                 self.event(EventKind.SEQUENCE, f"sequence {sid} {progress.state}"
                            + (f": {progress.reason}" if progress.reason else ""), severity=severity, sequence_id=sid)
 
-    def _fire(self, f: Firing, now_utc: float) -> None:
+    def _fire(self, f: Firing, now_utc: float) -> Firing:
+        """Submit a firing's job (or report its skip or failure); the firing as it is to be recorded:
+        a job that cannot be built (a bug, never bad input: the schema bounds every field) is an
+        error event and recorded as ``fail``, and the sequence goes on."""
         sequence = self._sequence(f.sequence_id)
         entry = next(e for e in sequence.entries if e.name == f.entry)
         details = {"sequence_id": f.sequence_id, "entry": f.entry, "occurrence": f.occurrence, "action": f.action,
                    "late_s": round(f.late_s, 3), "due": f.due, "t_s": f.mission_s}
+        what = f"sequence {f.sequence_id} entry {f.entry} #{f.occurrence}"
         if f.action == "run":
             job = entry.job
-            request = JobRequest(job_id=f.job_id, model=job.model, version=job.version, inputs=job.inputs,
-                                 priority=job.priority, submitted_utc=now_utc,
-                                 deadline_utc=None if job.deadline_s is None else now_utc + job.deadline_s)
+            try:
+                request = JobRequest(job_id=f.job_id, model=job.model, version=job.version, inputs=job.inputs,
+                                     priority=job.priority, submitted_utc=now_utc,
+                                     deadline_utc=None if job.deadline_s is None else now_utc + job.deadline_s)
+            except ValidationError as exc:
+                text = f"{what}: job {f.job_id} not submitted: {describe_validation_error(exc)}"
+                log.error("%s", text)
+                self.event(EventKind.SEQUENCE, text, severity="error", job_id=f.job_id, **{**details, "action": "fail"})
+                return replace(f, action="fail")
             self.submit(encode(request))
             self.metrics.sequence_fired(f.sequence_id)
-            text = f"sequence {f.sequence_id} entry {f.entry} #{f.occurrence} fired job {f.job_id}"
+            text = f"{what} fired job {f.job_id}"
             self.event(EventKind.SEQUENCE, text + (f" ({f.late_s:.1f} s late)" if f.late else ""),
                        severity="warning" if f.late else "info", job_id=f.job_id, **details)
         else:
-            text = (f"sequence {f.sequence_id} entry {f.entry} #{f.occurrence} {f.late_s:.1f} s late: "
+            text = (f"{what} {f.late_s:.1f} s late: "
                     f"{'skipped' if f.action == 'skip' else 'failed'} (policy {entry.late})")
             self.event(EventKind.SEQUENCE, text, severity="error" if f.action == "fail" else "warning", **details)
         log.info("%s", text)
+        return f
 
     def _sequence(self, sequence_id: str) -> Sequence:
         record = self.journal.get_sequence(sequence_id)

@@ -17,7 +17,7 @@ job it submits, as a :class:`link.messages.JobRequest` without its id) and a tri
   orbits (the ``orbit`` channel's ``period_s``; waits for a valid timebase), ``count`` times (None:
   until cancelled).
 
-Each firing becomes an ordinary job with the idempotent id ``<sequence_id>.<entry>.<occurrence>``
+Each firing becomes an ordinary job with the idempotent id ``<sequence_id>_<entry>_<occurrence>``
 (:func:`job_id_for`), submitted through flightd's normal intake so that the governor bounds it.
 An occurrence found more than ``late_after_s`` past its due time (a reset, a late timebase) follows
 the entry's ``late`` policy: ``run`` (submit it, late), ``skip`` (do not), ``fail`` (do not, and
@@ -35,12 +35,13 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, model_validator
 
 from link.messages import Auth, Identifier, TensorName, WireModel
-from link.numbers import INT_MAX, Duration, LinkModel, MissionTime, UtcTime
+from link.numbers import INT_MAX, MAX_MISSION_S, Duration, LinkModel, MissionTime, UtcTime
 from link.tensor import Tensor
 
-SHORT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,23}$"
-"""Sequence and entry names: up to 24 characters without dots, so that ``<sequence>.<entry>.<n>`` is
-a valid job id (:data:`link.messages.ID_PATTERN`, 64 characters)."""
+SHORT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9\-]{0,23}$"
+"""Sequence and entry names: up to 24 letters, digits and ``-``, so that ``<sequence>_<entry>_<n>`` is a
+job id (:data:`link.messages.TOPIC_ID_PATTERN`: 64 characters, no ``.``, since job ids are topic
+levels) that no other sequence, entry and occurrence give."""
 
 ShortId = Annotated[str, Field(pattern=SHORT_ID_PATTERN)]
 
@@ -63,8 +64,9 @@ MAX_ENTRIES = 256
 
 Occurrences = Annotated[int, Field(ge=1, le=INT_MAX)]
 """How many times a trigger fires (``count``) or how many orbits apart (``orbits``): at least 1."""
-Period = Annotated[float, Field(gt=0.0)]
-"""A period or deadline, s: finite and above zero."""
+Period = Annotated[float, Field(gt=0.0, le=MAX_MISSION_S)]
+"""A period or a deadline, s: above zero, and no longer than a mission can be (so that a deadline
+counted from now is still a date)."""
 
 
 class Region(LinkModel):
@@ -190,7 +192,7 @@ class Sequence(LinkModel):
 
 def job_id_for(sequence_id: str, entry: str, occurrence: int) -> str:
     """The idempotent job id of an entry's ``occurrence``-th firing (1-based)."""
-    return f"{sequence_id}.{entry}.{occurrence}"
+    return f"{sequence_id}_{entry}_{occurrence}"
 
 
 # ------------------------------------------------------------------------------------ commands

@@ -287,7 +287,7 @@ def test_impossible_sequence_numbers_are_refused() -> None:
                                      (2, "trigger", "offset_s", -1.0), (2, "trigger", "count", 0),
                                      (3, "trigger", "period_s", 0.0), (3, "trigger", "first_after_s", -1.0),
                                      (4, "trigger", "orbits", 0), (0, "job", "deadline_s", 0.0),
-                                     (1, "", "late_after_s", -1.0)):
+                                     (0, "job", "deadline_s", 2e10), (1, "", "late_after_s", -1.0)):
         doc = doc_of("SequenceCommand")
         node = doc["body"]["sequence"]["entries"][entry]
         (node[where] if where else node)[key] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,8 @@ from pydantic import ValidationError
 from flight.mission_clock import MissionClock
 from flight.sequencer import Clocks, Firing, SequenceProgress, Sequencer
 from link.codec import pack_tensors
-from link.messages import Telemetry
-from link.sequence import Region, Sequence
+from link.messages import TOPIC_ID_PATTERN, Telemetry
+from link.sequence import SHORT_ID_PATTERN, Region, Sequence, job_id_for
 
 INPUTS = {name: t.model_dump(exclude_none=True)
           for name, t in pack_tensors({"image": np.zeros((1, 1, 8, 8), np.float32)}, framed=False)[0].items()}
@@ -59,12 +60,24 @@ def test_schema_refuses_what_it_cannot_run() -> None:
         seq({"name": "a", "trigger": {"kind": "every", "period_s": 10, "orbits": 1}})
     with pytest.raises(ValidationError, match="timezone"):
         seq({"name": "a", "trigger": {"kind": "at", "utc": "2026-01-01T00:00:00"}})
-    with pytest.raises(ValidationError):  # dots would make job ids ambiguous
-        seq({"name": "a.b", "trigger": {"kind": "after", "delay_s": 1}})
+    for name in ("a.b", "a_b"):  # no topic level (job ids are), or an ambiguous job id
+        with pytest.raises(ValidationError):
+            seq({"name": name, "trigger": {"kind": "after", "delay_s": 1}})
     with pytest.raises(ValidationError, match="inline"):
         Sequence.model_validate({"sequence_id": "s", "entries": [{"name": "a", "trigger": {
             "kind": "after", "delay_s": 1}, "job": {"model": "m", "inputs": {"x": {
                 "dtype": "float32", "shape": [1], "offset": 0, "nbytes": 4}}}}]})
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.tuples(st.from_regex(SHORT_ID_PATTERN, fullmatch=True), st.from_regex(SHORT_ID_PATTERN, fullmatch=True),
+                   st.integers(1, 10**13)),
+       b=st.tuples(st.from_regex(SHORT_ID_PATTERN, fullmatch=True), st.from_regex(SHORT_ID_PATTERN, fullmatch=True),
+                   st.integers(1, 10**13)))
+def test_job_ids_are_topic_levels_and_name_one_occurrence(a: tuple[str, str, int], b: tuple[str, str, int]) -> None:
+    """Every sequence job id is a valid job id (a topic level: no dots) and no two occurrences share one."""
+    assert re.fullmatch(TOPIC_ID_PATTERN, job_id_for(*a))
+    assert (job_id_for(*a) == job_id_for(*b)) == (a == b)
 
 
 def test_region_box_with_antimeridian_wrap() -> None:
@@ -82,7 +95,7 @@ def test_at_mission_time_waits_for_the_timebase() -> None:
     engine.arm(seq({"name": "a", "trigger": {"kind": "at", "mission_s": 100}}), 0.0)
     assert engine.step(Clocks(500.0, None)) == []  # no timebase: nothing, however late it is
     fired = engine.step(Clocks(501.0, 110.0))
-    assert [(f.job_id, f.action, f.late, f.late_s) for f in fired] == [("s1.a.1", "run", False, 10.0)]
+    assert [(f.job_id, f.action, f.late, f.late_s) for f in fired] == [("s1_a_1", "run", False, 10.0)]
     assert engine.finished()["s1"].state == "done" and engine.armed == []
     assert engine.step(Clocks(502.0, 120.0)) == [] and engine.finished() == {}
 
@@ -186,7 +199,7 @@ def test_relative_delay_ignores_mission_and_utc_jumps(delay: float, dts: list[fl
     if first_due is None:
         assert fired == []
     else:
-        assert [(f.job_id, f.mono_s) for f in fired] == [("s1.r.1", first_due)]
+        assert [(f.job_id, f.mono_s) for f in fired] == [("s1_r_1", first_due)]
 
 
 @settings(max_examples=150, deadline=None)
@@ -253,7 +266,7 @@ def test_events_fire_once_per_edge_and_survive_a_restart(flags: list[bool], coun
     edges = [t for t in range(1, len(flags)) if flags[t] and not flags[t - 1]]
     expected = edges if count is None else edges[:count]
     assert [f.mono_s for f in reference if f.entry == "x"] == [float(t) for t in expected]
-    assert [f.job_id for f in reference if f.entry == "x"] == [f"s1.x.{i}" for i in range(1, len(expected) + 1)]
+    assert [f.job_id for f in reference if f.entry == "x"] == [f"s1_x_{i}" for i in range(1, len(expected) + 1)]
 
     first = Sequencer()
     progress = first.arm(sequence(), 0.0)
