@@ -31,7 +31,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,27 @@ def boot_id(path: Path = BOOT_ID) -> str:
 
 
 EventFn = Callable[..., None]
+
+
+def resume_shift(stored: Mapping[str, Any], timebase: str, now_s: float, now_utc: float, boot: str,
+                 rate: float) -> tuple[float, str | None]:
+    """How far (s) to move a stored progress to resume it now, at ``now_s`` on ``timebase``, and why
+    (None: the stored timebase ran on, the shift is 0). ``stored``: the journal's progress document
+    (``timebase``, ``boot``, ``mono_s`` and ``utc_s`` of its last save). It ran on where it is the
+    same timebase: the monotonic clock of the same boot, or a simulator's MET that has not gone back
+    (the same run). Otherwise the UTC time since the save, at ``rate`` (mission s per s), is the
+    estimate of the time that passed. Pure."""
+    kind = stored.get("timebase", MONOTONIC)
+    if kind != timebase:
+        broken: str | None = f"stored on the {kind} timebase, now on the {timebase} one"
+    elif kind == MONOTONIC:
+        broken = None if stored.get("boot") == boot else "the board rebooted"
+    else:
+        broken = None if now_s >= stored["mono_s"] else "the simulator's MET went back (a new run)"
+    if broken is None:
+        return 0.0, None
+    expected = stored["mono_s"] + (now_utc - stored["utc_s"]) * rate
+    return now_s - expected, broken
 
 
 class SequenceService:
@@ -157,17 +178,11 @@ class SequenceService:
             if kind == TONE and self._timebase != TONE and waited <= self.mission.tone_timeout_s:
                 waiting.append((sequence, progress, stored))
                 continue
-            if kind != self._timebase:
-                broken: str | None = f"stored on the {kind} timebase, now on the {self._timebase} one"
-            elif kind == MONOTONIC:
-                broken = None if stored.get("boot") == self.boot else "the board rebooted"
-            else:
-                broken = None if now >= stored["mono_s"] else "the simulator's MET went back (a new run)"
+            shift, broken = resume_shift(stored, self._timebase, now, now_utc, self.boot, self.mission.current_rate())
             if broken is not None:
-                expected = stored["mono_s"] + (now_utc - stored["utc_s"]) * self.mission.current_rate()
-                progress = progress.shifted(now - expected)
+                progress = progress.shifted(shift)
                 log.warning("sequence %s: %s; its times moved by %.1f s (the UTC time that passed is the "
-                            "estimate)", sequence.sequence_id, broken, now - expected)
+                            "estimate)", sequence.sequence_id, broken, shift)
             self.engine.arm(sequence, now, progress)
             self._saved[sequence.sequence_id] = json.dumps(progress.to_dict(), sort_keys=True)
             resumed.append(sequence.sequence_id)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from flight.mission_clock import MissionClock
 from flight.sequencer import Clocks, Firing, SequenceProgress, Sequencer
+from flight.sequences import resume_shift
 from link.codec import pack_tensors
 from link.messages import TOPIC_ID_PATTERN, Telemetry
 from link.sequence import SHORT_ID_PATTERN, Region, Sequence, job_id_for
@@ -289,6 +290,28 @@ def test_shifted_progress_keeps_remaining_time(delta: float, delay: float) -> No
     other.arm(seq({"name": "r", "trigger": {"kind": "after", "delay_s": delay, "of": "start"}}), 0.0, moved)
     assert other.step(Clocks(10.0 + delta + delay - 0.5)) == []
     assert [f.entry for f in other.step(Clocks(10.0 + delta + delay))] == ["r"]
+
+
+def test_resume_on_the_timebase_that_ran_on_else_estimate_from_utc() -> None:
+    """flight.sequences.resume_shift: what a restarted flightd does with a stored progress."""
+    saved = {"timebase": "monotonic", "boot": "b1", "mono_s": 1000.0, "utc_s": 1.7e9}
+    # same boot: CLOCK_MONOTONIC ran on, nothing to move (however long flightd was down)
+    assert resume_shift(saved, "monotonic", 1500.0, 1.7e9 + 500.0, "b1", 1.0) == (0.0, None)
+    # a reboot: the monotonic clock restarted near 0; 300 s of UTC passed since the save
+    shift, why = resume_shift(saved, "monotonic", 20.0, 1.7e9 + 300.0, "b2", 1.0)
+    assert shift == 20.0 - 1300.0 and why == "the board rebooted"
+    tone = {**saved, "timebase": "tone", "mono_s": 4560.0}
+    # a simulator's MET that ran on (same run): nothing to move, whatever mission time or UTC did
+    assert resume_shift(tone, "tone", 4600.0, 1.7e9 + 3.0, "b1", 200.0) == (0.0, None)
+    # a new simulator run (its MET went back): 3 s of UTC at warp 200
+    shift, why = resume_shift(tone, "tone", 40.0, 1.7e9 + 3.0, "b1", 200.0)
+    assert shift == 40.0 - (4560.0 + 600.0) and why is not None and "went back" in why
+    # stored under a simulator, none now (no tone within the timeout): the monotonic clock, from UTC
+    shift, why = resume_shift(tone, "monotonic", 7000.0, 1.7e9 + 10.0, "b1", 1.0)
+    assert shift == 7000.0 - 4570.0 and why == "stored on the tone timebase, now on the monotonic one"
+    # a progress stored before the timebase was recorded counts as monotonic
+    old = {k: v for k, v in saved.items() if k != "timebase"}
+    assert resume_shift(old, "monotonic", 1500.0, 1.7e9, "b1", 1.0) == (0.0, None)
 
 
 def test_docs_worked_examples_are_valid_sequences() -> None:
