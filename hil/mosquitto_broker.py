@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from hil import child_process
 from hil.embedded_broker import free_port
 
 
@@ -121,13 +122,7 @@ class MosquittoBroker:
         raise TimeoutError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        child_process.stop(self.proc, 5.0)
         self.proc = None
 
     def __enter__(self) -> Self:
