@@ -801,7 +801,7 @@ class FlightDaemon:
     async def _control_cycle(self) -> None:
         self.supervisor.health.check_in("control")
         self._govern()
-        if self._intake_open:  # a timebase: plant telemetry has anchored mission time
+        if self._intake_open:  # mission time is a timebase once plant telemetry has anchored it
             self.sequences.cycle(self.mission.now(time.monotonic()) if self.telemetry else None)
         t, h = self.throttle, self.control.health
         self.metrics.control_cycle(mode=t.mode, budget_w=t.budget_w, queued=len(self._queue),

@@ -1,7 +1,7 @@
 """The sequence trigger engine: pure (data in, firings out; no clock, no MQTT, no disk).
 
-Each control cycle the shell calls :meth:`Sequencer.step` with :class:`Clocks` (the monotonic
-clock in mission seconds, mission time and UTC when a timebase anchors them, else None) and the
+Each control cycle the shell calls :meth:`Sequencer.step` with :class:`Clocks` (elapsed time, s;
+mission time and UTC when a timebase anchors them, else None) and the
 telemetry samples that arrived since the last call; it gets back the :class:`Firing` s that fell
 due, in order. What the engine remembers between calls is :class:`SequenceProgress`, plain data
 that the shell stores (the journal) and hands back after a reset, so that no occurrence is lost or

@@ -6,14 +6,14 @@ job it submits, as a :class:`link.messages.JobRequest` without its id) and a tri
 - :class:`AtTime` — absolute: ``mission_s`` (mission time, the telemetry's ``t_s``) or ``utc``
   (an aware datetime). Waits for a valid timebase.
 - :class:`After` — relative: ``delay_s`` after the previous entry fired (``of = "previous"``) or
-  after the sequence was armed (``of = "start"``), counted on flightd's monotonic clock scaled to
-  mission seconds, so a jump of the mission or UTC clock does not move it, and a flightd restart on
-  the same boot does not reset it.
+  after the sequence was armed (``of = "start"``), counted on elapsed time (the board's monotonic
+  clock; a simulator's mission elapsed time under one: docs/ops.md, "Which clock"), so a jump of the
+  mission or UTC clock does not move it, and a flightd restart does not reset it.
 - :class:`OrbitEvent` — ``eclipse_entry`` / ``eclipse_exit`` (``sunlit`` of the ``orbit`` channel, or
   ``power``), ``aos`` / ``los`` (acquisition / loss of signal: the ``contact`` flag), ``region_entry``
   / ``region_exit`` (``lat_deg`` / ``lon_deg`` inside a :class:`Region`), ``offset_s`` after the
   event, for ``count`` occurrences (None: every one). Waits for a valid timebase.
-- :class:`Every` — periodic: every ``period_s`` (monotonic, like :class:`After`) or every ``orbits``
+- :class:`Every` — periodic: every ``period_s`` (elapsed time, like :class:`After`) or every ``orbits``
   orbits (the ``orbit`` channel's ``period_s``; waits for a valid timebase), ``count`` times (None:
   until cancelled).
 
@@ -105,7 +105,7 @@ class AtTime(LinkModel):
 
 
 class After(LinkModel):
-    """Fire once ``delay_s`` (s, monotonic) after the previous entry fired or after the start."""
+    """Fire once ``delay_s`` (s, elapsed time) after the previous entry fired or after the start."""
 
     kind: Literal["after"] = "after"
     delay_s: Duration
@@ -130,7 +130,7 @@ class OrbitEvent(LinkModel):
 
 
 class Every(LinkModel):
-    """Fire every ``period_s`` s (monotonic) or every ``orbits`` orbits, ``first_after_s`` after the
+    """Fire every ``period_s`` s (elapsed time) or every ``orbits`` orbits, ``first_after_s`` after the
     start, ``count`` times (None: until cancelled); exactly one of ``period_s`` and ``orbits``."""
 
     kind: Literal["every"] = "every"
