@@ -29,8 +29,8 @@ def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt; no authentication, loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address (127.0.0.0/8, ::1, localhost)")
     p.add_argument("--port", type=int, default=1883)
 
 
