@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ground.cli import main
 from ground.signer import KeyFileError, SequenceCounter, generate_key, load_signer, read_public_key
 from link.codec import decode, encode, pack_tensors, unpack_tensors
 from link.envelope import (
@@ -166,3 +167,15 @@ def test_counter_seeds_from_the_clock_and_never_repeats_across_threads(tmp_path:
     (tmp_path / "k.seq").write_text("garbage")
     later = SequenceCounter(tmp_path / "k.seq", clock_us=lambda: 1_700_000_001_000_000)
     assert later.next() > max(numbers)
+
+
+def test_ground_keys_cli_makes_a_key_the_satellite_entry_describes(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "new", "lab-bob", "--role", "user", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    public = read_public_key(tmp_path / "lab-bob.pub")
+    assert f'public_key = "{public.hex()}"' in out and 'role = "user"' in out and "priority_cap = 5" in out
+    assert main(["keys", "show", str(tmp_path / "lab-bob.key")]) == 0
+    assert fingerprint(public) in capsys.readouterr().out
+    assert main(["keys", "new", "lab-bob", "--role", "user", "--dir", str(tmp_path)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
