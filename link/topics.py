@@ -73,8 +73,16 @@ class TopicMap:
     def command_reply(self, command_id: str) -> str:
         return f"{self.base}/cmd/{check_id('command id', command_id)}/reply"
 
+    @property
+    def command_reply_all(self) -> str:
+        return f"{self.base}/cmd/+/reply"
+
     def upload_progress(self, upload_id: str) -> str:
         return f"{self.base}/models/upload/{check_id('upload id', upload_id)}/progress"
+
+    @property
+    def upload_progress_all(self) -> str:
+        return f"{self.base}/models/upload/+/progress"
 
     @property
     def status(self) -> str:

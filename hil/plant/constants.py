@@ -39,3 +39,13 @@ ZERO_C_K = 273.15
 
 J2000_JD = 2451545.0
 """Julian date of J2000.0 (2000-01-01 12:00 TT); the Almanac's n = JD - 2451545.0."""
+
+WGS84_FLATTENING = 1.0 / 298.257223563
+"""Flattening of the WGS-84 ellipsoid (NIMA TR8350.2); with R_EARTH_KM it places ground stations."""
+
+EARTH_ROTATION_RAD_S = 7.292115e-5
+"""Earth's rotation rate relative to the stars, rad/s (WGS-84, NIMA TR8350.2). The contact plan turns the
+Earth with the IAU-82 GMST polynomial (Vallado eq. 3-47), whose rate is this to 1e-12 rad/s."""
+
+C_KM_S = 299_792.458
+"""Speed of light in vacuum, km/s (exact, SI)."""
