@@ -28,6 +28,7 @@ from link.envelope import (
     seal,
 )
 from link.messages import JobRequest
+from tests.support import REPO
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 OTHER = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
@@ -179,3 +180,18 @@ def test_ground_keys_cli_makes_a_key_the_satellite_entry_describes(tmp_path: Pat
     assert fingerprint(public) in capsys.readouterr().out
     assert main(["keys", "new", "lab-bob", "--role", "user", "--dir", str(tmp_path)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_the_worked_example_in_the_icd_is_what_seal_produces() -> None:
+    """docs/icd.md, "Signed requests": RFC 8032 test key 1 signs a ping for sat1, sequence 1."""
+    key = Ed25519PrivateKey.from_private_bytes(
+        bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    )
+    body = b'{"schema_version":1,"command_id":"c-0001","issued_utc":1767225600.0,"body":{"action":"ping"}}'
+    env = seal(body, key, "sat1", 1)
+    dump = "\n".join(
+        f"{i:04x}  " + " ".join(f"{b:02x}" for b in env[i : i + 16]) for i in range(0, len(env), 16)
+    )
+    icd = (REPO / "docs" / "icd.md").read_text()
+    assert f"```\n{dump}\n```" in icd
+    assert fingerprint(public_bytes(key)) in icd and f"{len(env)} bytes sent" in icd
