@@ -26,13 +26,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from link.auth import AuthError
+
 DEFAULT_WINDOW = 64
 """Numbers accepted out of order behind the highest one (RFC 4303's recommended default)."""
 MAX_WINDOW = 4096
 
 
-class ReplayError(ValueError):
-    """A sequence number that was accepted before, or that lies at or behind the window."""
+class ReplayError(AuthError):
+    """A sequence number that was accepted before, or that lies at or behind the window (an
+    :class:`link.auth.AuthError`: its text is the refusal sent back to the ground)."""
 
 
 @dataclass(frozen=True)

@@ -36,15 +36,18 @@ DEFAULT_USER_PRIORITY_CAP = 5
 """A user key's cap unless configured: the default job priority (link.messages.JobRequest)."""
 
 JOB = "job"
+COMMAND = "command"
 UPLOAD = "upload"
-"""Request kinds checked by :meth:`KeyRing.authorize`; a command is ``cmd:<action>``."""
+KINDS = (JOB, COMMAND, UPLOAD)
+"""What arrives on each ground -> satellite topic: ``jobs/submit``, ``cmd``, ``models/upload/<id>``.
+:meth:`KeyRing.authorize` takes ``job``, ``upload`` or, for a command, ``command:<action>``."""
 USER_COMMANDS = ("ping", "get_job", "list_jobs", "list_models")
 """The read-only commands a ``user`` key may sign."""
 
 
 def command_request(action: str) -> str:
-    """The request kind of a command whose body has ``action`` (``cmd:ping``)."""
-    return f"cmd:{action}"
+    """What a command whose body has ``action`` asks for, as :meth:`KeyRing.authorize` takes it."""
+    return f"{COMMAND}:{action}"
 
 
 class Role(str, enum.Enum):  # noqa: UP042 (enum.StrEnum is 3.11+; the board runs 3.10)
@@ -186,11 +189,11 @@ class KeyRing:
 
     @staticmethod
     def authorize(entry: KeyEntry, request: str, priority: int | None = None) -> None:
-        """Return if ``entry``'s role may sign ``request`` (:data:`JOB`, :data:`UPLOAD`, ``cmd:<action>``)
+        """Return if ``entry``'s role may sign ``request`` (:data:`JOB`, :data:`UPLOAD`, ``command:<action>``)
         at ``priority`` (jobs); :class:`KeyRefused` naming the key, its role and what it asked otherwise."""
         allowed = PERMISSIONS[entry.role]
         if allowed is not None and request not in allowed:
-            what = request.replace("cmd:", "command ", 1) if request.startswith("cmd:") else request
+            what = request.replace(":", " ", 1)
             raise KeyRefused(f"{entry.describe()} may not sign {what}: role {entry.role.value} lacks it")
         if request == JOB and priority is not None and priority > entry.priority_cap:
             raise KeyRefused(f"{entry.describe()} may submit jobs up to priority {entry.priority_cap}, not {priority}")
