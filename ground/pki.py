@@ -5,15 +5,17 @@
     DIR/ca/space-ca.{pem,key}       signs the broker's certificate and the space-segment identities
     DIR/ca/ground-ca.{pem,key}      signs the ground identities          (keep both keys offline)
     DIR/broker/                     server.{pem,key}, both CA certificates and CRLs, acl, mosquitto.conf
-    DIR/<sat>/                      flightd.{pem,key}, plant.{pem,key}, ca.pem  -> the satellite's board
+    DIR/<sat>/                      flightd, plant, bridge .{pem,key}, ca.pem   -> the satellite's board
     DIR/ground/                     <identity>.{pem,key}, ca.pem                -> ground machines
 
 Every client verifies the broker against ``ca.pem`` (the space CA) and presents its own certificate;
 its Common Name is its username (``use_identity_as_username``). Two TLS listeners, so that the two
 segments are told apart by the CA that signed them, not by a name a client chooses:
 
-- space listener (``--space-port``, 8883): only certificates of the space CA: ``flightd-<sat>`` and
-  ``plant-<sat>`` (the plant simulator, or the board's telemetry publisher). The MQTT client id is
+- space listener (``--space-port``, 8883): only certificates of the space CA: ``flightd-<sat>``,
+  ``plant-<sat>`` (the plant simulator, or the board's telemetry publisher) when they reach the ground
+  broker directly, or ``bridge-<sat>`` when the board runs its own broker bridged to the ground one
+  (hil.link.bridge; :func:`bridge_tls_lines`). The MQTT client id is
   replaced by the certificate's CN (``use_username_as_clientid``), so no client can take over
   another's session, whatever id it sends.
 - ground listener (``--ground-port``, 8884): only certificates of the ground CA (``ground-operator``,
@@ -22,7 +24,8 @@ segments are told apart by the CA that signed them, not by a name a client choos
 No anonymous access, no cleartext listener. The ACL (:func:`render_acl`, from :class:`link.topics.TopicMap`
 and :data:`link.telemetry.PLANT_CHANNELS`) gives ``flightd-<sat>`` write access to its satellite's
 sat -> ground topics and read access to its ground -> sat topics only; ``plant-<sat>`` writes its
-plant channels and reads ``tlm/compute``; ``operator`` writes jobs, commands and uploads and reads
+plant channels and reads ``tlm/compute``; ``bridge-<sat>`` has both sets of rights (it carries all
+of the satellite's traffic) and its connection-state topic; ``operator`` writes jobs, commands and uploads and reads
 everything; ``user`` writes jobs and commands (the satellite's key ring limits what a user's signed
 commands may do) and reads states, results, replies, status, events and telemetry; ``observer`` only
 reads. A satellite's identity gives nothing on another satellite's topics.
@@ -76,28 +79,37 @@ def plant_identity(sat: str) -> str:
     return f"plant-{check_id('satellite id', sat)}"
 
 
+def bridge_identity(sat: str) -> str:
+    """The onboard broker's bridge to the ground broker (also its ``remote_clientid``)."""
+    return f"bridge-{check_id('satellite id', sat)}"
+
+
 # ------------------------------------------------------------------------------------------ the ACL
 
 
 def _space_acl(sat: str, root: str) -> list[str]:
     t = TopicMap(sat, root)
+    uplink = (t.job_submit, t.command, t.upload_all)
+    downlink = (t.job_state_all, t.result_all, t.command_reply_all, t.upload_progress_all, t.status, t.events)
     flightd = [
         f"user {flightd_identity(sat)}",
-        f"topic write {t.job_state_all}",
-        f"topic write {t.result_all}",
-        f"topic write {t.command_reply_all}",
-        f"topic write {t.upload_progress_all}",
-        f"topic write {t.status}",
-        f"topic write {t.events}",
-        f"topic write {t.telemetry(COMPUTE)}",
-        f"topic read {t.job_submit}",
-        f"topic read {t.command}",
-        f"topic read {t.upload_all}",
-        f"topic read {t.telemetry_all}",
+        *(f"topic write {topic}" for topic in (*downlink, t.telemetry(COMPUTE))),
+        *(f"topic read {topic}" for topic in (*uplink, t.telemetry_all)),
     ]
-    plant = [f"user {plant_identity(sat)}", *(f"topic write {t.telemetry(ch)}" for ch in PLANT_CHANNELS)]
-    plant.append(f"topic read {t.telemetry(COMPUTE)}")
-    return [*flightd, "", *plant, ""]
+    plant = [
+        f"user {plant_identity(sat)}",
+        *(f"topic write {t.telemetry(ch)}" for ch in PLANT_CHANNELS),
+        f"topic read {t.telemetry(COMPUTE)}",
+    ]
+    # The bridge carries everything the satellite sends (flightd's and the board's telemetry alike:
+    # onboard, each publishes on the board's own broker) and its connection-state notification.
+    bridge = [
+        f"user {bridge_identity(sat)}",
+        *(f"topic write {topic}" for topic in (*downlink, t.telemetry_all)),
+        f"topic write $SYS/broker/connection/{bridge_identity(sat)}/state",
+        *(f"topic read {topic}" for topic in uplink),
+    ]
+    return [*flightd, "", *plant, "", *bridge, ""]
 
 
 def _ground_acl(name: str, role: str, sats: Sequence[str], root: str) -> list[str]:
@@ -362,6 +374,10 @@ class Pki:
         d = self.root / check_id("satellite id", sat)
         return TlsFiles(d / "ca.pem", d / "plant.pem", d / "plant.key")
 
+    def bridge(self, sat: str) -> TlsFiles:
+        d = self.root / check_id("satellite id", sat)
+        return TlsFiles(d / "ca.pem", d / "bridge.pem", d / "bridge.key")
+
     def ground(self, identity: str) -> TlsFiles:
         d = self.root / "ground"
         name = check_id("ground identity", identity)
@@ -411,6 +427,7 @@ def init_pki(
         _write(out / sat / "ca.pem", space_pem)
         _save_identity(out / sat, "flightd", *space.issue(flightd_identity(sat)))
         _save_identity(out / sat, "plant", *space.issue(plant_identity(sat)))
+        _save_identity(out / sat, "bridge", *space.issue(bridge_identity(sat)))
     _write(out / "ground" / "ca.pem", space_pem)
     for name in ground:
         _save_identity(out / "ground", name, *ground_ca.issue(name))
@@ -418,6 +435,21 @@ def init_pki(
     listeners = listeners or BrokerListeners(str(broker.resolve()))
     _write(broker / "mosquitto.conf", render_mosquitto_conf(listeners, persistence_dir).encode())
     return pki
+
+
+def bridge_tls_lines(files: TlsFiles) -> list[str]:
+    """Lines for a ``connection`` block of the onboard broker (after :func:`hil.link.bridge.bridge_config`'s):
+    TLS to the ground broker's space listener, presenting ``files`` (:meth:`Pki.bridge`), verifying
+    the broker's name and chain (``bridge_insecure`` stays false)."""
+    if files.cert is None or files.key is None:
+        raise PkiError("a bridge needs its identity's certificate and key")
+    return [
+        f"bridge_cafile {files.ca}",
+        f"bridge_certfile {files.cert}",
+        f"bridge_keyfile {files.key}",
+        "bridge_tls_version tlsv1.2",
+        "bridge_insecure false",
+    ]
 
 
 def revoke_identity(out: Path, certificate: Path) -> str:

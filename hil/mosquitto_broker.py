@@ -105,8 +105,9 @@ class MosquittoBroker:
 
     def _run_as_invoker(self) -> list[str]:
         # Started as root, mosquitto drops to the "mosquitto" user, which can neither write the test's
-        # workdir (persistence) nor read the 0600 keys of a PKI directory (locked).
-        return ["user root"] if os.geteuid() == 0 and (self.persistent or self.locked) else []
+        # workdir (persistence) nor read the 0600 keys of a PKI directory (locked, or a bridge's TLS
+        # files in extra_config): the broker runs as whoever started it.
+        return ["user root"] if os.geteuid() == 0 else []
 
     def _listeners(self) -> list[str]:
         if self.locked is None:

@@ -19,9 +19,11 @@ import aiomqtt
 import pytest
 
 from ground.cli import main
-from ground.pki import Pki, PkiError, init_pki, render_acl, revoke_identity
+from ground.pki import Pki, PkiError, bridge_identity, bridge_tls_lines, init_pki, render_acl, revoke_identity
 from hil.embedded_broker import EmbeddedBroker
+from hil.link.bridge import bridge_config, bridge_topics
 from hil.mosquitto_broker import MosquittoBroker
+from link.topics import TopicMap
 from link.transport import BrokerUrl, TlsFiles, make_client
 
 SPACE = ("flightd-sat1", "flightd-sat2", "plant-sat1")
@@ -274,3 +276,82 @@ def test_ground_pki_cli_writes_a_broker_config_for_the_container(tmp_path: Path,
     assert (tmp_path / "pki" / "ground" / "ops.pem").is_file()
     assert main(args) == 1
     assert "refusing to replace" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the onboard broker's bridge
+
+
+async def _wait_bridged(local: aiomqtt.Client, watcher: aiomqtt.Client, topic: str) -> None:
+    """Publish ``topic`` onboard until the watcher on the ground sees it (the bridge is up)."""
+    async with asyncio.timeout(15):
+        while True:
+            await local.publish(topic, b"hello", qos=1)
+            try:
+                async with asyncio.timeout(0.3):
+                    async for message in watcher.messages:
+                        if str(message.topic) == topic:
+                            return
+            except TimeoutError:
+                continue
+
+
+async def test_the_onboard_bridge_carries_its_satellites_traffic(pki: Pki, broker: MosquittoBroker,
+                                                                 tmp_path: Path) -> None:
+    """sat1's onboard broker bridged to the locked ground broker with sat1's bridge identity carries
+    sat1's downlink (flightd's and the board's telemetry) and uplink."""
+    topics = TopicMap("sat1")
+    lines = bridge_config(topics, ("127.0.0.1", broker.port), name=bridge_identity("sat1"), restart_timeout_s=1)
+    onboard = MosquittoBroker(tmp_path / "onboard", extra_config=[*lines, *bridge_tls_lines(pki.bridge("sat1"))])
+    onboard.start()
+    try:
+        async with (
+            connect(broker, pki, "ground-operator") as op,
+            make_client(BrokerUrl.parse(onboard.url), identifier="flightd-sat1") as local,
+        ):
+            await op.subscribe(topics.everything, qos=1)
+            await local.subscribe(topics.job_submit, qos=1)
+            await _wait_bridged(local, op, topics.result("probe"))
+            await local.publish(topics.telemetry("power"), b"board", qos=0)
+            await local.publish(topics.status, b"status", qos=1)
+            seen = set()
+            async with asyncio.timeout(5):
+                async for message in op.messages:
+                    seen.add(str(message.topic))
+                    if {topics.telemetry("power"), topics.status} <= seen:
+                        break
+            await op.publish(topics.job_submit, b"job", qos=1)
+            assert await first_message(local) == (topics.job_submit, b"job")
+    finally:
+        onboard.stop()
+
+
+async def test_a_bridge_with_another_satellites_identity_carries_nothing_of_this_one(
+    pki: Pki, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A board with sat2's bridge identity, configured to bridge sat1's trees as well as sat2's:
+    sat2's traffic flows (the bridge is up), sat1's does not, either way."""
+    sat1, sat2 = TopicMap("sat1"), TopicMap("sat2")
+    lines = bridge_config(sat2, ("127.0.0.1", broker.port), name=bridge_identity("sat2"), restart_timeout_s=1)
+    lines += [t.line() for t in bridge_topics(sat1)]
+    onboard = MosquittoBroker(tmp_path / "onboard", extra_config=[*lines, *bridge_tls_lines(pki.bridge("sat2"))])
+    onboard.start()
+    try:
+        async with (
+            connect(broker, pki, "ground-operator") as op,
+            make_client(BrokerUrl.parse(onboard.url), identifier="local") as local,
+        ):
+            await op.subscribe("orbitd/v1/#", qos=1)
+            await local.subscribe([(sat1.job_submit, 1), (sat2.job_submit, 1)])
+            await _wait_bridged(local, op, sat2.result("probe"))
+            await local.publish(sat1.result("forged"), b"forged", qos=1)
+            await local.publish(sat2.result("sentinel"), b"sentinel", qos=1)
+            async with asyncio.timeout(5):
+                async for message in op.messages:
+                    if str(message.topic) != sat2.result("probe"):
+                        assert (str(message.topic), message.payload) == (sat2.result("sentinel"), b"sentinel")
+                        break
+            await op.publish(sat1.job_submit, b"not for you", qos=1)
+            await op.publish(sat2.job_submit, b"yours", qos=1)
+            assert await first_message(local) == (sat2.job_submit, b"yours")
+    finally:
+        onboard.stop()
