@@ -9,10 +9,11 @@ sentinel) must be the first thing the reader sees.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiomqtt
@@ -295,15 +296,27 @@ async def _wait_bridged(local: aiomqtt.Client, watcher: aiomqtt.Client, topic: s
                 continue
 
 
+@contextlib.contextmanager
+def bridged_board(workdir: Path, ground: MosquittoBroker, pki: Pki, identity: str,
+                  trees: Sequence[TopicMap]) -> Iterator[MosquittoBroker]:
+    """An onboard Mosquitto bridging ``trees`` to the ground broker with ``identity``'s bridge certificate."""
+    first, *more = trees
+    lines = bridge_config(first, ("127.0.0.1", ground.port), name=bridge_identity(identity), restart_timeout_s=1)
+    lines += [topic.line() for tree in more for topic in bridge_topics(tree)]
+    onboard = MosquittoBroker(workdir, extra_config=[*lines, *bridge_tls_lines(pki.bridge(identity))])
+    onboard.start()
+    try:
+        yield onboard
+    finally:
+        onboard.stop()
+
+
 async def test_the_onboard_bridge_carries_its_satellites_traffic(pki: Pki, broker: MosquittoBroker,
                                                                  tmp_path: Path) -> None:
     """sat1's onboard broker bridged to the locked ground broker with sat1's bridge identity carries
     sat1's downlink (flightd's and the board's telemetry) and uplink."""
     topics = TopicMap("sat1")
-    lines = bridge_config(topics, ("127.0.0.1", broker.port), name=bridge_identity("sat1"), restart_timeout_s=1)
-    onboard = MosquittoBroker(tmp_path / "onboard", extra_config=[*lines, *bridge_tls_lines(pki.bridge("sat1"))])
-    onboard.start()
-    try:
+    with bridged_board(tmp_path / "onboard", broker, pki, "sat1", [topics]) as onboard:
         async with (
             connect(broker, pki, "ground-operator") as op,
             make_client(BrokerUrl.parse(onboard.url), identifier="flightd-sat1") as local,
@@ -321,8 +334,6 @@ async def test_the_onboard_bridge_carries_its_satellites_traffic(pki: Pki, broke
                         break
             await op.publish(topics.job_submit, b"job", qos=1)
             assert await first_message(local) == (topics.job_submit, b"job")
-    finally:
-        onboard.stop()
 
 
 async def test_a_bridge_with_another_satellites_identity_carries_nothing_of_this_one(
@@ -331,11 +342,7 @@ async def test_a_bridge_with_another_satellites_identity_carries_nothing_of_this
     """A board with sat2's bridge identity, configured to bridge sat1's trees as well as sat2's:
     sat2's traffic flows (the bridge is up), sat1's does not, either way."""
     sat1, sat2 = TopicMap("sat1"), TopicMap("sat2")
-    lines = bridge_config(sat2, ("127.0.0.1", broker.port), name=bridge_identity("sat2"), restart_timeout_s=1)
-    lines += [t.line() for t in bridge_topics(sat1)]
-    onboard = MosquittoBroker(tmp_path / "onboard", extra_config=[*lines, *bridge_tls_lines(pki.bridge("sat2"))])
-    onboard.start()
-    try:
+    with bridged_board(tmp_path / "onboard", broker, pki, "sat2", [sat2, sat1]) as onboard:
         async with (
             connect(broker, pki, "ground-operator") as op,
             make_client(BrokerUrl.parse(onboard.url), identifier="local") as local,
@@ -353,5 +360,3 @@ async def test_a_bridge_with_another_satellites_identity_carries_nothing_of_this
             await op.publish(sat1.job_submit, b"not for you", qos=1)
             await op.publish(sat2.job_submit, b"yours", qos=1)
             assert await first_message(local) == (sat2.job_submit, b"yours")
-    finally:
-        onboard.stop()
