@@ -87,12 +87,14 @@ class RequestAuthenticator:
             raise ReplayError(f"{kind} from {signer.describe()}: {reason}")
         return SignedRequest(signer, envelope.sequence, envelope.body)
 
-    def authorize(self, request: SignedRequest | None, what: str, priority: int | None = None) -> None:
-        """Return if the signer may ask for ``what`` (``job``, ``upload`` or ``command:<action>``, see
-        :meth:`flight.keyring.KeyRing.authorize`) at ``priority``; unsigned requests were admitted by
-        policy in :meth:`open`."""
+    def authorize(
+        self, request: SignedRequest | None, what: str, priority: int | None = None, owner: str | None = None
+    ) -> None:
+        """Return if the signer may ask for ``what`` (``job``, ``upload`` or ``command:<action>``) at
+        ``priority``, about a job submitted by ``owner`` (see :meth:`flight.keyring.KeyRing.authorize`);
+        unsigned requests were admitted by policy in :meth:`open`."""
         if request is not None:
-            self.ring.authorize(request.signer, what, priority)
+            self.ring.authorize(request.signer, what, priority, owner)
 
     def commit(self, request: SignedRequest) -> ReplayWindow:
         """Advance the signer's window past ``request`` and return it (to persist before acting);

@@ -9,9 +9,10 @@ replayed ``add`` of it would be refused even if it got past anti-replay).
 Roles (:data:`PERMISSIONS`):
 
 - ``operator``: everything: commands, model uploads, jobs of any priority, key management.
-- ``user``: jobs up to the key's ``priority_cap``, and the read-only commands ``ping``, ``get_job``,
+- ``user``: jobs up to the key's ``priority_cap``; the read-only commands ``ping``, ``get_job``,
   ``list_jobs``, ``list_models`` (what the user could read on the broker anyway: job states and
-  results are published to the ground roles). Nothing that changes state onboard but its own jobs.
+  results are published to the ground roles); ``cancel`` and ``ack_result`` of its own jobs (those
+  submitted under the key's name, which a rotation keeps). Nothing else that changes state onboard.
 
 A ring always keeps one active operator key: revoking or rotating away the last one is refused, so
 a mistaken command cannot lock the ground out of its satellite.
@@ -43,6 +44,8 @@ KINDS = (JOB, COMMAND, UPLOAD)
 :meth:`KeyRing.authorize` takes ``job``, ``upload`` or, for a command, ``command:<action>``."""
 USER_COMMANDS = ("ping", "get_job", "list_jobs", "list_models")
 """The read-only commands a ``user`` key may sign."""
+OWN_JOB_COMMANDS = ("cancel", "ack_result")
+"""Commands a ``user`` key may sign for jobs submitted under its own name only."""
 
 
 def command_request(action: str) -> str:
@@ -59,9 +62,10 @@ class Role(str, enum.Enum):  # noqa: UP042 (enum.StrEnum is 3.11+; the board run
 
 PERMISSIONS: dict[Role, frozenset[str] | None] = {
     Role.OPERATOR: None,  # everything
-    Role.USER: frozenset({JOB, *(command_request(a) for a in USER_COMMANDS)}),
+    Role.USER: frozenset({JOB, *(command_request(a) for a in (*USER_COMMANDS, *OWN_JOB_COMMANDS))}),
 }
-"""Request kinds each role may sign; None: all of them."""
+"""Request kinds each role may sign; None: all of them. (:data:`OWN_JOB_COMMANDS` also need the
+job's owner to be the key's name, see :meth:`KeyRing.authorize`.)"""
 
 
 class KeyRefused(AuthError):
@@ -188,13 +192,18 @@ class KeyRing:
         return entry
 
     @staticmethod
-    def authorize(entry: KeyEntry, request: str, priority: int | None = None) -> None:
+    def authorize(entry: KeyEntry, request: str, priority: int | None = None, owner: str | None = None) -> None:
         """Return if ``entry``'s role may sign ``request`` (:data:`JOB`, :data:`UPLOAD`, ``command:<action>``)
-        at ``priority`` (jobs); :class:`KeyRefused` naming the key, its role and what it asked otherwise."""
+        at ``priority`` (jobs), for a job whose submitter was ``owner`` (a key name; None: unknown, e.g.
+        submitted unsigned); :class:`KeyRefused` naming the key, its role and what it asked otherwise."""
         allowed = PERMISSIONS[entry.role]
+        what = request.replace(":", " ", 1)
         if allowed is not None and request not in allowed:
-            what = request.replace(":", " ", 1)
             raise KeyRefused(f"{entry.describe()} may not sign {what}: role {entry.role.value} lacks it")
+        own_only = {command_request(a) for a in OWN_JOB_COMMANDS}
+        if entry.role is not Role.OPERATOR and request in own_only and owner != entry.name:
+            whose = f"{owner}'s" if owner else "another key's"
+            raise KeyRefused(f"{entry.describe()} may {what} only its own jobs, not {whose}")
         if request == JOB and priority is not None and priority > entry.priority_cap:
             raise KeyRefused(f"{entry.describe()} may submit jobs up to priority {entry.priority_cap}, not {priority}")
 

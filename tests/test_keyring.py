@@ -27,8 +27,15 @@ def test_operator_may_do_everything_user_only_jobs_and_reads() -> None:
         r.authorize(OPS, request, priority=9)
     r.authorize(USER, JOB, priority=5)
     r.authorize(USER, command_request("list_jobs"))
-    with pytest.raises(KeyRefused, match=r"\(lab, user\) may not sign command cancel: role user lacks it"):
-        r.authorize(USER, command_request("cancel"))
+    with pytest.raises(KeyRefused, match=r"\(lab, user\) may not sign command activate_model: role user lacks it"):
+        r.authorize(USER, command_request("activate_model"))
+    r.authorize(USER, command_request("cancel"), owner="lab")
+    r.authorize(USER, command_request("ack_result"), owner="lab")
+    with pytest.raises(KeyRefused, match="may command ack_result only its own jobs, not ops's"):
+        r.authorize(USER, command_request("ack_result"), owner="ops")
+    with pytest.raises(KeyRefused, match="only its own jobs, not another key's"):
+        r.authorize(USER, command_request("cancel"), owner=None)
+    r.authorize(OPS, command_request("cancel"), owner="lab")
     with pytest.raises(KeyRefused, match="may not sign upload"):
         r.authorize(USER, UPLOAD)
     with pytest.raises(KeyRefused, match="up to priority 5, not 9"):
