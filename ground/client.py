@@ -23,6 +23,7 @@ from typing import Any, Self
 import aiomqtt
 import numpy as np
 
+from ground.signer import Signer
 from link.auth import sign
 from link.codec import WireError, decode, encode, pack_tensors, unpack_tensors
 from link.messages import (
@@ -44,7 +45,7 @@ from link.messages import (
     Status,
 )
 from link.topics import TopicMap
-from link.transport import BrokerUrl, make_client
+from link.transport import BrokerUrl, TlsFiles, make_client
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -95,11 +96,18 @@ class GroundClient:
         key_id: str | None = None,
         key: bytes | None = None,
         timeout_s: float = 30.0,
+        signer: Signer | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``signer``: Ed25519 key that signs every job, command and upload begin (link.envelope);
+        ``key_id``/``key``: the legacy shared HMAC command key (link.auth), used only without a signer.
+        ``tls``: the client's TLS identity for an ``mqtts://`` broker."""
         self.url = BrokerUrl.parse(broker)
         self.topics = TopicMap(sat)
         self.key_id = key_id
         self.key = key
+        self.signer = signer
+        self.tls = tls
         self.timeout_s = timeout_s
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -110,8 +118,17 @@ class GroundClient:
 
     # ------------------------------------------------------------------------------ connection
 
+    def connection(self, prefix: str = "ground-") -> aiomqtt.Client:
+        """A new (not yet connected) broker connection with this client's URL and TLS identity."""
+        return make_client(self.url, identifier=new_id(prefix), tls=self.tls)
+
+    def seal(self, payload: bytes) -> bytes:
+        """``payload`` signed for this satellite under the next sequence number, or as is without a signer.
+        Every publish is sealed anew: a retry is a new message to the satellite's anti-replay window."""
+        return payload if self.signer is None else self.signer.seal(payload, self.topics.sat)
+
     async def __aenter__(self) -> Self:
-        self._client = make_client(self.url, identifier=new_id("ground-"))
+        self._client = self.connection()
         try:
             await self._client.__aenter__()
         except aiomqtt.MqttError as exc:
@@ -216,7 +233,7 @@ class GroundClient:
         queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
         self._job_queues[job_id] = queue
         for attempt in range(1, attempts + 1):
-            await self.mqtt.publish(self.topics.job_submit, payload, qos=1)
+            await self.mqtt.publish(self.topics.job_submit, self.seal(payload), qos=1)
             try:
                 event = await asyncio.wait_for(self._next_state(queue), ack_timeout_s)
             except TimeoutError:
@@ -291,12 +308,12 @@ class GroundClient:
     async def command(self, body: CommandAction, timeout_s: float | None = None) -> Any:
         """Send a command and return its reply's data; CommandFailed with flightd's reason otherwise."""
         command = Command(command_id=new_id("cmd-"), issued_utc=time.time(), body=body)
-        if self.key is not None and self.key_id is not None:
+        if self.signer is None and self.key is not None and self.key_id is not None:
             command = sign(command, self.key_id, self.key)
         reply_topic = self.topics.command_reply(command.command_id)
         queue = await self._watch(reply_topic, subscribe=False)
         try:
-            await self.mqtt.publish(self.topics.command, encode(command), qos=1)
+            await self.mqtt.publish(self.topics.command, self.seal(encode(command)), qos=1)
             _, payload = await asyncio.wait_for(queue.get(), timeout_s or self.timeout_s)
         except TimeoutError:
             raise GroundError(

@@ -77,6 +77,13 @@ class TlsFiles:
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def check_tls(url: BrokerUrl, tls: TlsFiles | None) -> None:
+    """ValueError unless TLS files come with an ``mqtts://`` URL and only with one (no silent cleartext)."""
+    if url.tls != (tls is not None):
+        need = "needs TLS files (ca, cert, key)" if url.tls else "is cleartext but TLS files were given"
+        raise ValueError(f"broker {url} {need}")
+
+
 def make_client(
     url: BrokerUrl,
     *,
@@ -92,9 +99,7 @@ def make_client(
     An ``mqtts://`` URL needs ``tls`` (ValueError otherwise); ``tls`` with a plain ``mqtt://`` URL is
     a ValueError too, so a configuration never silently falls back to cleartext.
     """
-    if url.tls != (tls is not None):
-        need = "needs TLS files (ca, cert, key)" if url.tls else "is cleartext but TLS files were given"
-        raise ValueError(f"broker {url} {need}")
+    check_tls(url, tls)
     client = aiomqtt.Client(
         url.host,
         url.port,

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ground.options import tls_from_args
 from ground.tlm.archive import Archive
 from link.topics import LIVE_ROOT, REPLAY_ROOT
 
@@ -56,6 +57,7 @@ async def cmd_record(args: argparse.Namespace) -> int:
         synchronous=args.sync.upper(),
         on_ready=lambda rec: announce(rec, subscriptions(sat, root)),
         stop=stop,
+        tls=tls_from_args(args),
     )
     print(f"recorded {recorder.written} messages in {recorder.batches} commits", file=sys.stderr)
     return 0
@@ -101,6 +103,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         sats=args.from_sat,
         late_ms=args.late_ms,
         progress=not args.no_progress,
+        tls=tls_from_args(args),
         **bounds(args.t_from, args.t_to),
     )
     print(report.summary(), file=sys.stderr)
