@@ -20,8 +20,8 @@ from typing import Any
 
 from ground.client import GroundClient
 from ground.signer import load_signer
+from ground.tls_options import add_tls_options, env_path, tls_from_args
 from link.auth import load_key
-from link.transport import TlsFiles
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -29,31 +29,11 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", default=os.environ.get("ORBITD_BROKER", "mqtt://127.0.0.1:1883"))
     parser.add_argument("--sat", default=os.environ.get("ORBITD_SAT", "sat1"))
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for replies and results")
-    parser.add_argument("--signing-key", type=Path, default=_env_path("ORBITD_SIGNING_KEY"),
+    parser.add_argument("--signing-key", type=Path, default=env_path("ORBITD_SIGNING_KEY"),
                         help="Ed25519 key file that signs jobs, commands and uploads (or ORBITD_SIGNING_KEY)")
-    parser.add_argument("--tls-ca", type=Path, default=_env_path("ORBITD_TLS_CA"),
-                        help="CA certificate that verifies an mqtts:// broker (or ORBITD_TLS_CA)")
-    parser.add_argument("--tls-cert", type=Path, default=_env_path("ORBITD_TLS_CERT"),
-                        help="this client's certificate (or ORBITD_TLS_CERT)")
-    parser.add_argument("--tls-key", type=Path, default=_env_path("ORBITD_TLS_KEY"),
-                        help="this client's TLS private key (or ORBITD_TLS_KEY)")
+    add_tls_options(parser)
     parser.add_argument("--key-id", default=os.environ.get("ORBITD_COMMAND_KEY_ID", "ground"))
     parser.add_argument("--key", help="legacy HMAC command key, 64 hex digits (or ORBITD_COMMAND_KEY)")
-
-
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
-
-
-def tls_from_args(args: argparse.Namespace) -> TlsFiles | None:
-    """The TLS files of the global options (None without ``--tls-ca``, or for a parser without them)."""
-    ca, cert, key = (getattr(args, name, None) for name in ("tls_ca", "tls_cert", "tls_key"))
-    if ca is None:
-        if cert is not None or key is not None:
-            raise ValueError("--tls-cert and --tls-key need --tls-ca")
-        return None
-    return TlsFiles(ca, cert, key)
 
 
 def client_from_args(args: argparse.Namespace) -> GroundClient:

@@ -1,6 +1,7 @@
 """``hil``: the test rig's command line.
 
     hil plant  --broker URL --sat ID --scenario NAME --warp X [--rate HZ] [--duration S]
+               [--tls-ca F --tls-cert F --tls-key F]  (the plant-<sat> identity on an mqtts:// broker)
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
     hil scenarios                         (list the bundled scenarios)
 
@@ -16,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ground.tls_options import add_tls_options, tls_from_args
+
 
 def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plant", help="run the plant simulator on MQTT")
@@ -26,6 +29,7 @@ def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rate", type=float, default=None, help="telemetry samples per simulated second")
     p.add_argument("--duration", type=float, default=None, help="stop after this many simulated seconds")
     p.add_argument("--physics-dt", type=float, default=1.0, help="plant integration step, simulated s")
+    add_tls_options(p)  # the plant-<sat> identity of `ground pki init`, for an mqtts:// broker
 
 
 def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rate_hz=args.rate,
                     duration_s=args.duration,
                     physics_dt_s=args.physics_dt,
+                    tls=tls_from_args(args),
                 )
             )
         elif args.command == "broker":

@@ -27,7 +27,7 @@ from link.codec import WireError, decode, encode
 from link.messages import Telemetry
 from link.telemetry import BUSY_CORES, COMPUTE
 from link.topics import TopicMap
-from link.transport import BrokerUrl, make_client
+from link.transport import BrokerUrl, TlsFiles, make_client
 
 log = logging.getLogger("hil.plant")
 
@@ -87,10 +87,11 @@ async def serve(
     rate_hz: float | None = None,
     duration_s: float | None = None,
     physics_dt_s: float = 1.0,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
     forever, or until cancelled). ``rate_hz``: telemetry samples per simulated second (default: the
-    scenario's telemetry period)."""
+    scenario's telemetry period). ``tls``: the ``plant-<sat>`` identity on the locked broker."""
     if warp <= 0:
         raise ValueError("warp must be > 0")
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
@@ -98,7 +99,7 @@ async def serve(
     runner = PlantRunner(sc, period, physics_dt_s)
     topics = TopicMap(sat)
     compute_topic = topics.telemetry(COMPUTE)
-    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}") as client:
+    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}", tls=tls) as client:
         await client.subscribe(compute_topic, qos=0)
         listener = asyncio.create_task(_listen(client, runner, compute_topic))
         log.info("plant %s for %s on %s: warp %g, telemetry every %g s", sc.name, sat, broker, warp, period)

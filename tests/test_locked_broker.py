@@ -24,6 +24,9 @@ from ground.pki import Pki, PkiError, bridge_identity, bridge_tls_lines, init_pk
 from hil.embedded_broker import EmbeddedBroker
 from hil.link.bridge import bridge_config, bridge_topics
 from hil.mosquitto_broker import MosquittoBroker
+from hil.plant_service import serve
+from link.codec import decode
+from link.messages import Telemetry
 from link.topics import TopicMap
 from link.transport import BrokerUrl, TlsFiles, make_client
 
@@ -360,3 +363,19 @@ async def test_a_bridge_with_another_satellites_identity_carries_nothing_of_this
             await op.publish(sat1.job_submit, b"not for you", qos=1)
             await op.publish(sat2.job_submit, b"yours", qos=1)
             assert await first_message(local) == (sat2.job_submit, b"yours")
+
+
+async def test_the_plant_publishes_its_channels_as_its_own_identity(pki: Pki, broker: MosquittoBroker) -> None:
+    """``hil plant`` on the locked broker (plant-sat1): the ground observer receives its power channel."""
+    topics = TopicMap("sat1")
+    async with connect(broker, pki, "ground-observer") as observer:
+        await observer.subscribe(topics.telemetry("power"), qos=0)
+        plant = asyncio.create_task(serve(broker.url, "sat1", "nominal-550km", warp=200.0, rate_hz=1.0,
+                                          duration_s=30.0, tls=pki.plant("sat1")))
+        try:
+            topic, payload = await first_message(observer, timeout_s=10)
+            assert topic == topics.telemetry("power") and decode(payload, Telemetry).message.sat == "sat1"
+        finally:
+            plant.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await plant

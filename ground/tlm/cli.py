@@ -22,8 +22,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ground.options import tls_from_args
 from ground.tlm.archive import Archive
+from ground.tls_options import tls_from_args
 from link.topics import LIVE_ROOT, REPLAY_ROOT
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
