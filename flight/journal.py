@@ -8,8 +8,9 @@ are published again. ``completions`` counts how often a job reached ``done`` (th
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,21 @@ CREATE TABLE IF NOT EXISTS results (
     payload       BLOB NOT NULL,
     created_utc   REAL NOT NULL,
     acked_utc     REAL
+);
+CREATE TABLE IF NOT EXISTS job_owners (      -- the key name that signed a job (flight.keyring)
+    job_id        TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
+    owner         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signing_keys (    -- the key ring: flight.keyring.KeyEntry.to_record as JSON
+    fingerprint   TEXT PRIMARY KEY,
+    record        TEXT NOT NULL,
+    updated_utc   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay_windows (  -- flight.antireplay.ReplayWindow per key (decimal text:
+    fingerprint   TEXT PRIMARY KEY,          -- a uint64 sequence number exceeds SQLite's int64)
+    top           TEXT NOT NULL,
+    seen          TEXT NOT NULL,
+    size          INTEGER NOT NULL
 );
 """
 
@@ -265,3 +281,41 @@ class JobJournal:
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {str(s): int(n) for s, n in rows}
+
+    # ------------------------------------------------------------------------------- security
+
+    def set_owner(self, job_id: str, owner: str) -> None:
+        """Record the key name that signed job ``job_id`` (kept until the job is purged)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO job_owners (job_id, owner) VALUES (?, ?)", (job_id, owner))
+
+    def owner(self, job_id: str) -> str | None:
+        row = self._db.execute("SELECT owner FROM job_owners WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_keys(self, records: Mapping[str, Mapping[str, Any]], now_utc: float) -> None:
+        """Insert or replace key ring entries (fingerprint -> plain record) in one transaction."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO signing_keys (fingerprint, record, updated_utc) VALUES (?, ?, ?)",
+                [(fp, json.dumps(dict(r), sort_keys=True), now_utc) for fp, r in records.items()],
+            )
+
+    def keys(self) -> dict[str, dict[str, Any]]:
+        """The persisted key ring: fingerprint -> record."""
+        rows = self._db.execute("SELECT fingerprint, record FROM signing_keys").fetchall()
+        return {str(fp): json.loads(record) for fp, record in rows}
+
+    def save_window(self, fingerprint: str, record: Mapping[str, Any], durable: bool = True) -> None:
+        """Persist one key's anti-replay window (``ReplayWindow.to_record``). ``durable=False`` only
+        where acting on a replay after a power cut would be harmless (read-only requests)."""
+        with self._tx(durable) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO replay_windows (fingerprint, top, seen, size) VALUES (?, ?, ?, ?)",
+                (fingerprint, str(record["top"]), str(record["seen"]), int(record["size"])),
+            )
+
+    def windows(self) -> dict[str, dict[str, Any]]:
+        """Every key's persisted anti-replay window: fingerprint -> record."""
+        rows = self._db.execute("SELECT fingerprint, top, seen, size FROM replay_windows").fetchall()
+        return {str(fp): {"top": str(top), "seen": str(seen), "size": int(size)} for fp, top, seen, size in rows}
