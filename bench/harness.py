@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -84,3 +85,25 @@ def progress(message: str) -> None:
 
 async def settle(seconds: float = 0.5) -> None:
     await asyncio.sleep(seconds)
+
+
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "asimd", "asimddp")
+"""CPU features that change inference and numpy speed, reported with every figure."""
+
+
+def cpu_info() -> dict[str, object]:
+    """The CPU a bench ran on, for its JSON: model name, logical CPUs, machine and the features of
+    CPU_FLAGS_OF_INTEREST it has (from /proc/cpuinfo; "unknown" where that file is absent)."""
+    model, flags = "unknown", set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware") and model == "unknown":
+                model = value.strip()
+            elif key in ("flags", "features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "count": os.cpu_count(), "machine": platform.machine(),
+            "flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags]}

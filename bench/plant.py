@@ -20,6 +20,7 @@ import numpy as np
 
 from hil.plant import IlluminationModel, Plant, PlantConfig, TleOrbit
 from hil.plant.illumination import IlluminationTable
+from hil.plant.tle import checksum
 from hil.scenario import load_scenario
 
 DAY_S = 86400.0
@@ -30,7 +31,7 @@ TLE_2 = "2 99999  53.0000  40.0000 0001000  90.0000 270.0000 15.05520000    10"
 
 
 def _fix(line: str) -> str:
-    return line[:68] + str(sum(int(c) if c.isdigit() else (c == "-") for c in line[:68]) % 10)
+    return line[:68] + str(checksum(line))
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:

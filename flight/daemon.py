@@ -1,9 +1,15 @@
 """flightd: the thin asyncio/MQTT shell around the journal, the registry, the executor and the policy.
 
+The shell does I/O and carries out decisions made by pure code elsewhere: the queue's type and order
+(:mod:`flight.queue_policy`), what each dispatcher wake expires, rejects and starts
+(:mod:`flight.dispatch`, with the throttle), the governor's modes, budget and admission
+(:mod:`flight.governor`), who may command the satellite (:mod:`flight.command_guard`) and what the
+models directory holds (:mod:`flight.registry`).
+
 Flow of a job: ``jobs/submit`` -> decode and validate (a bad one is ``rejected`` with the reason, on
 the wire and in the log) -> journal (committed) -> ``queued`` state event (the acknowledgement) ->
-dispatcher (queue policy, throttle) -> executor -> result committed to the journal -> result
-published, retained, until the ground acknowledges it (``ack_result``).
+dispatcher (:func:`flight.dispatch.plan_wake`) -> executor -> result committed to the journal ->
+result published, retained, until the ground acknowledges it (``ack_result``).
 
 Link: one aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
 submissions for us across our own restarts, re-entered with exponential backoff after a disconnect;
@@ -18,7 +24,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,19 +31,20 @@ from typing import Any
 import aiomqtt
 
 from flight import __version__
+from flight.command_guard import CommandGuard
+from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Governor, GovernorConfig
-from flight.governor.admission import QueuedJob as GovernorJob
 from flight.governor.admission import RunningJob
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
 from flight.mission_clock import MissionClock
-from flight.queue_policy import QueuedJob, expired, next_job
+from flight.queue_policy import QueuedJob, deadline_passed
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
 from flight.settings import FlightSettings
 from flight.uplink import UplinkReceiver
-from link.auth import AuthError, load_key, verify
+from link.auth import AuthError, load_key
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
 from link.messages import (
     AckResult,
@@ -62,7 +68,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
-from link.telemetry import COMPUTE, compute_values
+from link.telemetry import CLOCK, COMPUTE, RATE, compute_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -70,14 +76,11 @@ log = logging.getLogger("flightd")
 
 
 @dataclass
-class Throttle:
-    """What the executor may use right now (set by the governor, or fixed by configuration)."""
+class RunningTask:
+    """A job handed to the executor: what the scheduler policy knows of it, and the task running it."""
 
-    concurrency: int
-    intra_op_threads: int
-    duty_cycle: float = 1.0
-    mode: Mode = Mode.NOMINAL
-    budget_w: float | None = None
+    job: RunningJob
+    task: asyncio.Task[None]
 
 
 class CommandError(Exception):
@@ -114,8 +117,11 @@ class FlightDaemon:
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
-        self.keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
-        self.uplink = UplinkReceiver(self.registry, settings.data_dir / "uplink", self.clock, keys=self.keys)
+        keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
+        self.guard = CommandGuard(keys, settings.security.command_window_s, self.clock)
+        self.uplink = UplinkReceiver(
+            self.registry, settings.data_dir / "uplink", self.topics, self.clock, guard=self.guard
+        )
         self.started_monotonic = time.monotonic()
         self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
         self.telemetry: dict[str, Telemetry] = {}
@@ -128,11 +134,10 @@ class FlightDaemon:
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
         self._accepting: set[str] = set()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, RunningTask] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._intake_open = True
-        self._seen_commands: OrderedDict[str, float] = OrderedDict()
         self._pending: set[asyncio.Task[Any]] = set()
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
@@ -171,7 +176,7 @@ class FlightDaemon:
         if requeued:
             log.warning("requeued %d job(s) left running by the last stop: %s", len(requeued), ", ".join(requeued))
         for r in self.journal.jobs([JobState.QUEUED]):
-            self._queue[r.job_id] = QueuedJob(r.job_id, r.model, r.priority, r.deadline_utc, r.received_utc)
+            self._queue[r.job_id] = QueuedJob(r.job_id, r.priority, r.model, r.received_utc, r.deadline_utc)
         problems = self.registry.scan()
         for spec in self.settings.executor.preload:
             name, _, version = spec.partition("/")
@@ -179,7 +184,7 @@ class FlightDaemon:
                 self.registry.session(self.registry.resolve(name, version or None), self.throttle.intra_op_threads)
             except ModelError as exc:
                 log.error("preload %s: %s", spec, exc)
-        if not self.keys:
+        if not self.guard.enforcing:
             log.warning("no command keys configured: commands are accepted unsigned")
         log.info(
             "flightd %s sat=%s broker=%s queued=%d models=%s problems=%d",
@@ -201,7 +206,8 @@ class FlightDaemon:
                 await client.unsubscribe(self.topics.job_submit, timeout=2.0)
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
         if self._running:
-            _, still = await asyncio.wait(list(self._running.values()), timeout=self.settings.shutdown_grace_s)
+            tasks = [r.task for r in self._running.values()]
+            _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
             if still:
                 for job_id in list(self._running):
                     self.executor.terminate(job_id, "shutdown")
@@ -373,7 +379,7 @@ class FlightDaemon:
         now = self.clock()
         state = JobState.QUEUED
         reason_text: str | None = None
-        if req.deadline_utc is not None and req.deadline_utc <= now:
+        if deadline_passed(req.deadline_utc, now):
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
         self._accepting.add(req.job_id)
         self._background(
@@ -398,65 +404,35 @@ class FlightDaemon:
         assert record is not None
         self._publish_state(record)
         if inserted and state is JobState.QUEUED:
-            self._queue[req.job_id] = QueuedJob(req.job_id, req.model, req.priority, req.deadline_utc, now)
+            self._queue[req.job_id] = QueuedJob(req.job_id, req.priority, req.model, now, req.deadline_utc)
             self._requests[req.job_id] = payload
             self._wake.set()
 
     # ================================================================================= dispatcher
 
-    def _may_start(self) -> bool:
-        """Whether another job may be handed to the executor: up to ``concurrency`` computing plus as
-        many waiting for a slot, so inference runs back to back without waiting for the event loop."""
-        t = self.throttle
-        return self._intake_open and t.mode is not Mode.SAFE and len(self._running) < 2 * t.concurrency
-
     async def _dispatch_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            now = self.clock()
-            for job in expired(self._queue.values(), now):
-                self._queue.pop(job.job_id, None)
-                reason = f"deadline passed while queued ({job.deadline_utc:.3f})"
-                self._background(self._finish(job.job_id, JobState.EXPIRED, reason), f"expiry of {job.job_id}")
-            for job_id in self._admitted_order(now):
-                if not self._may_start():
-                    break
-                del self._queue[job_id]
-                self._running[job_id] = asyncio.create_task(self._run_job(job_id), name=job_id)
-
-    def _admitted_order(self, now_utc: float) -> list[str]:
-        """Queued jobs that may start, in the order to start them: the governor's admission plan
-        (priority classes, EDF, deadline feasibility within the budget) or, without a governor, the
-        plain queue policy. Jobs the governor rejects are ended here with its reason."""
-        if self.governor is None:
-            chosen = next_job(self._queue.values(), now_utc)
-            return [] if chosen is None else [chosen.job_id]
-        wall = time.monotonic()
-        now_s = self.mission.now(wall)
-        queued = [
-            GovernorJob(
-                job_id=j.job_id,
-                priority=j.priority,
-                model=j.model,
-                enqueued_s=self.mission.mission_from_utc(j.received_utc, now_utc, wall),
-                deadline_s=None
-                if j.deadline_utc is None
-                else self.mission.mission_from_utc(j.deadline_utc, now_utc, wall),
+            step = plan_wake(
+                self.clock(),
+                list(self._queue.values()),
+                [r.job for r in self._running.values()],
+                self.throttle,
+                intake_open=self._intake_open,
+                governor=self.governor,
+                rate=self.mission.rate,
             )
-            for j in self._queue.values()
-        ]
-        running = [RunningJob(job_id=i, model=self._queue_model(i)) for i in self._running]
-        plan = self.governor.dispatch(now_s, queued, running)
-        for job, reason in plan.reject:
-            self._queue.pop(job.job_id, None)
-            why = f"admission control: {reason}"
-            self._background(self._finish(job.job_id, JobState.REJECTED, why), f"rejection of {job.job_id}")
-        return [j.job_id for j in (*plan.start, *plan.wait)]
-
-    def _queue_model(self, job_id: str) -> str:
-        record = self.journal.get(job_id)
-        return record.model if record is not None else ""
+            for job, reason in step.expire:
+                self._queue.pop(job.job_id, None)
+                self._background(self._finish(job.job_id, JobState.EXPIRED, reason), f"expiry of {job.job_id}")
+            for job, reason in step.reject:
+                self._queue.pop(job.job_id, None)
+                self._background(self._finish(job.job_id, JobState.REJECTED, reason), f"rejection of {job.job_id}")
+            for job in step.start:
+                del self._queue[job.job_id]
+                task = asyncio.create_task(self._run_job(job.job_id), name=job.job_id)
+                self._running[job.job_id] = RunningTask(RunningJob(job.job_id, job.model, job.units), task)
 
     async def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
         """Move a queued or running job to a terminal state other than done."""
@@ -470,7 +446,7 @@ class FlightDaemon:
     async def _requeue(self, job_id: str, reason: str) -> None:
         now = self.clock()
         record = await self.writer.submit(lambda j: j.set_state(job_id, JobState.QUEUED, now, reason))
-        self._queue[job_id] = QueuedJob(job_id, record.model, record.priority, record.deadline_utc, record.received_utc)
+        self._queue[job_id] = QueuedJob(job_id, record.priority, record.model, record.received_utc, record.deadline_utc)
         log.info("job %s requeued: %s", job_id, reason)
         self._publish_state(record)
 
@@ -540,7 +516,8 @@ class FlightDaemon:
         command_id = peek_field(payload, "command_id")
         try:
             command = decode(payload, Command).message
-            self._authenticate(command, peek_header(payload))
+            self.guard.check(command, issued_utc=command.issued_utc, received=peek_header(payload),
+                             once_id=command.command_id)
             data = await self._execute(command)
         except (WireError, AuthError, CommandError, ModelError) as exc:
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
@@ -551,20 +528,6 @@ class FlightDaemon:
             return
         reply = CommandReply(command_id=command.command_id, ok=True, data=data)
         self._publish_soon(self.topics.command_reply(command.command_id), encode(reply))
-
-    def _authenticate(self, command: Command, received: dict[str, object] | None) -> None:
-        if not self.keys:
-            return
-        verify(command, self.keys, received=received)
-        now = self.clock()
-        window = self.settings.security.command_window_s
-        if abs(now - command.issued_utc) > window:
-            raise AuthError(f"command issued_utc {command.issued_utc:.0f} is outside the {window:.0f} s window")
-        if command.command_id in self._seen_commands:
-            raise AuthError(f"command id {command.command_id} was already used (replay)")
-        self._seen_commands[command.command_id] = now
-        while self._seen_commands and next(iter(self._seen_commands.values())) < now - window:
-            self._seen_commands.popitem(last=False)
 
     async def _execute(self, command: Command) -> Any:
         body = command.body
@@ -619,7 +582,9 @@ class FlightDaemon:
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
             return
-        if sample.channel != "compute":
+        if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
+            self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
+        elif sample.channel != "compute":
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
@@ -649,7 +614,7 @@ class FlightDaemon:
 
     def _compute_sample(self) -> Telemetry:
         now_m = time.monotonic()
-        busy = self.executor.busy_core_seconds()
+        busy = self.executor.busy_core_seconds(now_m)
         last_m, last_busy = self._last_busy
         self._last_busy = (now_m, busy)
         t = self.throttle
@@ -679,13 +644,9 @@ class FlightDaemon:
         samples, self._new_samples = self._new_samples, []
         now_s = self.mission.now(time.monotonic())
         d = self.governor.update(now_s, samples)
-        t = self.throttle
-        t.concurrency = min(d.concurrency, self.settings.executor.max_concurrency)
-        t.intra_op_threads = max(1, min(d.intra_op_threads, self.settings.executor.intra_op_threads))
-        t.duty_cycle = d.duty_cycle
-        t.budget_w = d.budget_w
-        t.mode = d.mode
-        self.executor.set_throttle(0 if d.mode is Mode.SAFE else t.concurrency, t.duty_cycle)
+        executor = self.settings.executor
+        self.throttle = Throttle.from_decision(d, executor.max_concurrency, executor.intra_op_threads)
+        self.executor.set_throttle(self.throttle.executor_slots, self.throttle.duty_cycle)
         for text in d.limit_events:
             log.warning("limit %s", text)
             self._event(EventKind.LIMIT, text, severity="warning", t_s=now_s)

@@ -11,7 +11,9 @@ the event loop; the executor itself enforces the throttle:
 Every run gets a fresh ``RunOptions`` so that :meth:`InferenceExecutor.terminate` stops it between
 graph nodes, or before it starts (the flag stays set once raised,
 ../shared/reference/boards-and-runtime.md); ``session.run`` releases the GIL. Busy core-seconds
-(run time x intra-op threads, from the moment a run really starts) give ``busy_cores``.
+(run time x intra-op threads, from the moment a run really starts to the moment ``session.run``
+returns or raises) give ``busy_cores``: :meth:`InferenceExecutor.busy_core_seconds` counts them up to
+the instant the caller divides by, so that busy cores over a window never exceed the threads granted.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class InferenceExecutor:
         self._active = 0
         self._duty = 1.0
         self._core_s_done = 0.0
+        self._core_s_reported = 0.0
 
     def set_throttle(self, limit: int, duty_cycle: float) -> None:
         """At most ``limit`` runs at once (0..max_workers); compute for ``duty_cycle`` (0..1] of the time."""
@@ -91,9 +94,13 @@ class InferenceExecutor:
             duty = self._duty
         try:
             names = [o.name for o in session.get_outputs()]
-            values = session.run(names, feeds, run.options)
-            run.end = time.monotonic()
-            run_s = run.end - run.start
+            try:
+                values = session.run(names, feeds, run.options)
+            finally:  # a terminated or failed run stops counting when it stops, not when the loop notices
+                end = time.monotonic()
+                with self._lock:
+                    run.end = end
+            run_s = end - run.start
             if duty < 1.0:
                 time.sleep(run_s * (1.0 - duty) / duty)
             return dict(zip(names, values, strict=True)), run_s
@@ -141,13 +148,24 @@ class InferenceExecutor:
         with self._lock:
             return [job_id for job_id, run in self._runs.items() if run.start is not None]
 
-    def busy_core_seconds(self) -> float:
-        """Core-seconds spent running so far, including the elapsed part of runs in progress."""
-        now = time.monotonic()
+    def busy_core_seconds(self, now: float | None = None) -> float:
+        """Core-seconds spent running up to ``now`` (``time.monotonic()`` s; default: the time of the
+        call), the elapsed part of runs in progress included, each counted from its start to
+        min(its end, ``now``). Never decreases from one call to the next.
+
+        Pass the same ``now`` the busy-core window is measured with: reading the clock here, a moment
+        after the caller did, counted up to that later moment against the caller's shorter window and
+        reported 2.00002 busy cores on a 2-core board (a clamped 82 W against 82.0004 W in the SIL).
+        Call it from the event loop (runs finish there), with ``now`` read just before."""
         with self._lock:
-            return self._core_s_done + sum(
-                ((run.end or now) - run.start) * run.threads for run in self._runs.values() if run.start is not None
+            at = time.monotonic() if now is None else now
+            total = self._core_s_done + sum(
+                max(0.0, min(run.end if run.end is not None else at, at) - run.start) * run.threads
+                for run in self._runs.values()
+                if run.start is not None
             )
+            self._core_s_reported = max(self._core_s_reported, total)
+            return self._core_s_reported
 
     def shutdown(self) -> None:
         with self._slots:

@@ -1,49 +1,98 @@
-"""Mission time as the telemetry sees it (pure; the caller supplies wall-clock readings).
+"""Mission time as the governor sees it (pure; the caller supplies monotonic wall-clock readings).
 
-Under the plant simulator mission time (``Telemetry.t_s``) runs ``warp`` times faster than the wall
-clock; in flight it runs at 1. The clock keeps the latest (t_s, wall) pair and a smoothed rate
-estimate, so that ``now(wall)`` keeps advancing when telemetry stops: that is how the governor sees
-telemetry go stale. Before any telemetry, mission time is wall time since start (rate 1). The
-estimate never runs backwards.
+Two sources, one rule each:
+
+- **In flight** (no time tone): mission time is the latest telemetry sample's ``t_s`` plus the wall
+  time since it arrived, at ``rate`` = 1 (mission time *is* time). ``now`` keeps advancing when
+  telemetry stops: that is how the governor sees telemetry go stale. Before any telemetry, mission
+  time is wall time since start.
+- **Under a simulator** (time tones on the ``clock`` channel, see docs/sil.md): the plant owns
+  simulated time, and mission time is the ``t_s`` of the latest tone, never extrapolated. A host too
+  busy to deliver the plant's output on time stops flightd's time together with the plant's, so
+  lateness can never read as stale telemetry; a dropout the scenario injects (samples withheld, tones
+  kept) still does, after exactly the same simulated time as in flight. If no tone arrives for
+  ``tone_timeout_s`` of wall time (the simulator is gone), the clock flywheels on from the last tone
+  at the tone's declared rate, so silent telemetry still ends in SAFE: the tone-and-flywheel scheme of
+  cFS Time Services (clients follow the "time at the tone" and flywheel on their local clock when the
+  tone is lost; nasa/cFE modules/time/fsw/src/cfe_time_tone.c).
+
+Earlier versions estimated the warp from the spacing of samples; a burst of samples delivered
+together after a stall measured a rate of thousands and ran mission time ahead of everything
+delivered (the spurious stale-telemetry SAFEs of issue 10 item 8). Nothing is estimated now: the rate
+is 1, or what the tone declares. ``now`` never runs backwards.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+TONE_TIMEOUT_S = 5.0
+"""Wall seconds without a tone after which the clock flywheels (issue 10 item 8: long enough that a
+busy 2-core host never reaches it while the simulator runs, ~10x the worst stall seen in a SIL run
+(0.6 s); short enough that a dead simulator ends in SAFE within seconds)."""
 
 
 @dataclass
 class MissionClock:
-    """``observe(t_s, wall_s)`` on each sample; ``now(wall_s)`` estimates mission seconds."""
+    """``observe(t_s, wall_s)`` on each telemetry sample, ``tone(t_s, wall_s, rate)`` on each time tone;
+    ``now(wall_s)`` is mission seconds. ``rate``: mission seconds per wall second in flight (1)."""
 
     start_wall_s: float
     rate: float = 1.0
-    smoothing: float = 0.2
-    min_rate: float = 0.01
-    max_rate: float = 100_000.0
+    tone_timeout_s: float = TONE_TIMEOUT_S
     _t_s: float | None = None
     _wall_s: float = 0.0
+    _tone_t_s: float | None = None
+    _tone_wall_s: float = 0.0
+    _tone_rate: float = 1.0
     _last_now: float = float("-inf")
 
     def observe(self, t_s: float, wall_s: float) -> None:
-        if self._t_s is not None:
-            dt_wall = wall_s - self._wall_s
-            dt_mission = t_s - self._t_s
-            if dt_wall > 1e-3 and dt_mission > 0:
-                measured = min(max(dt_mission / dt_wall, self.min_rate), self.max_rate)
-                self.rate += self.smoothing * (measured - self.rate)
-            if t_s < self._t_s:
-                return  # an old sample arriving late does not move time backwards
-        self._t_s, self._wall_s = t_s, wall_s
+        """A telemetry sample stamped ``t_s`` arrived at ``wall_s``; an older one than the latest does
+        not move the anchor back."""
+        if not math.isfinite(t_s):
+            return
+        if self._t_s is None or t_s >= self._t_s:
+            self._t_s, self._wall_s = t_s, wall_s
+
+    def tone(self, t_s: float, wall_s: float, rate: float | None = None) -> None:
+        """A time tone from a simulator: mission time is ``t_s`` from now on; ``rate`` (mission s per
+        wall s, > 0) is what the flywheel and deadline conversion use. A tone older than the latest
+        (out of order) is ignored; a rate that is not a positive number keeps the previous one."""
+        if not math.isfinite(t_s) or (self._tone_t_s is not None and t_s < self._tone_t_s):
+            return
+        self._tone_t_s, self._tone_wall_s = t_s, wall_s
+        if rate is not None and math.isfinite(rate) and rate > 0:
+            self._tone_rate = rate
+
+    @property
+    def toned(self) -> bool:
+        """True once a simulator's time tone has been received."""
+        return self._tone_t_s is not None
+
+    def current_rate(self) -> float:
+        """Mission seconds per wall second: the tone's declared rate under a simulator, else ``rate``."""
+        return self._tone_rate if self.toned else self.rate
 
     def now(self, wall_s: float) -> float:
-        """Estimated mission seconds at ``wall_s``; never less than a value returned before (a sample
-        that arrives late re-anchors the estimate, but time the governor has seen does not run back)."""
-        anchored = self._t_s is not None
-        estimate = (self._t_s or 0.0) + (wall_s - self._wall_s) * self.rate if anchored else wall_s - self.start_wall_s
+        """Mission seconds at ``wall_s`` (see the module docstring); never less than a value returned
+        before."""
+        if self._tone_t_s is not None:
+            since = wall_s - self._tone_wall_s
+            estimate = self._tone_t_s
+            if since > self.tone_timeout_s:  # the tone is lost: flywheel from it (or a later sample)
+                t, wall = self._tone_t_s, self._tone_wall_s
+                if self._t_s is not None and self._t_s > t:
+                    t, wall = self._t_s, self._wall_s
+                estimate = t + (wall_s - wall) * self._tone_rate
+        elif self._t_s is not None:
+            estimate = self._t_s + (wall_s - self._wall_s) * self.rate
+        else:
+            estimate = wall_s - self.start_wall_s
         self._last_now = max(self._last_now, estimate)
         return self._last_now
 
     def mission_from_utc(self, utc: float, now_utc: float, wall_s: float) -> float:
         """The mission time at which UTC ``utc`` falls (for deadlines)."""
-        return self.now(wall_s) + (utc - now_utc) * self.rate
+        return self.now(wall_s) + (utc - now_utc) * self.current_rate()

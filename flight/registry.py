@@ -1,9 +1,18 @@
 """The onboard model registry: ``<models>/<name>/<version>/{model.onnx, manifest.json}``.
 
-A model is loaded only when the sha256 of the bytes handed to ONNX Runtime equals the manifest's:
-the file is read once, hashed, and the session is built from those same bytes. The active version of
-each model is named in ``<models>/<name>/ACTIVE`` (replaced atomically); ``PREVIOUS`` keeps the one
-before, for rollback. Without ``ACTIVE`` the highest version is active.
+The registry owns this layout; nothing else writes into ``<models>``:
+
+- a model is loaded only when the sha256 of the bytes handed to ONNX Runtime equals the manifest's:
+  the file is read once, hashed, and the session is built from those same bytes;
+- the active version of each model is named in ``<models>/<name>/ACTIVE`` (replaced atomically);
+  ``PREVIOUS`` keeps the one before, for :meth:`ModelRegistry.rollback`. Without ``ACTIVE`` the
+  highest version is active;
+- :meth:`ModelRegistry.install` adds a version from a verified file and its manifest: both are
+  written and fsynced in ``<models>/.uplink-<tag>/`` (too shallow for the ``*/*/manifest.json`` scan),
+  the model's current active version is pinned in ``ACTIVE`` (a new version never becomes active by
+  itself), then the directory is renamed to ``<models>/<name>/<version>`` in one step. So a scan sees
+  a complete version or nothing; :meth:`ModelRegistry.scan` deletes the ``.uplink-*`` leftovers of an
+  install cut short by a crash or a power loss.
 
 Execution providers come from configuration in order of preference (TensorRT -> CUDA -> CPU); those
 not available in this build of ONNX Runtime are skipped and CPU is always the last resort.
@@ -11,11 +20,12 @@ not available in this build of ONNX Runtime are skipped and CPU is always the la
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,22 +34,21 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
+from flight.durable import fsync_dir, fsync_file, write_atomic
 from link.codec import describe_validation_error
+from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
 
 log = logging.getLogger("flightd.registry")
 
+ACTIVE_FILE = "ACTIVE"
+PREVIOUS_FILE = "PREVIOUS"
+INSTALL_PREFIX = ".uplink-"
+"""Prefix of the directory an install is assembled in, directly under ``<models>``."""
+
 
 class ModelError(ValueError):
     """A model that is unknown, not loadable, or does not fit a job; ``str()`` is the reason for the wire."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -81,6 +90,9 @@ class ModelRegistry:
         problems: list[str] = []
         if not self.root.is_dir():
             return [f"models directory {self.root} does not exist"]
+        for leftover in sorted(self.root.glob(INSTALL_PREFIX + "*")):
+            log.warning("model registry: deleting %s, left by an interrupted install", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
         for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST_FILE}")):
             entry = self._inspect(manifest_path)
             if entry is None:
@@ -118,7 +130,7 @@ class ModelRegistry:
         versions = self.models.get(name)
         if not versions:
             return None
-        marker = self.root / name / "ACTIVE"
+        marker = self.root / name / ACTIVE_FILE
         if marker.is_file():
             wanted = marker.read_text().strip()
             if wanted in versions:
@@ -140,32 +152,81 @@ class ModelRegistry:
             raise ModelError(f"model {entry.ref} is not loadable: {entry.problem}")
         return entry
 
-    def _write_marker(self, name: str, marker: str, version: str) -> None:
-        path = self.root / name / marker
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(version + "\n")
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    def has_version(self, name: str, version: str) -> bool:
+        """Whether ``name/version`` is registered or its directory exists (even unreadable)."""
+        return version in self.models.get(name, {}) or (self.root / name / version).exists()
+
+    def free_bytes(self) -> int:
+        """Free space on the registry's file system (bytes); creates the models directory if needed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free
 
     def activate(self, name: str, version: str) -> str | None:
         """Make ``version`` active (atomically); returns the version it replaced."""
         entry = self.resolve(name, version)
         previous = self.active_version(name)
         if previous is not None and previous != version:
-            self._write_marker(name, "PREVIOUS", previous)
-        self._write_marker(name, "ACTIVE", entry.manifest.version)
+            write_atomic(self.root / name / PREVIOUS_FILE, previous + "\n")
+        write_atomic(self.root / name / ACTIVE_FILE, entry.manifest.version + "\n")
         log.info("model %s: active version %s (was %s)", name, version, previous)
         return previous
 
     def rollback(self, name: str) -> str:
         """Re-activate the version active before the last activation; returns it."""
-        marker = self.root / name / "PREVIOUS"
+        marker = self.root / name / PREVIOUS_FILE
         if not marker.is_file():
             raise ModelError(f"model {name!r} has no previous version to roll back to")
         previous = marker.read_text().strip()
         self.activate(name, previous)
         return previous
+
+    def pin_active(self, name: str) -> None:
+        """Write ``ACTIVE`` for the version of ``name`` active now, if no marker names one yet, so that a
+        higher version installed next does not become active by itself. Nothing to pin (no version, or
+        none loadable) is not an error."""
+        current = self.active_version(name)
+        if current is not None and not (self.root / name / ACTIVE_FILE).is_file():
+            with contextlib.suppress(ModelError):
+                self.activate(name, current)
+
+    def install(self, source: Path, manifest: ModelManifest, tag: str) -> RegisteredModel:
+        """Add ``source`` (a model file already checked against ``manifest``) as ``name/version``.
+
+        Assembled in ``<models>/.uplink-<tag>/`` (``tag``: an identifier of this install, the upload id),
+        copied bytes fsynced and hashed again, the current active version pinned, then renamed into
+        place in one step and the registry rescanned (see the module docstring). Returns the new
+        entry. Raises ModelError (the version exists, the copy does not hash to ``manifest.sha256``, or
+        the rescan does not trust it: it is then deleted again) or OSError (disk full, I/O error).
+        """
+        m = manifest
+        target = self.root / m.name / m.version
+        if target.exists():
+            raise ModelError(f"{target} already exists")
+        tmp = self.root / f"{INSTALL_PREFIX}{tag}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            shutil.copyfile(source, tmp / MODEL_FILE)
+            fsync_file(tmp / MODEL_FILE)
+            write_atomic(tmp / MANIFEST_FILE, m.model_dump_json(indent=2) + "\n")
+            if sha256_file(tmp / MODEL_FILE) != m.sha256:
+                raise ModelError("the copy in the registry does not hash to the manifest's sha256")
+            fsync_dir(tmp)
+            self.pin_active(m.name)
+            (self.root / m.name).mkdir(exist_ok=True)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        fsync_dir(self.root / m.name)
+        self.scan()
+        entry = self.models.get(m.name, {}).get(m.version)
+        if entry is None or entry.problem:  # only if the disk changed under us: take it out again
+            shutil.rmtree(target, ignore_errors=True)
+            self.scan()
+            problem = entry.problem if entry else "absent after the rename"
+            raise ModelError(f"registry does not trust the installed copy: {problem}")
+        log.info("model %s installed (sha256 %s)", entry.ref, m.sha256)
+        return entry
 
     def listing(self) -> list[dict[str, Any]]:
         out = []

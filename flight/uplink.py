@@ -13,12 +13,12 @@ finds the chunk whose bytes no longer match the sidecar and asks for it again.
 
 When every chunk is in, the whole file must hash to the manifest's sha256 and ONNX Runtime must build
 a session from it whose input/output names are the manifest's; otherwise the upload is rejected and
-its bytes deleted. Install: ``model.onnx`` + ``manifest.json`` are written and fsynced in
-``<models>/.uplink-<upload_id>/`` (two levels deep, where a registry scan never looks), then that
-directory is renamed to ``<models>/<name>/<version>`` in one step and the registry rescanned. So the
-registry sees a complete, verified version or nothing. A newly installed version of a model that
-already has versions never becomes active by itself: the current active version is pinned first
-(``ACTIVE`` marker), and the operator activates the new one (``ground model activate``).
+its bytes deleted. Install: :meth:`flight.registry.ModelRegistry.install`, which owns the
+registry's layout: the file and its manifest assembled in ``<models>/.uplink-<upload_id>/``, renamed
+into ``<models>/<name>/<version>`` in one step, so the registry sees a complete, verified version or
+nothing. A newly installed version of a model that already has versions never becomes active by
+itself: the registry pins the current active version first (``ACTIVE`` marker), and the operator
+activates the new one (``ground model activate``).
 
 :meth:`UplinkReceiver.on_message` is synchronous (pure file I/O, hashing and one ONNX Runtime load
 at the end); it returns the (topic, payload) pairs the daemon must publish.
@@ -26,22 +26,22 @@ at the end); it returns the (topic, payload) pairs the daemon must publish.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
+from flight.command_guard import CommandGuard
+from flight.durable import fsync_file, write_atomic
 from flight.registry import ModelError, ModelRegistry
-from link.auth import AuthError, verify
+from link.auth import AuthError
 from link.codec import WireError, encode, peek_header
-from link.manifest import MANIFEST_FILE, MODEL_FILE
+from link.digest import sha256_file
 from link.messages import Event, EventKind, Severity
 from link.topics import TopicMap
 from link.uplink import (
@@ -62,28 +62,10 @@ BEGIN_FILE = "begin.json"
 DATA_FILE = "data.part"
 SIDECAR_FILE = "chunks.sha256"
 OUTCOME_FILE = "outcome.json"
-INSTALL_PREFIX = ".uplink-"
 _DIGEST = 32
 _NO_DIGEST = bytes(_DIGEST)
 
 Outputs = list[tuple[str, bytes]]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class UploadRefused(Exception):
@@ -145,8 +127,10 @@ class StagedUpload:
 class UplinkReceiver:
     """Receives model uploads on ``models/upload/<id>`` and installs verified models into ``registry``.
 
-    ``keys``: when given (flightd's command keys), an UploadBegin must carry a valid tag and an
-    ``issued_utc`` within ``auth_window_s`` of ``clock()``. ``max_bytes``: the largest model accepted.
+    ``topics``: the satellite's topic map (upload topics are parsed and answered with it).
+    ``guard``: flightd's :class:`CommandGuard`; when it holds keys, an UploadBegin must carry a valid tag
+    and a fresh ``issued_utc`` (without one, begins are accepted unsigned). ``max_bytes``: the largest
+    model accepted.
     ``max_active``: uploads in progress at once.
     """
 
@@ -154,19 +138,19 @@ class UplinkReceiver:
         self,
         registry: ModelRegistry,
         staging_dir: Path,
+        topics: TopicMap,
         clock: Callable[[], float],
         *,
-        keys: Mapping[str, bytes] | None = None,
-        auth_window_s: float = 600.0,
+        guard: CommandGuard | None = None,
         max_bytes: int = 256 * 1024 * 1024,
         max_active: int = 4,
         progress_every: int = 16,
     ) -> None:
         self.registry = registry
         self.staging_dir = Path(staging_dir)
+        self.topics = topics
         self.clock = clock
-        self.keys = dict(keys or {})
-        self.auth_window_s = auth_window_s
+        self.guard = guard
         self.max_bytes = max_bytes
         self.max_active = max_active
         self.progress_every = max(1, progress_every)
@@ -201,9 +185,6 @@ class UplinkReceiver:
             self.uploads[begin.upload_id] = upload
             log.info("uplink: resuming %s (%s/%s): %d of %d chunks on disk", begin.upload_id,
                      begin.manifest.name, begin.manifest.version, upload.received, begin.n_chunks)
-        if self.registry.root.is_dir():
-            for leftover in self.registry.root.glob(INSTALL_PREFIX + "*"):
-                shutil.rmtree(leftover, ignore_errors=True)
 
     def progress(self, upload_id: str, query_id: str | None = None, reason: str | None = None) -> UploadProgress:
         """The current state of ``upload_id`` as the ground sees it."""
@@ -237,12 +218,10 @@ class UplinkReceiver:
     # ---------------------------------------------------------------------------------- routing
 
     def on_message(self, topic: str, payload: bytes) -> Outputs:
-        """Handle one message on ``<root>/<sat>/models/upload/<upload_id>``; returns what to publish."""
-        parts = topic.split("/")
-        if len(parts) < 5 or parts[-3:-1] != ["models", "upload"]:
+        """Handle one message on this satellite's ``models/upload/<upload_id>``; returns what to publish."""
+        upload_id = self.topics.upload_id_of(topic)
+        if upload_id is None:
             return []
-        topics = TopicMap(parts[-4], "/".join(parts[:-4]))
-        upload_id = parts[-1]
         out: Outputs = []
         try:
             decoded = decode_upload(payload)
@@ -250,46 +229,42 @@ class UplinkReceiver:
             if message.upload_id != upload_id:
                 raise UploadRefused(f"message names upload {message.upload_id!r} but came on {topic}")
             if isinstance(message, UploadBegin):
-                self._on_begin(message, topics, out, peek_header(payload))
+                self._on_begin(message, out, peek_header(payload))
             elif isinstance(message, UploadChunk):
-                self._on_chunk(message, decoded.binary, topics, out)
+                self._on_chunk(message, decoded.binary, out)
             else:
-                self._on_query(message, topics, out)
+                self._on_query(message, out)
         except (WireError, UploadRefused, AuthError) as exc:
             log.warning("uplink %s: refused message (%d bytes): %s", upload_id, len(payload), exc)
-            self._event(out, topics, f"model upload {upload_id}: refused message: {exc}", "warning",
+            self._event(out, f"model upload {upload_id}: refused message: {exc}", "warning",
                         upload_id=upload_id)
-            out.append(self._reply(topics, self.progress(upload_id, reason=f"refused message: {exc}")))
+            out.append(self._reply(self.progress(upload_id, reason=f"refused message: {exc}")))
         return out
 
-    def _reply(self, topics: TopicMap, progress: UploadProgress) -> tuple[str, bytes]:
-        return topics.upload_progress(progress.upload_id), encode(progress)
+    def _reply(self, progress: UploadProgress) -> tuple[str, bytes]:
+        return self.topics.upload_progress(progress.upload_id), encode(progress)
 
-    def _event(self, out: Outputs, topics: TopicMap, message: str, severity: Severity, **details: Any) -> None:
+    def _event(self, out: Outputs, message: str, severity: Severity, **details: Any) -> None:
         event = Event(kind=EventKind.MODEL, severity=severity, message=message, at_utc=self.clock(), details=details)
-        out.append((topics.events, encode(event)))
+        out.append((self.topics.events, encode(event)))
 
     # ----------------------------------------------------------------------------------- begin
 
     def _on_begin(
-        self, begin: UploadBegin, topics: TopicMap, out: Outputs, received: dict[str, object] | None = None
+        self, begin: UploadBegin, out: Outputs, received: dict[str, object] | None = None
     ) -> None:
-        if self.keys:
-            verify(begin, self.keys, what="model upload", received=received)
-            now = self.clock()
-            if begin.issued_utc is None or abs(now - begin.issued_utc) > self.auth_window_s:
-                window = f"{self.auth_window_s:.0f} s"
-                raise AuthError(f"upload issued_utc {begin.issued_utc} is outside the {window} window")
+        if self.guard is not None:
+            self.guard.check(begin, issued_utc=begin.issued_utc, received=received, what="model upload")
         uid = begin.upload_id
         existing = self.uploads.get(uid)
         if existing is not None:
             if not existing.begin.same_upload(begin):
                 raise UploadRefused(f"upload id {uid} is already receiving a different file or chunking")
-            out.append(self._reply(topics, self.progress(uid)))  # a resume: say what is missing
+            out.append(self._reply(self.progress(uid)))  # a resume: say what is missing
             return
         outcome = self.outcomes.get(uid)
         if outcome is not None and outcome.state is UploadState.INSTALLED:
-            out.append(self._reply(topics, self.progress(uid)))
+            out.append(self._reply(self.progress(uid)))
             return
         m = begin.manifest
         ref = f"{m.name}/{m.version}"
@@ -298,11 +273,11 @@ class UplinkReceiver:
         except UploadRefused as exc:
             reason = str(exc)
             log.warning("uplink %s (%s): refused: %s", uid, ref, reason)
-            self._event(out, topics, f"model upload {uid} ({ref}) refused: {reason}", "error",
+            self._event(out, f"model upload {uid} ({ref}) refused: {reason}", "error",
                         upload_id=uid, name=m.name, version=m.version, reason=reason)
             refused = UploadProgress(upload_id=uid, state=UploadState.REJECTED, at_utc=self.clock(),
                                      n_chunks=begin.n_chunks, name=m.name, version=m.version, reason=reason)
-            out.append(self._reply(topics, refused))
+            out.append(self._reply(refused))
             return
         self.outcomes.pop(uid, None)
         directory = self.staging_dir / uid
@@ -311,38 +286,37 @@ class UplinkReceiver:
         with (directory / DATA_FILE).open("wb") as f:
             f.truncate(m.size_bytes)
         (directory / SIDECAR_FILE).write_bytes(_NO_DIGEST * begin.n_chunks)
-        _write_atomic(directory / BEGIN_FILE, begin.model_dump_json())
+        write_atomic(directory / BEGIN_FILE, begin.model_dump_json())
         self.uploads[uid] = StagedUpload(begin, directory, [_NO_DIGEST] * begin.n_chunks)
         log.info("uplink %s: receiving %s, %d bytes in %d chunks of %d", uid, ref, m.size_bytes,
                  begin.n_chunks, begin.chunk_bytes)
-        self._event(out, topics, f"model upload {uid} ({ref}) started: {m.size_bytes} bytes in {begin.n_chunks} chunks",
+        self._event(out, f"model upload {uid} ({ref}) started: {m.size_bytes} bytes in {begin.n_chunks} chunks",
                     "info", upload_id=uid, name=m.name, version=m.version, size_bytes=m.size_bytes)
-        out.append(self._reply(topics, self.progress(uid)))
+        out.append(self._reply(self.progress(uid)))
 
     def _admit(self, begin: UploadBegin) -> None:
         """UploadRefused unless a new upload of ``begin`` may start."""
         m = begin.manifest
         if m.size_bytes > self.max_bytes:
             raise UploadRefused(f"model of {m.size_bytes} bytes exceeds the {self.max_bytes}-byte limit")
-        if m.version in self.registry.models.get(m.name, {}) or (self.registry.root / m.name / m.version).exists():
+        if self.registry.has_version(m.name, m.version):
             raise UploadRefused(f"model {m.name}/{m.version} already exists onboard (upload a new version)")
         for other in self.uploads.values():
             if (other.begin.manifest.name, other.begin.manifest.version) == (m.name, m.version):
                 raise UploadRefused(f"model {m.name}/{m.version} is already being uploaded as {other.begin.upload_id}")
         if len(self.uploads) >= self.max_active:
             raise UploadRefused(f"{len(self.uploads)} uploads already in progress (limit {self.max_active})")
-        self.registry.root.mkdir(parents=True, exist_ok=True)
-        for where in (self.staging_dir, self.registry.root):
-            free = shutil.disk_usage(where).free
+        for where, free in ((self.staging_dir, shutil.disk_usage(self.staging_dir).free),
+                            (self.registry.root, self.registry.free_bytes())):
             if free < m.size_bytes + 16 * 1024 * 1024:
                 raise UploadRefused(f"not enough free space in {where}: {free} bytes for a {m.size_bytes}-byte model")
 
     # ----------------------------------------------------------------------------------- chunks
 
-    def _on_chunk(self, chunk: UploadChunk, data: bytes | memoryview, topics: TopicMap, out: Outputs) -> None:
+    def _on_chunk(self, chunk: UploadChunk, data: bytes | memoryview, out: Outputs) -> None:
         upload = self.uploads.get(chunk.upload_id)
         if upload is None:
-            out.append(self._reply(topics, self.progress(chunk.upload_id)))  # finished, or never begun
+            out.append(self._reply(self.progress(chunk.upload_id)))  # finished, or never begun
             return
         begin = upload.begin
         if chunk.index >= begin.n_chunks:
@@ -354,58 +328,50 @@ class UplinkReceiver:
                     else f"sha256 {digest.hex()[:16]}... does not match its header {chunk.sha256[:16]}...")
             reason = f"chunk {chunk.index} refused ({what}); send it again"
             log.warning("uplink %s: %s", chunk.upload_id, reason)
-            out.append(self._reply(topics, self.progress(chunk.upload_id, reason=reason)))
+            out.append(self._reply(self.progress(chunk.upload_id, reason=reason)))
             return
         if upload.digests[chunk.index] == digest:
             return  # a duplicate (QoS 1 redelivery or a resend that crossed a progress report)
         upload.store(chunk.index, data, digest)
         if upload.complete:
-            self._finish(upload, topics, out)
+            self._finish(upload, out)
         elif upload.received % self.progress_every == 0:
-            out.append(self._reply(topics, self.progress(chunk.upload_id)))
+            out.append(self._reply(self.progress(chunk.upload_id)))
 
-    def _on_query(self, query: UploadQuery, topics: TopicMap, out: Outputs) -> None:
+    def _on_query(self, query: UploadQuery, out: Outputs) -> None:
         upload = self.uploads.get(query.upload_id)
         if upload is not None and upload.complete:  # a crash came between the last chunk and the install
-            self._finish(upload, topics, out)
-        out.append(self._reply(topics, self.progress(query.upload_id, query.query_id)))
+            self._finish(upload, out)
+        out.append(self._reply(self.progress(query.upload_id, query.query_id)))
 
     # ---------------------------------------------------------------------------- verify, install
 
-    def _finish(self, upload: StagedUpload, topics: TopicMap, out: Outputs) -> None:
+    def _finish(self, upload: StagedUpload, out: Outputs) -> None:
         begin = upload.begin
         m = begin.manifest
         uid = begin.upload_id
-        out.append(self._reply(topics, self.progress(uid).model_copy(update={"state": UploadState.VERIFYING})))
-        with upload.data_path.open("rb+") as f:
-            os.fsync(f.fileno())
-        digest = _sha256_path(upload.data_path)
+        out.append(self._reply(self.progress(uid).model_copy(update={"state": UploadState.VERIFYING})))
+        fsync_file(upload.data_path)
+        digest = sha256_file(upload.data_path)
         if digest != m.sha256:
             changed = self._chunks_changed_on_disk(upload)
             if changed:
                 upload.forget(changed)
                 reason = f"chunk(s) {to_ranges(changed)} changed on disk after they were stored; send them again"
                 log.error("uplink %s: %s", uid, reason)
-                out.append(self._reply(topics, self.progress(uid, reason=reason)))
+                out.append(self._reply(self.progress(uid, reason=reason)))
                 return
             self._reject(upload, f"sha256 mismatch: received file hashes to {digest}, manifest says {m.sha256}",
-                         topics, out)
+                         out)
             return
         problem = _load_problem(upload.data_path, begin)
         if problem is not None:
-            self._reject(upload, problem, topics, out)
+            self._reject(upload, problem, out)
             return
         try:
-            self._install(upload)
-        except (OSError, UploadRefused) as exc:
-            self._reject(upload, f"install failed: {exc}", topics, out)
-            return
-        entry = self.registry.models.get(m.name, {}).get(m.version)
-        if entry is None or entry.problem:  # cannot happen unless the disk changes under us: take it out again
-            shutil.rmtree(self.registry.root / m.name / m.version, ignore_errors=True)
-            self.registry.scan()
-            problem = entry.problem if entry else "absent after the rename"
-            self._reject(upload, f"registry does not trust the installed copy: {problem}", topics, out)
+            self.registry.install(upload.data_path, m, uid)
+        except (OSError, ModelError) as exc:
+            self._reject(upload, f"install failed: {exc}", out)
             return
         active = self.registry.active_version(m.name)
         outcome = UploadProgress(upload_id=uid, state=UploadState.INSTALLED, at_utc=self.clock(),
@@ -413,9 +379,9 @@ class UplinkReceiver:
                                  reason=None if active == m.version else f"installed; active version is {active}")
         self._conclude(upload, outcome)
         log.info("uplink %s: installed %s/%s (sha256 %s); active %s", uid, m.name, m.version, m.sha256, active)
-        self._event(out, topics, f"model {m.name}/{m.version} installed from upload {uid} (sha256 verified)",
+        self._event(out, f"model {m.name}/{m.version} installed from upload {uid} (sha256 verified)",
                     "info", upload_id=uid, name=m.name, version=m.version, sha256=m.sha256, active=active)
-        out.append(self._reply(topics, outcome))
+        out.append(self._reply(outcome))
 
     def _chunks_changed_on_disk(self, upload: StagedUpload) -> list[int]:
         changed = []
@@ -427,7 +393,7 @@ class UplinkReceiver:
                     changed.append(index)
         return changed
 
-    def _reject(self, upload: StagedUpload, reason: str, topics: TopicMap, out: Outputs) -> None:
+    def _reject(self, upload: StagedUpload, reason: str, out: Outputs) -> None:
         begin = upload.begin
         m = begin.manifest
         outcome = UploadProgress(upload_id=begin.upload_id, state=UploadState.REJECTED, at_utc=self.clock(),
@@ -435,54 +401,17 @@ class UplinkReceiver:
                                  reason=reason)
         self._conclude(upload, outcome)
         log.error("uplink %s: %s/%s rejected: %s", begin.upload_id, m.name, m.version, reason)
-        self._event(out, topics, f"model upload {begin.upload_id} ({m.name}/{m.version}) rejected: {reason}",
+        self._event(out, f"model upload {begin.upload_id} ({m.name}/{m.version}) rejected: {reason}",
                     "error", upload_id=begin.upload_id, name=m.name, version=m.version, reason=reason)
-        out.append(self._reply(topics, outcome))
+        out.append(self._reply(outcome))
 
     def _conclude(self, upload: StagedUpload, outcome: UploadProgress) -> None:
         """Record the outcome durably, then drop the staged bytes."""
-        _write_atomic(upload.directory / OUTCOME_FILE, outcome.model_dump_json())
+        write_atomic(upload.directory / OUTCOME_FILE, outcome.model_dump_json())
         for name in (DATA_FILE, SIDECAR_FILE):
             (upload.directory / name).unlink(missing_ok=True)
         self.uploads.pop(upload.begin.upload_id, None)
         self.outcomes[outcome.upload_id] = outcome
-
-    def _install(self, upload: StagedUpload) -> None:
-        """Copy the verified file into the registry in one rename; pin the current active version first."""
-        m = upload.begin.manifest
-        root = self.registry.root
-        target = root / m.name / m.version
-        if target.exists():
-            raise UploadRefused(f"{target} appeared during the upload")
-        tmp = root / f"{INSTALL_PREFIX}{upload.begin.upload_id}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            shutil.copyfile(upload.data_path, tmp / MODEL_FILE)
-            with (tmp / MODEL_FILE).open("rb+") as f:
-                os.fsync(f.fileno())
-            _write_atomic(tmp / MANIFEST_FILE, m.model_dump_json(indent=2) + "\n")
-            if _sha256_path(tmp / MODEL_FILE) != m.sha256:
-                raise UploadRefused("the copy in the registry does not hash to the manifest's sha256")
-            _fsync_dir(tmp)
-            current = self.registry.active_version(m.name)
-            if current is not None and not (root / m.name / "ACTIVE").is_file():
-                with contextlib.suppress(ModelError):
-                    self.registry.activate(m.name, current)  # a new version never becomes active by itself
-            (root / m.name).mkdir(exist_ok=True)
-            os.rename(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(root / m.name)
-        self.registry.scan()
-
-
-def _sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_problem(path: Path, begin: UploadBegin) -> str | None:

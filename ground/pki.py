@@ -24,7 +24,7 @@ segments are told apart by the CA that signed them, not by a name a client choos
 No anonymous access, no cleartext listener. The ACL (:func:`render_acl`, from :class:`link.topics.TopicMap`
 and :data:`link.telemetry.PLANT_CHANNELS`) gives ``flightd-<sat>`` write access to its satellite's
 sat -> ground topics and read access to its ground -> sat topics only; ``plant-<sat>`` writes its
-plant channels and reads ``tlm/compute``; ``bridge-<sat>`` has both sets of rights (it carries all
+plant channels (and the simulator's ``clock``) and reads ``tlm/compute``; ``bridge-<sat>`` has both sets of rights (it carries all
 of the satellite's traffic) and its connection-state topic; ``operator`` writes jobs, commands and uploads and reads
 everything; ``user`` writes jobs and commands (the satellite's key ring limits what a user's signed
 commands may do) and reads states, results, replies, status, events and telemetry; ``observer`` only
@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from link.telemetry import COMPUTE, PLANT_CHANNELS
+from link.telemetry import CLOCK, COMPUTE, PLANT_CHANNELS
 from link.topics import LIVE_ROOT, REPLAY_ROOT, TopicMap, check_id
 from link.transport import TlsFiles
 
@@ -96,9 +96,9 @@ def _space_acl(sat: str, root: str) -> list[str]:
         *(f"topic write {topic}" for topic in (*downlink, t.telemetry(COMPUTE))),
         *(f"topic read {topic}" for topic in (*uplink, t.telemetry_all)),
     ]
-    plant = [
+    plant = [  # the plant channels, and the simulator's time tone (never in flight, link.telemetry)
         f"user {plant_identity(sat)}",
-        *(f"topic write {t.telemetry(ch)}" for ch in PLANT_CHANNELS),
+        *(f"topic write {t.telemetry(ch)}" for ch in (*PLANT_CHANNELS, CLOCK)),
         f"topic read {t.telemetry(COMPUTE)}",
     ]
     # The bridge carries everything the satellite sends (flightd's and the board's telemetry alike:

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from flight.governor.admission import Allocation, QueuedJob, RunningJob, plan_dispatch, policy_order
+from flight.governor.admission import Allocation, RunningJob, plan_dispatch
 from flight.governor.config import (
     BatteryConfig,
     BoardProfile,
@@ -41,6 +41,7 @@ from flight.governor.config import (
 from flight.governor.costs import TILE_MODEL_INF_PER_S, TILE_MODEL_THREADS, CostModel
 from flight.governor.governor import Governor, Sample
 from flight.governor.limits import Limits
+from flight.queue_policy import QueuedJob, policy_order
 from hil.optimum import Plan, PlanInputs, solve
 from hil.plant.plant import Plant, PlantState
 from hil.plant.telemetry import channel_values

@@ -1,17 +1,32 @@
 """``hil plant``: the plant simulator on MQTT.
 
-Steps a :class:`hil.plant.Plant` in simulated time running ``warp`` times faster than the wall clock,
-publishes Telemetry on the ``power``, ``thermal`` and ``orbit`` channels every ``1 / rate_hz``
-simulated seconds (QoS 0; dropout/stuck/noisy faults applied to what is published), and takes the
-compute load from flightd's ``compute`` channel (``busy_cores``, held until the next sample).
+Steps a :class:`hil.plant.Plant` in simulated time at up to ``warp`` simulated seconds per wall
+second, publishes Telemetry on the ``power``, ``thermal`` and ``orbit`` channels every ``1 / rate_hz``
+simulated seconds (QoS 0; dropout/stuck/noisy faults applied to what is published), publishes its
+simulated time as a *time tone* on the ``clock`` channel, and takes the compute load from flightd's
+``compute`` channel (``busy_cores``, held until the next sample).
 
-The pure part, :class:`PlantRunner`, knows nothing of MQTT or clocks: ``advance_to(t_s)`` returns the
-samples due. :func:`serve` is the I/O shell around it.
+Simulated time never runs ahead of what has been delivered (issue 10 item 8, docs/sil.md):
+
+- the tone: flightd's mission clock is the latest tone's ``t_s`` (``flight.mission_clock``), so a
+  host too busy to deliver samples on time stops flightd's time with the plant's instead of making
+  the samples look stale; the tone is the simulator's time, not a sensor, so telemetry faults never
+  touch it (a dropout withholds samples while the tones go on, and flightd sees them go stale);
+- pacing (:class:`Pacer`): when the loop falls more than one telemetry period behind the wall clock
+  it does not catch up in a burst (minutes of simulated time under one stale compute load); the
+  effective warp drops instead;
+- lock-step (:class:`LockStep`, ``lockstep_s``, used by ``hil sil``): the plant stays at most
+  ``lockstep_s`` simulated seconds ahead of the mission time flightd last reported on ``compute``,
+  so a flightd starved of CPU is waited for rather than left behind.
+
+The pure parts, :class:`PlantRunner` (``advance_to(t_s)`` returns the samples and tones due),
+:class:`Pacer` and :class:`LockStep`, know nothing of MQTT; :func:`serve` is the I/O shell around them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -25,16 +40,25 @@ from hil.plant.telemetry import channel_values
 from hil.scenario import Scenario, load_scenario
 from link.codec import WireError, decode, encode
 from link.messages import Telemetry
-from link.telemetry import BUSY_CORES, COMPUTE
+from link.telemetry import BUSY_CORES, CLOCK, COMPUTE, RATE
 from link.topics import TopicMap
 from link.transport import BrokerUrl, TlsFiles, make_client
 
 log = logging.getLogger("hil.plant")
 
+TONES_PER_PERIOD = 4
+"""Time tones per telemetry period (at least one per physics step): flightd's mission time moves in
+steps of a quarter period, so a withheld sample is seen stale within a quarter period of the limit."""
+
+LOCKSTEP_TIMEOUT_S = 5.0
+"""Wall seconds without a ``compute`` sample after which lock-step lets the plant run free (flightd
+gone); until then a silent flightd holds the plant."""
+
 
 @dataclass(frozen=True)
 class Sample:
-    """One telemetry sample due for publication (values after telemetry faults)."""
+    """One telemetry sample due for publication (values after telemetry faults), or a time tone
+    (``channel`` = ``clock``)."""
 
     channel: str
     t_s: float
@@ -42,18 +66,24 @@ class Sample:
 
 
 class PlantRunner:
-    """A plant stepped at ``physics_dt_s`` (s) with telemetry every ``period_s`` simulated seconds."""
+    """A plant stepped at ``physics_dt_s`` (s) with telemetry every ``period_s`` simulated seconds and a
+    time tone (``rate``: the pace it runs at, simulated s per wall s) at the start, after every
+    telemetry sample and at least every ``period_s / TONES_PER_PERIOD`` (whole physics steps)."""
 
-    def __init__(self, scenario: Scenario, period_s: float, physics_dt_s: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, scenario: Scenario, period_s: float, physics_dt_s: float = 1.0, seed: int = 0,
+                 rate: float = 1.0) -> None:
         if period_s <= 0 or physics_dt_s <= 0:
             raise ValueError("telemetry period and physics step must be > 0")
         self.scenario = scenario
         self.plant: Plant = scenario.build_plant()
         self.period_s = period_s
         self.physics_dt_s = min(physics_dt_s, period_s)
+        self.tone_period_s = max(self.physics_dt_s, period_s / TONES_PER_PERIOD)
+        self.rate = rate
         self.faults = TelemetryFaults(FaultSchedule(scenario.faults), seed)
         self.busy_cores = 0.0
         self._next_sample_s = self.plant.t_s + period_s
+        self._next_tone_s: float | None = None  # None: the start's tone is still due
 
     @property
     def t_s(self) -> float:
@@ -64,19 +94,88 @@ class PlantRunner:
         if math.isfinite(busy_cores):
             self.busy_cores = max(0.0, busy_cores)
 
+    def _tone(self) -> Sample:
+        self._next_tone_s = self.plant.t_s + self.tone_period_s
+        return Sample(CLOCK, self.plant.t_s, {RATE: self.rate})
+
     def advance_to(self, t_s: float) -> list[Sample]:
-        """Step the plant up to ``t_s`` and return the telemetry samples that fell due on the way."""
+        """Step the plant up to ``t_s`` and return the telemetry samples and tones that fell due on the
+        way, in order (a sample's tone right after it)."""
         out: list[Sample] = []
+        if self._next_tone_s is None:
+            out.append(self._tone())
         while self.plant.t_s < t_s - 1e-9:
             dt = min(self.physics_dt_s, self._next_sample_s - self.plant.t_s)
             state = self.plant.step(dt, busy_cores=self.busy_cores)
-            if state.t_s >= self._next_sample_s - 1e-9:
+            sampled = state.t_s >= self._next_sample_s - 1e-9
+            if sampled:
                 self._next_sample_s += self.period_s
                 for channel, values in channel_values(state).items():
                     published = self.faults.apply(state.t_s, channel, values)
                     if published is not None:
                         out.append(Sample(channel, state.t_s, published))
+            if sampled or (self._next_tone_s is not None and state.t_s >= self._next_tone_s - 1e-9):
+                out.append(self._tone())
         return out
+
+
+@dataclass
+class Pacer:
+    """When simulated time is due: ``warp`` simulated seconds per wall second from an anchor, never more
+    than ``max_lag_s`` simulated seconds ahead of where the plant is. A plant that falls further
+    behind (a busy host) moves the anchor instead of catching up in one burst; ``slips`` counts the
+    moves. Pure: the caller supplies wall-clock readings."""
+
+    warp: float
+    max_lag_s: float
+    slips: int = 0
+    _t0_s: float | None = None
+    _wall0_s: float = 0.0
+
+    def target(self, t_s: float, wall_s: float) -> float:
+        """Simulated time due at ``wall_s`` for a plant now at ``t_s``."""
+        if self._t0_s is None:
+            self._t0_s, self._wall0_s = t_s, wall_s
+        due = self._t0_s + self.warp * (wall_s - self._wall0_s)
+        if due > t_s + self.max_lag_s:
+            self.slips += 1
+            self._t0_s, self._wall0_s = t_s + self.max_lag_s, wall_s
+            due = self._t0_s
+        return due
+
+    def wall_at(self, t_s: float) -> float:
+        """Wall time at which simulated time ``t_s`` falls due."""
+        t0 = self._t0_s if self._t0_s is not None else t_s
+        return self._wall0_s + (t_s - t0) / self.warp
+
+
+@dataclass
+class LockStep:
+    """How far the plant may run: ``lead_s`` simulated seconds past the mission time its follower
+    (flightd, on ``compute``) last reported. A follower never heard holds the plant at ``start_s``; one
+    silent for ``timeout_s`` of wall time no longer holds it (gone). Pure."""
+
+    lead_s: float
+    start_s: float = 0.0
+    timeout_s: float = LOCKSTEP_TIMEOUT_S
+    _t_s: float | None = None
+    _wall_s: float | None = None
+    _since_wall_s: float | None = None
+
+    def heard(self, t_s: float, wall_s: float) -> None:
+        """The follower reported mission time ``t_s`` at ``wall_s``."""
+        if math.isfinite(t_s):
+            self._t_s = t_s if self._t_s is None else max(self._t_s, t_s)
+            self._wall_s = wall_s
+
+    def limit(self, wall_s: float) -> float:
+        """The simulated time the plant may advance to at ``wall_s``."""
+        if self._since_wall_s is None:
+            self._since_wall_s = wall_s
+        last = self._wall_s if self._wall_s is not None else self._since_wall_s
+        if wall_s - last > self.timeout_s:
+            return math.inf
+        return (self._t_s if self._t_s is not None else self.start_s) + self.lead_s
 
 
 async def serve(
@@ -87,41 +186,65 @@ async def serve(
     rate_hz: float | None = None,
     duration_s: float | None = None,
     physics_dt_s: float = 1.0,
+    lockstep_s: float | None = None,
     tls: TlsFiles | None = None,
-) -> None:
+) -> Pacer:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
-    forever, or until cancelled). ``rate_hz``: telemetry samples per simulated second (default: the
-    scenario's telemetry period). ``tls``: the ``plant-<sat>`` identity on the locked broker."""
+    forever, or until cancelled); returns its :class:`Pacer` (``slips``: times the host fell behind).
+    ``rate_hz``: telemetry samples per simulated second (default: the scenario's telemetry period).
+    ``lockstep_s``: stay at most this many simulated seconds ahead of flightd's reported mission time
+    (None: free-running, for a plant with no flightd). ``tls``: the ``plant-<sat>`` identity on the
+    locked broker."""
     if warp <= 0:
         raise ValueError("warp must be > 0")
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    if duration_s is not None:
+        sc.config.orbit.check_span(duration_s)
     period = 1.0 / rate_hz if rate_hz else sc.telemetry_period_s
-    runner = PlantRunner(sc, period, physics_dt_s)
+    runner = PlantRunner(sc, period, physics_dt_s, rate=warp)
+    pacer = Pacer(warp, max_lag_s=period)
+    lock = LockStep(lockstep_s, start_s=runner.t_s) if lockstep_s is not None else None
+    heard = asyncio.Event()
     topics = TopicMap(sat)
     compute_topic = topics.telemetry(COMPUTE)
     async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}", tls=tls) as client:
         await client.subscribe(compute_topic, qos=0)
-        listener = asyncio.create_task(_listen(client, runner, compute_topic))
-        log.info("plant %s for %s on %s: warp %g, telemetry every %g s", sc.name, sat, broker, warp, period)
+        listener = asyncio.create_task(_listen(client, runner, compute_topic, lock, heard))
+        log.info("plant %s for %s on %s: warp %g, telemetry every %g s, lock-step %s", sc.name, sat, broker, warp,
+                 period, "off" if lockstep_s is None else f"{lockstep_s:g} s")
         try:
-            wall0 = time.monotonic()
-            t0 = runner.t_s
-            end = math.inf if duration_s is None else t0 + duration_s
+            end = math.inf if duration_s is None else runner.t_s + duration_s
             while runner.t_s < end:
-                target = min(t0 + warp * (time.monotonic() - wall0), end)
+                now = time.monotonic()
+                target = min(pacer.target(runner.t_s, now), end)
+                held = lock is not None and lock.limit(now) < target
+                if lock is not None:
+                    target = min(target, lock.limit(now))
                 for sample in runner.advance_to(target):
                     message = Telemetry(
                         sat=sat, channel=sample.channel, t_s=sample.t_s, at_utc=time.time(), values=sample.values
                     )
                     await client.publish(topics.telemetry(sample.channel), encode(message), qos=0)
-                next_wall = wall0 + (runner.t_s + runner.physics_dt_s - t0) / warp
-                await asyncio.sleep(max(next_wall - time.monotonic(), 0.0))
+                wait_s = max(pacer.wall_at(runner.t_s + runner.physics_dt_s) - time.monotonic(), 0.0)
+                if held:  # flightd is behind: wake when it reports (or at the next step, whichever first)
+                    heard.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(heard.wait(), max(wait_s, 0.01))
+                else:
+                    await asyncio.sleep(wait_s)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+    if pacer.slips:
+        log.info("plant %s: fell behind the wall clock %d times; simulated time was not rushed to catch up",
+                 sc.name, pacer.slips)
+    return pacer
 
 
-async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str) -> None:
+async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str, lock: LockStep | None,
+                  heard: asyncio.Event) -> None:
+    cores = runner.plant.board.cores
+    warned = False
     async for message in client.messages:
         if not message.topic.matches(topic) or not isinstance(message.payload, bytes | bytearray):
             continue
@@ -133,6 +256,13 @@ async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str) -> No
         busy = tlm.values.get(BUSY_CORES)
         if busy is not None:
             runner.set_busy_cores(busy)
+            if busy > cores and not warned:
+                warned = True
+                log.warning("flightd reports %.6f busy cores; the board has %d: the plant draws %d cores' power",
+                            busy, cores, cores)
+        if lock is not None:
+            lock.heard(tlm.t_s, time.monotonic())
+            heard.set()
 
 
-__all__ = ["PlantRunner", "Sample", "serve"]
+__all__ = ["LockStep", "Pacer", "PlantRunner", "Sample", "serve"]

@@ -5,19 +5,25 @@
 
 Tables (units in the key names; see docs/plant.md for every key and the sizing rationale):
 ``[orbit]`` kind = "circular" (altitude_km, beta_deg, inclination_deg, phase_deg) or "tle" (line1,
-line2, epoch_utc optional); ``[array]``; ``[battery]`` (+ initial_soc); ``[thermal]``; ``[loads]``;
+line2, epoch_utc optional: a TOML offset date-time or an ISO 8601 string *with* its UTC offset, e.g.
+``2024-06-20T12:00:00Z``; a local date-time without offset is refused, see :func:`_epoch`);
+``[array]``; ``[battery]`` (+ initial_soc); ``[thermal]``; ``[loads]``;
 ``[board]``; ``[limits]`` (the fields of :class:`flight.governor.limits.Limits`: soc_floor,
 battery_v_floor, board_max_c, radiator_max_c; what the governor is configured with and a run is
 scored against; battery_v_floor defaults to 3.3 V per cell times the pack's ``series``);
 ``[[faults]]`` (kind, t_s, until_s and the kind's fields, see :mod:`hil.plant.faults`);
 top level: name, description, telemetry_period_s, duration_s, solar_constant_w_m2.
+
+A TLE orbit is checked when the scenario loads: its text column by column (:mod:`hil.plant.tle`:
+the error names the line and column) and its propagation over the whole ``duration_s`` (the error
+names the hour at which it decays), so a bad orbit never becomes a silent wrong plant run.
 """
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +71,33 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, skip: tuple[str, .
     return cls(**kwargs)
 
 
+def _epoch(value: object) -> datetime | None:
+    """``[orbit] epoch_utc``: an instant, so it must carry its UTC offset.
+
+    Refused without one, rather than assumed UTC or local: TOML calls a date-time without offset a
+    *local date-time* that "cannot be converted to an instant in time without additional information"
+    (TOML v1.0.0, Local Date-Time), Python's ``astimezone`` would silently read it as this machine's
+    local time, and a scenario must give the same orbit on every machine. Write ``...Z`` or ``+00:00``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"[orbit] epoch_utc {value!r} is not an ISO 8601 date-time ({exc})") from None
+    if not isinstance(value, datetime):
+        kind = "a date without a time" if isinstance(value, date) else type(value).__name__
+        raise ValueError(f"[orbit] epoch_utc must be a date-time with its UTC offset, got {kind} ({value!r})")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"[orbit] epoch_utc {value.isoformat()} has no UTC offset, so it is not an instant (it "
+                         f"would be read as this machine's local time): write {value.isoformat()}Z for UTC")
+    return value
+
+
+TLE_KEYS = ("line1", "line2", "epoch_utc")
+
+
 def _orbit(table: dict[str, Any]) -> CircularOrbit | TleOrbit:
     t = dict(table)
     kind = t.pop("kind", "circular")
@@ -72,9 +105,12 @@ def _orbit(table: dict[str, Any]) -> CircularOrbit | TleOrbit:
         orbit: CircularOrbit = _build(CircularOrbit, t, "[orbit]")
         return orbit
     if kind == "tle":
-        epoch = t.get("epoch_utc")
-        when = datetime.fromisoformat(epoch) if isinstance(epoch, str) else epoch
-        return TleOrbit(t["line1"], t["line2"], when)
+        unknown = set(t) - set(TLE_KEYS)
+        missing = [k for k in ("line1", "line2") if k not in t]
+        if unknown or missing:
+            raise ValueError(f"[orbit] kind = 'tle': unknown keys {sorted(unknown)}, missing {missing} "
+                             f"(keys: {', '.join(TLE_KEYS)})")
+        return TleOrbit(t["line1"], t["line2"], _epoch(t.get("epoch_utc")))
     raise ValueError(f"[orbit]: unknown kind {kind!r} (circular or tle)")
 
 
@@ -94,13 +130,15 @@ def parse_scenario(doc: dict[str, Any], path: Path | None = None) -> Scenario:
         solar_constant_w_m2=float(doc.get("solar_constant_w_m2", 1361.0)),
     )
     faults = tuple(_build(Fault, f, f"[[faults]] #{i}") for i, f in enumerate(doc.get("faults", [])))
+    duration_s = float(doc.get("duration_s", 86400.0))
+    config.orbit.check_span(duration_s)
     return Scenario(
         name=str(doc.get("name", path.stem if path else "scenario")),
         description=str(doc.get("description", "")),
         config=config,
         faults=faults,
         telemetry_period_s=float(doc.get("telemetry_period_s", 1.0)),
-        duration_s=float(doc.get("duration_s", 86400.0)),
+        duration_s=duration_s,
         limits=_build(Limits, {"battery_v_floor": CELL_V_FLOOR_V * battery.series, **doc.get("limits", {})},
                       "[limits]"),
         path=path,

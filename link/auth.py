@@ -10,7 +10,8 @@ The receiver checks the tag over the document it received (not over its own re-s
 would fill in defaults the sender left out), so a client need not write optional fields.
 
 Keys are 32 random bytes, shared ground <-> satellite out of band, named by ``key_id``. Freshness
-(``issued_utc`` window, one use per ``command_id``) is checked by the receiver, not here.
+(``issued_utc`` window, one use per ``command_id``) is checked onboard by
+``flight.command_guard.CommandGuard``, which calls :func:`verify` first.
 """
 
 from __future__ import annotations

@@ -5,12 +5,13 @@ Code names channels and values by the constants below (``POWER``, ``SOC``, ``BOA
 by bare strings; :data:`CHANNELS` holds each :class:`Channel` with its measurements in the order
 their publisher writes them on the wire; docs/icd.md's telemetry table is generated from it
 (``python -m ground.icd docs/icd.md``, checked by tests/test_telemetry_dictionary.py). The plant
-simulator publishes the plant channels (:data:`PLANT_CHANNELS`, ``hil.plant.telemetry``), flightd
-the ``compute`` channel (:func:`compute_values`).
+simulator publishes the plant channels (:data:`PLANT_CHANNELS`, ``hil.plant.telemetry``) and its
+time tone on ``clock`` (``hil.plant_service``), flightd the ``compute`` channel (:func:`compute_values`).
 
 Units: ``V``, ``A``, ``W``, ``Wh``, ``°C``, ``deg``, ``s``; ``fraction`` (0..1), ``flag`` (0 or 1),
-``count``, ``cores`` (busy cores, 0..n), ``code`` (an enumeration given in the description). Every
-value travels as a number (``link.messages.Telemetry.values``).
+``count``, ``cores`` (busy cores, 0..n), ``code`` (an enumeration given in the description), ``s/s``
+(simulated seconds per wall-clock second). Every value travels as a number
+(``link.messages.Telemetry.values``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ POWER = "power"
 THERMAL = "thermal"
 ORBIT = "orbit"
 COMPUTE = "compute"
+CLOCK = "clock"
 
 # ------------------------------------------------------------------------------------- values
 
@@ -55,6 +57,7 @@ INTRA_OP_THREADS = "intra_op_threads"
 DUTY_CYCLE = "duty_cycle"
 BUDGET_W = "budget_w"
 MODE_CODE = "mode_code"
+RATE = "rate"
 
 # ------------------------------------------------------------------------------------- modes
 
@@ -131,7 +134,7 @@ CHANNELS: dict[str, Channel] = {
             Measurement(SUNLIT, "flag", "1 in sunlight, 0 in eclipse"),
             Measurement(BETA_DEG, "deg", "beta angle: the Sun's elevation above the orbit plane"),
             Measurement(PERIOD_S, "s", "orbital period"),
-            Measurement(ECLIPSE_FRACTION, "fraction", "orbit share in eclipse (cylindrical shadow, current beta)"),
+            Measurement(ECLIPSE_FRACTION, "fraction", "share of the current orbit in eclipse (from its geometry)"),
             Measurement(T_ORBIT_S, "s", "time since the last eclipse exit"),
             Measurement(ILLUMINATION, "fraction", "share of the Sun's disc visible (penumbra between 0 and 1)"),
         )),
@@ -145,6 +148,10 @@ CHANNELS: dict[str, Channel] = {
             Measurement(DUTY_CYCLE, "fraction", "share of time the executor may run"),
             Measurement(MODE_CODE, "code", f"governor mode: {_mode_codes()}"),
             Measurement(BUDGET_W, "W", "board power budget, idle included (only with a governor)"),
+        )),
+        Channel(CLOCK, "plant simulator (time tone; never in flight)", (
+            Measurement(RATE, "s/s", "simulated seconds per wall second the simulator is paced at; t_s is "
+                        "its simulated time, which flightd's mission clock follows (docs/sil.md)"),
         )),
     )
 }

@@ -108,15 +108,28 @@ class TopicMap:
     def all_satellites(root: str = LIVE_ROOT) -> str:
         return f"{root}/#"
 
-    def job_id_of(self, topic: str) -> str | None:
-        """The job id in a ``jobs/<id>/state`` or ``results/<id>`` topic of this satellite."""
+    def _levels(self, topic: str) -> list[str] | None:
+        """The topic levels after this satellite's ``base``, or None for another satellite's topic."""
         parts = topic.split("/")
         base = self.base.split("/")
         if parts[: len(base)] != base:
             return None
-        rest = parts[len(base) :]
+        return parts[len(base) :]
+
+    def job_id_of(self, topic: str) -> str | None:
+        """The job id in a ``jobs/<id>/state`` or ``results/<id>`` topic of this satellite."""
+        rest = self._levels(topic)
+        if rest is None:
+            return None
         if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "state":
             return rest[1]
         if len(rest) == 2 and rest[0] == "results":
             return rest[1]
+        return None
+
+    def upload_id_of(self, topic: str) -> str | None:
+        """The upload id in a ``models/upload/<id>`` topic of this satellite (not its ``/progress``)."""
+        rest = self._levels(topic)
+        if rest is not None and len(rest) == 3 and rest[:2] == ["models", "upload"]:
+            return rest[2]
         return None

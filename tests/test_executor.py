@@ -142,3 +142,40 @@ async def test_inference_errors_propagate_unchanged(deep_session: ort.InferenceS
         assert executor.running() == []
     finally:
         executor.shutdown()
+
+
+async def test_busy_cores_over_any_window_never_exceed_the_threads_granted(
+    deep_session: ort.InferenceSession,
+) -> None:
+    """issue 10 item 8: flightd divides the core-seconds between two of its clock readings by the time
+    between them; counted up to a later reading of the executor's own clock, a 2-thread run reported
+    2.00002 busy cores on a 2-core board. Sampled at the caller's instant (as the daemon now does),
+    every window of a busy executor, across the end of one run and the start of the next, gives at
+    most the threads granted, exactly, and never a negative load."""
+    executor = InferenceExecutor(1)
+    threads = 2
+    try:
+        feeds = x_input()
+        windows: list[tuple[float, float]] = []
+        last_now = time.monotonic()
+        last_busy = executor.busy_core_seconds(last_now)
+
+        async def sample_until(task: asyncio.Task[object]) -> None:
+            nonlocal last_now, last_busy
+            while not task.done():
+                await asyncio.sleep(0)  # every turn of the loop, like a control cycle at any phase
+                now = time.monotonic()
+                busy = executor.busy_core_seconds(now)
+                windows.append((now - last_now, busy - last_busy))
+                last_now, last_busy = now, busy
+
+        for job in ("a", "b", "c"):
+            task = asyncio.create_task(executor.run(job, deep_session, feeds, threads=threads))
+            await sample_until(task)
+            await task
+        assert len(windows) > 100
+        assert all(0.0 <= core_s <= threads * dt for dt, core_s in windows), max(
+            (core_s / dt for dt, core_s in windows if dt > 0), default=0.0)
+        assert sum(core_s for _, core_s in windows) > 0.3 * threads  # the runs were seen working
+    finally:
+        executor.shutdown()

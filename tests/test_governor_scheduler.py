@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flight.governor.admission import Allocation, QueuedJob, RunningJob, plan_dispatch, policy_order
+from flight.governor.admission import Allocation, RunningJob, plan_dispatch
 from flight.governor.costs import TILE_MODEL_INF_PER_S, CostModel
+from flight.queue_policy import QueuedJob, policy_order
 
 W_PER_CORE = 35.0
 COST = CostModel(W_PER_CORE)

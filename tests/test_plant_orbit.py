@@ -120,3 +120,42 @@ def test_tle_beta_follows_the_geometry_formula() -> None:
     expected = math.degrees(math.asin(math.cos(dec) * math.sin(i) * math.sin(raan - ra) + math.sin(dec) * math.cos(i)))
     got = float(orbit.sample(np.array([0.0])).beta_deg[0])
     assert got == pytest.approx(expected, abs=0.1)
+
+
+# An eccentric orbit (e = 0.3, 8 rev/day: perigee ~1010 km, apogee ~7360 km) whose perigee lies
+# opposite the Sun at this epoch, so the eclipse falls where it moves fastest.
+ECC_1 = _checksum("1 99998U 24001B   24172.50000000  .00000000  00000-0  00000-0 0  9990")
+ECC_2 = _checksum("2 99998  10.0000  40.0000 3000000  90.0000 270.0000  8.00000000    10")
+
+
+def test_eccentric_orbit_publishes_its_own_eclipse_fraction_not_the_circular_formula() -> None:
+    """Ground truth: sgp4 itself every 0.5 s over one anomalistic period, the Sun from the Almanac
+    formulae, and the cylindrical shadow test written out here (r.s < 0 and distance from the
+    shadow axis < R). The plant's ``orbit`` channel must agree within 0.3 % of an orbit, and the
+    circular formula at the orbit's mean altitude and beta is more than 10 % off."""
+    from sgp4.api import Satrec
+
+    from hil.plant import Plant, PlantConfig
+    from hil.plant.telemetry import channel_values
+    from hil.scenario import load_scenario
+
+    orbit = TleOrbit(ECC_1, ECC_2)
+    c = load_scenario("nominal-550km").config
+    plant = Plant(PlantConfig(orbit, c.array, c.battery, c.thermal, c.loads, c.board))
+    state = plant.step(10.0)
+    published = channel_values(state)["orbit"]["eclipse_fraction"]
+
+    sat = Satrec.twoline2rv(ECC_1, ECC_2)
+    period_s = 2 * math.pi / sat.no_kozai * 60.0
+    t = np.arange(0.0, period_s, 0.5)
+    err, r, _ = sat.sgp4_array(np.full_like(t, sat.jdsatepoch), sat.jdsatepochF + t / 86400.0)
+    assert not err.any()
+    s = sun_position(sat.jdsatepoch + sat.jdsatepochF + t / 86400.0).unit
+    along = np.einsum("ij,ij->i", r, s)
+    off_axis = np.linalg.norm(r - along[:, None] * s, axis=1)
+    truth = float(np.mean((along < 0) & (off_axis < R)))
+
+    assert published == pytest.approx(truth, abs=0.003)
+    circular = closed_form_eclipse_fraction(orbit.altitude_km, state.beta_deg)
+    assert abs(truth - circular) / circular > 0.10, (truth, circular)
+    assert plant.linear_parameters().eclipse_fraction == pytest.approx(truth, abs=0.003)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +127,126 @@ async def test_hil_plant_dropout_fault_suppresses_published_samples(
     assert got and not [t for t in got if 20.0 <= t < 40.0]
     assert [t for t in thermal if 20.0 <= t < 40.0], "other channels are not dropped"
     assert max(got) == pytest.approx(60.0)
+
+
+# ------------------------------------------------------------------------------------- time (item 8)
+
+
+def _dropout_path(tmp_path: Path, start_s: float, end_s: float, channel: str | None = None) -> Path:
+    from hil.scenario import SCENARIO_DIR
+
+    path = tmp_path / "dropout.toml"
+    fault = f'\n[[faults]]\nkind = "dropout"\nt_s = {start_s}\nuntil_s = {end_s}\n'
+    if channel is not None:
+        fault += f'channel = "{channel}"\n'
+    path.write_text((SCENARIO_DIR / "nominal-550km.toml").read_text() + fault)
+    return path
+
+
+def test_plant_runner_tones_start_every_quarter_period_and_after_each_sample(tmp_path: Path) -> None:
+    """Period 40 s, physics 1 s: a tone at 0, then every 10 s; each sample is followed by the tone of
+    its instant; a dropout withholds samples (every channel) but never the tone."""
+    from hil.plant_service import PlantRunner
+    from hil.scenario import load_scenario
+
+    runner = PlantRunner(load_scenario(_dropout_path(tmp_path, 100.0, 200.0)), period_s=40.0, rate=200.0)
+    out = runner.advance_to(5.0) + runner.advance_to(300.0)
+    tones = [s.t_s for s in out if s.channel == "clock"]
+    assert tones == [float(t) for t in range(0, 301, 10)]
+    assert all(s.values == {"rate": 200.0} for s in out if s.channel == "clock")
+    power = [s.t_s for s in out if s.channel == "power"]
+    assert power == [40.0, 80.0, 200.0, 240.0, 280.0]  # 120 and 160 withheld: the dropout is [100, 200)
+    for i, s in enumerate(out):
+        if s.channel == "orbit":  # the last channel of a sample instant: the tone of that instant follows
+            assert (out[i + 1].channel, out[i + 1].t_s) == ("clock", s.t_s)
+
+
+def test_pacer_slows_down_instead_of_bursting_after_a_stall() -> None:
+    from hil.plant_service import Pacer
+
+    pacer = Pacer(warp=200.0, max_lag_s=40.0)
+    assert pacer.target(0.0, 100.0) == 0.0
+    assert pacer.target(0.0, 100.1) == pytest.approx(20.0)
+    assert pacer.wall_at(30.0) == pytest.approx(100.15)
+    # the host stalls 2 s (400 s simulated due): the plant may go one period ahead, not 400 s
+    assert pacer.target(20.0, 102.1) == pytest.approx(60.0) and pacer.slips == 1
+    # and continues at the warp from there: nothing is rushed later either
+    assert pacer.target(60.0, 102.2) == pytest.approx(80.0) and pacer.slips == 1
+
+
+def test_lockstep_holds_the_plant_near_flightds_time_until_flightd_is_gone() -> None:
+    from hil.plant_service import LockStep
+
+    lock = LockStep(lead_s=40.0, start_s=0.0, timeout_s=5.0)
+    assert lock.limit(10.0) == 40.0  # never heard: held near the start
+    lock.heard(3.0, 10.1)  # before the first tone flightd's time is its uptime
+    assert lock.limit(10.2) == 43.0
+    lock.heard(120.0, 11.0)
+    lock.heard(100.0, 11.1)  # an older report does not pull the limit back
+    assert lock.limit(11.2) == 160.0
+    assert lock.limit(16.0) == 160.0 and lock.limit(16.2) == math.inf  # silent > 5 s: gone, no longer held
+
+
+async def test_a_stalled_plant_does_not_send_flightd_safe_but_a_dropout_does(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """issue 10 item 8, end to end with a real flightd: the plant's event loop is blocked for 1.5 s of
+    wall time (300 s simulated at warp 200, far over the 80 s staleness limit), as a busy host does to
+    it; flightd must not go SAFE (before the time tone it extrapolated and did). The scenario's own
+    dropout of every channel on [400, 700) s must still send it SAFE once the last sample before it
+    (t = 360 s) is two periods old, and NOMINAL again at the first sample after it (t = 720 s)."""
+    from hil.governor_sim import governor_config_for
+    from hil.plant_service import serve
+    from hil.scenario import load_scenario
+    from link.messages import Event, EventKind
+    from tests.support import FlightdProcess, wait_online
+
+    period, warp = 40.0, 200.0
+    path = _dropout_path(tmp_path, 400.0, 700.0)
+    scenario = load_scenario(path)
+    gov = governor_config_for(scenario.build_plant(), scenario.limits, period)
+    models = tmp_path / "models"
+    models.mkdir()
+    flightd = FlightdProcess(mosquitto.url, tmp_path / "fd" / "data", models,
+                             env={"ORBITD_GOVERNOR": gov.model_dump_json(), "ORBITD_CONTROL_PERIOD_S": "0.05"})
+    (tmp_path / "fd").mkdir()
+    modes: list[tuple[float, str, list[str]]] = []
+    ready = asyncio.Event()
+
+    async def collect() -> None:
+        async with make_client(BrokerUrl.parse(mosquitto.url), identifier="stall-test-events") as client:
+            await client.subscribe(TopicMap("sat1").events, qos=1)
+            ready.set()
+            async for m in client.messages:
+                if isinstance(m.payload, bytes | bytearray) and m.payload:
+                    e = decode(bytes(m.payload), Event).message
+                    if e.kind is EventKind.MODE:
+                        modes.append((float(e.details["t_s"]), str(e.details["mode"]), list(e.details["reasons"])))
+
+    async def stall_the_loop() -> None:
+        await asyncio.sleep(0.5)  # simulated ~100 s: before the dropout, after the first samples
+        time.sleep(1.5)  # blocks the event loop the plant runs in, as CPU starvation does
+
+    collector = asyncio.create_task(collect())
+    flightd.start()
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await wait_online(mosquitto.url)
+        stall = asyncio.create_task(stall_the_loop())
+        pacer = await serve(mosquitto.url, "sat1", scenario, warp=warp, rate_hz=1.0 / period, duration_s=900.0,
+                            lockstep_s=period)
+        await stall
+        await asyncio.sleep(0.3)
+        assert flightd.alive(), flightd.log()[-3000:]
+    finally:
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+        flightd.stop()
+    assert pacer.slips >= 1, "the stall happened while the plant ran"
+    changes = [(t, m) for t, m, _ in modes if t <= 900.0]
+    assert [m for _, m in changes] == ["nominal", "safe", "nominal"], modes
+    t_safe, t_back = changes[1][0], changes[2][0]
+    stale_at = 360.0 + 2 * period  # the last sample before the dropout is at 360 s
+    assert stale_at <= t_safe <= stale_at + period / 4 + 10.0, modes  # next tone, then a control cycle
+    assert any("stale" in r for r in modes[1][2])
+    assert 720.0 - period / 4 <= t_back <= 720.0 + period / 4, modes  # the first sample after it

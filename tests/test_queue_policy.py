@@ -11,7 +11,7 @@ from flight.queue_policy import QueuedJob, expired, next_job
 
 
 def job(job_id: str, priority: int = 5, deadline: float | None = None, received: float = 0.0) -> QueuedJob:
-    return QueuedJob(job_id, "m", priority, deadline, received)
+    return QueuedJob(job_id, priority, "m", received, deadline)
 
 
 def test_higher_priority_class_first_even_with_later_deadline() -> None:
@@ -52,24 +52,24 @@ job_strategy = st.builds(
 def reference_pick(jobs: list[QueuedJob], now: float) -> QueuedJob | None:
     """The documented order, step by step: drop expired, keep the highest priority, then the earliest
     deadline (none = latest), then the earliest received, then the first in the queue."""
-    pool = [j for j in jobs if j.deadline_utc is None or j.deadline_utc > now]
+    pool = [j for j in jobs if j.deadline_s is None or j.deadline_s > now]
     if not pool:
         return None
     top = max(j.priority for j in pool)
     pool = [j for j in pool if j.priority == top]
-    dl = min(math.inf if j.deadline_utc is None else j.deadline_utc for j in pool)
-    pool = [j for j in pool if (math.inf if j.deadline_utc is None else j.deadline_utc) == dl]
-    first = min(j.received_utc for j in pool)
-    return next(j for j in pool if j.received_utc == first)
+    dl = min(math.inf if j.deadline_s is None else j.deadline_s for j in pool)
+    pool = [j for j in pool if (math.inf if j.deadline_s is None else j.deadline_s) == dl]
+    first = min(j.enqueued_s for j in pool)
+    return next(j for j in pool if j.enqueued_s == first)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(job_strategy, max_size=12), st.sampled_from([0.0, 100.0, 150.0, 250.0]))
 def test_next_job_is_the_documented_minimum(raw: list[QueuedJob], now: float) -> None:
-    jobs = [QueuedJob(f"j{i}", j.model, j.priority, j.deadline_utc, j.received_utc) for i, j in enumerate(raw)]
+    jobs = [QueuedJob(f"j{i}", j.priority, j.model, j.enqueued_s, j.deadline_s) for i, j in enumerate(raw)]
     got = next_job(jobs, now)
     want = reference_pick(jobs, now)
     assert (got.job_id if got else None) == (want.job_id if want else None)
     gone = expired(jobs, now)
-    assert all(j.deadline_utc is not None and j.deadline_utc <= now for j in gone)
-    assert len(gone) + sum(1 for j in jobs if j.deadline_utc is None or j.deadline_utc > now) == len(jobs)
+    assert all(j.deadline_s is not None and j.deadline_s <= now for j in gone)
+    assert len(gone) + sum(1 for j in jobs if j.deadline_s is None or j.deadline_s > now) == len(jobs)

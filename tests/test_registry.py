@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from flight.registry import ModelError, ModelRegistry, check_inputs, version_key
+from flight.registry import ACTIVE_FILE, INSTALL_PREFIX, ModelError, ModelRegistry, check_inputs, version_key
 from ground.model.files import build_manifest, write_manifest
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest, TensorSpec
 
@@ -189,3 +189,56 @@ def test_provider_fallback_skips_unavailable_providers_and_uses_cpu(tmp_path: Pa
         assert reg.providers_in_use() == ["CPUExecutionProvider"]
     x = feeds(3)
     np.testing.assert_allclose(session.run(None, x)[0], x["a"] + x["b"] + 0.5)
+
+
+def staged(tmp_path: Path, name: str, version: str, offset: float) -> tuple[Path, ModelManifest]:
+    """A model file and its manifest outside the registry, as the uplink holds them after verifying."""
+    directory = add_model(tmp_path / "staging", name, version, offset)
+    manifest = ModelManifest.model_validate_json((directory / MANIFEST_FILE).read_text())
+    return directory / MODEL_FILE, manifest
+
+
+def test_install_from_a_staged_file_pins_the_active_version_and_allows_rollback(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    reg = ModelRegistry(root)
+    src, manifest = staged(tmp_path, "adder", "1.0.0", 0.0)
+    entry = reg.install(src, manifest, "up1")
+    assert entry.ref == "adder/1.0.0" and entry.problem is None
+    assert (root / "adder" / "1.0.0" / MODEL_FILE).read_bytes() == src.read_bytes()
+    assert not (root / "adder" / ACTIVE_FILE).exists()  # the first version: nothing to pin
+    assert reg.active_version("adder") == "1.0.0"
+    src2, manifest2 = staged(tmp_path, "adder", "2.0.0", 5.0)
+    reg.install(src2, manifest2, "up2")
+    assert (root / "adder" / ACTIVE_FILE).read_text().strip() == "1.0.0"  # pinned before the rename
+    assert reg.active_version("adder") == "1.0.0"  # 2.0.0 sorts higher, yet is not active by itself
+    assert reg.activate("adder", "2.0.0") == "1.0.0"
+    y = reg.session(reg.resolve("adder"), 1).run(None, feeds())[0]
+    np.testing.assert_array_equal(y, feeds()["a"] + feeds()["b"] + 5.0)
+    assert reg.rollback("adder") == "1.0.0" and reg.active_version("adder") == "1.0.0"
+    assert not list(root.glob(INSTALL_PREFIX + "*"))
+
+
+def test_install_refuses_an_existing_version_and_a_file_that_is_not_the_manifests(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    reg = ModelRegistry(root)
+    src, manifest = staged(tmp_path, "adder", "1.0.0", 0.0)
+    reg.install(src, manifest, "up1")
+    assert reg.has_version("adder", "1.0.0") and not reg.has_version("adder", "9")
+    with pytest.raises(ModelError, match="already exists"):
+        reg.install(src, manifest, "up2")
+    other, _ = staged(tmp_path, "other", "1", 1.0)
+    with pytest.raises(ModelError, match="does not hash to the manifest's sha256"):
+        reg.install(other, manifest.model_copy(update={"version": "1.0.1"}), "up3")
+    reg.scan()
+    assert sorted(reg.models["adder"]) == ["1.0.0"] and not (root / "adder" / "1.0.1").exists()
+    assert not list(root.glob(INSTALL_PREFIX + "*"))
+
+
+def test_scan_deletes_what_an_interrupted_install_left(tmp_path: Path) -> None:
+    add_model(tmp_path, "adder", "1.0.0")
+    leftover = tmp_path / f"{INSTALL_PREFIX}up7"
+    leftover.mkdir()
+    (leftover / MODEL_FILE).write_bytes(b"half a model")
+    reg = ModelRegistry(tmp_path)
+    assert reg.scan() == []
+    assert not leftover.exists() and sorted(reg.models) == ["adder"]

@@ -4,14 +4,15 @@ governor makes the same mode transitions at the same simulated times (issue 6 pa
 The SIL runs a scenario with a telemetry dropout, so the governor has something to decide from the
 telemetry alone: leave the start-up SAFE when the first samples arrive, go SAFE when the samples
 stop for longer than ``stale_periods`` telemetry periods, and come back when they resume. The
-replay publishes only the plant's channels (power, thermal, orbit) into the live namespace with the
-recorded wall-clock spacing (speed 1), so the fresh flightd's mission clock runs at the SIL's warp.
+replay publishes the plant's channels (power, thermal, orbit) and its time tone (clock) into the live
+namespace with the recorded wall-clock spacing (speed 1); the fresh flightd's mission clock follows
+the replayed tones, as the SIL's followed the plant's.
 
-What must agree: the sequence of modes, and each change's simulated time within two telemetry
-periods. Times cannot agree exactly: a stale-telemetry SAFE happens when flightd's *extrapolated*
-mission time passes the limit, which depends on its smoothed warp estimate and on when its 50 ms
-control cycle falls relative to delivery; the start-up SAFE itself is no event (flightd starts in
-SAFE), and the first change happens at the first sample after start-up in both runs.
+What must agree: the sequence of modes, and each change's simulated time within one telemetry
+period. Times cannot agree exactly: mission time moves in tone steps (a quarter period) and a
+change happens at the 50 ms control cycle after the tone that makes it due; the start-up SAFE
+itself is no event (flightd starts in SAFE), and the first change happens at the first sample after
+start-up in both runs.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ async def test_replayed_sil_gives_same_mode_transitions(tmp_path: Path, mosquitt
     # must be told the same one (it sets the staleness limit).
     with Archive(report.archive) as archive:
         times = sorted(decode(r.payload, Telemetry).message.t_s for r in archive.messages(["power"]))
+        tones = archive.channels().get("tlm/clock", 0)
+    assert tones >= 4 * len(times), "the plant publishes its time tone at least four times a period"
     period_s = statistics.median(b - a for a, b in itertools.pairwise(times))
     assert period_s == max(1.0, 0.2 * WARP)
     t_last_before, t_first_after = max(t for t in times if t < DROPOUT[0]), min(t for t in times if t >= DROPOUT[1])
@@ -107,8 +110,8 @@ async def test_replayed_sil_gives_same_mode_transitions(tmp_path: Path, mosquitt
         await wait_online(mosquitto.url)
         # 3. replay the plant's telemetry as live, at the recorded pace (= the SIL's warp)
         slip = await replay_async(report.archive, mosquitto.url, speed=1.0, as_live=True, sat="sat1",
-                                  channels=["power", "thermal", "orbit"])
-        assert slip.sent == 3 * len(times)
+                                  channels=["power", "thermal", "orbit", "clock"])
+        assert slip.sent == 3 * len(times) + tones
         deadline = asyncio.get_running_loop().time() + 5
         while len(events) < len(sil_changes) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)

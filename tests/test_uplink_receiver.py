@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from flight.command_guard import CommandGuard
 from flight.registry import ModelError, ModelRegistry
 from flight.uplink import BEGIN_FILE, DATA_FILE, SIDECAR_FILE, UplinkReceiver
 from ground.model.files import build_manifest, write_manifest
@@ -92,7 +93,7 @@ def make_receiver(tmp_path: Path, **kwargs: object) -> UplinkReceiver:
     registry = ModelRegistry(tmp_path / "models")
     (tmp_path / "models").mkdir(exist_ok=True)
     registry.scan()
-    return UplinkReceiver(registry, tmp_path / "staging", lambda: 1000.0, **kwargs)  # type: ignore[arg-type]
+    return UplinkReceiver(registry, tmp_path / "staging", TOPICS, lambda: 1000.0, **kwargs)  # type: ignore[arg-type]
 
 
 def send(rx: UplinkReceiver, upload_id: str, payload: bytes) -> list[tuple[str, bytes]]:
@@ -314,7 +315,7 @@ def test_new_version_is_installed_but_not_activated(tmp_path: Path) -> None:
 def test_signed_uploads_when_the_satellite_holds_keys(tmp_path: Path, model_file: tuple[Path, np.ndarray]) -> None:
     path, _ = model_file
     key = bytes(range(32))
-    rx = make_receiver(tmp_path, keys={"ground": key})
+    rx = make_receiver(tmp_path, guard=CommandGuard({"ground": key}, 600.0, lambda: 1000.0))
     manifest = build_manifest(path, name="mm", version="1")
     n = chunk_count(manifest.size_bytes, 1024)
     begin = UploadBegin(upload_id="s1", manifest=manifest, chunk_bytes=1024, n_chunks=n, issued_utc=1000.0)

@@ -29,7 +29,6 @@ change the trained digits weights in the last bits, hence their sha256.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
 from collections.abc import Callable
@@ -61,8 +60,9 @@ from ground.model.datasets import (
     tile_fit_set,
     tile_validation,
 )
-from ground.model.files import build_manifest, sha256_file, sha256sums_text, write_manifest, write_sha256sums
+from ground.model.files import build_manifest, sha256sums_text, write_manifest, write_sha256sums
 from ground.model.quantize import quantize_model
+from link.digest import sha256_file
 from link.manifest import MODEL_FILE
 
 F32 = npt.NDArray[np.float32]
@@ -534,10 +534,6 @@ def build_all(root: Path, only: list[str] | None = None) -> None:
     for name in only or list(BUILDERS):
         BUILDERS[name](root)
     write_sha256sums(root)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check(root: Path) -> int:

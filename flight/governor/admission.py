@@ -1,8 +1,9 @@
 """Scheduler policy (pure): which queued jobs to start next, which to defer, which to reject.
 
-Order: priority classes first (9 most important), earliest deadline first (EDF) within a class
-(jobs without a deadline after those with one), then enqueue time, then job id (a total order, so
-the plan is deterministic).
+Order: the queue's one ordering rule, :func:`flight.queue_policy.policy_order` (priority classes, 9
+first; earliest deadline first within a class, no deadline last; then first enqueued; exact ties in
+queue order, so the plan is deterministic for a given queue). Without a governor flightd starts jobs
+in that order alone; this module adds the budget.
 
 Admission control walks the queue in that order, accumulating the work ahead of each job (the
 remaining work of running jobs plus the admitted jobs before it), and estimates its finish time at
@@ -16,7 +17,14 @@ the current allocation with the per-model costs of :class:`flight.governor.costs
 - defer: it cannot finish before its deadline within the current budget behind the work ahead
   (it stays queued and is re-examined next cycle, when the budget may be larger);
 - start: admitted, and a concurrency slot is free.
-Every deferral and rejection carries its reason. Times are mission seconds; ``now_s`` is an input.
+Every deferral and rejection carries its reason, with durations in mission seconds (the governor's
+time base, in which the cost model's estimates are taken).
+
+Clocks: ``now`` and the jobs' ``enqueued_s``/``deadline_s`` are on one clock, the queue's
+(:mod:`flight.queue_policy`); ``rate`` is mission seconds per second of that clock. The simulator
+keeps its queue on mission time (``rate`` 1); flightd keeps UTC and passes its mission clock's rate,
+so a duration ``d`` (mission s) ends ``d / rate`` later on the queue's clock. Only durations are
+converted, never the jobs.
 """
 
 from __future__ import annotations
@@ -26,19 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from flight.governor.costs import CostModel
-
-
-@dataclass(frozen=True)
-class QueuedJob:
-    """A job waiting to run. ``deadline_s`` in mission seconds (convert ``deadline_utc`` with the
-    daemon's clock offset); ``units`` = work units (batch size) for the per-unit cost model."""
-
-    job_id: str
-    priority: int
-    model: str
-    enqueued_s: float
-    deadline_s: float | None = None
-    units: float = 1.0
+from flight.queue_policy import QueuedJob, policy_order
 
 
 @dataclass(frozen=True)
@@ -89,27 +85,20 @@ class DispatchPlan:
     verdicts: list[Verdict] = field(default_factory=list)
 
 
-def policy_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
-    """Priority classes (high first), EDF within a class, then FIFO, then job id."""
-    return sorted(
-        jobs,
-        key=lambda j: (
-            -j.priority,
-            j.deadline_s if j.deadline_s is not None else math.inf,
-            j.enqueued_s,
-            j.job_id,
-        ),
-    )
-
-
 def plan_dispatch(
-    now_s: float,
+    now: float,
     queued: Iterable[QueuedJob],
     running: Sequence[RunningJob],
     alloc: Allocation,
     costs: CostModel,
+    rate: float = 1.0,
 ) -> DispatchPlan:
-    """Decide what to start, defer and reject now (pure; see the module docstring)."""
+    """Decide what to start, defer and reject now (pure; see the module docstring).
+
+    ``now``: on the queue's clock; ``rate``: mission seconds per second of that clock (> 0).
+    ``Verdict.finish_estimate_s`` is on the queue's clock."""
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0, got {rate}")
     plan = DispatchPlan()
     free_slots = max(0, alloc.concurrency - len(running))
     cores = alloc.busy_cores
@@ -124,20 +113,20 @@ def plan_dispatch(
     for job in policy_order(queued):
         c = costs.estimate(job.model)
         core_job, energy_job = job.units * c.core_s, job.units * c.energy_j
-        alone_full = now_s + core_job / alloc.full_cores if alloc.full_cores > 0 else math.inf
+        alone_full = now + core_job / alloc.full_cores / rate if alloc.full_cores > 0 else math.inf
         if cores > 0 and compute_w > 0:
-            finish = now_s + max((core_ahead + core_job) / cores, (energy_ahead + energy_job) / compute_w)
+            finish = now + max((core_ahead + core_job) / cores, (energy_ahead + energy_job) / compute_w) / rate
         else:
             finish = math.inf
         dl = job.deadline_s
-        if dl is not None and dl <= now_s:
-            reason = f"deadline passed {now_s - dl:.1f} s ago"
+        if dl is not None and dl <= now:
+            reason = f"deadline passed {(now - dl) * rate:.1f} s ago"
             plan.reject.append((job, reason))
             plan.verdicts.append(Verdict(job, "reject", reason, finish))
             continue
         if dl is not None and alone_full > dl:
             reason = (f"cannot finish before its deadline even at full power: needs "
-                      f"{core_job / alloc.full_cores:.2f} s, {dl - now_s:.2f} s left")
+                      f"{core_job / alloc.full_cores:.2f} s, {(dl - now) * rate:.2f} s left")
             plan.reject.append((job, reason))
             plan.verdicts.append(Verdict(job, "reject", reason, alone_full))
             continue
@@ -146,7 +135,7 @@ def plan_dispatch(
                 reason = "no compute budget now (deadline still reachable at full power)"
             else:
                 reason = (f"cannot finish before its deadline within the {alloc.budget_w:.1f} W budget "
-                          f"behind {core_ahead:.1f} core-s of work ahead (ETA {finish - dl:.1f} s late)")
+                          f"behind {core_ahead:.1f} core-s of work ahead (ETA {(finish - dl) * rate:.1f} s late)")
             plan.defer.append((job, reason))
             plan.verdicts.append(Verdict(job, "defer", reason, finish))
             continue

@@ -7,7 +7,7 @@ Interface (what flightd calls once per control cycle)::
     # apply decision.concurrency / intra_op_threads / duty_cycle to the executor;
     # if decision.preempt: terminate running jobs (RunOptions.terminate) and requeue them;
     # if decision.mode_changed: publish Event(kind=MODE, message=..., details={"reasons": decision.reasons})
-    plan = gov.dispatch(now_s, queued_jobs, running_jobs)   # which queued jobs to start / defer / reject
+    plan = gov.dispatch(now, queued_jobs, running_jobs, rate)   # which queued jobs to start / defer / reject
     gov.record_run(model, wall_s, threads, units=..., busy_core_s=..., energy_j=...)  # learn job costs
 
 ``now_s`` is mission time on the clock of ``Telemetry.t_s`` (simulated time under the plant
@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from flight.governor.admission import Allocation, DispatchPlan, QueuedJob, RunningJob, plan_dispatch
+from flight.governor.admission import Allocation, DispatchPlan, RunningJob, plan_dispatch
 from flight.governor.budget import (
     EnergyState,
     OrbitEstimator,
@@ -55,6 +55,7 @@ from flight.governor.limits import (
     LimitTransition,
 )
 from flight.governor.modes import ModeInputs, ModeMachine
+from flight.queue_policy import QueuedJob
 from link.messages import Mode
 from link.telemetry import (
     BATTERY_V,
@@ -288,9 +289,12 @@ class Governor:
         return Allocation(d.concurrency, d.intra_op_threads, d.duty_cycle, d.budget_w, board.idle_w,
                           float(board.n_cores))
 
-    def dispatch(self, now_s: float, queued: Iterable[QueuedJob], running: Sequence[RunningJob]) -> DispatchPlan:
-        """Scheduler policy at the last decision's allocation (see flight.governor.admission)."""
-        return plan_dispatch(now_s, queued, running, self.allocation(), self.costs)
+    def dispatch(
+        self, now: float, queued: Iterable[QueuedJob], running: Sequence[RunningJob], rate: float = 1.0
+    ) -> DispatchPlan:
+        """Scheduler policy at the last decision's allocation (see flight.governor.admission): ``now``
+        and the jobs on the queue's clock, ``rate`` mission seconds per second of it."""
+        return plan_dispatch(now, queued, running, self.allocation(), self.costs, rate)
 
     def record_run(self, model: str, wall_s: float, threads: int, units: float = 1.0,
                    busy_core_s: float | None = None, energy_j: float | None = None) -> ModelCost:

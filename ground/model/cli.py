@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ground.model import quantize
-from ground.model.files import build_manifest, sha256_file, write_manifest
+from ground.model.files import build_manifest, write_manifest
 from ground.model.quantize import (
     CalibrationError,
     Feeds,
@@ -34,6 +34,7 @@ from ground.model.quantize import (
 )
 from ground.model.upload import upload_model
 from ground.options import client_from_args, print_json
+from link.digest import sha256_file
 from link.manifest import MODEL_FILE
 from link.uplink import DEFAULT_CHUNK_BYTES, UploadState
 

@@ -7,30 +7,19 @@ A registry version is ``<root>/<name>/<version>/model.onnx`` + ``manifest.json``
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import onnx
 
+from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ManifestDim, ModelManifest, TensorSpec
 from link.tensor import SUPPORTED_DTYPES, DType
 
 SHA256SUMS_FILE = "SHA256SUMS"
 
-_CHUNK = 1 << 20
-
 
 class ModelFileError(ValueError):
     """A model file cannot be described by a manifest (unsupported dtype, unknown rank, bad path)."""
-
-
-def sha256_file(path: Path) -> str:
-    """Lower-case hex sha256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _value_info_spec(info: onnx.ValueInfoProto) -> TensorSpec:

@@ -31,7 +31,8 @@ import onnx
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
-from ground.model.files import interface_specs, sha256_file
+from ground.model.files import interface_specs
+from link.digest import sha256_file
 from link.manifest import TensorSpec
 
 Activations = Literal["uint8", "int8"]

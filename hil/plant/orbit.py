@@ -1,9 +1,10 @@
 """Where the satellite and the Sun are: a circular orbit given by altitude and beta angle, or a TLE.
 
 Both models expose ``sample(t_s, beta_deg=None) -> OrbitSample`` over a numpy array of mission times
-(s since the scenario epoch), and the scalars ``period_s`` and ``altitude_km``. ``beta_deg`` (an array
-as long as ``t_s``) overrides the beta angle of a circular orbit (the beta-change fault); a TLE orbit
-ignores it (its beta follows from the geometry).
+(s since the scenario epoch), the scalars ``period_s`` and ``altitude_km``, and ``check_span(t_end_s)``
+(ValueError if the orbit cannot be propagated over [0, t_end_s]). ``beta_deg`` (an array as long as
+``t_s``) overrides the beta angle of a circular orbit (the beta-change fault); a TLE orbit ignores it
+(its beta follows from the geometry).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from sgp4.api import Satrec, jday
+from sgp4.api import SGP4_ERRORS, Satrec, jday
 
 from hil.plant.constants import MU_EARTH_KM3_S2, R_EARTH_KM
 from hil.plant.sun import sun_position
+from hil.plant.tle import TleError, parse_tle
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -45,6 +47,8 @@ class OrbitModel(Protocol):
 
     def sample(self, t_s: FloatArray, beta_deg: FloatArray | None = None) -> OrbitSample: ...
 
+    def check_span(self, t_end_s: float) -> None: ...
+
 
 @dataclass(frozen=True)
 class CircularOrbit:
@@ -61,6 +65,18 @@ class CircularOrbit:
     beta_deg: float = 0.0
     inclination_deg: float = 53.0
     phase_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("altitude_km", "beta_deg", "inclination_deg", "phase_deg"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"[orbit] {name} = {getattr(self, name)!r} is not a finite number")
+        if self.altitude_km <= 0.0:
+            raise ValueError(f"[orbit] altitude_km = {self.altitude_km:g}: a circular orbit must be above the surface")
+        if not -90.0 <= self.beta_deg <= 90.0:
+            raise ValueError(f"[orbit] beta_deg = {self.beta_deg:g} is outside -90..90 deg")
+
+    def check_span(self, t_end_s: float) -> None:
+        """Nothing to check: a circular orbit is the same at every time."""
 
     @property
     def semi_major_axis_km(self) -> float:
@@ -82,23 +98,47 @@ class CircularOrbit:
 
 
 def julian_date(when: datetime) -> tuple[float, float]:
-    """(jd, fraction) of a UTC datetime, as sgp4 wants them."""
+    """(jd, fraction) of an aware datetime, as sgp4 wants them. ValueError for a naive datetime:
+    ``astimezone`` would read it as this machine's local time."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{when.isoformat()} has no UTC offset: give the time zone (e.g. 'Z' or '+00:00')")
     when = when.astimezone(UTC)
     jd, fr = jday(when.year, when.month, when.day, when.hour, when.minute, when.second + when.microsecond * 1e-6)
     return float(jd), float(fr)
 
 
+SGP4_INIT_FIELDS: dict[int, tuple[int, int, int, str]] = {
+    1: (2, 27, 33, "eccentricity"),
+    2: (2, 53, 63, "mean motion"),
+    3: (2, 27, 33, "eccentricity"),
+    4: (2, 27, 33, "eccentricity"),
+    6: (1, 54, 61, "BSTAR drag term"),
+}
+"""The TLE field (line, first and last column, name) most likely behind each sgp4 error code at
+initialisation (sgp4.api.SGP4_ERRORS: 1 and 3 eccentricity out of range, 2 mean motion < 0, 4
+semi-latus rectum < 0, 6 decayed)."""
+
+
 class TleOrbit:
     """An orbit propagated with SGP4 from a two-line element set (positions in TEME, km).
 
-    Mission time t = 0 is ``epoch`` (UTC; default: the TLE's own epoch). The Sun comes from
+    The lines are checked column by column first (:func:`hil.plant.tle.parse_tle`; TleError names the
+    line and column), then sgp4's own initialisation error is checked. Mission time t = 0 is ``epoch``
+    (an aware datetime; default: the TLE's own epoch). The Sun comes from
     :func:`hil.plant.sun.sun_position`; beta from sin(beta) = h_hat . s_hat, h = r x v.
+    :meth:`check_span` propagates a whole span at once and refuses one in which the orbit decays.
     """
 
     def __init__(self, line1: str, line2: str, epoch: datetime | None = None) -> None:
-        self.line1 = line1
-        self.line2 = line2
-        self.satrec = Satrec.twoline2rv(line1, line2)
+        self.elements = parse_tle(line1, line2)
+        self.line1 = self.elements.line1
+        self.line2 = self.elements.line2
+        self.satrec = Satrec.twoline2rv(self.line1, self.line2)
+        code = int(self.satrec.error)
+        if code != 0:
+            line, first, last, name = SGP4_INIT_FIELDS.get(code, (2, 53, 63, "mean motion"))
+            raise TleError(f"TLE line {line}, columns {first}-{last} ({name}): sgp4 refuses these elements at their "
+                           f"epoch (error {code}: {SGP4_ERRORS.get(code, 'unknown')})", line, first)
         if epoch is None:
             self.epoch_jd, self.epoch_fr = float(self.satrec.jdsatepoch), float(self.satrec.jdsatepochF)
         else:
@@ -118,18 +158,38 @@ class TleOrbit:
     def inclination_deg(self) -> float:
         return math.degrees(float(self.satrec.inclo))
 
-    def sample(self, t_s: FloatArray, beta_deg: FloatArray | None = None) -> OrbitSample:
+    def _propagate(self, t_s: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """(jd, fr, r, v) at mission times ``t_s``; ValueError at the first time SGP4 fails or gives a
+        non-finite state (with the hour, and what to do)."""
         t = np.asarray(t_s, dtype=np.float64)
         fr = self.epoch_fr + t / 86400.0
         whole = np.floor(fr)
         jd = np.full_like(t, self.epoch_jd) + whole
         fr = fr - whole
         err, r, v = self.satrec.sgp4_array(jd, fr)
-        if np.any(err != 0):
-            bad = int(np.argmax(err != 0))
-            raise ValueError(f"sgp4 error code {int(err[bad])} at t = {float(t[bad]):.0f} s")
+        bad = (err != 0) | ~np.isfinite(r).all(axis=1) | ~np.isfinite(v).all(axis=1)
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            code = int(err[i])
+            why = f"sgp4 error {code}: {SGP4_ERRORS.get(code, 'unknown')}" if code else "sgp4 gave a non-finite state"
+            raise ValueError(
+                f"TLE orbit cannot be propagated {float(t[i]) / 3600.0:.2f} h into the scenario "
+                f"(t = {float(t[i]):.0f} s; {why}): the satellite decays or the elements are wrong there; "
+                "shorten the run (duration_s, --orbits, --duration) to end before it, or use a TLE for a higher "
+                "orbit or a later epoch")
+        return jd, fr, np.asarray(r, dtype=np.float64), np.asarray(v, dtype=np.float64)
+
+    def check_span(self, t_end_s: float, step_s: float = 60.0) -> None:
+        """Propagate [0, ``t_end_s``] every ``step_s`` (one vectorised sgp4 call: ~1,500 states for a day)
+        and raise ValueError, naming the hour, where SGP4 fails (decay) or gives NaN."""
+        if not math.isfinite(t_end_s) or t_end_s < 0:
+            raise ValueError(f"span {t_end_s!r} s: must be a finite time >= 0")
+        self._propagate(np.append(np.arange(0.0, t_end_s, step_s), t_end_s))
+
+    def sample(self, t_s: FloatArray, beta_deg: FloatArray | None = None) -> OrbitSample:
+        jd, fr, r, v = self._propagate(t_s)
         sun = sun_position(jd + fr)
         h = np.cross(r, v)
         h /= np.linalg.norm(h, axis=1)[:, None]
         beta = np.degrees(np.arcsin(np.clip(np.einsum("ij,ij->i", h, sun.unit), -1.0, 1.0)))
-        return OrbitSample(np.asarray(r, dtype=np.float64), sun.unit, sun.distance_au, beta)
+        return OrbitSample(r, sun.unit, sun.distance_au, beta)

@@ -31,7 +31,7 @@ from hil.plant.faults import FaultSchedule, PhysicsOverrides
 from hil.plant.illumination import IlluminationModel, IlluminationTable
 from hil.plant.loads import BoardProfile, LoadModel
 from hil.plant.orbit import CircularOrbit, TleOrbit
-from hil.plant.shadow import eclipse_fraction_cylindrical
+from hil.plant.shadow import cylindrical_in_shadow, eclipse_fraction_cylindrical
 from hil.plant.solar import SolarArray
 from hil.plant.thermal import ThermalModel, ThermalParams
 
@@ -39,6 +39,10 @@ FloatArray = npt.NDArray[np.float64]
 
 SUNLIT_THRESHOLD = 0.5
 """Illumination fraction at or above which the satellite counts as sunlit (mid-penumbra)."""
+
+ECLIPSE_SAMPLE_S = 1.0
+"""Spacing of the propagated positions a TLE orbit's eclipse fraction is counted on, s (an eclipse
+edge is placed within 1 s: 0.02 % of a 95 min orbit)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,8 @@ class LinearParameters:
     ``radiative_conductance_w_k`` = 4 eps sigma A T^3 at the current radiator temperature, ``emissivity``,
     ``radiator_area_m2``, ``sink_k``, ``env_heat_sun_w`` / ``env_heat_eclipse_w`` (absorbed environmental
     heat in full Sun / in eclipse), ``board_max_c``.
-    Orbit: ``period_s``, ``eclipse_fraction`` (cylindrical, current beta)."""
+    Orbit: ``period_s``, ``eclipse_fraction`` (share of the current orbit in the cylindrical shadow,
+    see :meth:`Plant.eclipse_fraction_at`)."""
 
     bus_w: float
     idle_w: float
@@ -200,7 +205,6 @@ class Plant:
         self.thermal = ThermalModel(config.thermal)
         self.t_s = t0_s
         self._period_s = config.orbit.period_s
-        self._altitude_km = config.orbit.altitude_km
         self._change_times = self.faults.change_times()
         self._next_change_i = 0
         self._overrides = PhysicsOverrides()
@@ -210,7 +214,7 @@ class Plant:
         self._last_exit_s = self._find_last_eclipse_exit(t0_s)
         frac0, _, _, beta0 = self.table.average(t0_s, t0_s + config.illumination_resolution_s)
         self._sunlit = frac0 >= SUNLIT_THRESHOLD
-        self._ecl_cache = (math.nan, 0.0)
+        self._ecl_cache: tuple[float, float] = (math.nan, 0.0)
         bus0 = self.loads.bus_power_w(frac0)
         compute0 = self.board.compute_w(0.0)
         self._values = self._values_now(0.0, frac0, beta0, 0.0, 0.0, bus0, compute0, 0.0, bus0 + compute0, 0.0)
@@ -258,9 +262,34 @@ class Plant:
         """Beta angle at ``t_s`` (fault overrides included; from the geometry for a TLE), deg."""
         return self.table.average(t_s, t_s + self.config.illumination_resolution_s)[3]
 
-    def eclipse_fraction(self, beta_deg: float) -> float:
-        """Cylindrical-shadow eclipse fraction at ``beta_deg`` for this orbit's altitude."""
-        return eclipse_fraction_cylindrical(self.config.orbit.altitude_km, beta_deg)
+    def eclipse_fraction_at(self, t_s: float, beta_deg: float) -> float:
+        """Share of the orbit around ``t_s`` in the Earth's cylindrical shadow, from the orbit's geometry.
+
+        Circular orbit: the closed form at ``beta_deg`` (the beta in force, faults included), exact for
+        a circular orbit (physics.md). TLE orbit: counted on the propagated positions, one per
+        ``ECLIPSE_SAMPLE_S``, over the orbit that began at the last eclipse exit (the one the governor's
+        ``t_orbit_s`` counts in; whole periods on from it in continuous sunlight). An eccentric orbit's
+        share differs from the circular formula at its mean altitude by tens of per cent, depending on
+        where perigee lies relative to the shadow. Cached: recomputed once per orbit (TLE) or per beta.
+        """
+        orbit = self.config.orbit
+        if isinstance(orbit, CircularOrbit):
+            key = beta_deg
+        else:
+            k = math.floor((t_s - self._last_exit_s) / self._period_s)
+            key = self._last_exit_s + k * self._period_s
+        cached_key, value = self._ecl_cache
+        if key == cached_key:
+            return value
+        if isinstance(orbit, CircularOrbit):
+            value = eclipse_fraction_cylindrical(orbit.altitude_km, beta_deg)
+        else:
+            n = math.ceil(self._period_s / ECLIPSE_SAMPLE_S)
+            t = key + (np.arange(n, dtype=np.float64) + 0.5) * ECLIPSE_SAMPLE_S
+            geo = orbit.sample(t[t < key + self._period_s])
+            value = float(np.mean(cylindrical_in_shadow(geo.r_km, geo.sun_unit)))
+        self._ecl_cache = (key, value)
+        return value
 
     def solar_forecast(self, t0_s: float, horizon_s: float, dt_s: float) -> SolarForecast:
         """Illumination and array power over [t0, t0 + horizon) in intervals of ``dt_s`` (t0 >= the
@@ -304,7 +333,7 @@ class Plant:
             env_heat_eclipse_w=self.thermal.env_heat_w(0.0, 0.0),
             board_max_c=self.board.max_c,
             period_s=self.config.orbit.period_s,
-            eclipse_fraction=self.eclipse_fraction(beta),
+            eclipse_fraction=self.eclipse_fraction_at(self.t_s, beta),
         )
 
     # ------------------------------------------------------------------------------------ stepping
@@ -412,10 +441,7 @@ class Plant:
         """The current state as a tuple in :data:`STATE_FIELDS` order."""
         b = self.battery
         th = self.thermal
-        cached_beta, ecl = self._ecl_cache
-        if beta != cached_beta:
-            ecl = eclipse_fraction_cylindrical(self._altitude_km, beta)
-            self._ecl_cache = (beta, ecl)
+        ecl = self.eclipse_fraction_at(self.t_s, beta)
         return (
             self.t_s,
             dt,
