@@ -21,14 +21,15 @@ segments are told apart by the CA that signed them, not by a name a client choos
 - ground listener (``--ground-port``, 8884): only certificates of the ground CA (``ground-operator``,
   ``ground-user``, ``ground-observer`` by default); ground tools choose their client ids.
 
-No anonymous access, no cleartext listener. The ACL (:func:`render_acl`, from :class:`link.topics.TopicMap`
-and :data:`link.telemetry.PLANT_CHANNELS`) gives ``flightd-<sat>`` write access to its satellite's
-sat -> ground topics and read access to its ground -> sat topics only; ``plant-<sat>`` writes its
-plant channels (and the simulator's ``clock``) and reads ``tlm/compute``; ``bridge-<sat>`` has both sets of rights (it carries all
-of the satellite's traffic) and its connection-state topic; ``operator`` writes jobs, commands and uploads and reads
-everything; ``user`` writes jobs and commands (the satellite's key ring limits what a user's signed
-commands may do) and reads states, results, replies, status, events and telemetry; ``observer`` only
-reads. A satellite's identity gives nothing on another satellite's topics.
+No anonymous access, no cleartext listener. The ACL (:func:`render_acl`, from
+:class:`link.topics.TopicMap` and :data:`link.telemetry.PLANT_CHANNELS`) gives ``flightd-<sat>``
+write access to its satellite's sat -> ground topics and read access to its ground -> sat topics
+only; ``plant-<sat>`` writes its plant channels (and the simulator's ``clock``) and reads
+``tlm/compute``; ``bridge-<sat>`` has both sets of rights (it carries all of the satellite's traffic)
+and its connection-state topic; ``operator`` writes jobs, commands and uploads and reads everything;
+``user`` writes jobs and commands (the satellite's key ring limits what a user's signed commands may
+do) and reads states, results, replies, status, events and telemetry; ``observer`` only reads. A
+satellite's identity gives nothing on another satellite's topics.
 
 Checked against Mosquitto 2.0.11 (Debian 12): ``per_listener_settings``, ``require_certificate``,
 ``use_identity_as_username``, ``use_username_as_clientid`` and ``crlfile`` per listener, ``user``
