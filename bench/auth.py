@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.harness import REPO, progress
 from bench.radiation import alternate, cpu_description
 from flight.antireplay import ReplayWindow
-from flight.keyring import KeyEntry, KeyRing, Role
+from flight.keyring import KeyEntry, KeyRing
 from link.codec import encode, pack_tensors
 from link.envelope import open_envelope, public_bytes, seal
 from link.manifest import ModelManifest
-from link.messages import Command, JobRequest, Ping
+from link.messages import Command, JobRequest, Ping, Role
 from link.uplink import UploadBegin, chunk_count
 
 TYPICAL = "job_digits"

@@ -22,13 +22,13 @@ Everything here is pure: plain data in, plain data out; no clock (times are pass
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from link.auth import AuthError
 from link.envelope import fingerprint, load_public_key
+from link.messages import AddKey, RevokeKey, Role, RotateKey
 from link.topics import check_id
 
 MAX_PRIORITY = 9
@@ -51,13 +51,6 @@ OWN_JOB_COMMANDS = ("cancel", "ack_result")
 def command_request(action: str) -> str:
     """What a command whose body has ``action`` asks for, as :meth:`KeyRing.authorize` takes it."""
     return f"{COMMAND}:{action}"
-
-
-class Role(str, enum.Enum):  # noqa: UP042 (enum.StrEnum is 3.11+; the board runs 3.10)
-    """What a key may sign (see :data:`PERMISSIONS`)."""
-
-    OPERATOR = "operator"
-    USER = "user"
 
 
 PERMISSIONS: dict[Role, frozenset[str] | None] = {
@@ -258,3 +251,34 @@ class KeyRing:
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]]) -> KeyRing:
         return cls.of(KeyEntry.from_record(r) for r in records)
+
+
+# ------------------------------------------------------------------------------- key commands
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """The outcome of a key command: the new ring, the entries to persist, a line for the event log."""
+
+    ring: KeyRing
+    changed: tuple[KeyEntry, ...]
+    message: str
+
+    def reply(self) -> list[dict[str, Any]]:
+        """What the command's reply carries: the changed entries' summaries (fingerprints, no key material)."""
+        return [e.summary() for e in self.changed]
+
+
+def change_keys(ring: KeyRing, command: AddKey | RotateKey | RevokeKey, at_utc: float) -> KeyChange:
+    """Apply an operator's key command to ``ring`` (pure); :class:`KeyRefused` with the reason when refused."""
+    if isinstance(command, AddKey):
+        entry = KeyEntry.parse(command.name, command.role.value, command.public_key, command.priority_cap, at_utc)
+        return KeyChange(ring.add(entry), (entry,), f"signing {entry.describe()} added")
+    if isinstance(command, RevokeKey):
+        new_ring = ring.revoke(command.fingerprint, at_utc)
+        revoked = new_ring.entries[command.fingerprint]
+        return KeyChange(new_ring, (revoked,), f"signing {revoked.describe()} revoked")
+    new_public = load_public_key(command.public_key)
+    new_ring = ring.rotate(command.fingerprint, new_public, at_utc)
+    old, new = new_ring.entries[command.fingerprint], new_ring.entries[fingerprint(new_public)]
+    return KeyChange(new_ring, (old, new), f"signing {old.describe()} rotated to {new.fingerprint}")

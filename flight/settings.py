@@ -17,8 +17,8 @@ from pydantic_settings import (
 )
 
 from flight.antireplay import DEFAULT_WINDOW, MAX_WINDOW
-from flight.keyring import KINDS, KeyEntry, Role
-from link.messages import ID_PATTERN
+from flight.keyring import KINDS, KeyEntry
+from link.messages import ID_PATTERN, Role
 from link.transport import TlsFiles
 
 

@@ -17,10 +17,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flight.keyring import DEFAULT_USER_PRIORITY_CAP, MAX_PRIORITY, Role
+from flight.keyring import DEFAULT_USER_PRIORITY_CAP, MAX_PRIORITY
 from ground.pki import DEFAULT_HOSTS, GROUND_PORT, SPACE_PORT, BrokerListeners, PkiError, init_pki, revoke_identity
 from ground.signer import generate_key, load_signer, read_public_key
 from link.envelope import fingerprint
+from link.messages import Role
 
 DEFAULT_KEY_DIR = Path(os.environ.get("ORBITD_KEY_DIR", Path.home() / ".orbitd" / "keys"))
 

@@ -115,6 +115,15 @@ class Envelope:
             raise SignatureError(f"bad signature (key {self.fingerprint}, sequence {self.sequence})") from None
 
 
+def peek_body(payload: bytes | memoryview) -> bytes | memoryview:
+    """Best-effort, unverified: the body of an envelope, or ``payload`` itself when it is not a
+    well-formed one (for naming the job or command a refusal is about, never for acting on)."""
+    try:
+        return open_envelope(payload).body if is_sealed(payload) else payload
+    except SignatureError:
+        return payload
+
+
 def seal(body: bytes, private_key: Ed25519PrivateKey, sat: str, sequence: int) -> bytes:
     """``body`` (an encoded message) wrapped in an envelope for satellite ``sat``, signed by ``private_key``."""
     if not _ID.match(sat):

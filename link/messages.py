@@ -145,6 +145,7 @@ class Status(WireModel):
     providers: list[str] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list)
     cycle_slip_ms: float | None = None
+    keys: list[str] = Field(default_factory=list, description="fingerprints of the active signing keys")
 
 
 class Telemetry(WireModel):
@@ -216,8 +217,58 @@ class RollbackModel(BaseModel):
     name: Identifier
 
 
+class Role(str, enum.Enum):  # noqa: UP042 (enum.StrEnum is 3.11+; the board runs 3.10)
+    """What a signing key may ask for (flight.keyring.PERMISSIONS; docs/security.md)."""
+
+    OPERATOR = "operator"
+    USER = "user"
+
+
+PUBLIC_KEY_PATTERN = r"^[0-9a-fA-F]{64}$"
+"""A raw Ed25519 public key in hex (link.envelope)."""
+FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
+"""A key's fingerprint: the first 8 bytes of SHA-256 over its raw public key, hex (link.envelope)."""
+
+
+class AddKey(BaseModel):
+    """Trust a new signing key (operators only). ``priority_cap``: a user key's highest job priority
+    (default 5); an operator key has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    action: Literal["add_key"] = "add_key"
+    name: Identifier
+    role: Role
+    public_key: str = Field(pattern=PUBLIC_KEY_PATTERN)
+    priority_cap: int | None = Field(default=None, ge=0, le=9)
+
+
+class RotateKey(BaseModel):
+    """Replace a key by ``public_key`` (same name, role and cap); the old one is revoked (operators only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    action: Literal["rotate_key"] = "rotate_key"
+    fingerprint: str = Field(pattern=FINGERPRINT_PATTERN)
+    public_key: str = Field(pattern=PUBLIC_KEY_PATTERN)
+
+
+class RevokeKey(BaseModel):
+    """Stop trusting a key, for good (operators only; the last operator key cannot be revoked)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    action: Literal["revoke_key"] = "revoke_key"
+    fingerprint: str = Field(pattern=FINGERPRINT_PATTERN)
+
+
+class ListKeys(BaseModel):
+    """The key ring: fingerprint, name, role, state of every key (no key material)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    action: Literal["list_keys"] = "list_keys"
+
+
 CommandAction = Annotated[
-    CancelJob | AckResult | GetJob | ListJobs | Ping | ListModels | ActivateModel | RollbackModel,
+    CancelJob | AckResult | GetJob | ListJobs | Ping | ListModels | ActivateModel | RollbackModel | AddKey
+    | RotateKey | RevokeKey | ListKeys,
     Field(discriminator="action"),
 ]
 

@@ -7,9 +7,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flight.antireplay import ReplayError, ReplayWindow
 from flight.authenticator import RequestAuthenticator
-from flight.keyring import JOB, UPLOAD, KeyEntry, KeyRefused, KeyRing, Role, command_request
+from flight.keyring import JOB, UPLOAD, KeyEntry, KeyRefused, KeyRing, command_request
 from link.auth import AuthError
 from link.envelope import SignatureError, fingerprint, public_bytes, seal
+from link.messages import Role
 
 OPS_KEY = Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)
 USER_KEY = Ed25519PrivateKey.from_private_bytes(bytes([2]) * 32)

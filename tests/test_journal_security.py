@@ -8,9 +8,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flight.antireplay import ReplayWindow
 from flight.journal import JobJournal
-from flight.keyring import KeyEntry, KeyRing, Role
+from flight.keyring import KeyEntry, KeyRing
 from link.envelope import public_bytes
-from link.messages import JobState
+from link.messages import JobState, Role
 
 
 def pub(seed: int) -> bytes:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flight.keyring import JOB, UPLOAD, KeyEntry, KeyRefused, KeyRing, Role, command_request
+from flight.keyring import JOB, UPLOAD, KeyEntry, KeyRefused, KeyRing, command_request
 from link.envelope import fingerprint, public_bytes
+from link.messages import Role
 
 
 def pub(seed: int) -> bytes:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from flight.keyring import Role
 from flight.settings import FlightSettings
+from link.messages import Role
 
 
 @pytest.fixture(autouse=True)
