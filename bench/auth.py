@@ -7,29 +7,41 @@
   ring, verify the Ed25519 signature over the exact bytes, check and advance the anti-replay window.
 - ``verify_us_by_message``: the same for each message below, with ``bytes`` (the envelope's size).
 - ``sign_us``: the ground's cost to seal the same job (ground.signer without the counter file).
+- ``p50_ms_signed``, ``p50_ms_unsigned`` (and p99, ``n`` each): bench.dispatch's submit -> result
+  latency through loopback Mosquitto, signed and unsigned jobs alternating one by one on the same
+  flightd (which holds the bench key and accepts unsigned jobs and commands), so drift on a shared
+  machine falls on both alike; ``signing_adds_ms`` is their difference at p50, and
+  ``signing_adds_ms_paired_median`` the median of the per-pair differences. Signing on the ground
+  (the sequence counter's file lock and fsync included) and checking onboard (verification, the
+  window's journal write in the job's transaction) are both inside the timed window.
 - the CPU it ran on.
 
-CPU time of the measuring thread (``time.thread_time``), least of several alternating rounds, so
-other work on a shared machine does not inflate it (bench.radiation.alternate). The dispatch latency
-with signing on and off (``p50_ms_signed``, ``p50_ms_unsigned``) joins this object once flightd checks
-signatures (docs/security.md, "Integration").
+``verify_us`` and ``sign_us`` are CPU time of the measuring thread (``time.thread_time``), least of
+several alternating rounds, so other work on a shared machine does not inflate them
+(bench.radiation.alternate).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.harness import REPO, progress
+from bench.dispatch import MODEL
+from bench.harness import REPO, progress, rig
 from bench.radiation import alternate, cpu_description
 from flight.antireplay import ReplayWindow
 from flight.keyring import KeyEntry, KeyRing
+from ground.client import GroundClient
+from ground.signer import generate_key
 from link.codec import encode, pack_tensors
 from link.envelope import open_envelope, public_bytes, seal
 from link.manifest import ModelManifest
@@ -93,13 +105,57 @@ def measure(seconds: float) -> dict[str, Any]:
     }
 
 
+async def dispatch(n: int, warmup: int) -> dict[str, Any]:
+    """Submit -> result latency of signed and unsigned jobs, alternating, on one flightd (ms)."""
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="orbitd-bench-keys-") as tmp:
+        signer = generate_key(Path(tmp), "bench")
+        key = {"name": "bench", "role": "operator", "public_key": signer.public_key.hex()}
+        settings = {"ORBITD_SECURITY__KEYS": json.dumps([key]),
+                    "ORBITD_SECURITY__ACCEPT_UNSIGNED": json.dumps(["job", "command"])}
+        async with (
+            rig(MODEL, threads=1, settings=settings) as r,
+            GroundClient(r.broker.url, "bench") as unsigned,
+            GroundClient(r.broker.url, "bench", signer=signer) as signed,
+        ):
+            for ground in (unsigned, signed):
+                await ground.track_all_jobs()
+            latencies: dict[str, list[float]] = {"signed": [], "unsigned": []}
+            for i in range(warmup + n):
+                pair = (("unsigned", unsigned), ("signed", signed))
+                for name, ground in (pair if i % 2 else pair[::-1]):
+                    t0 = time.perf_counter()
+                    job = await ground.submit(MODEL, {"image": x})
+                    await ground.wait_result(job.job_id, ack=False)
+                    elapsed = time.perf_counter() - t0
+                    await ground.ack(job.job_id)
+                    if i >= warmup:
+                        latencies[name].append(elapsed * 1e3)
+    out: dict[str, Any] = {}
+    for name, values in latencies.items():
+        lat = np.array(values)
+        out[f"p50_ms_{name}"] = round(float(np.percentile(lat, 50)), 3)
+        out[f"p99_ms_{name}"] = round(float(np.percentile(lat, 99)), 3)
+        out[f"n_{name}"] = int(lat.size)
+    out["signing_adds_ms"] = round(out["p50_ms_signed"] - out["p50_ms_unsigned"], 3)
+    # The jobs ran in pairs (one of each, order alternating): the median of the pairs' differences
+    # is less sensitive to a shared machine's slow stretches than the difference of the medians.
+    pairs = np.array(latencies["signed"]) - np.array(latencies["unsigned"])
+    out["signing_adds_ms_paired_median"] = round(float(np.median(pairs)), 3)
+    out["dispatch"] = f"{MODEL}, loopback Mosquitto (cleartext: signing measured alone), journal FULL"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.auth")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--seconds", type=float, default=4.0, help="measuring time in all")
+    parser.add_argument("--seconds", type=float, default=4.0, help="CPU measuring time in all")
+    parser.add_argument("-n", type=int, default=300, help="jobs of each kind in the latency run")
+    parser.add_argument("--warmup", type=int, default=30)
     args = parser.parse_args(argv)
-    progress("bench.auth: Ed25519 verification per signed request")
+    progress("bench.auth: Ed25519 verification per signed request, then dispatch latency signed vs unsigned")
     result = measure(args.seconds)
+    result.update(asyncio.run(dispatch(args.n, args.warmup)))
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 

@@ -40,11 +40,13 @@ Persist = Callable[[str, ReplayWindow], Awaitable[object]]
 @dataclass(frozen=True)
 class Admitted:
     """What :meth:`CommandGuard.open` let through: the unsigned body, who signed it (None: unsigned,
-    admitted by policy), and the write of the advanced window (await it before acting)."""
+    admitted by policy), the signer's advanced window and its write (await it before acting; None
+    when the caller asked to write the window itself, see :meth:`CommandGuard.open`)."""
 
     body: bytes | memoryview
     request: SignedRequest | None = None
     persisted: Awaitable[object] | None = None
+    window: ReplayWindow | None = None
 
     @property
     def signer(self) -> KeyEntry | None:
@@ -90,16 +92,27 @@ class CommandGuard:
         """Request kinds accepted without an Ed25519 signature (the legacy tag may still be required)."""
         return frozenset(KINDS) if self.authenticator is None else self.authenticator.accept_unsigned
 
-    def open(self, payload: bytes | memoryview, kind: str) -> Admitted:
-        """Step 1 (the module docstring) for a payload of ``kind`` (job, command, upload)."""
+    def open(self, payload: bytes | memoryview, kind: str, *, write_window: bool = True) -> Admitted:
+        """Step 1 (the module docstring) for a payload of ``kind`` (job, command, upload).
+
+        ``write_window=False``: the caller journals the advanced window itself, in the transaction of
+        what it does next (a job's intake: one commit, one fsync), or with :meth:`write_window` if it
+        refuses the request."""
         if self.authenticator is None:
             return Admitted(payload)
         request = self.authenticator.open(payload, kind)
         if request is None:
             return Admitted(payload)
         window = self.authenticator.commit(request)
-        persisted = self.persist(request.signer.fingerprint, window) if self.persist is not None else None
-        return Admitted(request.body, request, persisted)
+        admitted = Admitted(request.body, request, None, window)
+        return self.write_window(admitted) if write_window else admitted
+
+    def write_window(self, admitted: Admitted) -> Admitted:
+        """Hand ``admitted``'s advanced window to ``persist``; the same request with the write to await."""
+        if admitted.request is None or admitted.window is None or self.persist is None or admitted.persisted:
+            return admitted
+        persisted = self.persist(admitted.request.signer.fingerprint, admitted.window)
+        return Admitted(admitted.body, admitted.request, persisted, admitted.window)
 
     def check(
         self,

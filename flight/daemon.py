@@ -404,7 +404,8 @@ class FlightDaemon:
             self._reject(claimed_id, reason, len(payload))
             return
         try:
-            admitted = self.guard.open(payload, JOB)
+            # The signer's advanced window is journaled with the job (one commit), or alone if refused.
+            admitted = self.guard.open(payload, JOB, write_window=False)
         except ReplayError as exc:
             # Signed and verified, but seen before: a redelivery of a journaled job is answered as a
             # duplicate (its state again, never a second run); anything else is a refused replay.
@@ -417,41 +418,48 @@ class FlightDaemon:
         except AuthError as exc:
             self._reject(claimed_id, str(exc), len(payload))
             return
+        accepted = False
+        try:
+            accepted = self._intake(admitted, len(payload))
+        finally:
+            if not accepted:
+                self.guard.write_window(admitted)
+
+    def _intake(self, admitted: Admitted, payload_bytes: int) -> bool:
+        """Decode, authorise and check a job the guard let in; True when it goes on to be journaled."""
         try:
             decoded = decode(admitted.body, JobRequest)
         except WireError as exc:
-            self._reject(claimed_id, str(exc), len(payload))
-            return
+            self._reject(peek_field(admitted.body, "job_id"), str(exc), payload_bytes)
+            return False
         req = decoded.message
         try:
             self.guard.check(req, issued_utc=None, what="job", kind=JOB, admitted=admitted, priority=req.priority)
         except AuthError as exc:
-            self._reject(req.job_id, str(exc), len(payload))
-            return
+            self._reject(req.job_id, str(exc), payload_bytes)
+            return False
         if req.job_id in self._accepting:
             log.info("job %s is being journaled already: duplicate ignored", req.job_id)
-            return
+            return False
         if self.journal.get(req.job_id) is not None:
             self._duplicate(req.job_id)
-            return
+            return False
         try:
             entry = self.registry.resolve(req.model, req.version)
             check_inputs(entry.manifest, unpack_tensors(req.inputs, decoded.binary))
             self.registry.session(entry, self.throttle.intra_op_threads)  # a model ORT cannot load is refused now
         except (ModelError, WireError) as exc:
-            self._reject(req.job_id, str(exc), len(payload))
-            return
+            self._reject(req.job_id, str(exc), payload_bytes)
+            return False
         now = self.clock()
         state = JobState.QUEUED
         reason_text: str | None = None
         if deadline_passed(req.deadline_utc, now):
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
         self._accepting.add(req.job_id)
-        owner = None if admitted.signer is None else admitted.signer.name
-        self._background(
-            self._accept(req, entry.manifest.version, bytes(admitted.body), now, state, reason_text, owner),
-            f"intake of {req.job_id}",
-        )
+        self._background(self._accept(req, entry.manifest.version, bytes(admitted.body), now, state, reason_text,
+                                      admitted), f"intake of {req.job_id}")
+        return True
 
     def _duplicate(self, job_id: str) -> None:
         """A job id journaled before: publish its state (and result) again; it never runs twice."""
@@ -466,18 +474,18 @@ class FlightDaemon:
 
     async def _accept(
         self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None,
-        owner: str | None = None,
+        admitted: Admitted | None = None,
     ) -> None:
-        """Journal the job (durably; in the transaction that holds its signer's advanced window, or a
-        later one), then acknowledge it with its first state event. ``payload``: the unsigned request;
-        ``owner``: the name of the key that signed it."""
+        """Journal the job (durably, in one transaction with its signer's advanced window and its
+        owner), then acknowledge it with its first state event. ``payload``: the unsigned request."""
+        signer = None if admitted is None else admitted.signer
+        window = None if admitted is None or admitted.window is None else admitted.window.to_record()
 
         def journal(j: JobJournal) -> bool:
-            inserted = j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now, state,
-                             reason)
-            if inserted and owner is not None:
-                j.set_owner(req.job_id, owner)
-            return inserted
+            if signer is not None and window is not None:
+                j.save_window(signer.fingerprint, window)
+            return j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now, state,
+                         reason, owner=None if signer is None else signer.name)
 
         try:
             inserted = await self.writer.submit(journal)

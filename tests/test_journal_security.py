@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flight.antireplay import ReplayWindow
-from flight.journal import JobJournal
+from flight.journal import SCHEMA, JobJournal
 from flight.keyring import KeyEntry, KeyRing
 from link.envelope import public_bytes
 from link.messages import JobState, Role
@@ -38,11 +39,27 @@ def test_key_ring_and_windows_survive_a_restart(tmp_path: Path) -> None:
 
 def test_job_owner_is_kept_with_the_job_and_purged_with_it(tmp_path: Path) -> None:
     journal = JobJournal(tmp_path / "journal.sqlite3")
-    assert journal.add("j1", "m", None, 5, None, b"{}", now_utc=1.0)
-    journal.set_owner("j1", "lab")
-    journal.set_owner("j1", "someone-else")  # the first owner stays
-    assert journal.owner("j1") == "lab" and journal.owner("j2") is None
+    assert journal.add("j1", "m", None, 5, None, b"{}", now_utc=1.0, owner="lab")
+    assert not journal.add("j1", "m", None, 5, None, b"{}", now_utc=1.0, owner="someone-else")
+    assert journal.add("j2", "m", None, 5, None, b"{}", now_utc=1.0)
+    assert journal.owner("j1") == "lab" and journal.owner("j2") is None and journal.owner("j3") is None
     journal.set_state("j1", JobState.CANCELLED, now_utc=2.0)
     assert journal.purge(older_than_utc=3.0) == ["j1"]
     assert journal.owner("j1") is None
+    journal.close()
+
+
+def test_a_journal_from_before_owners_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)  # the tables as first shipped: jobs without the owner column
+    assert "owner" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    db.execute("INSERT INTO jobs (job_id, state, model, priority, received_utc, updated_utc) "
+               "VALUES ('old', 'done', 'm', 5, 1, 1)")
+    db.commit()
+    db.close()
+    journal = JobJournal(path)
+    assert journal.owner("old") is None
+    assert journal.add("new", "m", None, 5, None, b"{}", now_utc=2.0, owner="ops")
+    assert journal.owner("new") == "ops"
     journal.close()

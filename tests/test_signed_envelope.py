@@ -145,29 +145,32 @@ def test_generated_key_files_sign_what_the_public_file_verifies(tmp_path: Path) 
         load_signer(tmp_path / "keys" / "nobody.key")
 
 
-def test_counter_seeds_from_the_clock_and_never_repeats_across_threads(tmp_path: Path) -> None:
+def test_counter_seeds_from_the_clock_and_never_repeats_across_threads_and_descriptors(tmp_path: Path) -> None:
     counter = SequenceCounter(tmp_path / "k.seq", clock_us=lambda: 1_700_000_000_000_000)
     assert counter.next() == 1_700_000_000_000_000
     assert counter.next() == 1_700_000_000_000_001
+    other = SequenceCounter(tmp_path / "k.seq")  # its own descriptor, as another process would have
     numbers: list[int] = []
     lock = threading.Lock()
 
-    def take() -> None:
+    def take(c: SequenceCounter) -> None:
         for _ in range(50):
-            n = counter.next()
+            n = c.next()
             with lock:
                 numbers.append(n)
 
-    threads = [threading.Thread(target=take) for _ in range(4)]
+    threads = [threading.Thread(target=take, args=(c,)) for c in (counter, counter, other, other)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(set(numbers)) == 200
+    assert len(set(numbers)) == 200 and max(numbers) == 1_700_000_000_000_201
     # A lost or corrupted counter file re-seeds from the clock, above everything used before.
+    (tmp_path / "k.seq").unlink()
     (tmp_path / "k.seq").write_text("garbage")
     later = SequenceCounter(tmp_path / "k.seq", clock_us=lambda: 1_700_000_001_000_000)
     assert later.next() > max(numbers)
+    assert counter.next() == later.next() - 1  # a replaced file is reopened, not written behind its back
 
 
 def test_ground_keys_cli_makes_a_key_the_satellite_entry_describes(tmp_path: Path,
