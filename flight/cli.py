@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flight.daemon import FlightDaemon
+from flight.session import EXIT_SESSION_CONFLICT
 from flight.settings import FlightSettings
 from link.codec import describe_validation_error
 
@@ -42,10 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flightd: {exc}", file=sys.stderr)
         return 2
 
-    async def serve() -> None:
-        await FlightDaemon(settings).run()
+    async def serve() -> FlightDaemon:
+        daemon = FlightDaemon(settings)
+        await daemon.run()
+        return daemon
 
-    asyncio.run(serve())
+    daemon = asyncio.run(serve())
+    if daemon.conflict is not None:
+        print(f"flightd: {daemon.conflict}", file=sys.stderr)
+        return EXIT_SESSION_CONFLICT
     return 0
 
 

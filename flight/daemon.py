@@ -16,6 +16,8 @@ Link: one aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False`
 submissions for us across our own restarts, re-entered with exponential backoff after a disconnect;
 subscriptions and retained state are renewed after every connect. The retained ``status`` carries a
 last will of ``offline``; never rely on the broker's keepalive for safety (amqtt does not enforce it).
+One flightd per satellite id: before every connection and while connected, flightd checks that no
+other instance serves its satellite id, and stops when one does (:mod:`flight.session`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from flight.authenticator import RequestAuthenticator
 from flight.command_guard import Admitted, CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
-from flight.governor import Governor, GovernorConfig
+from flight.governor import Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob
+from flight.health import HealthEntry, HealthReport, TaskState
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
 from flight.keyring import COMMAND, JOB, KeyRefused, KeyRing, change_keys, command_request
@@ -46,7 +49,10 @@ from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, deadline_passed
 from flight.rate_group import RateGroup
 from flight.registry import ModelError, ModelRegistry, check_inputs
+from flight.sd_notify import SystemdNotifier
+from flight.session import Instance, announce, read_status, rival
 from flight.settings import FlightSettings
+from flight.supervisor import Supervisor, flightd_health
 from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
@@ -77,7 +83,7 @@ from link.messages import (
     Status,
     Telemetry,
 )
-from link.telemetry import CLOCK, COMPUTE, RATE, compute_values
+from link.telemetry import CLOCK, COMPUTE, RATE, compute_values, unreadable_values
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
@@ -139,7 +145,10 @@ class FlightDaemon:
         self.governor = (
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
-        self._new_samples: list[Telemetry] = []
+        self._new_samples: list[Telemetry | Sample] = []
+        self.instance = Instance.new(self.clock())
+        self.conflict: str | None = None
+        """Why this flightd yields its satellite id to another instance (None: it does not)."""
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
@@ -152,6 +161,7 @@ class FlightDaemon:
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
         self.jobs_done = 0
+        self.supervisor = Supervisor(flightd_health(settings), SystemdNotifier(), self._status_line, self._health_event)
 
     def _authenticator(self) -> RequestAuthenticator:
         """The journal's key ring and windows, with the configured keys it does not know yet added
@@ -204,13 +214,16 @@ class FlightDaemon:
         link = asyncio.create_task(self._link_loop(), name="link")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         control = asyncio.create_task(self.control.run(), name="control")
+        self.supervisor.wake_each_tick("dispatcher", self._wake.set)
+        self.supervisor.ping_each_tick("journal", lambda: self.writer.submit(lambda j: None, durable=False))
+        supervisor = asyncio.create_task(self.supervisor.run(), name="supervisor")
         try:
             await self._stop.wait()
             await self._shutdown()
         finally:
-            for task in (dispatcher, control, link):
+            for task in (dispatcher, control, link, supervisor):
                 task.cancel()
-            await asyncio.gather(dispatcher, control, link, return_exceptions=True)
+            await asyncio.gather(dispatcher, control, link, supervisor, return_exceptions=True)
             self.executor.shutdown()
             self.writer.close()
             self.journal.close()
@@ -248,9 +261,10 @@ class FlightDaemon:
 
     async def _shutdown(self) -> None:
         log.info("stopping: intake closed, %d job(s) running", len(self._running))
+        self.supervisor.stopping(f"stopping: {len(self._running)} job(s) running")
         self._intake_open = False
         client = self._client
-        if client is not None:
+        if client is not None and self.conflict is None:  # the session is the rival's: leave it as it is
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.unsubscribe(self.topics.job_submit, timeout=2.0)
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
@@ -261,16 +275,49 @@ class FlightDaemon:
                 for job_id in list(self._running):
                     self.executor.terminate(job_id, "shutdown")
                 await asyncio.wait(still, timeout=30)
-        await self._publish(self.topics.status, encode(Status(sat=self.settings.sat, state="offline")), retain=True)
+        await self._publish(self.topics.status, encode(self._offline_status()), retain=True)
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=5)
 
     # ======================================================================================= link
 
+    def _identity(self) -> dict[str, Any]:
+        """What every status says besides the state: the sizes the ground checks, who this flightd is."""
+        link, me = self.settings.link, self.instance
+        return {"max_payload_bytes": link.max_payload_bytes, "broker_max_packet_bytes": link.broker_max_packet_bytes,
+                "instance_id": me.instance_id, "boot_id": me.boot_id, "started_utc": me.started_utc}
+
+    @property
+    def _side_clients(self) -> bool:
+        """Whether flightd may open short connections of its own besides its session (a status probe,
+        a conflict event). Not with TLS: the locked broker names every connection of this
+        certificate ``flightd-<sat>`` (``use_username_as_clientid``, docs/security.md), so a second
+        connection would take over, and with a clean session wipe, the persistent session."""
+        return self.settings.link.tls() is None
+
+    def _offline_status(self) -> Status:
+        return Status(sat=self.settings.sat, state="offline", **self._identity())
+
+    def _yield_to_rival(self, seen: Status) -> bool:
+        """True (and the stop begun, once) when ``seen`` shows another flightd serving this satellite id."""
+        reason = rival(self.instance, seen, self.clock(), self.settings.link.heartbeat_s)
+        if reason is None:
+            return False
+        if self.conflict is None:
+            self.conflict = reason
+            log.error("stopping: %s", reason)
+            event = Event(kind=EventKind.ERROR, severity="critical", message=f"flightd stopping: {reason}",
+                          at_utc=self.clock(), details={"instance_id": self.instance.instance_id,
+                                                        "rival_instance_id": seen.instance_id})
+            if self._side_clients:
+                self._background(announce(self.url, self.topics.events, encode(event)), "session conflict event")
+            else:  # the locked broker: a client of our own would take the session under our certificate
+                self._publish_soon(self.topics.events, encode(event))
+            self._stop.set()
+        return True
+
     async def _link_loop(self) -> None:
-        will = aiomqtt.Will(
-            self.topics.status, encode(Status(sat=self.settings.sat, state="offline")), qos=1, retain=True
-        )
+        will = aiomqtt.Will(self.topics.status, encode(self._offline_status()), qos=1, retain=True)
         client = make_client(
             self.url,
             identifier=f"flightd-{self.settings.sat}",
@@ -281,23 +328,45 @@ class FlightDaemon:
         )
         backoff = self.settings.link.reconnect_min_s
         while True:
+            connected_at: float | None = None
+            self.supervisor.health.check_in("link")  # alive, connecting or reconnecting
             try:
+                # Before taking the session: is it someone else's? (Not on the locked broker, where the
+                # client id is the certificate's: a probe would take the session; the check on the
+                # session's own status subscription still applies there.)
+                seen = await read_status(self.url, self.topics) if self._side_clients else None
+                if seen is not None and self._yield_to_rival(seen):
+                    return
                 async with client:
                     self._client = client
-                    backoff = self.settings.link.reconnect_min_s
+                    connected_at = time.monotonic()
                     await self._on_connect(client)
                     async for message in client.messages:
+                        self.supervisor.health.check_in("link")
+                        if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
+                            return  # leave the session at once: take nothing more from it
                         self._route(message)
             except aiomqtt.MqttError as exc:
+                if connected_at is not None and time.monotonic() - connected_at >= self.settings.link.stable_s:
+                    backoff = self.settings.link.reconnect_min_s  # a connection that held: start again from the minimum
                 log.warning("link to %s lost or refused (%s); retrying in %.2f s", self.url, exc, backoff)
             finally:
                 self._client = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.link.reconnect_max_s)
 
+    def _rival_status(self, payload: object) -> bool:
+        if not isinstance(payload, bytes | bytearray) or not payload:
+            return False
+        try:
+            return self._yield_to_rival(decode(bytes(payload), Status).message)
+        except WireError as exc:
+            log.warning("undecodable message on our status topic: %s", exc)
+            return False
+
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         t = self.topics
-        subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1)]
+        subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1), (t.status, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
         await client.subscribe(subscriptions)
@@ -314,17 +383,19 @@ class FlightDaemon:
                 record = self.journal.get(job_id)
                 if record is not None:
                     self._publish_state(record)
+        self.supervisor.mark_ready()  # the journal is open (since __init__) and the broker connected
 
     async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
         """Publish and wait (at most 10 s) for the broker's PUBACK; False when that fails."""
         client = self._client
-        if client is None:
+        if client is None or self.conflict is not None:  # a flightd that yields publishes nothing in the session
             return False
         try:
             await client.publish(topic, payload, qos=qos, retain=retain, timeout=10.0)
         except aiomqtt.MqttError as exc:
             log.debug("publish to %s failed: %s", topic, exc)
             return False
+        self.supervisor.health.check_in("link")  # the broker acknowledged: the link works
         return True
 
     def _background(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
@@ -505,7 +576,12 @@ class FlightDaemon:
     # ================================================================================= dispatcher
 
     async def _dispatch_loop(self) -> None:
+        hang_file = self.settings.supervision.test_hang_dispatcher_file
         while True:
+            if hang_file is not None and hang_file.exists():
+                log.error("TEST fault hook: %s exists, the dispatcher hangs now", hang_file)
+                await asyncio.Event().wait()
+            self.supervisor.health.check_in("dispatcher")  # woken at least every supervisor tick
             await self._wake.wait()
             self._wake.clear()
             step = plan_wake(
@@ -700,13 +776,33 @@ class FlightDaemon:
             sample = decode(payload, Telemetry).message
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
+            channel = peek_field(payload, "channel")
+            if channel is not None and channel != COMPUTE:  # garbage on a channel fails its limits (flight.governor)
+                now_s = self.mission.now(time.monotonic())
+                self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
             return
         if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
             self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
-        elif sample.channel != "compute":
+        elif sample.channel != COMPUTE:
             self.telemetry[sample.channel] = sample
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
+
+    def _status_line(self) -> str:
+        """systemd's STATUS= (``systemctl status flightd``)."""
+        link = "online" if self._client is not None else "link down"
+        return (f"{link}, mode {self.throttle.mode.value}, {len(self._queue)} queued, "
+                f"{len(self._running)} running, {self.jobs_done} done")
+
+    def _health_event(self, entry: HealthEntry, report: HealthReport) -> None:
+        """A task going late, fatal or back to health, on the wire."""
+        severities: dict[TaskState, Severity] = {TaskState.OK: "info", TaskState.WARN: "warning",
+                                                 TaskState.FATAL: "error"}
+        severity = severities[entry.state]
+        kind = EventKind.LIFECYCLE if entry.state is TaskState.OK else EventKind.ERROR
+        self._event(kind, f"task {entry.name} {entry.state.value}", severity=severity, task=entry.name,
+                    age_s=round(entry.age_s(report.at_s), 3), period_s=entry.period_s,
+                    warn_count=entry.warn_count, fatal_count=entry.fatal_count)
 
     def _heartbeat(self) -> None:
         t = self.throttle
@@ -728,6 +824,7 @@ class FlightDaemon:
             providers=self.registry.providers_in_use() or self.registry.available_providers(),
             models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
             cycle_slip_ms=h.max_slip_s * 1e3,
+            **self._identity(),
             keys=sorted(e.fingerprint for e in self.guard.ring.active),
         )
         self._publish_soon(self.topics.status, encode(status), retain=True)
@@ -759,9 +856,9 @@ class FlightDaemon:
 
     def _govern(self) -> None:
         """One governor decision applied to the throttle; preemption and mode events on the wire."""
+        samples, self._new_samples = self._new_samples, []  # taken even without a governor: never piles up
         if self.governor is None:
             return
-        samples, self._new_samples = self._new_samples, []
         now_s = self.mission.now(time.monotonic())
         d = self.governor.update(now_s, samples)
         executor = self.settings.executor
@@ -786,6 +883,7 @@ class FlightDaemon:
             self._publish_soon(self.topics.result(job_id), b"", retain=True)
 
     async def _control_cycle(self) -> None:
+        self.supervisor.health.check_in("control")
         self._govern()
         sample = self._compute_sample()
         self._publish_soon(self.topics.telemetry("compute"), encode(sample), qos=0)

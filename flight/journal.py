@@ -4,11 +4,14 @@ A job is committed here before flightd acknowledges it (the ``queued`` state eve
 committed before it is published, so a reset (kill -9, power loss with ``synchronous=FULL``) loses
 nothing: on start, jobs found ``running`` are requeued and results not yet acknowledged by the ground
 are published again. ``completions`` counts how often a job reached ``done`` (the invariant is <= 1).
+Every time written is a finite number (:func:`_finite`): SQLite would store NaN as NULL, and a job
+whose deadline became NULL would lose it across a restart.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -78,6 +81,13 @@ class JobRecord:
 _COLUMNS = (
     "job_id, state, model, version, priority, deadline_utc, received_utc, updated_utc, attempt, completions, reason"
 )
+
+
+def _finite(**times: float | None) -> None:
+    """ValueError naming the first of ``times`` (POSIX s) that is given but not a finite number."""
+    for name, value in times.items():
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} {value} is not a finite number: not written to the journal")
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
@@ -174,7 +184,9 @@ class JobJournal:
         owner: str | None = None,
     ) -> bool:
         """Insert a new job; False (and nothing written) if ``job_id`` is already journaled.
-        ``owner``: the name of the key that signed it (flight.keyring), None when unsigned."""
+        ``owner``: the name of the key that signed it (flight.keyring), None when unsigned. ValueError for
+        a non-finite time."""
+        _finite(deadline_utc=deadline_utc, now_utc=now_utc)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO jobs (job_id, state, model, version, priority, deadline_utc,"
@@ -214,6 +226,7 @@ class JobJournal:
 
         ``running`` is committed without waiting for the disk: after a power cut a job found
         ``queued`` runs again exactly as one found ``running`` would (it is requeued at start)."""
+        _finite(now_utc=now_utc)
         with self._tx(durable=state is not JobState.RUNNING) as db:
             row = db.execute(
                 "UPDATE jobs SET state = ?, updated_utc = ?, reason = ?,"
@@ -227,6 +240,7 @@ class JobJournal:
 
     def complete(self, job_id: str, result: bytes, now_utc: float) -> JobRecord:
         """Store the result and mark the job ``done`` in one transaction."""
+        _finite(now_utc=now_utc)
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO results (job_id, payload, created_utc) VALUES (?,?,?)",
@@ -243,6 +257,7 @@ class JobJournal:
 
     def requeue_running(self, now_utc: float, reason: str) -> list[str]:
         """Jobs left ``running`` by a reset go back to ``queued``; returns their ids."""
+        _finite(now_utc=now_utc)
         with self._tx() as db:
             ids = [r[0] for r in db.execute("SELECT job_id FROM jobs WHERE state = 'running'").fetchall()]
             db.execute(
@@ -263,6 +278,7 @@ class JobJournal:
 
     def ack_result(self, job_id: str, now_utc: float) -> bool:
         """The ground holds the result: drop its bytes. False if there was no unacked result."""
+        _finite(now_utc=now_utc)
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE results SET acked_utc = ?, payload = x'' WHERE job_id = ? AND acked_utc IS NULL",

@@ -34,7 +34,12 @@ class ExecutorSettings(BaseModel):
 
 
 class LinkSettings(BaseModel):
-    """MQTT behaviour. Backoff doubles from ``reconnect_min_s`` up to ``reconnect_max_s``.
+    """MQTT behaviour. Backoff doubles from ``reconnect_min_s`` up to ``reconnect_max_s``, and starts
+    again from ``reconnect_min_s`` only after a connection that lasted ``stable_s``.
+
+    ``max_payload_bytes``: the largest job submission accepted; ``broker_max_packet_bytes``: the
+    broker's ``max_packet_size`` when the operator sets it here (None: not known). Both are
+    advertised in the retained status, where the ground checks its payloads against them.
 
     ``tls_ca``, ``tls_cert``, ``tls_key``: flightd's identity on an ``mqtts://`` broker (the
     ``<sat>/`` files of ``ground pki init``; docs/security.md). Required with ``mqtts://``, refused
@@ -45,7 +50,9 @@ class LinkSettings(BaseModel):
     reconnect_min_s: float = Field(default=0.1, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
     heartbeat_s: float = Field(default=2.0, gt=0)
+    stable_s: float = Field(default=10.0, ge=0)
     max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    broker_max_packet_bytes: int | None = Field(default=None, ge=1024)
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -116,6 +123,25 @@ class JournalSettings(BaseModel):
         return value.upper()
 
 
+class SupervisionSettings(BaseModel):
+    """Health table (flight/health.py): each task must check in within its period (s) for flightd to
+    send systemd ``WATCHDOG=1``. The link checks in on every acknowledged publish (the status
+    heartbeat at least) and every reconnect attempt, so its period must exceed
+    ``link.reconnect_max_s`` plus the 10 s connect timeout. See docs/boards.md."""
+
+    link_period_s: float = Field(default=30.0, gt=0)
+    dispatcher_period_s: float = Field(default=2.0, gt=0)
+    control_periods: float = Field(
+        default=3.0, ge=1.5, description="control cycle: this many control periods (at least 1 s)"
+    )
+    journal_period_s: float = Field(default=10.0, gt=0)
+    test_hang_dispatcher_file: Path | None = Field(
+        default=None,
+        description="TEST-ONLY fault hook: when set and this file exists, the dispatcher stops for good "
+        "(to show that a hung task stops the watchdog); never set it in flight",
+    )
+
+
 class FlightSettings(BaseSettings):
     """Everything flightd needs to run."""
 
@@ -131,6 +157,7 @@ class FlightSettings(BaseSettings):
     link: LinkSettings = Field(default_factory=LinkSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     governor: dict[str, Any] | None = Field(
         default=None, description="governor configuration (flight.governor); absent: no throttling"
     )

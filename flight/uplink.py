@@ -45,7 +45,7 @@ from link.codec import WireError, encode, peek_header
 from link.digest import sha256_file
 from link.envelope import is_sealed
 from link.messages import Event, EventKind, Severity
-from link.topics import TopicMap
+from link.topics import TopicMap, check_id
 from link.uplink import (
     MAX_MISSING_RANGES,
     UploadBegin,
@@ -230,6 +230,12 @@ class UplinkReceiver:
         if upload_id is None:
             return []
         out: Outputs = []
+        try:
+            check_id("upload id", upload_id)
+        except ValueError as exc:  # no progress topic can name it: the refusal goes to events only
+            log.warning("uplink: refused message on %s (%d bytes): %s", topic, len(payload), exc)
+            self._event(out, f"model upload: refused message on {topic}: {exc}", "warning", topic=topic)
+            return out
         try:
             admitted = self.guard.open(payload, UPLOAD) if self.guard is not None and is_sealed(payload) else None
             body = payload if admitted is None else admitted.body

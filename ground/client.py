@@ -7,6 +7,12 @@
 A submission counts as accepted once flightd's first state event for it arrives (it is journaled by
 then). Until then the client publishes the same request again (job ids are idempotent onboard, so a
 retry never runs a job twice).
+
+Sizes are checked on the ground before anything is published (:meth:`GroundClient.check_publish_size`):
+a payload larger than the limit flightd advertises in its retained status (``max_payload_bytes``), or
+an MQTT packet larger than the broker's ``max_packet_size`` (given to the client, or advertised by
+flightd as ``broker_max_packet_bytes``), raises :class:`PayloadTooLarge` naming the limit. The
+client keeps the latest status from a subscription it holds while connected.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 from ground.signer import Signer
 from link.auth import sign
 from link.codec import WireError, decode, encode, pack_tensors, unpack_tensors
+from link.envelope import overhead
 from link.messages import (
     AckResult,
     ActivateModel,
@@ -45,7 +52,7 @@ from link.messages import (
     Status,
 )
 from link.topics import TopicMap
-from link.transport import BrokerUrl, TlsFiles, make_client
+from link.transport import BrokerUrl, TlsFiles, make_client, publish_packet_bytes
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -66,6 +73,10 @@ class JobFailed(GroundError):
 
 class CommandFailed(GroundError):
     pass
+
+
+class PayloadTooLarge(GroundError):
+    """A payload the satellite or the broker would refuse for its size; nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,7 @@ class GroundClient:
         key_id: str | None = None,
         key: bytes | None = None,
         timeout_s: float = 30.0,
+        max_packet_bytes: int | None = None,
         signer: Signer | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
@@ -109,6 +121,11 @@ class GroundClient:
         self.signer = signer
         self.tls = tls
         self.timeout_s = timeout_s
+        self.max_packet_bytes = max_packet_bytes
+        """The broker's ``max_packet_size`` (bytes) when known here; else what flightd advertises."""
+        self._status: Status | None = None
+        self._status_seen = asyncio.Event()
+        self._status_waited = False
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watched: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
@@ -127,6 +144,10 @@ class GroundClient:
         Every publish is sealed anew: a retry is a new message to the satellite's anti-replay window."""
         return payload if self.signer is None else self.signer.seal(payload, self.topics.sat)
 
+    def wire_bytes(self, payload_bytes: int) -> int:
+        """How many bytes a payload of ``payload_bytes`` takes on the wire once :meth:`seal` wrapped it."""
+        return payload_bytes + (0 if self.signer is None else overhead(self.topics.sat))
+
     async def __aenter__(self) -> Self:
         self._client = self.connection()
         try:
@@ -134,7 +155,7 @@ class GroundClient:
         except aiomqtt.MqttError as exc:
             raise GroundError(f"cannot reach broker {self.url}: {exc}") from None
         self._reader = asyncio.create_task(self._read())
-        await self._client.subscribe(f"{self.topics.base}/cmd/+/reply", qos=1)
+        await self._client.subscribe([(f"{self.topics.base}/cmd/+/reply", 1), (self.topics.status, 1)])
         return self
 
     async def __aexit__(
@@ -158,6 +179,10 @@ class GroundClient:
         async for message in self.mqtt.messages:
             topic = str(message.topic)
             payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+            if topic == self.topics.status and payload:
+                with contextlib.suppress(WireError):
+                    self._status = decode(payload, Status).message
+                    self._status_seen.set()
             queue = self._watched.get(topic)
             if queue is not None:
                 queue.put_nowait((topic, payload))
@@ -215,7 +240,8 @@ class GroundClient:
     ) -> SubmittedJob:
         """Send a job and wait for flightd's acknowledgement (its first state event).
 
-        Raises JobRejected with flightd's reason when the job is refused. ``deadline_s`` is relative to now.
+        Raises JobRejected with flightd's reason when the job is refused, PayloadTooLarge (before
+        publishing) when it is larger than flightd or the broker accepts. ``deadline_s`` is relative to now.
         """
         job_id = job_id or new_id("job-")
         now = time.time()
@@ -230,6 +256,7 @@ class GroundClient:
             submitted_utc=now,
         )
         payload = encode(request, binary)
+        await self.check_publish_size(self.topics.job_submit, self.wire_bytes(len(payload)), f"job {job_id}")
         queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
         self._job_queues[job_id] = queue
         for attempt in range(1, attempts + 1):
@@ -245,6 +272,37 @@ class GroundClient:
         await self._forget(job_id)
         raise GroundError(f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts")
 
+    async def advertised_status(self, wait_s: float = 1.0) -> Status | None:
+        """The latest status flightd published (the retained one first), None when there is none; the
+        first call waits up to ``wait_s`` for the retained status to arrive."""
+        if self._status is None and not self._status_waited:
+            self._status_waited = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._status_seen.wait(), wait_s)
+        return self._status
+
+    async def check_publish_size(self, topic: str, payload_bytes: int, what: str) -> None:
+        """Raise :class:`PayloadTooLarge` naming the limit when a QoS 1 publish of ``payload_bytes`` on
+        ``topic`` would exceed flightd's advertised ``max_payload_bytes`` or the broker's
+        ``max_packet_size``; ``what`` names the payload in the message ("job j-1")."""
+        status = await self.advertised_status()
+        sat = self.topics.sat
+        if status is not None and status.max_payload_bytes is not None and payload_bytes > status.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{what}: payload of {payload_bytes} bytes exceeds the {status.max_payload_bytes}-byte limit "
+                f"flightd on {sat} advertises (link.max_payload_bytes); nothing was sent"
+            )
+        broker_limit = self.max_packet_bytes
+        source = "given to this client"
+        if broker_limit is None and status is not None and status.broker_max_packet_bytes is not None:
+            broker_limit, source = status.broker_max_packet_bytes, f"advertised by flightd on {sat}"
+        packet = publish_packet_bytes(topic, payload_bytes, qos=1)
+        if broker_limit is not None and packet > broker_limit:
+            raise PayloadTooLarge(
+                f"{what}: an MQTT packet of {packet} bytes ({payload_bytes} bytes of payload) exceeds the broker's "
+                f"max_packet_size of {broker_limit} bytes ({source}); nothing was sent"
+            )
+
     async def _forget(self, job_id: str) -> None:
         self._job_queues.pop(job_id, None)
         await self._unwatch(self.topics.job_state(job_id), self.topics.result(job_id))
@@ -253,7 +311,8 @@ class GroundClient:
         while True:
             topic, payload = await queue.get()
             if topic.endswith("/state") and payload:
-                return decode(payload, JobStateEvent).message
+                with contextlib.suppress(WireError):  # not a state event: not flightd's, wait for its own
+                    return decode(payload, JobStateEvent).message
 
     async def wait_result(self, job_id: str, timeout_s: float | None = None, ack: bool = True) -> FetchedResult:
         """The job's result (waiting for it); JobFailed if the job ends any other way.
@@ -355,14 +414,20 @@ class GroundClient:
         return await self.command(RollbackModel(name=name))
 
     async def status(self, timeout_s: float = 5.0) -> Status:
-        """The retained status (``offline`` when flightd's link died or it stopped)."""
-        queue = await self._watch(self.topics.status)
+        """The retained status (``offline`` when flightd's link died or it stopped), asked for afresh:
+        subscribing again makes the broker send the retained message again."""
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._watched[self.topics.status] = queue
         try:
+            await self.mqtt.subscribe(self.topics.status, qos=1)
             while True:
                 _, payload = await asyncio.wait_for(queue.get(), timeout_s)
                 if payload:
-                    return decode(payload, Status).message
+                    try:
+                        return decode(payload, Status).message
+                    except WireError as exc:
+                        raise GroundError(f"undecodable status from {self.topics.sat}: {exc}") from None
         except TimeoutError:
             raise GroundError(f"no status from {self.topics.sat} within {timeout_s:.0f} s (never started?)") from None
         finally:
-            await self._unwatch(self.topics.status)
+            self._watched.pop(self.topics.status, None)

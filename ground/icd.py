@@ -39,12 +39,13 @@ def write_schemas(directory: Path) -> list[Path]:
 
 
 def telemetry_table() -> str:
-    """The telemetry dictionary as a Markdown table: one row per value, channels in dictionary order."""
-    lines = ["| channel | from | value | unit | meaning |", "|---|---|---|---|---|"]
+    """The telemetry dictionary as a Markdown table: one row per value, channels in dictionary order,
+    with each value's physical range (a value outside it is refused)."""
+    lines = ["| channel | from | value | unit | range | meaning |", "|---|---|---|---|---|---|"]
     for channel in CHANNELS.values():
         for i, m in enumerate(channel.measurements):
             name, source = (f"`{channel.name}`", channel.source) if i == 0 else ("", "")
-            lines.append(f"| {name} | {source} | `{m.key}` | {m.unit} | {m.description} |")
+            lines.append(f"| {name} | {source} | `{m.key}` | {m.unit} | {m.range_text} | {m.description} |")
     return "\n".join(lines) + "\n"
 
 

@@ -115,6 +115,11 @@ class Envelope:
             raise SignatureError(f"bad signature (key {self.fingerprint}, sequence {self.sequence})") from None
 
 
+def overhead(sat: str) -> int:
+    """Bytes an envelope for satellite ``sat`` adds to its body (header and signature)."""
+    return _FIXED.size + len(sat.encode("ascii")) + SIGNATURE_BYTES
+
+
 def peek_body(payload: bytes | memoryview) -> bytes | memoryview:
     """Best-effort, unverified: the body of an envelope, or ``payload`` itself when it is not a
     well-formed one (for naming the job or command a refusal is about, never for acting on)."""

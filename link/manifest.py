@@ -6,24 +6,23 @@ model only when the sha256 of ``model.onnx`` equals ``sha256`` here.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from link.messages import Identifier
+from link.numbers import Count, LinkModel
 from link.tensor import DType
 
 # A dimension is a fixed size, or a symbolic name / None for a dynamic one (a batch axis, say).
-ManifestDim = Annotated[int, Field(ge=0)] | str | None
+ManifestDim = Count | str | None
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 
 
-class TensorSpec(BaseModel):
+class TensorSpec(LinkModel):
     """Declared name, element type and shape of one model input or output."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     dtype: DType
@@ -41,16 +40,14 @@ class TensorSpec(BaseModel):
         return None
 
 
-class ModelManifest(BaseModel):
+class ModelManifest(LinkModel):
     """Identity, integrity and interface of one model version."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = 1
     name: Identifier
     version: Identifier
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
+    size_bytes: Count
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
     quantization: Literal["fp32", "fp16", "int8-qdq", "other"] = "fp32"

@@ -4,6 +4,9 @@ Invariants shared by all messages:
 - ``schema_version`` is :data:`link.SCHEMA_VERSION`; anything else is refused with a clear reason.
 - Unknown fields are refused (``extra="forbid"``): a typo on the ground is an error, not a silent default.
 - Times are POSIX seconds (UTC, float). Durations are seconds. Powers are W, energies Wh, temperatures °C.
+- Every number is finite and physically possible (:mod:`link.numbers`): NaN and infinities are refused
+  in every field, times are dates, counts and durations are not negative, telemetry values lie in the
+  telemetry dictionary's physical ranges (:mod:`link.telemetry`).
 - Identifiers that appear in topics (job ids, command ids, satellite ids, model names) match
   :data:`ID_PATTERN`, so they can never contain MQTT wildcards or level separators.
 """
@@ -13,8 +16,12 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from link.numbers import Count, Duration, Fraction, LinkModel, MissionTime, UtcTime, Watts
+from link.telemetry import Mode as Mode
+from link.telemetry import value_problem
 from link.tensor import Tensor
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -29,18 +36,16 @@ def _require_schema_version(schema: dict[str, Any]) -> None:
         required.insert(0, "schema_version")
 
 
-class WireModel(BaseModel):
-    """Base of every message: strict about unknown fields, immutable, versioned."""
+class WireModel(LinkModel):
+    """Base of every message: strict about unknown fields, immutable, finite numbers only, versioned."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_require_schema_version)
+    model_config = ConfigDict(json_schema_extra=_require_schema_version)
 
     schema_version: Literal[1] = 1
 
 
-class Auth(BaseModel):
+class Auth(LinkModel):
     """HMAC-SHA256 tag of a message (see :mod:`link.auth`). ``key_id`` names the shared key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     key_id: Identifier
     mac: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -78,8 +83,8 @@ class JobRequest(WireModel):
     version: Identifier | None = None
     inputs: dict[TensorName, Tensor] = Field(min_length=1, max_length=64)
     priority: int = Field(default=5, ge=0, le=9)
-    deadline_utc: float | None = None
-    submitted_utc: float | None = None
+    deadline_utc: UtcTime | None = None
+    submitted_utc: UtcTime | None = None
     auth: Auth | None = None
 
 
@@ -92,12 +97,12 @@ class JobStateEvent(WireModel):
 
     job_id: Identifier
     state: JobState
-    at_utc: float
+    at_utc: UtcTime
     reason: str | None = None
     model: str | None = None
-    attempt: int = 0
-    priority: int | None = None
-    deadline_utc: float | None = None
+    attempt: Count = 0
+    priority: int | None = Field(default=None, ge=0, le=9)
+    deadline_utc: UtcTime | None = None
 
 
 class JobResult(WireModel):
@@ -107,45 +112,50 @@ class JobResult(WireModel):
     model: Identifier
     version: Identifier
     outputs: dict[TensorName, Tensor]
-    started_utc: float
-    finished_utc: float
-    run_ms: float = Field(ge=0)
+    started_utc: UtcTime
+    finished_utc: UtcTime
+    run_ms: Duration
     provider: str
-    attempt: int = 1
+    attempt: Count = 1
 
 
 # -------------------------------------------------------------------------------- status, telemetry
 
 
-class Mode(enum.StrEnum):
-    """Governor mode (see docs/governor.md)."""
-
-    NOMINAL = "nominal"
-    THROTTLED = "throttled"
-    SAFE = "safe"
-
-
 class Status(WireModel):
     """Satellite -> ground, retained on ``status``; the broker publishes ``state="offline"`` as the
-    last will when flightd's connection dies. Heartbeat period is ``heartbeat_s``."""
+    last will when flightd's connection dies. Heartbeat period is ``heartbeat_s``.
+
+    Sizes the ground checks before it publishes (:meth:`ground.client.GroundClient.submit`), bytes:
+    ``max_payload_bytes`` (flightd's ``link.max_payload_bytes``) and ``broker_max_packet_bytes`` (the
+    broker's ``max_packet_size`` as flightd is configured to know it; None: not configured). Who is
+    publishing: ``instance_id`` (one flightd process), ``boot_id`` (the board's boot, from Linux's
+    /proc/sys/kernel/random/boot_id) and ``started_utc``; a flightd that finds another instance
+    online under its satellite id stops (docs/icd.md, "One flightd per satellite id"). The offline
+    status (last will, clean stop) carries the sizes and the identity too."""
 
     sat: Identifier
     state: Literal["online", "offline"]
-    at_utc: float | None = None
+    at_utc: UtcTime | None = None
     flightd_version: str | None = None
-    uptime_s: float | None = None
-    heartbeat_s: float | None = None
+    uptime_s: Duration | None = None
+    heartbeat_s: Duration | None = None
     mode: Mode | None = None
-    queue_depth: int | None = None
+    queue_depth: Count | None = None
     running: list[str] = Field(default_factory=list)
-    concurrency: int | None = None
-    intra_op_threads: int | None = None
-    duty_cycle: float | None = None
-    budget_w: float | None = None
+    concurrency: Count | None = None
+    intra_op_threads: Count | None = None
+    duty_cycle: Fraction | None = None
+    budget_w: Watts | None = None
     providers: list[str] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list)
-    cycle_slip_ms: float | None = None
-    keys: list[str] = Field(default_factory=list, description="fingerprints of the active signing keys")
+    cycle_slip_ms: Duration | None = None
+    max_payload_bytes: Count | None = None
+    broker_max_packet_bytes: Count | None = None
+    instance_id: Identifier | None = None
+    boot_id: str | None = Field(default=None, max_length=64)
+    started_utc: UtcTime | None = None
+    keys: list[str] = Field(default_factory=list, max_length=256, description="fingerprints of the active signing keys")
 
 
 class Telemetry(WireModel):
@@ -159,60 +169,63 @@ class Telemetry(WireModel):
 
     sat: Identifier
     channel: Identifier
-    t_s: float
-    at_utc: float | None = None
-    values: dict[str, float]
+    t_s: MissionTime
+    at_utc: UtcTime | None = None
+    values: dict[str, float] = Field(max_length=256)
+
+    @field_validator("values")
+    @classmethod
+    def _physical(cls, values: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        """Every value the telemetry dictionary defines lies in its physical range."""
+        channel = info.data.get("channel")
+        if isinstance(channel, str):
+            problems = [p for k, v in values.items() if (p := value_problem(channel, k, v)) is not None]
+            if problems:
+                raise PydanticCustomError("physical_range", "{problems}", {"problems": "; ".join(problems)})
+        return values
 
 
 # ------------------------------------------------------------------------------------- commands
 
 
-class CancelJob(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class CancelJob(LinkModel):
     action: Literal["cancel"] = "cancel"
     job_id: Identifier
 
 
-class AckResult(BaseModel):
+class AckResult(LinkModel):
     """The ground holds the result: the satellite may delete it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["ack_result"] = "ack_result"
     job_id: Identifier
 
 
-class GetJob(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class GetJob(LinkModel):
     action: Literal["get_job"] = "get_job"
     job_id: Identifier
 
 
-class ListJobs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ListJobs(LinkModel):
     action: Literal["list_jobs"] = "list_jobs"
     states: list[JobState] | None = None
     limit: int = Field(default=1000, ge=1, le=100_000)
 
 
-class Ping(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Ping(LinkModel):
     action: Literal["ping"] = "ping"
 
 
-class ListModels(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ListModels(LinkModel):
     action: Literal["list_models"] = "list_models"
 
 
-class ActivateModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ActivateModel(LinkModel):
     action: Literal["activate_model"] = "activate_model"
     name: Identifier
     version: Identifier
 
 
-class RollbackModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RollbackModel(LinkModel):
     action: Literal["rollback_model"] = "rollback_model"
     name: Identifier
 
@@ -230,11 +243,10 @@ FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
 """A key's fingerprint: the first 8 bytes of SHA-256 over its raw public key, hex (link.envelope)."""
 
 
-class AddKey(BaseModel):
+class AddKey(LinkModel):
     """Trust a new signing key (operators only). ``priority_cap``: a user key's highest job priority
     (default 5); an operator key has none."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["add_key"] = "add_key"
     name: Identifier
     role: Role
@@ -242,27 +254,24 @@ class AddKey(BaseModel):
     priority_cap: int | None = Field(default=None, ge=0, le=9)
 
 
-class RotateKey(BaseModel):
+class RotateKey(LinkModel):
     """Replace a key by ``public_key`` (same name, role and cap); the old one is revoked (operators only)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["rotate_key"] = "rotate_key"
     fingerprint: str = Field(pattern=FINGERPRINT_PATTERN)
     public_key: str = Field(pattern=PUBLIC_KEY_PATTERN)
 
 
-class RevokeKey(BaseModel):
+class RevokeKey(LinkModel):
     """Stop trusting a key, for good (operators only; the last operator key cannot be revoked)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["revoke_key"] = "revoke_key"
     fingerprint: str = Field(pattern=FINGERPRINT_PATTERN)
 
 
-class ListKeys(BaseModel):
+class ListKeys(LinkModel):
     """The key ring: fingerprint, name, role, state of every key (no key material)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     action: Literal["list_keys"] = "list_keys"
 
 
@@ -282,7 +291,7 @@ class Command(WireModel):
     """
 
     command_id: Identifier
-    issued_utc: float
+    issued_utc: UtcTime
     body: CommandAction
     auth: Auth | None = None
 
@@ -318,8 +327,8 @@ class Event(WireModel):
     kind: EventKind
     severity: Severity = "info"
     message: str
-    at_utc: float
-    t_s: float | None = None
+    at_utc: UtcTime
+    t_s: MissionTime | None = None
     job_id: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 

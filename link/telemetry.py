@@ -12,13 +12,23 @@ Units: ``V``, ``A``, ``W``, ``Wh``, ``°C``, ``deg``, ``s``; ``fraction`` (0..1)
 ``count``, ``cores`` (busy cores, 0..n), ``code`` (an enumeration given in the description), ``s/s``
 (simulated seconds per wall-clock second). Every value travels as a number
 (``link.messages.Telemetry.values``).
+
+Physical ranges: every measurement has the range a real value can take (:attr:`Measurement.low`,
+:attr:`Measurement.high`, inclusive): a state of charge or a flag outside 0..1, a temperature below
+absolute zero (-273.15 °C), a negative power, energy, voltage, count or period, a beta angle beyond
+±90°, an orbital period shorter than a grazing orbit's cannot be measured. :func:`value_problem` says
+what is wrong with a value (non-finite or out of range): the link refuses such a sample
+(:class:`link.messages.Telemetry`) and the governor's limits count it as failing, never as passing.
+Values a channel does not define only have to be finite.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 from dataclasses import dataclass
 
-from link.messages import Mode
+import numpy as np
 
 # ------------------------------------------------------------------------------------- channels
 
@@ -61,6 +71,15 @@ RATE = "rate"
 
 # ------------------------------------------------------------------------------------- modes
 
+
+class Mode(enum.StrEnum):
+    """Governor mode (see docs/governor.md); ``compute.mode_code`` carries it as :data:`MODE_CODES`."""
+
+    NOMINAL = "nominal"
+    THROTTLED = "throttled"
+    SAFE = "safe"
+
+
 MODE_CODES: dict[Mode, int] = {Mode.NOMINAL: 0, Mode.THROTTLED: 1, Mode.SAFE: 2}
 """``compute.mode_code`` of each governor mode."""
 
@@ -75,13 +94,61 @@ def mode_from_code(code: float) -> Mode | None:
 # ------------------------------------------------------------------------------------- dictionary
 
 
+ABSOLUTE_ZERO_C = -273.15
+"""0 K in °C: no temperature is lower."""
+RANGE_TOLERANCE = 1e-9
+"""Relative slack at a range's ends (of ``max(1, |bound|)``): floating-point rounding in the publisher's
+arithmetic (an illumination of 1.0000000000000304) is not an impossible reading."""
+MIN_PERIOD_S = 5069.0
+"""Period of a circular orbit at the Earth's equatorial radius, 2*pi*sqrt(R^3/mu) with R = 6378.137 km
+and mu = 398600.4418 km^3/s^2 (/work/shared/reference/physics.md, "Orbit"): no Earth orbit is shorter."""
+
+
 @dataclass(frozen=True)
 class Measurement:
-    """One value of a channel: its ``key`` in ``Telemetry.values``, ``unit`` and a short meaning."""
+    """One value of a channel: its ``key`` in ``Telemetry.values``, ``unit``, a short meaning and the
+    physical range ``low``..``high`` (inclusive, with :data:`RANGE_TOLERANCE`; None: unbounded on that
+    side)."""
 
     key: str
     unit: str
     description: str
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def range_text(self) -> str:
+        """The physical range as docs/icd.md writes it: ``0..1``, ``>= -273.15``, ``any``."""
+        if self.low is not None and self.high is not None:
+            return f"{self.low:g}..{self.high:g}"
+        if self.low is not None:
+            return f">= {self.low:g}"
+        if self.high is not None:
+            return f"<= {self.high:g}"
+        return "any"
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(lowest, highest) value that can be a reading, :data:`RANGE_TOLERANCE` included; infinite on
+        an unbounded side."""
+        low = -math.inf if self.low is None else self.low - RANGE_TOLERANCE * max(1.0, abs(self.low))
+        high = math.inf if self.high is None else self.high + RANGE_TOLERANCE * max(1.0, abs(self.high))
+        return low, high
+
+    def readable(self, value: float) -> bool:
+        """True where ``value`` can be a reading: finite and within :attr:`bounds`. Elementwise on a
+        numpy array (the fleet simulator's arrays of satellites), a numpy bool for a number."""
+        low, high = self.bounds
+        ok: bool = np.isfinite(value) & (value >= low) & (value <= high)
+        return ok
+
+    def problem(self, value: float) -> str | None:
+        """None if ``value`` can be a real reading of this measurement, else what is wrong with it."""
+        if not math.isfinite(value):
+            return f"{self.key} is {value}: not a finite number"
+        if not self.readable(value):
+            return f"{self.key} = {value!r} {self.unit} is outside its physical range {self.range_text}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -113,45 +180,49 @@ CHANNELS: dict[str, Channel] = {
     c.name: c
     for c in (
         Channel(POWER, "plant / power system", (
-            Measurement(SOC, "fraction", "battery state of charge"),
-            Measurement(BATTERY_V, "V", "battery terminal voltage"),
+            Measurement(SOC, "fraction", "battery state of charge", low=0.0, high=1.0),
+            Measurement(BATTERY_V, "V", "battery terminal voltage", low=0.0),
             Measurement(BATTERY_A, "A", "battery current, + discharging"),
-            Measurement(BATTERY_WH, "Wh", "energy stored in the battery"),
-            Measurement(SOLAR_W, "W", "power the solar array can deliver (before shunting)"),
-            Measurement(LOAD_W, "W", "load served: bus + compute"),
-            Measurement(BUS_W, "W", "platform bus load (avionics, ADCS, radio)"),
-            Measurement(COMPUTE_W, "W", "compute board power, idle included"),
-            Measurement(SUNLIT, "flag", "1 in sunlight, 0 in eclipse"),
-            Measurement(SHUNT_W, "W", "solar power neither the loads nor the battery took"),
-            Measurement(UNSERVED_W, "W", "load the power system could not serve (> 0: brownout)"),
-            Measurement(BUSY_CORES, "cores", "compute load the power system is serving"),
+            Measurement(BATTERY_WH, "Wh", "energy stored in the battery", low=0.0),
+            Measurement(SOLAR_W, "W", "power the solar array can deliver (before shunting)", low=0.0),
+            Measurement(LOAD_W, "W", "load served: bus + compute", low=0.0),
+            Measurement(BUS_W, "W", "platform bus load (avionics, ADCS, radio)", low=0.0),
+            Measurement(COMPUTE_W, "W", "compute board power, idle included", low=0.0),
+            Measurement(SUNLIT, "flag", "1 in sunlight, 0 in eclipse", low=0.0, high=1.0),
+            Measurement(SHUNT_W, "W", "solar power neither the loads nor the battery took", low=0.0),
+            Measurement(UNSERVED_W, "W", "load the power system could not serve (> 0: brownout)", low=0.0),
+            Measurement(BUSY_CORES, "cores", "compute load the power system is serving", low=0.0),
         )),
         Channel(THERMAL, "plant / sensors", (
-            Measurement(BOARD_C, "°C", "compute board temperature"),
-            Measurement(RADIATOR_C, "°C", "radiator temperature"),
+            Measurement(BOARD_C, "°C", "compute board temperature", low=ABSOLUTE_ZERO_C),
+            Measurement(RADIATOR_C, "°C", "radiator temperature", low=ABSOLUTE_ZERO_C),
         )),
         Channel(ORBIT, "plant / ADCS", (
-            Measurement(SUNLIT, "flag", "1 in sunlight, 0 in eclipse"),
-            Measurement(BETA_DEG, "deg", "beta angle: the Sun's elevation above the orbit plane"),
-            Measurement(PERIOD_S, "s", "orbital period"),
-            Measurement(ECLIPSE_FRACTION, "fraction", "share of the current orbit in eclipse (from its geometry)"),
-            Measurement(T_ORBIT_S, "s", "time since the last eclipse exit"),
-            Measurement(ILLUMINATION, "fraction", "share of the Sun's disc visible (penumbra between 0 and 1)"),
+            Measurement(SUNLIT, "flag", "1 in sunlight, 0 in eclipse", low=0.0, high=1.0),
+            Measurement(BETA_DEG, "deg", "beta angle: the Sun's elevation above the orbit plane",
+                        low=-90.0, high=90.0),
+            Measurement(PERIOD_S, "s", "orbital period", low=MIN_PERIOD_S),
+            Measurement(ECLIPSE_FRACTION, "fraction", "share of the current orbit in eclipse (from its geometry)",
+                        low=0.0, high=1.0),
+            Measurement(T_ORBIT_S, "s", "time since the last eclipse exit", low=0.0),
+            Measurement(ILLUMINATION, "fraction", "share of the Sun's disc visible (penumbra between 0 and 1)",
+                        low=0.0, high=1.0),
         )),
         Channel(COMPUTE, "flightd", (
-            Measurement(BUSY_CORES, "cores", "executor busy cores, averaged over the last control cycle"),
-            Measurement(RUNNING, "count", "jobs running"),
-            Measurement(QUEUED, "count", "jobs queued"),
-            Measurement(JOBS_DONE, "count", "jobs finished since flightd started"),
-            Measurement(CONCURRENCY, "count", "jobs the executor may run at once"),
-            Measurement(INTRA_OP_THREADS, "count", "ONNX Runtime intra-op threads per job"),
-            Measurement(DUTY_CYCLE, "fraction", "share of time the executor may run"),
-            Measurement(MODE_CODE, "code", f"governor mode: {_mode_codes()}"),
-            Measurement(BUDGET_W, "W", "board power budget, idle included (only with a governor)"),
+            Measurement(BUSY_CORES, "cores", "executor busy cores, averaged over the last control cycle", low=0.0),
+            Measurement(RUNNING, "count", "jobs running", low=0.0),
+            Measurement(QUEUED, "count", "jobs queued", low=0.0),
+            Measurement(JOBS_DONE, "count", "jobs finished since flightd started", low=0.0),
+            Measurement(CONCURRENCY, "count", "jobs the executor may run at once", low=0.0),
+            Measurement(INTRA_OP_THREADS, "count", "ONNX Runtime intra-op threads per job", low=0.0),
+            Measurement(DUTY_CYCLE, "fraction", "share of time the executor may run", low=0.0, high=1.0),
+            Measurement(MODE_CODE, "code", f"governor mode: {_mode_codes()}",
+                        low=0.0, high=float(max(MODE_CODES.values()))),
+            Measurement(BUDGET_W, "W", "board power budget, idle included (only with a governor)", low=0.0),
         )),
         Channel(CLOCK, "plant simulator (time tone; never in flight)", (
             Measurement(RATE, "s/s", "simulated seconds per wall second the simulator is paced at; t_s is "
-                        "its simulated time, which flightd's mission clock follows (docs/sil.md)"),
+                        "its simulated time, which flightd's mission clock follows (docs/sil.md)", low=0.0),
         )),
     )
 }
@@ -159,6 +230,41 @@ CHANNELS: dict[str, Channel] = {
 
 PLANT_CHANNELS: tuple[str, ...] = (POWER, THERMAL, ORBIT)
 """The channels the plant (power system, sensors, ADCS; the simulator under ``hil``) publishes."""
+
+
+def _measurement(channel: str, key: str) -> Measurement | None:
+    known = CHANNELS.get(channel)
+    if known is not None:
+        for m in known.measurements:
+            if m.key == key:
+                return m
+    return None
+
+
+def readable(channel: str, key: str, value: float) -> bool:
+    """True where ``value`` can be a reading of ``key`` on ``channel`` (:meth:`Measurement.readable`;
+    finite for a value the dictionary does not define). Elementwise on numpy arrays."""
+    m = _measurement(channel, key)
+    ok: bool = np.isfinite(value) if m is None else m.readable(value)
+    return ok
+
+
+def value_problem(channel: str, key: str, value: float) -> str | None:
+    """None if ``value`` can be a real reading of ``key`` on ``channel``, else what is wrong with it:
+    not finite, or outside the measurement's physical range. A value the dictionary does not define
+    (an unknown channel or key) only has to be finite."""
+    m = _measurement(channel, key)
+    if m is not None:
+        return m.problem(value)
+    return None if math.isfinite(value) else f"{key} is {value}: not a finite number"
+
+
+def unreadable_values(channel: str) -> dict[str, float]:
+    """NaN for every value of ``channel`` (none for an unknown channel): what the governor is fed for a
+    sample of ``channel`` the link refused, so that every limit watching the channel counts a failing
+    sample and none counts a passing one."""
+    known = CHANNELS.get(channel)
+    return {} if known is None else dict.fromkeys(known.keys, math.nan)
 
 
 def compute_values(

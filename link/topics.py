@@ -100,6 +100,11 @@ class TopicMap:
     def telemetry_all(self) -> str:
         return f"{self.base}/tlm/+"
 
+    def probe(self, probe_id: str) -> str:
+        """Where a flightd's own echo goes while it reads the retained status before connecting
+        (``flight.session.read_status``); nobody else publishes or subscribes here."""
+        return f"{self.base}/probe/{check_id('probe id', probe_id)}"
+
     @property
     def everything(self) -> str:
         return f"{self.base}/#"

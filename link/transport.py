@@ -84,6 +84,15 @@ def check_tls(url: BrokerUrl, tls: TlsFiles | None) -> None:
         raise ValueError(f"broker {url} {need}")
 
 
+def publish_packet_bytes(topic: str, payload_bytes: int, qos: int = 1) -> int:
+    """Size in bytes of an MQTT 3.1.1 PUBLISH packet (what a broker's ``max_packet_size`` limits):
+    fixed header (1 byte + the remaining length in 1-4 bytes), topic (2-byte length + UTF-8),
+    packet id (2 bytes, QoS > 0), payload."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + payload_bytes
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining
+
+
 def make_client(
     url: BrokerUrl,
     *,

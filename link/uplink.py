@@ -22,9 +22,10 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from link.codec import Decoded, WireError, decode, peek_header
+from link.codec import Decoded, WireError, decode, encode, read_header
 from link.manifest import ModelManifest
 from link.messages import Auth, Identifier, WireModel
+from link.numbers import Count, UtcTime
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
 MIN_CHUNK_BYTES = 1024
@@ -73,7 +74,7 @@ class UploadBegin(WireModel):
     manifest: ModelManifest
     chunk_bytes: int = Field(ge=MIN_CHUNK_BYTES, le=MAX_CHUNK_BYTES)
     n_chunks: int = Field(ge=1)
-    issued_utc: float | None = None
+    issued_utc: UtcTime | None = None
     auth: Auth | None = None
 
     @model_validator(mode="after")
@@ -103,7 +104,7 @@ class UploadChunk(WireModel):
 
     kind: Literal["chunk"] = "chunk"
     upload_id: Identifier
-    index: int = Field(ge=0)
+    index: Count
     sha256: str = Field(pattern=SHA256_HEX)
 
 
@@ -139,14 +140,21 @@ class UploadProgress(WireModel):
 
     upload_id: Identifier
     state: UploadState
-    at_utc: float
-    received: int = Field(default=0, ge=0)
-    n_chunks: int = Field(default=0, ge=0)
+    at_utc: UtcTime
+    received: Count = 0
+    n_chunks: Count = 0
     missing: list[tuple[int, int]] = Field(default_factory=list, max_length=MAX_MISSING_RANGES)
     name: Identifier | None = None
     version: Identifier | None = None
     reason: str | None = None
     query_id: Identifier | None = None
+
+
+def chunk_message_bytes(upload_id: str, chunk_bytes: int) -> int:
+    """Size in bytes of the framed :class:`UploadChunk` message carrying ``chunk_bytes`` bytes (the
+    header at its longest: the largest index a 64-bit count allows)."""
+    header = UploadChunk(upload_id=upload_id, index=2**63 - 1, sha256="0" * 64)
+    return len(encode(header, b"\0")) - 1 + chunk_bytes
 
 
 UploadMessage = UploadBegin | UploadChunk | UploadQuery
@@ -155,10 +163,7 @@ UPLOAD_MESSAGES: tuple[type[WireModel], ...] = (UploadBegin, UploadChunk, Upload
 
 def decode_upload(payload: bytes | memoryview) -> Decoded[UploadBegin] | Decoded[UploadChunk] | Decoded[UploadQuery]:
     """Decode a ground -> satellite upload message of any kind; :class:`WireError` with the reason otherwise."""
-    header = peek_header(payload)
-    if header is None:
-        raise WireError("upload message is neither framed (ORB1) nor a JSON object")
-    kind = header.get("kind")
+    kind = read_header(payload).get("kind")
     if kind == "chunk":
         return decode(payload, UploadChunk)
     if kind == "begin":

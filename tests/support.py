@@ -58,6 +58,16 @@ def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, cha
     return directory
 
 
+class ManualClock:
+    """A clock for code that takes one (``clock=``): it reads ``t`` (s), which the test advances."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 class FlightdProcess:
     """``flightd`` as a child process with its own data directory; logs go to ``log_path``."""
 

@@ -80,14 +80,20 @@ def test_several_tensors_share_one_binary_section(arrays: dict[str, np.ndarray])
         out = round_trip(arrays, framed)
         assert set(out) == set(arrays)
         assert all(same_array(out[k], arrays[k]) for k in arrays)
-    # framed: the tensors lie back to back, in order, and the tail is exactly their sum
+    # framed: the tensors lie in order, each at the next multiple of 64, zero bytes between them, and
+    # the tail ends with the last tensor
     tensors, binary = pack_tensors(arrays, framed=True)
-    expected_total = sum(a.size * a.dtype.itemsize for a in arrays.values())
-    assert len(binary) == expected_total
     offset = 0
     for name, a in arrays.items():
-        assert (tensors[name].offset, tensors[name].nbytes) == (offset, a.size * a.dtype.itemsize)
-        offset += a.size * a.dtype.itemsize
+        offset = (offset + 63) // 64 * 64
+        nbytes = a.size * a.dtype.itemsize
+        assert (tensors[name].offset, tensors[name].nbytes) == (offset, nbytes)
+        start = offset
+        offset += nbytes
+        assert binary[start:offset] == np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+    assert len(binary) == offset
+    covered = {i for t in tensors.values() for i in range(t.offset or 0, (t.offset or 0) + (t.nbytes or 0))}
+    assert all(binary[i] == 0 for i in range(len(binary)) if i not in covered)
 
 
 def test_non_contiguous_and_fortran_arrays_travel_in_c_order() -> None:
@@ -109,17 +115,20 @@ def test_framed_wire_bytes_are_little_endian_c_order() -> None:
     payload = encode(JobRequest(job_id="le", model="m", inputs=tensors), binary)
     header, tail = split_framed(payload)
     assert header["schema_version"] == 1 and header["job_id"] == "le"
+    assert (8 + struct.unpack("<I", payload[4:8])[0]) % 64 == 0  # the binary section starts 64-aligned
     expected = (
         bytes.fromhex("01000000" "00010000" "ffffffff" "04030201")  # int32 LE, row-major
+        + bytes(48)  # up to offset 64
         + bytes.fromhex("0000803f" "000000c0")  # float32 1.0, -2.0
+        + bytes(56)  # up to offset 128
         + bytes.fromhex("003c")  # float16 1.0
     )
     assert tail == expected
     inputs = header["inputs"]
     assert isinstance(inputs, dict)
     assert inputs["i"] == {"dtype": "int32", "shape": [2, 2], "offset": 0, "nbytes": 16}
-    assert inputs["f"] == {"dtype": "float32", "shape": [2], "offset": 16, "nbytes": 8}
-    assert inputs["h"] == {"dtype": "float16", "shape": [1], "offset": 24, "nbytes": 2}
+    assert inputs["f"] == {"dtype": "float32", "shape": [2], "offset": 64, "nbytes": 8}
+    assert inputs["h"] == {"dtype": "float16", "shape": [1], "offset": 128, "nbytes": 2}
 
 
 def test_json_wire_bytes_are_base64_little_endian() -> None:

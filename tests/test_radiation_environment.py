@@ -102,8 +102,8 @@ def test_circular_track_matches_orbit_geometry() -> None:
 
 def test_tle_track_uses_sidereal_time() -> None:
     scenario_tle = (
-        "1 25544U 98067A   24001.50000000  .00016717  00000-0  10270-3 0  9005",
-        "2 25544  51.6400 208.9163 0006317  69.9862  25.2906 15.50000000    04",
+        "1 25544U 98067A   24001.50000000  .00016717  00000-0  10270-3 0  9009",
+        "2 25544  51.6400 208.9163 0006317  69.9862  25.2906 15.50000000    09",
     )
     orbit = TleOrbit(*scenario_tle)
     track = tle_ground_track(orbit, np.arange(0.0, 5600.0, 60.0))

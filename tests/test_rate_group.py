@@ -10,14 +10,7 @@ import time
 import pytest
 
 from flight.rate_group import RateGroup
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support import ManualClock
 
 
 async def run_until(group: RateGroup, done: asyncio.Event, timeout_s: float = 5.0) -> None:
@@ -34,7 +27,7 @@ async def test_slip_overrun_and_cycle_time_with_a_fake_clock() -> None:
     """Period 10 ms (fake); the cycles take 2, 15, 35, 1, 1 ms of fake time. By hand:
     c0 starts at 0 (due 0); c1 at 2 (due 10): no slip; c2 at 17 (due 20): none; c3 at 52 (due 30):
     slip 22 > 10 -> overrun, due := 52; c4 at 53 (due 62): none."""
-    clock = FakeClock()
+    clock = ManualClock()
     durations = [0.002, 0.015, 0.035, 0.001, 0.001]
     slips: list[float] = []
     done = asyncio.Event()

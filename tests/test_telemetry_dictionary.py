@@ -13,10 +13,10 @@ import pytest
 
 from ground.icd import telemetry_table, with_telemetry_table
 from hil.plant.telemetry import channel_values
-from hil.scenario import load_scenario
+from hil.scenario import SCENARIO_DIR, load_scenario
 from link.codec import encode
 from link.messages import Mode, Telemetry
-from link.telemetry import CHANNELS, PLANT_CHANNELS, compute_values, mode_from_code
+from link.telemetry import CHANNELS, PLANT_CHANNELS, compute_values, mode_from_code, value_problem
 
 ICD = Path(__file__).resolve().parent.parent / "docs" / "icd.md"
 
@@ -96,6 +96,18 @@ def test_icd_table_is_generated_from_the_dictionary() -> None:
     for channel in CHANNELS.values():
         assert f"| `{channel.name}` | {channel.source} |" in table
         for m in channel.measurements:
-            assert f"| `{m.key}` | {m.unit} | {m.description} |" in table
+            assert f"| `{m.key}` | {m.unit} | {m.range_text} | {m.description} |" in table
     with pytest.raises(ValueError, match="markers not found"):
         with_telemetry_table("# no table here\n")
+
+
+@pytest.mark.parametrize("scenario", sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
+def test_every_plant_reading_of_every_scenario_lies_in_its_physical_range(scenario: str) -> None:
+    """The link refuses a reading outside the dictionary's physical range: the plant never makes one
+    (two orbits, the load stepping through 0..4 busy cores)."""
+    plant = load_scenario(scenario).build_plant()
+    problems: set[str] = set()
+    for k in range(1200):
+        for channel, values in channel_values(plant.step(10.0, busy_cores=float(k % 5))).items():
+            problems.update(p for key, v in values.items() if (p := value_problem(channel, key, v)) is not None)
+    assert not problems, sorted(problems)[:5]

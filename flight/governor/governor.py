@@ -13,6 +13,12 @@ Interface (what flightd calls once per control cycle)::
 ``now_s`` is mission time on the clock of ``Telemetry.t_s`` (simulated time under the plant
 simulator); there is no clock, sleep or I/O inside. ``samples`` are objects with ``channel: str``,
 ``t_s: float`` and ``values: Mapping[str, float]`` (``link.messages.Telemetry`` fits), in any order.
+A value that cannot be a reading (not finite, or outside its physical range in the telemetry
+dictionary) counts as failing for every limit watching it and is never used for the budget; a
+sample with no readable value does not refresh its channel (it goes stale as if absent), and a
+sample whose ``t_s`` is not finite is taken as of ``now_s``. flightd feeds a sample the link
+refused as all-NaN values (:func:`link.telemetry.unreadable_values`), so garbage on a hard limit's
+channel trips it after its debounce count and the governor goes SAFE.
 
 :class:`Decision` fields: ``mode`` (link.messages.Mode), ``budget_w`` (board power budget, W, idle
 included), ``concurrency`` (jobs at once, >= 0), ``intra_op_threads`` (>= 1), ``duty_cycle``
@@ -75,6 +81,7 @@ from link.telemetry import (
     SUNLIT,
     T_ORBIT_S,
     THERMAL,
+    value_problem,
 )
 
 
@@ -117,6 +124,11 @@ class Decision:
         return MODE_CODES[self.mode]
 
 
+def _sample_time(s: TelemetrySampleLike, now_s: float) -> float:
+    """A sample's mission time, ``now_s`` when it has no finite one."""
+    return s.t_s if math.isfinite(s.t_s) else now_s
+
+
 def allocation_for(busy_cores: float, board: BoardProfile, min_busy_cores: float) -> tuple[int, int, float]:
     """Turn allowed busy cores into (concurrency, intra_op_threads, duty_cycle).
 
@@ -155,14 +167,18 @@ class Governor:
 
     # ----------------------------------------------------------------------------- inputs
 
-    def _ingest(self, s: TelemetrySampleLike) -> list[LimitTransition]:
-        values = {k: float(v) for k, v in s.values.items()}
+    def _ingest(self, s: TelemetrySampleLike, now_s: float) -> list[LimitTransition]:
+        raw = {k: float(v) for k, v in s.values.items()}
+        t_s = _sample_time(s, now_s)
         prev = self.latest.get(s.channel)
-        if prev is not None and s.t_s < prev[0]:
+        if prev is not None and t_s < prev[0]:
             return []  # out of order: older than what we hold; ignore
-        self.latest[s.channel] = (s.t_s, values)
+        values = {k: v for k, v in raw.items() if value_problem(s.channel, k, v) is None}
+        if not values:  # nothing readable: the limits count a failing sample, the channel stays as stale as it was
+            return self.limits.observe(s.channel, t_s, raw)
+        self.latest[s.channel] = (t_s, values)
         if SUNLIT in values:
-            self.orbit_estimator.observe(s.t_s, values[SUNLIT] >= 0.5)
+            self.orbit_estimator.observe(t_s, values[SUNLIT] >= 0.5)
         if s.channel == POWER:
             soc, wh = values.get(SOC), values.get(BATTERY_WH)
             if soc is not None and wh is not None and soc > 0.2:
@@ -170,9 +186,9 @@ class Governor:
         if s.channel == THERMAL and BOARD_C in values and RADIATOR_C in values:
             power = self.latest.get(POWER, (0.0, {}))[1]
             board_w = power.get(COMPUTE_W, self._board_w_now())
-            self.thermal.observe(s.t_s, values[BOARD_C], values[RADIATOR_C], board_w,
+            self.thermal.observe(t_s, values[BOARD_C], values[RADIATOR_C], board_w,
                                  power.get(BUS_W, 0.0), power.get(SUNLIT, 1.0) >= 0.5)
-        return self.limits.observe(s.channel, s.t_s, values)
+        return self.limits.observe(s.channel, t_s, raw)
 
     def _board_w_now(self) -> float:
         busy = self.last.busy_cores if self.last is not None else 0.0
@@ -247,8 +263,8 @@ class Governor:
         if self.started_s is None:
             self.started_s = now_s
         transitions: list[LimitTransition] = []
-        for s in sorted(samples, key=lambda x: x.t_s):
-            transitions.extend(self._ingest(s))
+        for s in sorted(samples, key=lambda x: _sample_time(x, now_s)):
+            transitions.extend(self._ingest(s, now_s))
         safe = [f"hard limit {n} tripped" for n in self.limits.tripped(LimitSeverity.HARD)]
         safe += self._stale(now_s)
         p, binding, notes = self.budget(now_s)

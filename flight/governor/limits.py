@@ -5,7 +5,10 @@ sample; an *actionpoint* trips only after ``debounce`` consecutive failing sampl
 clears only after ``debounce`` consecutive samples back inside the hysteresis band
 (``threshold + hysteresis`` for a floor, ``threshold - hysteresis`` for a ceiling). Samples between
 the threshold and the edge of the band reset both counters' progress: they neither trip nor clear,
-so noisy telemetry sitting at a limit cannot make the state flap.
+so noisy telemetry sitting at a limit cannot make the state flap. A value that cannot be a reading
+(not finite, or outside the physical range of the telemetry dictionary, :func:`link.telemetry.value_problem`:
+a state of charge of 1.5, a temperature below absolute zero) fails every limit and recovers none, so a
+hard limit fed garbage trips and sends the governor SAFE.
 
 The thresholds themselves are one :class:`Limits` value, the single definition used by the governor
 configuration (:class:`flight.governor.config.GovernorConfig`), the scenarios (``[limits]`` in
@@ -35,9 +38,10 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from link.telemetry import BATTERY_V, BOARD_C, POWER, RADIATOR_C, SOC, THERMAL
+from link.telemetry import BATTERY_V, BOARD_C, POWER, RADIATOR_C, SOC, THERMAL, readable
 
 
 class LimitKind(enum.StrEnum):
@@ -68,15 +72,26 @@ class LimitConfig(BaseModel):
     debounce: int = Field(default=3, ge=1, description="consecutive samples to trip, and to clear")
     severity: LimitSeverity = LimitSeverity.HARD
 
+    def readable(self, value: float) -> bool:
+        """True when ``value`` can be a reading of the watched measurement (finite, in its physical
+        range, :func:`link.telemetry.readable`); elementwise on numpy arrays, like the two below."""
+        return readable(self.channel, self.key, value)
+
     def failing(self, value: float) -> bool:
-        """The watchpoint: True when ``value`` is beyond the threshold."""
-        return value < self.threshold if self.kind is LimitKind.FLOOR else value > self.threshold
+        """The watchpoint: True when ``value`` is beyond the threshold, or no reading at all."""
+        beyond = value < self.threshold if self.kind is LimitKind.FLOOR else value > self.threshold
+        failing: bool = np.logical_or(beyond, np.logical_not(self.readable(value)))
+        return failing
 
     def recovered(self, value: float) -> bool:
-        """True when ``value`` is back inside the hysteresis band (strictly on the safe side)."""
+        """True when ``value`` is back inside the hysteresis band (strictly on the safe side); never for
+        a value that is no reading."""
         if self.kind is LimitKind.FLOOR:
-            return value >= self.threshold + self.hysteresis
-        return value <= self.threshold - self.hysteresis
+            inside = value >= self.threshold + self.hysteresis
+        else:
+            inside = value <= self.threshold - self.hysteresis
+        recovered: bool = np.logical_and(inside, self.readable(value))
+        return recovered
 
     def margin(self, value: float) -> float:
         """Distance from ``value`` to the threshold on the safe side (negative when failing)."""

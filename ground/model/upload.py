@@ -42,6 +42,7 @@ from link.uplink import (
     UploadQuery,
     UploadState,
     chunk_count,
+    chunk_message_bytes,
     chunk_span,
     from_ranges,
 )
@@ -266,8 +267,14 @@ async def upload_model(
             raise UploadFailed(f"{path} is not a usable ONNX model: {exc}") from None
         except Exception as exc:  # onnx raises protobuf's DecodeError for a file that is not ONNX
             raise UploadFailed(f"{path} is not an ONNX model: {exc}") from None
+    upload_id = upload_id_for(manifest, chunk_bytes)
+    chunk_message = chunk_message_bytes(upload_id, min(chunk_bytes, manifest.size_bytes))
+    try:
+        await client.check_publish_size(client.topics.upload(upload_id), chunk_message, f"upload {upload_id} chunk")
+    except GroundError as exc:
+        raise UploadFailed(f"{exc}: choose a smaller chunk size") from None
     uploader = _Uploader(
-        client, path, manifest, upload_id_for(manifest, chunk_bytes), chunk_bytes, window, reply_timeout_s,
+        client, path, manifest, upload_id, chunk_bytes, window, reply_timeout_s,
         progress, stats if stats is not None else UploadStats(),
     )
     try:

@@ -6,12 +6,18 @@ seconds (UTC) for ``rx_utc`` (ground receive time) and ``msg_utc`` (the message'
 ``finished_utc``), mission seconds for ``t_s`` (``Telemetry.t_s``, ``Event.t_s``) where present.
 
 Channels: ``tlm/<channel>``, ``status``, ``events``, ``jobs`` (``jobs/<id>/state``), ``results``.
+
+Nothing non-finite is written: a payload whose JSON header holds a non-finite number (NaN, Infinity:
+refused on the link, :mod:`link.numbers`) is not archived (:func:`make_row` raises
+:class:`Unarchivable`; the recorder counts and reports it), and :meth:`Archive.append` refuses a row
+whose time columns are not finite numbers.
 Durability: WAL with ``synchronous=NORMAL`` survives a kill -9 of the writer with every committed
 batch intact (the WAL lives in the OS page cache); ``synchronous=FULL`` also survives power loss.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from link.codec import peek_header
+from link.numbers import first_bad_number
 from link.topics import LIVE_ROOT
 
 SCHEMA_VERSION = 1
@@ -87,15 +94,25 @@ def classify(topic: str) -> Topic | None:
     return None
 
 
+class Unarchivable(ValueError):
+    """A message the archive does not keep because a number in it is not finite; ``str()`` says where."""
+
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def message_times(payload: bytes) -> tuple[float | None, float | None]:
-    """(t_s, msg_utc) read from the payload's JSON header where present; (None, None) otherwise."""
+    """(t_s, msg_utc) read from the payload's JSON header where present; (None, None) otherwise.
+
+    Raises :class:`Unarchivable` when the header holds a non-finite number (anywhere, not only in
+    the times)."""
     doc = peek_header(payload)
     if doc is None:
         return None, None
+    bad = first_bad_number(doc)
+    if bad is not None:
+        raise Unarchivable(f"{bad[0]}: {bad[1]}")
     msg_utc = _number(doc.get("at_utc"))
     if msg_utc is None:
         msg_utc = _number(doc.get("finished_utc"))
@@ -131,7 +148,10 @@ Row = tuple[float, float | None, float | None, str, str, str, str, int, int, int
 def make_row(
     topic: Topic, payload: bytes, rx_utc: float, qos: int = 0, retained: bool = False, truncated: bool = False
 ) -> Row:
-    """The row a received message becomes."""
+    """The row a received message becomes; :class:`Unarchivable` for a payload or receive time with a
+    non-finite number."""
+    if not math.isfinite(rx_utc):
+        raise Unarchivable(f"receive time {rx_utc} is not a finite number")
     t_s, msg_utc = message_times(payload)
     return (
         rx_utc,
@@ -146,6 +166,13 @@ def make_row(
         int(truncated),
         payload,
     )
+
+
+def _finite_times(row: Row) -> Row:
+    for column, value in (("rx_utc", row[0]), ("t_s", row[1]), ("msg_utc", row[2])):
+        if value is not None and not math.isfinite(value):
+            raise Unarchivable(f"{column} {value} is not a finite number ({row[6]})")
+    return row
 
 
 def topic_row(topic: str, payload: bytes, rx_utc: float, qos: int = 0, retained: bool = False) -> Row:
@@ -208,7 +235,10 @@ class Archive:
     # ------------------------------------------------------------------------------------ writing
 
     def append(self, rows: Iterable[Row]) -> int:
-        """Insert ``rows`` in one transaction (committed on return); the number inserted."""
+        """Insert ``rows`` in one transaction (committed on return); the number inserted.
+
+        Raises :class:`Unarchivable` (and inserts nothing) when a row's ``rx_utc``, ``t_s`` or
+        ``msg_utc`` is not a finite number (SQLite would store NaN as NULL)."""
         if not self.writable:
             raise PermissionError(f"{self.path} is open read-only")
         cur = self.db.cursor()
@@ -217,7 +247,7 @@ class Archive:
             cur.executemany(
                 "INSERT INTO messages (rx_utc, t_s, msg_utc, root, sat, channel, suffix, qos, retained,"
                 " truncated, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                (_finite_times(row) for row in rows),
             )
             n = cur.rowcount
             cur.execute("COMMIT")

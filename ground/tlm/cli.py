@@ -59,7 +59,8 @@ async def cmd_record(args: argparse.Namespace) -> int:
         stop=stop,
         tls=tls_from_args(args),
     )
-    print(f"recorded {recorder.written} messages in {recorder.batches} commits", file=sys.stderr)
+    refused = f"; {recorder.refused} not archived (non-finite numbers)" if recorder.refused else ""
+    print(f"recorded {recorder.written} messages in {recorder.batches} commits{refused}", file=sys.stderr)
     return 0
 
 

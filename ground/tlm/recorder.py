@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import aiomqtt
 
-from ground.tlm.archive import Archive, Row, classify, make_row
+from ground.tlm.archive import Archive, Row, Unarchivable, classify, make_row
 from link.codec import MAGIC, peek_header
 from link.topics import LIVE_ROOT
 from link.transport import BrokerUrl, TlsFiles, make_client
@@ -62,6 +62,7 @@ class Recorder:
     results: ResultsPolicy = "full"
     received: int = 0
     written: int = 0
+    refused: int = 0
     batches: int = 0
     _pending: list[Row] = field(default_factory=list)
     _oldest: float = 0.0
@@ -69,7 +70,10 @@ class Recorder:
     def add(
         self, topic: str, payload: bytes, qos: int = 0, retained: bool = False, rx_utc: float | None = None
     ) -> None:
-        """Buffer one message (ignored when the archive does not keep its topic); commits when full."""
+        """Buffer one message (ignored when the archive does not keep its topic); commits when full.
+
+        A message holding a non-finite number is not archived: it is counted in ``refused`` and
+        reported in one line on stderr."""
         parsed = classify(topic)
         if parsed is None:
             return
@@ -82,11 +86,15 @@ class Recorder:
                 truncated = len(short) != len(payload)
                 payload = short
         self.received += 1
+        try:
+            row = make_row(parsed, payload, time.time() if rx_utc is None else rx_utc, qos, retained, truncated)
+        except Unarchivable as exc:
+            self.refused += 1
+            print(f"recorder: not archived {topic} ({len(payload)} bytes): {exc}", file=sys.stderr, flush=True)
+            return
         if not self._pending:
             self._oldest = time.monotonic()
-        self._pending.append(
-            make_row(parsed, payload, time.time() if rx_utc is None else rx_utc, qos, retained, truncated)
-        )
+        self._pending.append(row)
         if len(self._pending) >= self.batch_messages:
             self.flush()
 
