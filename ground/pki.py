@@ -5,7 +5,7 @@
     DIR/ca/space-ca.{pem,key}       signs the broker's certificate and the space-segment identities
     DIR/ca/ground-ca.{pem,key}      signs the ground identities          (keep both keys offline)
     DIR/broker/                     server.{pem,key}, both CA certificates and CRLs, acl, mosquitto.conf
-    DIR/<sat>/                      flightd, plant, bridge .{pem,key}, ca.pem   -> the satellite's board
+    DIR/<sat>/                      flightd, plant, bridge .{pem,key}, ca.pem, flightd.toml -> the board
     DIR/ground/                     <identity>.{pem,key}, ca.pem                -> ground machines
 
 Every client verifies the broker against ``ca.pem`` (the space CA) and presents its own certificate;
@@ -412,6 +412,7 @@ def init_pki(
     if (out / "ca").exists():
         raise PkiError(f"{out / 'ca'} exists: refusing to replace the certificate authorities")
     pki = Pki(out)
+    listeners = listeners or BrokerListeners(str((out / "broker").resolve()))
     ca_dir, broker = out / "ca", pki.broker_dir
     ca_dir.mkdir(parents=True, mode=0o700)
     space, ground_ca = Authority.create("orbitd space-segment CA"), Authority.create("orbitd ground-segment CA")
@@ -426,6 +427,7 @@ def init_pki(
     _save_identity(broker, "server", *space.issue(hosts[0], server_hosts=hosts))
     for sat in sats:
         _write(out / sat / "ca.pem", space_pem)
+        _write(out / sat / "flightd.toml", flightd_config(sat, out / sat, hosts[0], listeners.space_port).encode())
         _save_identity(out / sat, "flightd", *space.issue(flightd_identity(sat)))
         _save_identity(out / sat, "plant", *space.issue(plant_identity(sat)))
         _save_identity(out / sat, "bridge", *space.issue(bridge_identity(sat)))
@@ -433,9 +435,28 @@ def init_pki(
     for name in ground:
         _save_identity(out / "ground", name, *ground_ca.issue(name))
     _write(broker / "acl", acl.encode())
-    listeners = listeners or BrokerListeners(str(broker.resolve()))
     _write(broker / "mosquitto.conf", render_mosquitto_conf(listeners, persistence_dir).encode())
     return pki
+
+
+def flightd_config(sat: str, directory: Path, host: str, port: int) -> str:
+    """flightd's configuration for the locked broker: the broker URL and its TLS files (paths as on
+    this machine; a container or a board overrides them with ``ORBITD_LINK__TLS_*``). ``ground keys
+    new --config`` appends the signing keys."""
+    d = directory.resolve()
+    host = f"[{host}]" if ":" in host else host
+    return "\n".join([
+        "# flightd on the locked broker, written by `ground pki init` (docs/security.md).",
+        "# Signing keys: `ground keys new NAME --role operator|user --config THIS_FILE` appends them.",
+        f'broker = "mqtts://{host}:{port}"',
+        f'sat = "{sat}"',
+        "",
+        "[link]",
+        f'tls_ca = "{d / "ca.pem"}"',
+        f'tls_cert = "{d / "flightd.pem"}"',
+        f'tls_key = "{d / "flightd.key"}"',
+        "",
+    ])
 
 
 def bridge_tls_lines(files: TlsFiles) -> list[str]:

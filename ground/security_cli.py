@@ -5,7 +5,7 @@ only and need none of the global options. docs/security.md explains the files an
 
     ground pki init --out secrets/pki --sat sat1 [--sat sat2 ...] [--host broker.example ...]
     ground pki revoke --out secrets/pki secrets/pki/sat2/flightd.pem
-    ground keys new ops-alice --role operator [--dir ~/.orbitd/keys]
+    ground keys new ops-alice --role operator [--dir ~/.orbitd/keys] [--config secrets/pki/sat1/flightd.toml]
     ground keys new lab-bob --role user --priority-cap 5
     ground keys show ~/.orbitd/keys/ops-alice.key
 """
@@ -66,10 +66,16 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     cap = args.priority_cap
     if cap is None and args.role == Role.USER.value:
         cap = DEFAULT_USER_PRIORITY_CAP
+    entry = _satellite_entry(args.name, args.role, signer.public_key, cap)
     print(f"key {args.name}: fingerprint {signer.fingerprint}; private key {args.dir / (args.name + '.key')}")
-    print("Give the satellite the public key: in flightd's configuration (before launch),")
+    if args.config is not None:
+        with args.config.open("a") as f:
+            f.write(f"\n{entry}\n")
+        print(f"appended to {args.config}")
+        return 0
+    print("Give the satellite the public key: in flightd's configuration (before launch, or --config),")
     print("or later with a signed `add_key` command from an operator key. Configuration entry:\n")
-    print(_satellite_entry(args.name, args.role, signer.public_key, cap))
+    print(entry)
     return 0
 
 
@@ -109,6 +115,7 @@ def add_security_parsers(subparsers: Any) -> None:
     s.add_argument("--priority-cap", type=int, choices=range(MAX_PRIORITY + 1), metavar="0..9",
                    help=f"highest job priority of a user key (default {DEFAULT_USER_PRIORITY_CAP})")
     s.add_argument("--dir", type=Path, default=DEFAULT_KEY_DIR, help=f"key directory (default {DEFAULT_KEY_DIR})")
+    s.add_argument("--config", type=Path, help="append the satellite's entry to this flightd configuration file")
     s.set_defaults(handler=cmd_keys_new)
     s = sub.add_parser("show", help="fingerprint and public key of a .key or .pub file")
     s.add_argument("file", type=Path)

@@ -9,6 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from flight.settings import FlightSettings
+from ground.cli import main
+from ground.pki import init_pki
+from ground.signer import load_signer
 from link.messages import Role
 
 
@@ -82,3 +85,15 @@ def test_bad_security_settings_are_refused_naming_the_field(tmp_path: Path, text
         load(tmp_path, text)
     errors = {".".join(str(p) for p in e["loc"]): e["msg"] for e in info.value.errors()}
     assert field in errors and why in errors[field], errors
+
+
+def test_pki_init_and_keys_new_write_a_configuration_flightd_loads(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path / "pki", ["sat1"], hosts=["broker.example"], persistence_dir=None)
+    config = pki.root / "sat1" / "flightd.toml"
+    assert main(["keys", "new", "ops", "--role", "operator", "--dir", str(tmp_path / "keys"),
+                 "--config", str(config)]) == 0
+    s = FlightSettings.load(config)
+    assert (s.broker, s.sat) == ("mqtts://broker.example:8883", "sat1")
+    tls = s.link.tls()
+    assert tls is not None and tls == pki.flightd("sat1") and tls.context() is not None
+    assert [k.entry().fingerprint for k in s.security.keys] == [load_signer(tmp_path / "keys" / "ops.key").fingerprint]
