@@ -285,9 +285,10 @@ CommandAction = Annotated[
 class Command(WireModel):
     """Ground -> satellite on ``cmd``. The reply goes to ``cmd/<command_id>/reply``.
 
-    When the satellite holds a command key, ``auth`` must be a valid tag (see :mod:`link.auth`) and
-    ``issued_utc`` must lie within the configured window of the satellite's clock: a command id is
-    accepted once.
+    Sent in a signed envelope (:mod:`link.envelope`) where the satellite holds signing keys: the
+    signer's role must allow ``body`` and ``issued_utc`` must lie within the configured window of
+    the satellite's clock (docs/icd.md, "Request authentication"). ``auth``: the legacy HMAC tag
+    (:mod:`link.auth`), required of unsigned commands where the satellite holds command keys.
     """
 
     command_id: Identifier
