@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.dispatch import MODEL
+from bench.dispatch import MODEL, timed_job
 from bench.harness import REPO, progress, rig
 from bench.radiation import alternate, cpu_description
 from flight.antireplay import ReplayWindow
@@ -124,13 +124,9 @@ async def dispatch(n: int, warmup: int) -> dict[str, Any]:
             for i in range(warmup + n):
                 pair = (("unsigned", unsigned), ("signed", signed))
                 for name, ground in (pair if i % 2 else pair[::-1]):
-                    t0 = time.perf_counter()
-                    job = await ground.submit(MODEL, {"image": x})
-                    await ground.wait_result(job.job_id, ack=False)
-                    elapsed = time.perf_counter() - t0
-                    await ground.ack(job.job_id)
+                    elapsed_ms = await timed_job(ground, x)
                     if i >= warmup:
-                        latencies[name].append(elapsed * 1e3)
+                        latencies[name].append(elapsed_ms)
     out: dict[str, Any] = {}
     for name, values in latencies.items():
         lat = np.array(values)

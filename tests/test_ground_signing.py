@@ -8,7 +8,6 @@ verifies under the ground key, and every publish, a retry included, carries a ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from ground.client import CommandFailed, GroundClient, GroundError
-from ground.pki import Pki, init_pki
+from ground.pki import Pki
 from ground.signer import Signer, generate_key
 from hil.mosquitto_broker import MosquittoBroker
 from link.codec import decode, encode
@@ -26,21 +25,6 @@ from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
 TOPICS = TopicMap("sat1")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return init_pki(tmp_path_factory.mktemp("pki") / "pki", ["sat1"], persistence_dir=None)
-
-
-@pytest.fixture(scope="module")
-def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    b = MosquittoBroker(tmp_path_factory.mktemp("locked"), locked=pki.broker_dir)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture

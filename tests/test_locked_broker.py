@@ -34,21 +34,6 @@ SPACE = ("flightd-sat1", "flightd-sat2", "plant-sat1")
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return init_pki(tmp_path_factory.mktemp("pki") / "orbitd-pki", ["sat1", "sat2"], persistence_dir=None)
-
-
-@pytest.fixture(scope="module")
-def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    b = MosquittoBroker(tmp_path_factory.mktemp("locked"), locked=pki.broker_dir)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
 def files(pki: Pki, identity: str) -> TlsFiles:
     if identity.startswith("flightd-"):
         return pki.flightd(identity.removeprefix("flightd-"))
