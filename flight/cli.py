@@ -18,7 +18,8 @@ from link.codec import describe_validation_error
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flightd", description="orbitd onboard job daemon")
-    p.add_argument("--broker", help="mqtt://HOST:PORT (default from config, else mqtt://127.0.0.1:1883)")
+    p.add_argument("--broker", help="mqtt://HOST:PORT, or a cluster's nodes comma-separated (default from config, "
+                   "else mqtt://127.0.0.1:1883)")
     p.add_argument("--sat", help="satellite id (topic level)")
     p.add_argument("--data-dir", type=Path, help="journal and state directory")
     p.add_argument("--models", type=Path, dest="models_dir", help="model registry directory")

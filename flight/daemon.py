@@ -12,8 +12,9 @@ reason, on the wire and in the log) -> journal (committed) -> ``queued`` state e
 dispatcher (:func:`flight.dispatch.plan_wake`) -> executor -> result committed to the journal ->
 result published, retained, until the ground acknowledges it (``ack_result``).
 
-Link: one aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
-submissions for us across our own restarts, re-entered with exponential backoff after a disconnect;
+Link: an aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
+submissions for us across our own restarts, reconnected with exponential backoff after a disconnect, to
+the next node of the broker list each time (a clustered broker keeps the session on every node);
 subscriptions and retained state are renewed after every connect. The retained ``status`` carries a
 last will of ``offline``; never rely on the broker's keepalive for safety (amqtt does not enforce it).
 One flightd per satellite id: before every connection and while connected, flightd checks that no
@@ -85,7 +86,7 @@ from link.messages import (
 )
 from link.telemetry import CLOCK, COMPUTE, RATE, compute_values, unreadable_values
 from link.topics import TopicMap
-from link.transport import BrokerUrl, make_client
+from link.transport import BrokerList, make_client, refused_filters
 
 log = logging.getLogger("flightd")
 
@@ -125,7 +126,8 @@ class FlightDaemon:
         self.settings = settings
         self.clock = clock
         self.topics = TopicMap(settings.sat)
-        self.url = BrokerUrl.parse(settings.broker)
+        self.brokers = BrokerList.parse(settings.broker)
+        self.url = self.brokers.node(0)  # the node of the current (or next) connection
         journal_path = settings.data_dir / "journal.sqlite3"
         self.journal = JobJournal(journal_path, settings.journal.synchronous)  # reads (and start-up)
         self.writer = JournalWriter(journal_path, settings.journal.synchronous)  # every write at run time
@@ -252,7 +254,7 @@ class FlightDaemon:
             "flightd %s sat=%s broker=%s queued=%d models=%s problems=%d",
             __version__,
             self.settings.sat,
-            self.url,
+            self.brokers,
             len(self._queue),
             ",".join(sorted(self.registry.models)) or "none",
             len(problems),
@@ -318,18 +320,21 @@ class FlightDaemon:
 
     async def _link_loop(self) -> None:
         will = aiomqtt.Will(self.topics.status, encode(self._offline_status()), qos=1, retain=True)
-        client = make_client(
-            self.url,
-            identifier=f"flightd-{self.settings.sat}",
-            clean_session=False,
-            will=will,
-            keepalive_s=self.settings.link.keepalive_s,
-            tls=self.settings.link.tls(),
-        )
         backoff = self.settings.link.reconnect_min_s
+        attempt = 0
         while True:
             connected_at: float | None = None
             self.supervisor.health.check_in("link")  # alive, connecting or reconnecting
+            self.url = self.brokers.node(attempt)
+            client = make_client(
+                self.url,
+                identifier=f"flightd-{self.settings.sat}",
+                clean_session=False,
+                will=will,
+                keepalive_s=self.settings.link.keepalive_s,
+                tls=self.settings.link.tls(),
+            )
+            attempt += 1
             try:
                 # Before taking the session: is it someone else's? (Not on the locked broker, where the
                 # client id is the certificate's: a probe would take the session; the check on the
@@ -349,7 +354,8 @@ class FlightDaemon:
             except aiomqtt.MqttError as exc:
                 if connected_at is not None and time.monotonic() - connected_at >= self.settings.link.stable_s:
                     backoff = self.settings.link.reconnect_min_s  # a connection that held: start again from the minimum
-                log.warning("link to %s lost or refused (%s); retrying in %.2f s", self.url, exc, backoff)
+                log.warning("link to %s lost or refused (%s); retrying in %.2f s on %s", self.url, exc, backoff,
+                            self.brokers.node(attempt))
             finally:
                 self._client = None
             await asyncio.sleep(backoff)
@@ -369,7 +375,9 @@ class FlightDaemon:
         subscriptions = [(t.command, 1), (t.telemetry_all, 0), (t.upload_all, 1), (t.status, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
-        await client.subscribe(subscriptions)
+        refused = refused_filters(subscriptions, await client.subscribe(subscriptions))
+        if refused:  # e.g. a cluster without a stream leader for a moment: connect again (next node)
+            raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
         log.info("connected to %s; subscribed to %s", self.url, ", ".join(s for s, _ in subscriptions))
         self._heartbeat()
         for job_id in list(self._queue) + list(self._running):

@@ -18,8 +18,8 @@ from pydantic_settings import (
 
 from flight.antireplay import DEFAULT_WINDOW, MAX_WINDOW
 from flight.keyring import KINDS, KeyEntry
-from link.messages import ID_PATTERN, Role
-from link.transport import TlsFiles
+from link.messages import ID_PATTERN, TOPIC_ID_PATTERN, Role
+from link.transport import BrokerList, TlsFiles
 
 
 class ExecutorSettings(BaseModel):
@@ -147,8 +147,11 @@ class FlightSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ORBITD_", env_nested_delimiter="__", extra="forbid")
 
-    broker: str = "mqtt://127.0.0.1:1883"
-    sat: str = Field(default="sat1", pattern=ID_PATTERN)
+    broker: str = Field(
+        default="mqtt://127.0.0.1:1883",
+        description="mqtt://host:port, or a cluster's nodes as mqtt://a:1883,mqtt://b:1883 (tried in turn)",
+    )
+    sat: str = Field(default="sat1", pattern=TOPIC_ID_PATTERN)
     data_dir: Path = Path("var/flightd")
     models_dir: Path = Path("models")
     shutdown_grace_s: float = Field(default=10.0, ge=0)
@@ -163,6 +166,12 @@ class FlightSettings(BaseSettings):
     )
 
     _toml_file: ClassVar[Path | None] = None
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_list(cls, value: str) -> str:
+        BrokerList.parse(value)  # ValueError names the bad entry
+        return value
 
     @classmethod
     def settings_customise_sources(

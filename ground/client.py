@@ -52,7 +52,7 @@ from link.messages import (
     Status,
 )
 from link.topics import TopicMap
-from link.transport import BrokerUrl, TlsFiles, make_client, publish_packet_bytes
+from link.transport import BrokerList, BrokerUrl, TlsFiles, make_client, publish_packet_bytes, refused_filters
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -97,7 +97,9 @@ def new_id(prefix: str = "") -> str:
 
 
 class GroundClient:
-    """One MQTT connection to the broker serving satellite ``sat``."""
+    """One MQTT connection to the broker serving satellite ``sat``; ``broker`` may list a cluster's
+    nodes (``mqtt://a:1883,mqtt://b:1883``): the first that accepts is used, and after a lost
+    connection the client reconnects to the next and subscribes again."""
 
     def __init__(
         self,
@@ -111,10 +113,12 @@ class GroundClient:
         signer: Signer | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
-        """``signer``: Ed25519 key that signs every job, command and upload begin (link.envelope);
+        """``broker``: a URL or a comma-separated list of a cluster's nodes (link.transport.BrokerList).
+        ``signer``: Ed25519 key that signs every job, command and upload begin (link.envelope);
         ``key_id``/``key``: the legacy shared HMAC command key (link.auth), used only without a signer.
-        ``tls``: the client's TLS identity for an ``mqtts://`` broker."""
-        self.url = BrokerUrl.parse(broker)
+        ``tls``: the client's TLS identity for ``mqtts://`` brokers."""
+        self.brokers = BrokerList.parse(broker)
+        self.url = self.brokers.node(0)  # the node connected to
         self.topics = TopicMap(sat)
         self.key_id = key_id
         self.key = key
@@ -132,12 +136,16 @@ class GroundClient:
         self._job_queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
         self._patterns: list[tuple[str, asyncio.Queue[tuple[str, bytes]]]] = []
         self._tracking_all = False
+        self._subscriptions: dict[str, int] = {}
+        self._connected = asyncio.Event()
+        self._attempt = 0
 
     # ------------------------------------------------------------------------------ connection
 
-    def connection(self, prefix: str = "ground-") -> aiomqtt.Client:
-        """A new (not yet connected) broker connection with this client's URL and TLS identity."""
-        return make_client(self.url, identifier=new_id(prefix), tls=self.tls)
+    def connection(self, prefix: str = "ground-", url: BrokerUrl | None = None) -> aiomqtt.Client:
+        """A new (not yet connected) connection to ``url`` (default: the node connected to) with this
+        client's TLS identity."""
+        return make_client(url or self.url, identifier=new_id(prefix), tls=self.tls)
 
     def seal(self, payload: bytes) -> bytes:
         """``payload`` signed for this satellite under the next sequence number, or as is without a signer.
@@ -149,13 +157,22 @@ class GroundClient:
         return payload_bytes + (0 if self.signer is None else overhead(self.topics.sat))
 
     async def __aenter__(self) -> Self:
-        self._client = self.connection()
-        try:
-            await self._client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            raise GroundError(f"cannot reach broker {self.url}: {exc}") from None
+        """Connect to the first node of the broker list that accepts; GroundError when none does."""
+        failures: list[str] = []
+        for attempt in range(len(self.brokers)):
+            client = self.connection("ground-", self.brokers.node(attempt))
+            try:
+                await client.__aenter__()
+            except aiomqtt.MqttError as exc:
+                failures.append(f"{self.brokers.node(attempt)}: {exc}")
+                continue
+            self._client, self.url, self._attempt = client, self.brokers.node(attempt), attempt
+            break
+        else:
+            raise GroundError(f"cannot reach broker {'; '.join(failures)}")
+        self._connected.set()
         self._reader = asyncio.create_task(self._read())
-        await self._client.subscribe([(f"{self.topics.base}/cmd/+/reply", 1), (self.topics.status, 1)])
+        await self._subscribe([(self.topics.command_reply_all, 1), (self.topics.status, 1)])
         return self
 
     async def __aexit__(
@@ -176,19 +193,75 @@ class GroundClient:
         return self._client
 
     async def _read(self) -> None:
-        async for message in self.mqtt.messages:
-            topic = str(message.topic)
-            payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
-            if topic == self.topics.status and payload:
-                with contextlib.suppress(WireError):
-                    self._status = decode(payload, Status).message
-                    self._status_seen.set()
-            queue = self._watched.get(topic)
-            if queue is not None:
-                queue.put_nowait((topic, payload))
-            for pattern, pattern_queue in self._patterns:
-                if message.topic.matches(pattern):
-                    pattern_queue.put_nowait((topic, payload))
+        """Hand each message to its queues; after a lost connection, reconnect (:meth:`_reconnect`)."""
+        while True:
+            with contextlib.suppress(aiomqtt.MqttError):
+                async for message in self.mqtt.messages:
+                    topic = str(message.topic)
+                    payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+                    if topic == self.topics.status and payload:
+                        with contextlib.suppress(WireError):
+                            self._status = decode(payload, Status).message
+                            self._status_seen.set()
+                    queue = self._watched.get(topic)
+                    if queue is not None:
+                        queue.put_nowait((topic, payload))
+                    for pattern, pattern_queue in self._patterns:
+                        if message.topic.matches(pattern):
+                            pattern_queue.put_nowait((topic, payload))
+            await self._reconnect()
+
+    async def _reconnect(self, backoff_max_s: float = 2.0) -> None:
+        """Connect to the next node of the list (round robin, backoff from 0.1 s doubling up to
+        ``backoff_max_s``) and subscribe again to everything: retained states and results come back,
+        other messages sent meanwhile (command replies) are lost and their callers time out."""
+        self._connected.clear()
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.mqtt.__aexit__(None, None, None)
+        delay = 0.1
+        while True:
+            self._attempt += 1
+            client = self.connection("ground-", self.brokers.node(self._attempt))
+            try:
+                await client.__aenter__()
+                self._client, self.url = client, self.brokers.node(self._attempt)
+                filters = list(self._subscriptions.items())
+                if filters and (refused := refused_filters(filters, await client.subscribe(filters))):
+                    raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
+            except aiomqtt.MqttError:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):  # a graceful DISCONNECT may hang
+                    await asyncio.wait_for(client.__aexit__(None, None, None), 5.0)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, backoff_max_s)
+                continue
+            self._connected.set()
+            return
+
+    async def _subscribe(self, filters: list[tuple[str, int]]) -> None:
+        """Subscribe and remember it, so that a reconnection subscribes again (a subscription that
+        fails because the link just dropped is made by that reconnection). A filter the broker refuses
+        is asked for again (backoff 0.1 s doubling to 2 s) for ``timeout_s``, then GroundError."""
+        self._subscriptions.update(filters)
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.1
+        while True:
+            try:
+                refused = refused_filters(filters, await self.mqtt.subscribe(filters))
+            except aiomqtt.MqttError:
+                return
+            if not refused:
+                return
+            if time.monotonic() + delay > deadline:
+                raise GroundError(f"{self.url} refused the subscription to {', '.join(refused)}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            filters = [(f, q) for f, q in filters if f in refused]
+
+    async def _unsubscribe(self, topics: list[str]) -> None:
+        for t in topics:
+            self._subscriptions.pop(t, None)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.mqtt.unsubscribe(topics)
 
     async def _watch(self, *topics: str, subscribe: bool = True) -> asyncio.Queue[tuple[str, bytes]]:
         """One queue receiving every message on ``topics`` from now on (retained ones included)."""
@@ -196,20 +269,20 @@ class GroundClient:
         for t in topics:
             self._watched[t] = queue
         if subscribe and not (self._tracking_all and all(self._is_job_topic(t) for t in topics)):
-            await self.mqtt.subscribe([(t, 1) for t in topics])
+            await self._subscribe([(t, 1) for t in topics])
         return queue
 
     async def watch_topic(self, topic: str) -> asyncio.Queue[tuple[str, bytes]]:
         """Subscribe to ``topic`` (wildcards allowed) and return the queue of (topic, payload) it fills."""
         queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._patterns.append((topic, queue))
-        await self.mqtt.subscribe(topic, qos=1)
+        await self._subscribe([(topic, 1)])
         return queue
 
     async def track_all_jobs(self) -> None:
         """Subscribe once to every job's state and result (wildcards) instead of per job: for a
         dispatcher with many jobs in flight. Retained results not yet acknowledged arrive too."""
-        await self.mqtt.subscribe([(self.topics.job_state_all, 1), (self.topics.result_all, 1)])
+        await self._subscribe([(self.topics.job_state_all, 1), (self.topics.result_all, 1)])
         self._tracking_all = True
 
     def _is_job_topic(self, topic: str) -> bool:
@@ -220,8 +293,7 @@ class GroundClient:
             self._watched.pop(t, None)
         if self._tracking_all and all(self._is_job_topic(t) for t in topics):
             return
-        with contextlib.suppress(aiomqtt.MqttError):
-            await self.mqtt.unsubscribe(list(topics))
+        await self._unsubscribe(list(topics))
 
     # ------------------------------------------------------------------------------------ jobs
 
@@ -260,7 +332,12 @@ class GroundClient:
         queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
         self._job_queues[job_id] = queue
         for attempt in range(1, attempts + 1):
-            await self.mqtt.publish(self.topics.job_submit, self.seal(payload), qos=1)
+            try:  # no PUBACK (link lost, or a cluster electing a stream leader): ours to send again
+                await self.mqtt.publish(self.topics.job_submit, self.seal(payload), qos=1, timeout=ack_timeout_s)
+            except aiomqtt.MqttError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._connected.wait(), ack_timeout_s)
+                continue
             try:
                 event = await asyncio.wait_for(self._next_state(queue), ack_timeout_s)
             except TimeoutError:
@@ -374,6 +451,8 @@ class GroundClient:
         try:
             await self.mqtt.publish(self.topics.command, self.seal(encode(command)), qos=1)
             _, payload = await asyncio.wait_for(queue.get(), timeout_s or self.timeout_s)
+        except aiomqtt.MqttError as exc:
+            raise GroundError(f"{body.action}: link to {self.url} lost ({exc}); send it again") from None
         except TimeoutError:
             raise GroundError(
                 f"{body.action}: no reply from {self.topics.sat} within {timeout_s or self.timeout_s:.0f} s"

@@ -3,6 +3,7 @@
     hil plant  --broker URL --sat ID --scenario NAME --warp X [--rate HZ] [--duration S]
                [--tls-ca F --tls-cert F --tls-key F]  (the plant-<sat> identity on an mqtts:// broker)
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
+    hil nats   [--dir DIR] [--nodes 3]    (nats-server cluster with MQTT: the fleet's ground broker)
     hil scenarios                         (list the bundled scenarios)
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +40,14 @@ def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--port", type=int, default=1883)
 
 
+def _add_nats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("nats", help="run a nats-server cluster with its MQTT listener on loopback (fleet ground)")
+    p.add_argument("--dir", type=Path, default=Path("var/nats"), help="configs, logs and JetStream stores")
+    p.add_argument("--nodes", type=int, default=3, help="cluster size (MQTT streams replicated on up to 3)")
+    p.add_argument("--mqtt-port", type=int, help="MQTT port of node 1; node i listens on PORT + i - 1 "
+                   "(default: free ports)")
+
+
 def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sil", help="software-in-the-loop run: broker, plant, flightd, workload, report")
     p.add_argument("--scenario", default="nominal-550km", help="scenario name (hil/scenarios) or .toml path")
@@ -58,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_plant(sub)
     _add_broker(sub)
+    _add_nats(sub)
     sub.add_parser("scenarios", help="list the bundled scenarios")
     _add_sil(sub)
     return parser
@@ -86,6 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hil.embedded_broker import serve_forever
 
             asyncio.run(serve_forever(args.host, args.port))
+        elif args.command == "nats":
+            import signal
+
+            from hil.nats_cluster import NatsCluster
+
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the nodes too
+            ports = None if args.mqtt_port is None else [args.mqtt_port + i for i in range(args.nodes)]
+            with NatsCluster(args.dir, size=args.nodes, mqtt_ports=ports) as cluster:
+                print(f"{args.nodes} nodes ready in {cluster.ready_s:.1f} s; configs and logs under {args.dir}")
+                print(f"broker list: {cluster.url}", flush=True)
+                while all(node.alive() for node in cluster.nodes):
+                    time.sleep(0.5)
+                raise RuntimeError("a nats-server node exited: see its nats.log")
         elif args.command == "sil":
             import json
             from dataclasses import asdict

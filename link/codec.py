@@ -31,7 +31,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from link import SCHEMA_VERSION
-from link.messages import ID_PATTERN, WireModel
+from link.messages import TOPIC_ID_PATTERN, WireModel
 from link.numbers import first_bad_number
 from link.tensor import ALIGN, Tensor, TensorError, dtype_name, inline_tensor, little_endian_bytes
 
@@ -142,13 +142,14 @@ def decode(payload: bytes | memoryview, cls: type[M]) -> Decoded[M]:
 
 def peek_field(payload: bytes | memoryview, field: str) -> str | None:
     """Best-effort: the identifier in ``field`` of a payload that may fail validation, so that a
-    rejection can name the job or command it is about. None when it cannot be read."""
+    rejection can name the job or command it is about (on its topic). None when it cannot be read or
+    is no valid topic level (:data:`link.messages.TOPIC_ID_PATTERN`)."""
     try:
         doc = read_header(payload)
     except WireError:
         return None
-    value = doc.get(field)
-    if isinstance(value, str) and re.match(ID_PATTERN, value):
+    value = doc.get(field) if isinstance(doc, dict) else None
+    if isinstance(value, str) and re.match(TOPIC_ID_PATTERN, value):
         return value
     return None
 

@@ -7,8 +7,9 @@ Invariants shared by all messages:
 - Every number is finite and physically possible (:mod:`link.numbers`): NaN and infinities are refused
   in every field, times are dates, counts and durations are not negative, telemetry values lie in the
   telemetry dictionary's physical ranges (:mod:`link.telemetry`).
-- Identifiers that appear in topics (job ids, command ids, satellite ids, model names) match
-  :data:`ID_PATTERN`, so they can never contain MQTT wildcards or level separators.
+- Identifiers match :data:`ID_PATTERN`, so they can never contain MQTT wildcards or level separators;
+  those that become a topic level (satellite, job, command and upload ids, telemetry channels) match the
+  narrower :data:`TOPIC_ID_PATTERN` (no ``.``), so every broker orbitd runs on carries them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from link.tensor import Tensor
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+TOPIC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+"""An identifier that is a topic level: :data:`ID_PATTERN` without ``.``. nats-server before 2.10 (Debian
+ships 2.9.10) refuses a ``.`` in an MQTT topic: it disconnects the publisher and fails the subscription
+(docs.nats.io, "MQTT Topics and NATS Subjects"; tests/test_nats_cluster.py)."""
+TopicId = Annotated[str, Field(pattern=TOPIC_ID_PATTERN)]
 TensorName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -78,7 +84,7 @@ class JobRequest(WireModel):
     and the job expires instead of running.
     """
 
-    job_id: Identifier
+    job_id: TopicId
     model: Identifier
     version: Identifier | None = None
     inputs: dict[TensorName, Tensor] = Field(min_length=1, max_length=64)
@@ -95,7 +101,7 @@ class JobStateEvent(WireModel):
     starts (a job requeued after a reset or a preemption runs again with ``attempt`` + 1).
     """
 
-    job_id: Identifier
+    job_id: TopicId
     state: JobState
     at_utc: UtcTime
     reason: str | None = None
@@ -108,7 +114,7 @@ class JobStateEvent(WireModel):
 class JobResult(WireModel):
     """Satellite -> ground, retained on ``results/<id>`` until the ground acknowledges it."""
 
-    job_id: Identifier
+    job_id: TopicId
     model: Identifier
     version: Identifier
     outputs: dict[TensorName, Tensor]
@@ -134,7 +140,7 @@ class Status(WireModel):
     online under its satellite id stops (docs/icd.md, "One flightd per satellite id"). The offline
     status (last will, clean stop) carries the sizes and the identity too."""
 
-    sat: Identifier
+    sat: TopicId
     state: Literal["online", "offline"]
     at_utc: UtcTime | None = None
     flightd_version: str | None = None
@@ -167,8 +173,8 @@ class Telemetry(WireModel):
     The channels, their measurements and units are defined in :mod:`link.telemetry` (docs/icd.md's table).
     """
 
-    sat: Identifier
-    channel: Identifier
+    sat: TopicId
+    channel: TopicId
     t_s: MissionTime
     at_utc: UtcTime | None = None
     values: dict[str, float] = Field(max_length=256)
@@ -190,19 +196,19 @@ class Telemetry(WireModel):
 
 class CancelJob(LinkModel):
     action: Literal["cancel"] = "cancel"
-    job_id: Identifier
+    job_id: TopicId
 
 
 class AckResult(LinkModel):
     """The ground holds the result: the satellite may delete it."""
 
     action: Literal["ack_result"] = "ack_result"
-    job_id: Identifier
+    job_id: TopicId
 
 
 class GetJob(LinkModel):
     action: Literal["get_job"] = "get_job"
-    job_id: Identifier
+    job_id: TopicId
 
 
 class ListJobs(LinkModel):
@@ -291,7 +297,7 @@ class Command(WireModel):
     (:mod:`link.auth`), required of unsigned commands where the satellite holds command keys.
     """
 
-    command_id: Identifier
+    command_id: TopicId
     issued_utc: UtcTime
     body: CommandAction
     auth: Auth | None = None
@@ -300,7 +306,7 @@ class Command(WireModel):
 class CommandReply(WireModel):
     """Satellite -> ground on ``cmd/<command_id>/reply``."""
 
-    command_id: Identifier
+    command_id: TopicId
     ok: bool
     error: str | None = None
     data: Any = None

@@ -9,18 +9,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from link.messages import ID_PATTERN
+from link.messages import TOPIC_ID_PATTERN
 
 LIVE_ROOT = "orbitd/v1"
 REPLAY_ROOT = "orbitd-replay/v1"
 
-_ID = re.compile(ID_PATTERN)
+_ID = re.compile(TOPIC_ID_PATTERN)
 
 
 def check_id(kind: str, value: str) -> str:
-    """``value`` if it is a valid identifier for a topic level, else ValueError naming ``kind``."""
+    """``value`` if it is a valid identifier for a topic level, else ValueError naming ``kind``.
+
+    Topic levels follow :data:`link.messages.TOPIC_ID_PATTERN` (no ``.``: nats-server 2.9 refuses it)."""
     if not _ID.match(value):
-        raise ValueError(f"invalid {kind} {value!r}: must match {ID_PATTERN}")
+        raise ValueError(f"invalid {kind} {value!r}: must match {TOPIC_ID_PATTERN}")
     return value
 
 

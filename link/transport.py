@@ -1,5 +1,10 @@
 """How every segment reaches the broker: URL parsing and an aiomqtt Client with the link's settings.
 
+A broker may be a cluster (the fleet's ground segment on three nats-server nodes, docs/fleet.md): its
+address is then a comma-separated list of node URLs (:class:`BrokerList`), and a client that loses or
+cannot open its connection moves on to the next node. The session (client id, persistent subscriptions,
+undelivered QoS 1 messages) lives in the cluster, not in a node, so the next node resumes it.
+
 TCP_NODELAY is set on the client socket: with Nagle's algorithm against the broker's delayed ACKs a
 QoS 1 round trip took 88 ms on the development machine, 0.5 ms without it
 (../shared/reference/boards-and-runtime.md, "MQTT here"). The protocol is MQTT 3.1.1, the common
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,6 +78,43 @@ class TlsFiles:
         except ssl.SSLError as exc:
             raise ValueError(f"unusable TLS files ({self.ca}, {self.cert}, {self.key}): {exc}") from None
         return context
+
+
+@dataclass(frozen=True)
+class BrokerList:
+    """``mqtt://a:1883,mqtt://b:1883``: the nodes of one (clustered) broker, tried in turn; one URL is a
+    list of one. ``nodes[i]`` wraps around, so a client walks the list round robin after failures."""
+
+    urls: tuple[BrokerUrl, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> BrokerList:
+        """ValueError naming the bad entry for an empty list, an empty entry or a bad URL."""
+        entries = [entry.strip() for entry in spec.split(",")]
+        if any(not entry for entry in entries):
+            raise ValueError(f"broker list {spec!r} has an empty entry (use mqtt://a:1883,mqtt://b:1883)")
+        return cls(tuple(BrokerUrl.parse(entry) for entry in entries))
+
+    def node(self, attempt: int) -> BrokerUrl:
+        """The node to try on connection attempt ``attempt`` (0, 1, 2, ...): round robin."""
+        return self.urls[attempt % len(self.urls)]
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def __str__(self) -> str:
+        return ",".join(str(u) for u in self.urls)
+
+
+def refused_filters(filters: Sequence[tuple[str, int]], granted: Sequence[object]) -> list[str]:
+    """The topic filters of a SUBSCRIBE that the broker refused (SUBACK return code 0x80), from what
+    ``aiomqtt.Client.subscribe`` returns (ints or paho ReasonCodes, one per filter). A nats-server
+    cluster refuses a QoS 1 subscription while it cannot create its JetStream consumer (no stream
+    leader for a few seconds after a node died): a client must not carry on as if subscribed."""
+    codes = [int(getattr(g, "value", g)) for g in granted]  # type: ignore[call-overload]
+    if len(codes) != len(filters):
+        return [f for f, _ in filters]
+    return [f for (f, _), code in zip(filters, codes, strict=True) if code >= 0x80]
 
 
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

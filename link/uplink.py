@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from link.codec import Decoded, WireError, decode, encode, read_header
 from link.manifest import ModelManifest
-from link.messages import Auth, Identifier, WireModel
+from link.messages import Auth, Identifier, TopicId, WireModel
 from link.numbers import Count, UtcTime
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
@@ -70,7 +70,7 @@ class UploadBegin(WireModel):
     """
 
     kind: Literal["begin"] = "begin"
-    upload_id: Identifier
+    upload_id: TopicId
     manifest: ModelManifest
     chunk_bytes: int = Field(ge=MIN_CHUNK_BYTES, le=MAX_CHUNK_BYTES)
     n_chunks: int = Field(ge=1)
@@ -103,7 +103,7 @@ class UploadChunk(WireModel):
     """Ground -> satellite, framed: chunk ``index``; the binary section holds its bytes, ``sha256`` their hash."""
 
     kind: Literal["chunk"] = "chunk"
-    upload_id: Identifier
+    upload_id: TopicId
     index: Count
     sha256: str = Field(pattern=SHA256_HEX)
 
@@ -112,7 +112,7 @@ class UploadQuery(WireModel):
     """Ground -> satellite: reply with an :class:`UploadProgress` carrying the same ``query_id``."""
 
     kind: Literal["query"] = "query"
-    upload_id: Identifier
+    upload_id: TopicId
     query_id: Identifier | None = None
 
 
@@ -138,7 +138,7 @@ class UploadProgress(WireModel):
     ``reason`` explains every rejection, and a chunk that was refused (bad hash or length).
     """
 
-    upload_id: Identifier
+    upload_id: TopicId
     state: UploadState
     at_utc: UtcTime
     received: Count = 0

@@ -1,5 +1,5 @@
-"""Shared fixtures: a real Mosquitto per test (own config, free loopback port), the embedded broker,
-and per module a PKI with its locked Mosquitto (``pki``, ``broker``)."""
+"""Shared fixtures: a real Mosquitto per test (own config, free loopback port), a three-node nats-server
+cluster, the embedded broker, and per module a PKI with its locked Mosquitto (``pki``, ``broker``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from ground.pki import Pki, init_pki
 from hil.embedded_broker import EmbeddedBroker
 from hil.mosquitto_broker import MosquittoBroker
+from hil.nats_cluster import NatsCluster
 from tests.support import FlightdProcess, wait_online
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +26,13 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three nats-server nodes routed to each other, JetStream (MQTT streams R3) and MQTT on each."""
+    with NatsCluster(tmp_path / "nats") as cluster:
+        yield cluster
 
 
 @pytest.fixture
