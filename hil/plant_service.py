@@ -42,7 +42,7 @@ from link.codec import WireError, decode, encode
 from link.messages import Telemetry
 from link.telemetry import BUSY_CORES, CLOCK, COMPUTE, RATE
 from link.topics import TopicMap
-from link.transport import BrokerUrl, make_client
+from link.transport import BrokerUrl, TlsFiles, make_client
 
 log = logging.getLogger("hil.plant")
 
@@ -187,12 +187,14 @@ async def serve(
     duration_s: float | None = None,
     physics_dt_s: float = 1.0,
     lockstep_s: float | None = None,
+    tls: TlsFiles | None = None,
 ) -> Pacer:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
     forever, or until cancelled); returns its :class:`Pacer` (``slips``: times the host fell behind).
     ``rate_hz``: telemetry samples per simulated second (default: the scenario's telemetry period).
     ``lockstep_s``: stay at most this many simulated seconds ahead of flightd's reported mission time
-    (None: free-running, for a plant with no flightd)."""
+    (None: free-running, for a plant with no flightd). ``tls``: the ``plant-<sat>`` identity on the
+    locked broker."""
     if warp <= 0:
         raise ValueError("warp must be > 0")
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
@@ -205,7 +207,7 @@ async def serve(
     heard = asyncio.Event()
     topics = TopicMap(sat)
     compute_topic = topics.telemetry(COMPUTE)
-    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}") as client:
+    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}", tls=tls) as client:
         await client.subscribe(compute_topic, qos=0)
         listener = asyncio.create_task(_listen(client, runner, compute_topic, lock, heard))
         log.info("plant %s for %s on %s: warp %g, telemetry every %g s, lock-step %s", sc.name, sat, broker, warp,
