@@ -50,7 +50,7 @@ from link.codec import WireError, decode, encode
 from link.messages import Telemetry
 from link.telemetry import BUSY_CORES, CLOCK, COMPUTE, MET_S, RATE
 from link.topics import TopicMap
-from link.transport import BrokerUrl, make_client
+from link.transport import BrokerUrl, TlsFiles, make_client
 
 log = logging.getLogger("hil.plant")
 
@@ -240,6 +240,7 @@ async def serve(
     physics_dt_s: float = 1.0,
     lockstep_s: float | None = None,
     clock_jumps: tuple[tuple[float, float], ...] = (),
+    tls: TlsFiles | None = None,
 ) -> Pacer:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
     forever, or until cancelled); returns its :class:`Pacer` (``slips``: times the host fell behind).
@@ -247,7 +248,8 @@ async def serve(
     ``lockstep_s``: stay at most this many simulated seconds ahead of flightd's reported mission time
     (None: free-running, for a plant with no flightd). ``clock_jumps``: (at simulated s, jump s)
     pairs: from ``at`` on, the published mission time ``t_s`` runs ``jump`` seconds ahead of the
-    plant's own (a timebase fault, :class:`ClockJumps`; ValueError for a backward one)."""
+    plant's own (a timebase fault, :class:`ClockJumps`; ValueError for a backward one). ``tls``: the
+    ``plant-<sat>`` identity on the locked broker."""
     if warp <= 0:
         raise ValueError("warp must be > 0")
     jumps = ClockJumps(clock_jumps)
@@ -261,7 +263,7 @@ async def serve(
     heard = asyncio.Event()
     topics = TopicMap(sat)
     compute_topic = topics.telemetry(COMPUTE)
-    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}") as client:
+    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}", tls=tls) as client:
         await client.subscribe(compute_topic, qos=0)
         listener = asyncio.create_task(_listen(client, runner, compute_topic, lock, jumps, heard))
         log.info("plant %s for %s on %s: warp %g, telemetry every %g s, lock-step %s", sc.name, sat, broker, warp,
