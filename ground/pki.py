@@ -26,7 +26,8 @@ No anonymous access, no cleartext listener. The ACL (:func:`render_acl`, from
 write access to its satellite's sat -> ground topics and read access to its ground -> sat topics
 only; ``plant-<sat>`` writes its plant channels (and the simulator's ``clock``) and reads
 ``tlm/compute``; ``bridge-<sat>`` has both sets of rights (it carries all of the satellite's traffic)
-and its connection-state topic; ``operator`` writes jobs, commands and uploads and reads everything;
+and its connection-state topic; ``operator`` writes jobs, commands, sequence commands (``seq/cmd``,
+operator-only on the key ring too) and uploads and reads everything;
 ``user`` writes jobs and commands (the satellite's key ring limits what a user's signed commands may
 do) and reads states, results, replies, status, events and telemetry; ``observer`` only reads. A
 satellite's identity gives nothing on another satellite's topics.
@@ -90,7 +91,7 @@ def bridge_identity(sat: str) -> str:
 
 def _space_acl(sat: str, root: str) -> list[str]:
     t = TopicMap(sat, root)
-    uplink = (t.job_submit, t.command, t.upload_all)
+    uplink = (t.job_submit, t.command, t.sequence_command, t.upload_all)
     downlink = (t.job_state_all, t.result_all, t.command_reply_all, t.upload_progress_all, t.status, t.events)
     flightd = [
         f"user {flightd_identity(sat)}",
@@ -119,8 +120,8 @@ def _ground_acl(name: str, role: str, sats: Sequence[str], root: str) -> list[st
         t = TopicMap(sat, root)
         if role in ("operator", "user"):
             lines += [f"topic write {t.job_submit}", f"topic write {t.command}"]
-        if role == "operator":
-            lines += [f"topic write {t.upload_all}", f"topic read {t.everything}"]
+        if role == "operator":  # sequences are operator commands (flight.keyring), as uploads are
+            lines += [f"topic write {t.upload_all}", f"topic write {t.sequence_command}", f"topic read {t.everything}"]
         elif role == "user":
             lines += [
                 f"topic read {t.job_state_all}",

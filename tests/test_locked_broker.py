@@ -131,6 +131,8 @@ WRITES = [
     ("ground-observer", "orbitd/v1/sat1/jobs/submit", False),
     ("ground-observer", "orbitd/v1/sat1/cmd", False),
     ("ground-operator", "orbitd/v1/sat1/models/upload/u1", True),
+    ("ground-operator", "orbitd/v1/sat1/seq/cmd", True),
+    ("ground-user", "orbitd/v1/sat1/seq/cmd", False),
     ("ground-operator", "orbitd/v1/sat1/status", False),
 ]
 
@@ -149,6 +151,8 @@ async def test_publish_rights(pki: Pki, broker: MosquittoBroker, identity: str, 
 READS = [
     # (reader, topic, publisher, may read)
     ("flightd-sat1", "orbitd/v1/sat1/jobs/submit", "ground-operator", True),
+    ("flightd-sat1", "orbitd/v1/sat1/seq/cmd", "ground-operator", True),
+    ("flightd-sat2", "orbitd/v1/sat1/seq/cmd", "ground-operator", False),
     ("flightd-sat2", "orbitd/v1/sat1/jobs/submit", "ground-operator", False),
     ("flightd-sat2", "orbitd/v1/sat1/cmd", "ground-operator", False),
     ("flightd-sat2", "orbitd/v1/sat1/models/upload/u1", "ground-operator", False),

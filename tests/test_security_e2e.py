@@ -33,6 +33,7 @@ from link.messages import (
     RotateKey,
     Status,
 )
+from link.sequence import After, JobTemplate, ListSequences, Sequence, SequenceEntry, UploadSequence
 from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 from tests.support import FlightdProcess, copy_bundled
@@ -283,3 +284,24 @@ async def test_the_satellite_keeps_its_last_operator_key(stack: Stack) -> None:
         with pytest.raises(CommandFailed, match="last active operator key"):
             await ops.command(RevokeKey(fingerprint=stack.ops.fingerprint))
         await ops.ping()
+
+
+async def test_sequences_are_operator_commands_and_their_jobs_run_on_a_signed_satellite(stack: Stack) -> None:
+    """A sequence is an operator command: a user key's upload is refused for its role (and a user's
+    broker identity may not even publish on seq/cmd). An operator's upload is armed, and the job it
+    fires runs although this satellite refuses unsigned jobs: flightd asks for it onboard, under the
+    sequence its signer was allowed to upload."""
+    inputs = pack_tensors({"image": IMAGE}, framed=False)[0]
+    sequence = Sequence(sequence_id="signed", entries=[SequenceEntry(
+        name="soon", trigger=After(delay_s=0.5, of="start"), job=JobTemplate(model="digits-int8", inputs=inputs))])
+    async with stack.client(stack.lab) as lab:  # the operator's broker identity, a user's key
+        with pytest.raises(CommandFailed, match=r"\(lab, user\) may not sign command upload_sequence"):
+            await lab.sequence_command(UploadSequence(sequence=sequence))
+    async with stack.client(stack.ops) as ops:
+        await ops.track_all_jobs()
+        reply = await ops.sequence_command(UploadSequence(sequence=sequence))
+        assert reply["state"] == "armed"
+        await ops.wait_result("signed_soon_1", timeout_s=20)
+        [listed] = await ops.sequence_command(ListSequences())
+        assert listed["state"] == "done" and listed["handled"] == {"soon": 1}
+    await assert_in_log(stack, "sequence signed entry soon #1 fired job signed_soon_1")
