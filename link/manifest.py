@@ -26,14 +26,15 @@ MODEL_FILE = "model.onnx"
 class TensorSpec(LinkModel):
     """Declared name, element type and shape of one model input or output.
 
-    ``shape`` None: the rank is unknown (allowed for outputs only: the registry refuses a model with an
-    input of unknown rank, since no job could be checked against it). A symbolic dimension (a string)
-    stands for one size across all of a job's inputs (:func:`flight.registry.check_inputs`).
+    ``shape`` None (or absent, as messages leave out None fields): the rank is unknown (allowed for outputs
+    only: the registry refuses a model with an input of unknown rank, since no job could be checked against
+    it). A symbolic dimension (a string) stands for one size across all of a job's inputs
+    (:func:`flight.registry.check_inputs`).
     """
 
     name: str
     dtype: DType
-    shape: list[ManifestDim] | None
+    shape: list[ManifestDim] | None = None
 
     def accepts(self, dtype: str, shape: list[int]) -> str | None:
         """None if a tensor of ``dtype`` and ``shape`` fits this spec, else the reason it does not."""

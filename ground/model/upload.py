@@ -67,6 +67,12 @@ class UploadFailed(GroundError):
     """The upload did not finish (time out, unreadable file); a rejection is a result, not this."""
 
 
+BEGIN_ATTEMPTS = 5
+"""Begins sent in a row that the satellite answers with "no such upload" before the upload fails: it is
+refusing the begin itself (a message it cannot read, such as a manifest field an older flightd does not
+know), and sending it again would only repeat the refusal as fast as the link allows."""
+
+
 class _LinkLost(aiomqtt.MqttError):
     """The broker connection ended while the uploader was waiting on it."""
 
@@ -117,6 +123,8 @@ class _Uploader:
         self.topic = client.topics.upload(upload_id)
         self.progress_topic = client.topics.upload_progress(upload_id)
         self.delivered: set[int] = set()
+        self.refusal: str | None = None
+        """The latest "refused message" reason the satellite gave for this upload."""
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -156,12 +164,19 @@ class _Uploader:
                 await mqtt.publish(self.topic, self._begin_payload(), qos=1)
                 reply = await self._ask(mqtt, reader, replies)
                 self.stats.received_on_connect.append(reply.received)
+                unknown = 0
                 while True:
                     if reply.state.terminal:
                         return reply
                     if reply.state is UploadState.UNKNOWN:  # the begin was lost: send it again
+                        unknown += 1
+                        if unknown >= BEGIN_ATTEMPTS:
+                            raise UploadFailed(
+                                f"upload {self.upload_id}: {self.client.topics.sat} did not take the begin "
+                                f"{unknown} times in a row: {self.refusal or reply.reason}")
                         await mqtt.publish(self.topic, self._begin_payload(), qos=1)
                     else:
+                        unknown = 0
                         missing = from_ranges(reply.missing)
                         self.delivered = set(range(self.n_chunks)) - set(missing)
                         self._report()
@@ -211,6 +226,8 @@ class _Uploader:
                     break
                 if reply.upload_id != self.upload_id:
                     continue
+                if reply.reason and reply.reason.startswith("refused message"):
+                    self.refusal = reply.reason
                 if reply.query_id == query_id or reply.state.terminal:
                     return reply
             log.info("upload %s: no answer from %s within %.1f s; asking again", self.upload_id,
