@@ -44,6 +44,7 @@ from flight.model_proto import (
     ModelOutline,
     ModelProtoError,
     ValueSpec,
+    canonical_domain,
     encode_graph,
     encode_model,
     encode_node,
@@ -119,13 +120,9 @@ def _runtime_domains() -> set[str]:
     try:
         from onnxruntime.capi.onnxruntime_pybind11_state import get_all_opkernel_def
 
-        return {_domain_from_kernel(k.domain) for k in get_all_opkernel_def()}
+        return {canonical_domain(k.domain) for k in get_all_opkernel_def()}
     except (ImportError, AttributeError):  # a build without the kernel listing: the domains every build has
         return {"", "ai.onnx.ml", "com.microsoft"}
-
-
-def _domain_from_kernel(domain: str) -> str:
-    return "" if domain == "ai.onnx" else domain
 
 
 @functools.cache

@@ -269,21 +269,17 @@ def tensor_fields(buf: memoryview) -> TensorFields:
             typed.setdefault(number, []).append((wire, value))
         elif number == 13 and wire == LEN:
             external = True
-            entry = dict(_string_entry(value))
-            location = entry.get("location", location)
+            entry = _texts(value, 1, 2)  # StringStringEntryProto key, value
+            if entry.get(1) == "location":
+                location = entry.get(2, "")
         elif number == 14 and wire == VARINT and value == 1:
             external = True
     return TensorFields(name, dtype_code, tuple(dims), raw, typed, external, location)
 
 
-def _string_entry(buf: memoryview) -> Iterator[tuple[str, str]]:
-    key = value = ""
-    for number, wire, raw, _, _ in _fields(buf):
-        if wire == LEN and number == 1:
-            key = _text(raw)
-        elif wire == LEN and number == 2:
-            value = _text(raw)
-    yield key, value
+def _texts(buf: memoryview, *numbers: int) -> dict[int, str]:
+    """The string fields ``numbers`` of the message in ``buf`` (the last of each wins, as in protobuf)."""
+    return {n: _text(v) for n, w, v, _, _ in _fields(buf) if w == LEN and n in numbers}
 
 
 def _text(value: Any) -> str:
@@ -458,7 +454,8 @@ class ModelOutline:
     damaged: list[str] = field(default_factory=list)
 
 
-def _domain(name: str) -> str:
+def canonical_domain(name: str) -> str:
+    """An operator set domain as ONNX Runtime keys it: "ai.onnx" is the default domain, ""."""
     return "" if name == "ai.onnx" else name
 
 
@@ -469,7 +466,7 @@ def _opset_id(buf: memoryview) -> tuple[str, int]:
             domain = _text(value)
         elif number == 2 and wire == VARINT:
             version = _signed64(value)
-    return _domain(domain), version
+    return canonical_domain(domain), version
 
 
 def _value_spec(buf: memoryview) -> ValueSpec:
@@ -548,13 +545,8 @@ class _OutlineReader:
         return out
 
     def _function_id(self, buf: memoryview) -> tuple[str, str]:
-        name = domain = ""
-        for number, wire, value, _, _ in _fields(buf):
-            if number == 1 and wire == LEN:
-                name = _text(value)
-            elif number == 10 and wire == LEN:
-                domain = _text(value)
-        return _domain(domain), name
+        texts = _texts(buf, 1, 10)  # FunctionProto name, domain
+        return canonical_domain(texts.get(10, "")), texts.get(1, "")
 
     def function(self, buf: memoryview) -> None:
         domain, name = self._function_id(buf)
@@ -569,7 +561,7 @@ class _OutlineReader:
     ) -> tuple[list[ValueSpec], list[ValueSpec]]:
         """Record the graph's operators and tensors; returns its (inputs that are not initializers, outputs).
         ``context`` says where the graph is (empty for the main graph)."""
-        name = next((_text(v) for n, w, v, _, _ in _fields(buf) if n == 2 and w == LEN), "")
+        name = _texts(buf, 2).get(2, "")
         if depth > MAX_GRAPH_DEPTH:
             raise GraphTooDeep(f"subgraphs nested more than {MAX_GRAPH_DEPTH} deep (graph {name!r})")
         where = f"graph {name!r}" + (f" ({context})" if context else "")
@@ -604,7 +596,7 @@ class _OutlineReader:
             elif number == 5:
                 attributes.append(value)
             elif number == 7:
-                domain = _domain(_text(value))
+                domain = canonical_domain(_text(value))
         here = f"node {name or op_type!r} in {where}"
         key = (domain, op_type)
         if key not in self.outline.ops:
@@ -613,8 +605,7 @@ class _OutlineReader:
             self.attribute(attribute, depth, opsets, here)
 
     def attribute(self, buf: memoryview, depth: int, opsets: dict[str, int], where: str) -> None:
-        name = next((_text(v) for n, w, v, _, _ in _fields(buf) if n == 1 and w == LEN), "")
-        here = f"attribute {name!r} of {where}"
+        here = f"attribute {_texts(buf, 1).get(1, '')!r} of {where}"
         for number, wire, value, _, _ in _fields(buf):
             if wire != LEN:
                 continue

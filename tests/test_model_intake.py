@@ -28,7 +28,7 @@ from flight.model_intake import (
 )
 from flight.model_proto import MAX_GRAPH_DEPTH, read_outline
 from flight.registry import ModelError, ModelRegistry, check_inputs
-from ground.model.files import ModelFileError, build_manifest, manifest_for, write_manifest
+from ground.model.files import ModelFileError, build_manifest, write_manifest
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest, TensorSpec
 from link.messages import EventKind
 from link.uplink import UploadState
@@ -129,7 +129,7 @@ def test_reader_interface_is_onnx_runtimes_on_bundled_models(name: str) -> None:
 
 def test_manifest_must_describe_the_real_interface() -> None:
     data = bad.good()
-    manifest = manifest_for(data, name="adder", version="1")
+    manifest = build_manifest(data, name="adder", version="1")
     outline = read_outline(data)
     assert manifest.ir_version == 9 and manifest.opset_import == {"": 17}
     assert manifest_problems(manifest, outline, len(data)) == []
@@ -147,7 +147,7 @@ def test_manifest_must_describe_the_real_interface() -> None:
 
 
 def test_manifest_of_an_unknown_rank_output_says_so_and_accepts_any_shape() -> None:
-    manifest = manifest_for(bad.unknown_rank_output(), name="reshape", version="1")
+    manifest = build_manifest(bad.unknown_rank_output(), name="reshape", version="1")
     assert manifest.outputs == [TensorSpec(name="y", dtype="float32", shape=None)]
     assert manifest.outputs[0].accepts("float32", [2, 3, 4]) is None
 
@@ -157,11 +157,11 @@ def test_manifest_cannot_be_built_for_external_data_or_bad_inputs(tmp_path: Path
     with pytest.raises(ModelFileError, match="sha256 would not cover"):
         build_manifest(tmp_path / "m" / "model.onnx", name="ext", version="1")
     with pytest.raises(ModelFileError, match="has no declared shape"):
-        manifest_for(bad.unknown_rank_input(), name="u", version="1")
+        build_manifest(bad.unknown_rank_input(), name="u", version="1")
 
 
 def test_begin_is_judged_on_its_manifest_alone() -> None:
-    manifest = manifest_for(bad.good(), name="adder", version="1")
+    manifest = build_manifest(bad.good(), name="adder", version="1")
     assert declared_problems(manifest, LIMITS) == []
     newer = manifest.model_copy(update={"opset_import": {"": LIMITS.opsets[""] + 1},
                                         "ir_version": LIMITS.max_ir_version + 1})
@@ -183,7 +183,7 @@ def place(root: Path, name: str, data: bytes, manifest: ModelManifest | None = N
     directory.mkdir(parents=True)
     (directory / MODEL_FILE).write_bytes(data)
     if manifest is None:
-        manifest = manifest_for(bad.good(), name=name, version="1").model_copy(
+        manifest = build_manifest(bad.good(), name=name, version="1").model_copy(
             update={"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)})
     write_manifest(manifest, directory)
     return directory
@@ -197,7 +197,7 @@ def test_scan_marks_unrunnable_files_without_opening_them(tmp_path: Path, monkey
     cases = {name: build(side) for name, (build, _) in REFUSED.items()}
     for i, data in enumerate(cases.values()):
         place(root, f"m{i}", data)
-    place(root, "ok", bad.good(), manifest_for(bad.good(), name="ok", version="1"))
+    place(root, "ok", bad.good(), build_manifest(bad.good(), name="ok", version="1"))
     (root / "m0" / "1" / "weights.bin").write_bytes((side / "weights.bin").read_bytes())  # the side file is there
     opened: list[object] = []
     real = ort.InferenceSession
@@ -228,7 +228,7 @@ def test_install_refuses_each_kind_and_leaves_nothing(tmp_path: Path) -> None:
         data = build(tmp_path / f"src{i}")
         source = tmp_path / f"src{i}.onnx"
         source.write_bytes(data)
-        manifest = manifest_for(bad.good(), name=f"m{i}", version="1").model_copy(
+        manifest = build_manifest(bad.good(), name=f"m{i}", version="1").model_copy(
             update={"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)})
         with pytest.raises(ModelError, match=f"model m{i}/1 refused") as info:
             registry.install(source, manifest, f"up{i}")
@@ -260,7 +260,7 @@ def test_unknown_rank_output_is_installed_and_runs(tmp_path: Path) -> None:
 
 
 def test_jobs_whose_inputs_disagree_on_a_shared_symbolic_dim_are_refused() -> None:
-    manifest = manifest_for(bad.shared_dims(), name="pair", version="1")
+    manifest = build_manifest(bad.shared_dims(), name="pair", version="1")
     ok = {"a": np.zeros((3, 4), np.float32), "b": np.ones((3, 4), np.float32)}
     check_inputs(manifest, ok)
     with pytest.raises(ModelError, match=r"dimension 'N' is 3 in input 'a' axis 0 but 2 in input 'b' axis 0"):
@@ -288,7 +288,7 @@ def test_uplink_rejects_each_kind_after_the_last_chunk_with_the_reason_on_the_wi
     rx = make_receiver(tmp_path)
     for i, (name, (build, says)) in enumerate(REFUSED.items()):
         data = build(tmp_path / f"src{i}")
-        manifest = manifest_for(bad.good(), name=f"m{i}", version="1").model_copy(
+        manifest = build_manifest(bad.good(), name=f"m{i}", version="1").model_copy(
             update={"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "opset_import": {},
                     "ir_version": None})
         with caplog.at_level(logging.ERROR, logger="flightd.uplink"):
@@ -304,7 +304,7 @@ def test_uplink_rejects_each_kind_after_the_last_chunk_with_the_reason_on_the_wi
 def test_uplink_refuses_at_begin_what_the_manifest_already_shows(tmp_path: Path) -> None:
     rx = make_receiver(tmp_path)
     data = bad.opset(LIMITS.opsets[""] + 1)
-    manifest = manifest_for(data, name="future", version="1")
+    manifest = build_manifest(data, name="future", version="1")
     out = send(rx, "f1", begin_payload("f1", manifest, 1024))
     reply = progresses(out, "f1")[-1]
     assert reply.state is UploadState.REJECTED and "onnx.version_converter" in (reply.reason or "")

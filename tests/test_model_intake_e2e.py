@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ground.client import GroundClient, JobRejected
-from ground.model.files import manifest_for
+from ground.model.files import build_manifest
 from ground.model.upload import UploadFailed, upload_model
 from hil.mosquitto_broker import MosquittoBroker
 from link.codec import decode
@@ -83,7 +83,7 @@ async def test_ground_refuses_every_kind_before_the_first_chunk(
             # a manifest that lies about the dtype is refused too, before anything is sent
             good = tmp_path / "good.onnx"
             good.write_bytes(bad.good())
-            lying = manifest_for(good.read_bytes(), name="adder", version="1").model_copy(
+            lying = build_manifest(good.read_bytes(), name="adder", version="1").model_copy(
                 update={"inputs": [TensorSpec(name="x", dtype="float64", shape=["N", 4])]})
             with pytest.raises(UploadFailed, match=r"inputs \[x float64 \['N', 4\]\] are not the model's"):
                 await upload_model(ground, good, "adder", "1", manifest=lying, timeout_s=10)
@@ -124,13 +124,13 @@ async def test_satellite_rejects_every_kind_a_careless_ground_sends_and_keeps_it
             assert status is not None and status.model_limits is not None
             files = bad_files(tmp_path, status.model_limits.opsets[""])
             good = bad.good()
-            lying = manifest_for(good, name="liar", version="1").model_copy(
+            lying = build_manifest(good, name="liar", version="1").model_copy(
                 update={"outputs": [TensorSpec(name="y", dtype="int64", shape=["N", 4])]})
             sent: dict[str, tuple[str, str]] = {"u-liar": ("liar", "outputs [y int64 ['N', 4]] are not the model's")}
             await publish_upload(mosquitto.url, "u-liar", good, lying)
             for i, (name, (path, says)) in enumerate(files.items()):
                 data = path.read_bytes()
-                manifest = manifest_for(good, name=f"bad{i}", version="1").model_copy(
+                manifest = build_manifest(good, name=f"bad{i}", version="1").model_copy(
                     update={"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
                             "opset_import": {}, "ir_version": None})
                 sent[f"u{i}"] = (name, says)

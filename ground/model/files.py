@@ -44,8 +44,8 @@ def interface_specs(model: onnx.ModelProto | bytes) -> tuple[list[TensorSpec], l
     return inputs, outputs
 
 
-def manifest_for(
-    data: bytes,
+def build_manifest(
+    model: Path | bytes,
     *,
     name: str,
     version: str,
@@ -53,9 +53,10 @@ def manifest_for(
     description: str = "",
     provenance: dict[str, str] | None = None,
 ) -> ModelManifest:
-    """Manifest of the model file ``data``: sha256, size (bytes), interface, IR version and opsets.
-    Raises :class:`ModelFileError` for a file whose sha256 would not cover the model (external data) or
-    whose interface jobs could not carry."""
+    """Manifest of an ONNX model (a file's path, or its bytes): sha256, size (bytes), interface, IR version
+    and opsets. Raises :class:`ModelFileError` for a model whose sha256 would not cover it (external data)
+    or whose interface jobs could not carry, OSError when the file cannot be read."""
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
     outline = _outline(data)
     if outline.external:
         raise ModelFileError(f"{', '.join(outline.external[:3])} keep(s) data in an external file, which the "
@@ -76,20 +77,6 @@ def manifest_for(
             "opset_import": outline.opset_import,
         }
     )
-
-
-def build_manifest(
-    model_path: Path,
-    *,
-    name: str,
-    version: str,
-    quantization: str = "fp32",
-    description: str = "",
-    provenance: dict[str, str] | None = None,
-) -> ModelManifest:
-    """Manifest of the ONNX file at ``model_path`` (:func:`manifest_for` of its bytes)."""
-    return manifest_for(Path(model_path).read_bytes(), name=name, version=version, quantization=quantization,
-                        description=description, provenance=provenance)
 
 
 def write_manifest(manifest: ModelManifest, directory: Path) -> Path:

@@ -36,7 +36,7 @@ import aiomqtt
 
 from flight.model_intake import load_problem, manifest_problems, model_problems, runtime_limits, size_problem
 from ground.client import GroundClient, GroundError, new_id
-from ground.model.files import ModelFileError, manifest_for
+from ground.model.files import ModelFileError, build_manifest
 from link.auth import sign
 from link.codec import WireError, decode, encode
 from link.manifest import ModelManifest
@@ -292,7 +292,7 @@ async def preflight(
     if outline is not None and not problems:
         if manifest is None:
             try:
-                manifest = manifest_for(data, name=name, version=version, quantization=quantization)
+                manifest = build_manifest(data, name=name, version=version, quantization=quantization)
             except ModelFileError as exc:
                 problems.append(str(exc))
         else:
