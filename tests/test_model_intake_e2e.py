@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ground.cli import main as ground_main
 from ground.client import GroundClient, JobRejected
 from ground.model.files import build_manifest
 from ground.model.upload import UploadFailed, upload_model
@@ -63,7 +64,7 @@ def bad_files(directory: Path, limits_opset: int) -> dict[str, tuple[Path, str]]
 
 
 async def test_ground_refuses_every_kind_before_the_first_chunk(
-    mosquitto: MosquittoBroker, flightd: FlightdProcess, tmp_path: Path
+    mosquitto: MosquittoBroker, flightd: FlightdProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: list[bytes] = []
     ready = asyncio.Event()
@@ -87,6 +88,12 @@ async def test_ground_refuses_every_kind_before_the_first_chunk(
                 update={"inputs": [TensorSpec(name="x", dtype="float64", shape=["N", 4])]})
             with pytest.raises(UploadFailed, match=r"inputs \[x float64 \['N', 4\]\] are not the model's"):
                 await upload_model(ground, good, "adder", "1", manifest=lying, timeout_s=10)
+            # the command line says the same, on stderr, with exit status 1
+            path, says = bad_files(tmp_path / "cli", limits.opsets[""])["external data"]
+            argv = ["--broker", mosquitto.url, "model", "upload", str(path), "--name", "ext", "--version", "1"]
+            assert await asyncio.to_thread(ground_main, argv) == 1
+            err = capsys.readouterr().err
+            assert says in err and "as sat1 advertises" in err and "nothing was sent" in err, err
             await asyncio.sleep(0.5)
             assert seen == [], f"{len(seen)} message(s) reached the upload topics"
             # the collector does see an upload that is sent (so the silence above means something)
