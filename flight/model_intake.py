@@ -11,8 +11,8 @@ problem is one line that says what is wrong, where, and how to fix the model:
   entries), in the graph, a subgraph, an attribute, a sparse tensor, a model-local function or a training
   graph. flightd loads models from bytes it has hashed, so the side file could never be read, and it
   could be anywhere: ONNX Runtime before 1.27.0 read such files outside the model's folder (measured,
-  docs/models.md "What the registry refuses"); ORT's in-memory address markers travel in the same field
-  (microsoft/onnxruntime#28617);
+  docs/models.md "Why external data is refused, and the minimum onnxruntime"); ORT's in-memory address
+  markers travel in the same field (microsoft/onnxruntime#28617);
 - an IR version or an opset newer than ONNX Runtime onboard loads (it says "Unsupported model IR
   version" or "only *guarantees* support for models stamped with official released onnx opset versions"
   only after the whole upload);
