@@ -318,7 +318,12 @@ class ModelRegistry:
         if hashlib.sha256(data).hexdigest() != entry.manifest.sha256:
             entry.problem = "sha256 mismatch at load time (file changed on disk)"
             raise ModelError(f"model {entry.ref} is not loadable: {entry.problem}")
-        options = self._options(intra_op_threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
         last_error: Exception | None = None
         for i, provider in enumerate(self.available_providers()):
             try:
@@ -332,16 +337,6 @@ class ModelRegistry:
             self._sessions[key] = session
             return session
         raise ModelError(f"model {entry.ref} could not be loaded: {last_error}")
-
-    @staticmethod
-    def _options(intra_op_threads: int) -> ort.SessionOptions:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        return options
 
     def providers_in_use(self) -> list[str]:
         return sorted({s.get_providers()[0] for s in self._sessions.values()})
