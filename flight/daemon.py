@@ -38,7 +38,8 @@ from flight.command_guard import CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Governor, GovernorConfig, Sample
-from flight.governor.admission import RunningJob
+from flight.governor.admission import RunningJob, committed_core_s
+from flight.governor.costs import CostModel
 from flight.health import HealthEntry, HealthReport, TaskState
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
@@ -61,6 +62,7 @@ from link.messages import (
     CancelJob,
     Command,
     CommandReply,
+    DispatchOutlook,
     Event,
     EventKind,
     GetJob,
@@ -152,6 +154,7 @@ class FlightDaemon:
         self.governor = (
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
+        self._seed_costs = CostModel(GovernorConfig().board.w_per_core)  # job cost estimates without a governor
         self.sequences = SequenceService(self.journal, self.writer, self.registry, self._on_submit, self._event,
                                          self.metrics, self.clock, settings.sequences.time_scale)
         self._new_samples: list[Telemetry | Sample] = []
@@ -163,6 +166,7 @@ class FlightDaemon:
         self._requests: dict[str, bytes] = {}
         self._accepting: set[str] = set()
         self._running: dict[str, RunningTask] = {}
+        self._cancel_before_run: set[str] = set()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._intake_open = True
@@ -559,6 +563,8 @@ class FlightDaemon:
         try:
             # The running mark is not waited for (it need not be durable, see JobJournal.set_state):
             # the writer applies it before this job's completion, which is queued after it.
+            if job_id in self._cancel_before_run:  # cancelled between the dispatcher's start and now
+                raise RunTerminated(job_id, "cancel")
             now = self.clock()
             queued = self.journal.get(job_id)  # before the running mark: the writer may apply it at once
             if queued is None:
@@ -609,6 +615,7 @@ class FlightDaemon:
             self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
         finally:
             self._running.pop(job_id, None)
+            self._cancel_before_run.discard(job_id)
             self._wake.set()
 
     def preempt_all(self, reason: str) -> list[str]:
@@ -668,12 +675,20 @@ class FlightDaemon:
         raise CommandError(f"unsupported command {body.action}")  # pragma: no cover - union is exhaustive
 
     async def _cancel(self, record: JobRecord) -> dict[str, Any]:
-        if record.state is JobState.QUEUED and record.job_id in self._queue:
-            await self._finish(record.job_id, JobState.CANCELLED, "cancelled by ground command")
-            return {"job_id": record.job_id, "state": JobState.CANCELLED.value}
-        if record.state is JobState.RUNNING and self.executor.terminate(record.job_id, "cancel"):
-            return {"job_id": record.job_id, "state": "cancelling"}
-        raise CommandError(f"job {record.job_id} is {record.state.value}: nothing to cancel")
+        """Cancel a queued job (the reply says ``cancelled`` once the journal holds it: it will never run
+        here, so a fleet dispatcher may send it elsewhere), or stop a running one (``cancelling``: it
+        ends ``cancelled``, or ``done`` if it finished first). Decided on this event loop's own state:
+        the dispatcher takes a job off the queue and creates its run in one step, so a job is either
+        still queued here or already on its way to the executor, never neither."""
+        job_id = record.job_id
+        if job_id in self._queue:
+            await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command")
+            return {"job_id": job_id, "state": JobState.CANCELLED.value}
+        if job_id in self._running:
+            if not self.executor.terminate(job_id, "cancel"):  # its run has not reached the executor yet
+                self._cancel_before_run.add(job_id)
+            return {"job_id": job_id, "state": "cancelling"}
+        raise CommandError(f"job {job_id} is {record.state.value}: nothing to cancel")
 
     async def _ack_result(self, record: JobRecord) -> dict[str, Any]:
         now = self.clock()
@@ -740,9 +755,32 @@ class FlightDaemon:
             providers=self.registry.providers_in_use() or self.registry.available_providers(),
             models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
             cycle_slip_ms=h.max_slip_s * 1e3,
+            outlook=self._outlook(),
             **self._identity(),
         )
         self._publish_soon(self.topics.status, encode(status), retain=True)
+
+    def _outlook(self) -> DispatchOutlook:
+        """What a fleet dispatcher routes by: the governor's allowance and outlook (copied, not
+        recomputed), this queue's committed work and the cost model's estimates (link.messages)."""
+        costs = self.governor.costs if self.governor is not None else self._seed_costs
+        running = [r.job for r in self._running.values()]
+        committed, running_core_s = committed_core_s(self._queue.values(), running, costs)
+        models = {m["name"] for m in self.registry.listing() if m["active"]}
+        fields: dict[str, Any] = {}
+        if self.governor is not None:
+            o = self.governor.outlook(self.mission.now(time.monotonic()))
+            fields = {"orbit_busy_cores": o.orbit_busy_cores, "in_eclipse": o.in_eclipse,
+                      "phase_left_s": max(0.0, o.phase_left_s), "thermal_headroom_c": o.thermal_headroom_c,
+                      "soc": o.soc}
+        return DispatchOutlook(
+            busy_cores=self.throttle.busy_cores,
+            mission_rate=self.mission.current_rate(),
+            committed_core_s=committed,
+            running_core_s=running_core_s,
+            job_core_s={name: costs.estimate(name).core_s for name in sorted(models)},
+            **fields,
+        )
 
     def _compute_sample(self) -> Telemetry:
         now_m = time.monotonic()
