@@ -74,6 +74,11 @@ class CommandFailed(GroundError):
     pass
 
 
+class NotAcknowledged(GroundError):
+    """A job flightd never acknowledged after every attempt: it may still arrive there (the broker
+    may hold it), so it must not be sent to another satellite as if it never will."""
+
+
 class PayloadTooLarge(GroundError):
     """A payload the satellite or the broker would refuse for its size; nothing was published."""
 
@@ -89,6 +94,16 @@ class SubmittedJob:
 class FetchedResult:
     result: JobResult
     outputs: Arrays
+
+
+def _fetched(payload: bytes) -> FetchedResult:
+    """A result message decoded, its tensors copied out of the payload; GroundError if undecodable."""
+    try:
+        decoded = decode(payload, JobResult)
+        outputs = unpack_tensors(decoded.message.outputs, decoded.binary)
+    except WireError as exc:
+        raise GroundError(f"undecodable result: {exc}") from None
+    return FetchedResult(decoded.message, {k: v.copy() for k, v in outputs.items()})
 
 
 def new_id(prefix: str = "") -> str:
@@ -324,7 +339,7 @@ class GroundClient:
                 raise JobRejected(f"job {job_id} rejected: {event.reason}")
             return SubmittedJob(job_id, event, attempt)
         await self._forget(job_id)
-        raise GroundError(f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts")
+        raise NotAcknowledged(f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts")
 
     async def advertised_status(self, wait_s: float = 1.0) -> Status | None:
         """The latest status flightd published (the retained one first), None when there is none; the
@@ -357,9 +372,44 @@ class GroundClient:
                 f"max_packet_size of {broker_limit} bytes ({source}); nothing was sent"
             )
 
+    @property
+    def latest_status(self) -> Status | None:
+        """The latest status received on the subscription this client holds (retained first; None
+        before any): what a fleet dispatcher routes by, without asking again."""
+        return self._status
+
     async def _forget(self, job_id: str) -> None:
         self._job_queues.pop(job_id, None)
         await self._unwatch(self.topics.job_state(job_id), self.topics.result(job_id))
+
+    async def forget(self, job_id: str) -> None:
+        """Stop following ``job_id`` (its queue and, unless all jobs are tracked, its subscriptions)."""
+        await self._forget(job_id)
+
+    async def _job_queue(self, job_id: str) -> asyncio.Queue[tuple[str, bytes]]:
+        queue = self._job_queues.get(job_id)
+        if queue is None:
+            queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
+            self._job_queues[job_id] = queue
+        return queue
+
+    async def next_update(self, job_id: str, timeout_s: float) -> JobStateEvent | FetchedResult | None:
+        """The next state event or the result of ``job_id`` (followed since :meth:`submit`, or from now
+        on), None when nothing arrived within ``timeout_s``; GroundError for an undecodable result."""
+        queue = await self._job_queue(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                topic, payload = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return None
+            if not payload:
+                continue
+            if topic.endswith("/state"):
+                with contextlib.suppress(WireError):
+                    return decode(payload, JobStateEvent).message
+                continue
+            return _fetched(payload)
 
     async def _next_state(self, queue: asyncio.Queue[tuple[str, bytes]]) -> JobStateEvent:
         while True:
@@ -373,10 +423,7 @@ class GroundClient:
 
         With ``ack`` the result is acknowledged, so flightd frees it.
         """
-        queue = self._job_queues.get(job_id)
-        if queue is None:
-            queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
-            self._job_queues[job_id] = queue
+        queue = await self._job_queue(job_id)
         try:
             fetched = await asyncio.wait_for(self._await_result(queue), timeout_s or self.timeout_s)
         except TimeoutError:
@@ -397,12 +444,7 @@ class GroundClient:
                 if event.state.terminal and event.state is not JobState.DONE:
                     raise JobFailed(event)
                 continue
-            try:
-                decoded = decode(payload, JobResult)
-                outputs = unpack_tensors(decoded.message.outputs, decoded.binary)
-            except WireError as exc:
-                raise GroundError(f"undecodable result: {exc}") from None
-            return FetchedResult(decoded.message, {k: v.copy() for k, v in outputs.items()})
+            return _fetched(payload)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobStateEvent]:
         """Every state of ``job_id`` from its current one until a terminal one."""
