@@ -92,7 +92,7 @@ from link.telemetry import (
     unreadable_values,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, make_client, refused_filters
+from link.transport import BrokerList, make_client, subscribe_until_granted
 
 log = logging.getLogger("flightd")
 
@@ -167,6 +167,8 @@ class FlightDaemon:
         self._accepting: set[str] = set()
         self._running: dict[str, RunningTask] = {}
         self._cancel_before_run: set[str] = set()
+        self._unsent: set[str] = set()
+        """Jobs a state or result publish of which the broker did not acknowledge (sent again)."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._intake_open = True
@@ -347,8 +349,11 @@ class FlightDaemon:
                          (t.status, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
-        refused = refused_filters(subscriptions, await client.subscribe(subscriptions))
-        if refused:  # e.g. a cluster without a stream leader for a moment: connect again (next node)
+        # A cluster without a stream leader for a moment refuses filters: asked again on this connection
+        # (link.transport.subscribe_until_granted), for half the link's health period, then the next node.
+        give_up_at = time.monotonic() + self.settings.supervision.link_period_s / 2
+        refused = await subscribe_until_granted(client, subscriptions, give_up_at=give_up_at)
+        if refused:
             raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
         log.info("connected to %s; subscribed to %s", self.url, ", ".join(s for s, _ in subscriptions))
         self._heartbeat()
@@ -359,10 +364,11 @@ class FlightDaemon:
         for job_id in self.journal.unacked_results():
             payload = self.journal.result(job_id)
             if payload:
-                self._publish_soon(t.result(job_id), payload, retain=True)
+                self._publish_job(job_id, t.result(job_id), payload)
                 record = self.journal.get(job_id)
                 if record is not None:
                     self._publish_state(record)
+        self._resend_unsent()
         self.supervisor.mark_ready()  # the journal is open (since __init__) and the broker connected
 
     async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
@@ -408,7 +414,39 @@ class FlightDaemon:
             priority=r.priority,
             deadline_utc=r.deadline_utc,
         )
-        self._publish_soon(self.topics.job_state(r.job_id), encode(event), retain=retain)
+        self._publish_job(r.job_id, self.topics.job_state(r.job_id), encode(event), retain=retain)
+
+    def _publish_job(self, job_id: str, topic: str, payload: bytes, retain: bool = True) -> None:
+        """Publish a job's state or result (QoS 1, in call order). One the broker does not acknowledge
+        is not dropped: the job's latest state, and its result while unacknowledged, are published
+        again at the next heartbeat or connection (:meth:`_resend_unsent`). A cluster electing stream
+        leaders after a node died times publishes out for seconds: a job's acknowledgement lost then
+        left the ground waiting for it (tests/test_nats_cluster.py)."""
+        task = asyncio.create_task(self._publish(topic, payload, 1, retain))
+        self._pending.add(task)
+
+        def done(t: asyncio.Task[bool]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and t.exception() is None and not t.result():
+                self._unsent.add(job_id)
+
+        task.add_done_callback(done)
+
+    def _resend_unsent(self) -> None:
+        """Publish again the latest state (and the unacknowledged result) of every job a publish of
+        which failed; those that fail again stay for the next call."""
+        if self._client is None or not self._unsent:
+            return
+        unsent, self._unsent = self._unsent, set()
+        for job_id in sorted(unsent):
+            record = self.journal.get(job_id)
+            if record is None:
+                continue
+            log.debug("job %s: publishing its %s state again", job_id, record.state)
+            self._publish_state(record)
+            result = self.journal.result(job_id) if record.state is JobState.DONE else None
+            if result:
+                self._publish_job(job_id, self.topics.result(job_id), result)
 
     def _event(self, kind: EventKind, message: str, severity: Severity = "info", **fields: Any) -> None:
         job_id = fields.pop("job_id", None)
@@ -470,7 +508,7 @@ class FlightDaemon:
             self._publish_state(existing)
             result = self.journal.result(req.job_id) if existing.state is JobState.DONE else None
             if result:
-                self._publish_soon(self.topics.result(req.job_id), result, retain=True)
+                self._publish_job(req.job_id, self.topics.result(req.job_id), result)
             return
         try:
             entry = self.registry.resolve(req.model, req.version)
@@ -612,7 +650,7 @@ class FlightDaemon:
                 self.governor.record_run(entry.manifest.name, outcome.run_s, threads)
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
-            self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
+            self._publish_job(job_id, self.topics.result(job_id), result_payload)
         finally:
             self._running.pop(job_id, None)
             self._cancel_before_run.discard(job_id)
@@ -849,6 +887,7 @@ class FlightDaemon:
         if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
             self._last_heartbeat = now_m
             self._heartbeat()
+            self._resend_unsent()
             self.metrics.job_counts(self.journal.counts())
             cutoff = self.clock() - self.settings.journal.retention_s
             self._background(self._purge(cutoff), "journal purge")

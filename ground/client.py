@@ -51,7 +51,7 @@ from link.messages import (
 )
 from link.sequence import SequenceAction, SequenceCommand
 from link.topics import TopicMap
-from link.transport import BrokerList, make_client, publish_packet_bytes, refused_filters
+from link.transport import BrokerList, make_client, publish_packet_bytes, subscribe_until_granted
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -206,7 +206,9 @@ class GroundClient:
     async def _reconnect(self, backoff_max_s: float = 2.0) -> None:
         """Connect to the next node of the list (round robin, backoff from 0.1 s doubling up to
         ``backoff_max_s``) and subscribe again to everything: retained states and results come back,
-        other messages sent meanwhile (command replies) are lost and their callers time out."""
+        other messages sent meanwhile (command replies) are lost and their callers time out. Filters
+        the node refuses are asked for again on the same connection until granted
+        (:func:`link.transport.subscribe_until_granted`); only a lost connection moves to the next node."""
         self._connected.clear()
         with contextlib.suppress(aiomqtt.MqttError):
             await self.mqtt.__aexit__(None, None, None)
@@ -218,8 +220,8 @@ class GroundClient:
                 await client.__aenter__()
                 self._client, self.url = client, self.brokers.node(self._attempt)
                 filters = list(self._subscriptions.items())
-                if filters and (refused := refused_filters(filters, await client.subscribe(filters))):
-                    raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
+                if filters:
+                    await subscribe_until_granted(client, filters, backoff_max_s=backoff_max_s)
             except aiomqtt.MqttError:
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):  # a graceful DISCONNECT may hang
                     await asyncio.wait_for(client.__aexit__(None, None, None), 5.0)
@@ -234,20 +236,12 @@ class GroundClient:
         fails because the link just dropped is made by that reconnection). A filter the broker refuses
         is asked for again (backoff 0.1 s doubling to 2 s) for ``timeout_s``, then GroundError."""
         self._subscriptions.update(filters)
-        deadline = time.monotonic() + self.timeout_s
-        delay = 0.1
-        while True:
-            try:
-                refused = refused_filters(filters, await self.mqtt.subscribe(filters))
-            except aiomqtt.MqttError:
-                return
-            if not refused:
-                return
-            if time.monotonic() + delay > deadline:
-                raise GroundError(f"{self.url} refused the subscription to {', '.join(refused)}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            filters = [(f, q) for f, q in filters if f in refused]
+        try:
+            refused = await subscribe_until_granted(self.mqtt, filters, give_up_at=time.monotonic() + self.timeout_s)
+        except aiomqtt.MqttError:
+            return
+        if refused:
+            raise GroundError(f"{self.url} refused the subscription to {', '.join(refused)}")
 
     async def _unsubscribe(self, topics: list[str]) -> None:
         for t in topics:
