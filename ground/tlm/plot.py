@@ -329,3 +329,57 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_fleet(archive: Archive, out: str | Path, sats: Sequence[str] | None = None, *,
+               title: str | None = None) -> Path:
+    """Write a fleet's overview PNG to ``out``: per satellite (one colour each) its state of charge
+    with its eclipses, its jobs done (the ``compute`` channel's ``jobs_done`` counter) and its governor
+    mode as a band, over each satellite's own mission time. Returns the path."""
+    names = list(sats) if sats else archive.sats()
+    per_sat = {sat: extract(archive, [sat]) for sat in names}
+    ends = [t for d in per_sat.values() for ch in d.tlm.values() for s in ch.values() for t in (s.t[:1] + s.t[-1:])]
+    t0, t1 = (min(ends), max(ends)) if ends else (0.0, 1.0)
+    t1 = max(t1, t0 + 1.0)
+    scale, unit = _time_scale(t1 - t0)
+    fig, (ax_soc, ax_jobs, ax_mode) = plt.subplots(
+        3, 1, figsize=(14, 9 + 0.25 * len(names)), sharex=True,
+        gridspec_kw={"height_ratios": [3, 2.4, 0.35 * max(len(names), 1) + 0.6]})
+    colours = plt.get_cmap("tab10")
+    for i, (sat, data) in enumerate(per_sat.items()):
+        colour = colours(i % 10)
+        soc = data.series(POWER, SOC)
+        if soc is not None:
+            ax_soc.plot(soc[0] / scale, soc[1] * 100.0, color=colour, lw=1.3, label=sat)
+            for start, end in eclipses(data):
+                ax_soc.plot([start / scale, end / scale], [1.5 + 1.2 * i] * 2, color=colour, lw=3,
+                            solid_capstyle="butt")
+        done = data.series(COMPUTE, JOBS_DONE)
+        if done is not None:
+            ax_jobs.step(done[0] / scale, done[1], where="post", color=colour, lw=1.3, label=sat)
+        for start, end, mode in mode_spans(data, t1):
+            ax_mode.broken_barh([(start / scale, (end - start) / scale)], (i - 0.4, 0.8),
+                                color=MODE_COLOURS.get(mode, MODE_COLOURS["unknown"]), lw=0)
+    ax_soc.set_ylabel("SoC (%)")
+    ax_soc.set_ylim(0, 105)
+    ax_soc.text(0.005, 0.02, "bars at the bottom: each satellite's eclipses", transform=ax_soc.transAxes,
+                fontsize=8, color="grey")
+    ax_jobs.set_ylabel("jobs done")
+    for ax in (ax_soc, ax_jobs):
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(**LEGEND)
+        else:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
+    ax_mode.set_yticks(range(len(names)), names)
+    ax_mode.set_ylim(-0.6, len(names) - 0.4)
+    ax_mode.invert_yaxis()
+    ax_mode.legend(handles=[Patch(color=MODE_COLOURS[m], label=m) for m in MODES], **LEGEND)
+    ax_mode.set_xlim(t0 / scale, t1 / scale)
+    ax_mode.set_xlabel(f"mission time ({unit}), each satellite's own")
+    fig.suptitle(title or f"{Path(archive.path).name}: {len(names)} satellites", fontsize=13)
+    fig.tight_layout()
+    path = Path(out)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
