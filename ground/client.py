@@ -193,8 +193,7 @@ class GroundClient:
                     payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
                     if topic == self.topics.status and payload:
                         with contextlib.suppress(WireError):
-                            self._status = decode(payload, Status).message
-                            self._status_seen.set()
+                            self._keep_status(decode(payload, Status).message)
                     queue = self._watched.get(topic)
                     if queue is not None:
                         queue.put_nowait((topic, payload))
@@ -365,6 +364,14 @@ class GroundClient:
                 f"{what}: an MQTT packet of {packet} bytes ({payload_bytes} bytes of payload) exceeds the broker's "
                 f"max_packet_size of {broker_limit} bytes ({source}); nothing was sent"
             )
+
+    def _keep_status(self, status: Status) -> None:
+        """Keep ``status`` unless it is older than the one held: a retained status sent again on a
+        resubscription may be older on a cluster (retained messages reach other nodes best-effort)."""
+        held = self._status
+        if held is None or held.at_utc is None or status.at_utc is None or status.at_utc >= held.at_utc:
+            self._status = status
+        self._status_seen.set()
 
     @property
     def latest_status(self) -> Status | None:

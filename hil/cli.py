@@ -7,7 +7,7 @@
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
     hil fleet  --sats N [--orbits N] [--warp X] [--broker mosquitto|nats-cluster|URL] [--dropout K]
-               [--report DIR] [--json]
+               [--soc F] [--mqtt-port P] [--report DIR] [--json]
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="mosquitto (default: started for the run), nats-cluster (three nodes started), or a URL list")
     p.add_argument("--dropout", type=int, metavar="K", help="satellite K loses its telemetry for a quarter of the run")
     p.add_argument("--soc", type=float, default=0.5, help="every battery's state of charge at the start (0..1)")
+    p.add_argument("--mqtt-port", type=int, help="MQTT port of the broker it starts (a cluster's node i: PORT + i)")
     p.add_argument("--report", type=Path, help="report directory (default runs/fleet-<sats>-<time>)")
     p.add_argument("--models", type=Path, help="model registry (default: the bundled models)")
     p.add_argument("--model", default="tile-fp32", help="bundled model the workload runs")
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_fleet_sil(args.sats, args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
                               report_dir=args.report, models=args.models, model=args.model, tiles=args.tiles,
                               backlog=args.backlog, dropout_sat=args.dropout, initial_soc=args.soc,
-                              progress=not args.json)
+                              mqtt_port=args.mqtt_port, progress=not args.json)
             )
             if args.json:
                 print(json.dumps(asdict(fleet_report)))

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,11 +200,13 @@ async def run_fleet_sil(
     backlog: int = 12,
     dropout_sat: int | None = None,
     initial_soc: float | None = INITIAL_SOC,
+    mqtt_port: int | None = None,
     progress: bool = True,
 ) -> FleetSilReport:
     """Run the fleet (see the module docstring) and return its report; ``broker``: ``mosquitto``
     (default), ``nats-cluster`` or a broker URL (list) already running; ``initial_soc``: every
-    battery's state of charge at the start (None: the scenario's)."""
+    battery's state of charge at the start (None: the scenario's); ``mqtt_port``: the started broker's
+    MQTT port (a cluster's node i: ``mqtt_port + i``; None: free ports)."""
     if sats < 1:
         raise ValueError("a fleet needs at least one satellite")
     if dropout_sat is not None and not 1 <= dropout_sat <= sats:
@@ -225,13 +228,17 @@ async def run_fleet_sil(
 
     async with contextlib.AsyncExitStack() as stack:
         if broker == "mosquitto":
-            mosquitto = stack.enter_context(MosquittoBroker(report_dir / "mosquitto"))
+            mosquitto = stack.enter_context(MosquittoBroker(report_dir / "mosquitto", port=mqtt_port))
             plan = _broker_plan("mosquitto", [mosquitto.url], names)
         elif broker == "nats-cluster":
-            cluster = stack.enter_context(NatsCluster(report_dir / "nats"))
+            ports = None if mqtt_port is None else [mqtt_port + i for i in range(3)]
+            cluster = stack.enter_context(NatsCluster(report_dir / "nats", mqtt_ports=ports))
             plan = _broker_plan("nats-cluster", cluster.urls, names)
         else:
             plan = _broker_plan(broker, broker.split(","), names)
+        if progress:
+            log_console(f"fleet of {sats} on {plan.ground}: try `ground --broker {plan.ground} fleet status`; "
+                        f"report in {report_dir}")
         archive_path = report_dir / "telemetry.sqlite3"
         stop_recording = asyncio.Event()
         ready = asyncio.Event()
@@ -264,6 +271,8 @@ async def run_fleet_sil(
         slips = 0
         try:
             await _watch_progress(plants, fleet, sim_s, workload, progress)
+            await workload.stop()  # the fleet's span ends with its first plant: no jobs to satellites going quiet
+            workload_task.cancel()
             slips = sum(p.slips for p in await asyncio.gather(*plants))
         finally:
             wall_s = time.monotonic() - wall0
@@ -289,6 +298,11 @@ async def run_fleet_sil(
     report.plot = str(plot_fleet(Archive(archive_path), report_dir / "fleet.png", names, title=title))
     (report_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def log_console(text: str) -> None:
+    """One line for the operator on stderr."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def fleet_report(archive: Archive, scenarios: dict[str, Scenario], stats: FleetStats, sats: int, scenario: str,
@@ -322,7 +336,8 @@ def _eclipse_share(archive: Archive, sat: str) -> float:
 
 async def _watch_progress(plants: list[asyncio.Task[Pacer]], fleet: FleetDispatcher, sim_s: float,
                           workload: Workload, show: bool) -> None:
-    """Until every plant is done; live progress on stderr from the satellites' power telemetry."""
+    """Until the first plant is done (a satellite whose plant has stopped soon goes SAFE on stale
+    telemetry); live progress on stderr from the satellites' power telemetry."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     latest: dict[str, Telemetry] = {}
@@ -340,7 +355,7 @@ async def _watch_progress(plants: list[asyncio.Task[Pacer]], fleet: FleetDispatc
     try:
         with Progress(*columns, disable=not show, transient=False) as bar:
             task = bar.add_task("fleet", total=sim_s, info="")
-            while not all(p.done() for p in plants):
+            while not any(p.done() for p in plants):
                 if latest:
                     statuses = fleet.statuses()
                     safe = [s for s, st in statuses.items() if st is not None and st.mode is Mode.SAFE]

@@ -9,6 +9,7 @@ Interface (what flightd calls once per control cycle)::
     # if decision.mode_changed: publish Event(kind=MODE, message=..., details={"reasons": decision.reasons})
     plan = gov.dispatch(now, queued_jobs, running_jobs, rate)   # which queued jobs to start / defer / reject
     gov.record_run(model, wall_s, threads, units=..., busy_core_s=..., energy_j=...)  # learn job costs
+    outlook = gov.outlook(now_s)     # the orbit ahead, for a fleet dispatcher (flightd's Status.outlook)
 
 ``now_s`` is mission time on the clock of ``Telemetry.t_s`` (simulated time under the plant
 simulator); there is no clock, sleep or I/O inside. ``samples`` are objects with ``channel: str``,

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ground.client import GroundError
-from ground.fleet.dispatcher import FleetDispatcher, read_statuses, status_age_s
+from ground.fleet.dispatcher import FleetDispatcher, read_statuses
+from ground.fleet.view import status_age_s
 from ground.options import command_key, load_inputs, print_json, save_outputs
 from link.messages import Status
 from link.topics import check_id

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from ground.client import (
     new_id,
 )
 from ground.fleet.reroute import JobCourse, Step
-from ground.fleet.view import PendingJob, Route, fleet_view, route_job
+from ground.fleet.view import PendingJob, Route, fleet_view, fresh, route_job
 from link.codec import WireError, decode
 from link.messages import CancelJob, JobState, JobStateEvent, Mode, Status
 from link.topics import LIVE_ROOT
@@ -233,7 +232,8 @@ class FleetDispatcher:
                     raise JobFailed(update)
                 continue
             status = client.latest_status
-            if status is None or status.mode is not Mode.SAFE or course.state is not JobState.QUEUED:
+            if (status is None or status.mode is not Mode.SAFE or not fresh(status, time.time())
+                    or course.state is not JobState.QUEUED):
                 continue
             target = self.route(job.model, job.priority, job.deadline_utc, exclude=[course.sat])
             if course.on_safe(target.sat is not None) is not Step.CANCEL:
@@ -307,8 +307,3 @@ async def read_statuses(broker: str, wait_s: float = 1.0, root: str = LIVE_ROOT)
         except aiomqtt.MqttError as exc:
             failures.append(f"{url}: {exc}")
     raise GroundError(f"cannot reach broker {'; '.join(failures)}")
-
-
-def status_age_s(status: Status, now_utc: float) -> float:
-    """Seconds since ``status`` was published (inf without a time)."""
-    return now_utc - status.at_utc if status.at_utc is not None else math.inf

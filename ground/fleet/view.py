@@ -62,15 +62,23 @@ class FleetView:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
+def status_age_s(status: Status, now_utc: float) -> float:
+    """Seconds since ``status`` was published (inf without a time)."""
+    return now_utc - status.at_utc if status.at_utc is not None else math.inf
+
+
+def fresh(status: Status, now_utc: float, stale_heartbeats: float = STALE_HEARTBEATS) -> bool:
+    """Whether ``status`` is younger than ``stale_heartbeats`` of its heartbeat periods (2 s if unsaid)."""
+    return status_age_s(status, now_utc) <= stale_heartbeats * (status.heartbeat_s or 2.0)
+
+
 def _ineligible(status: Status | None, now_utc: float, model: str, stale_heartbeats: float) -> str | None:
     if status is None:
         return "no status"
     if status.state != "online":
         return "offline"
-    age = now_utc - (status.at_utc if status.at_utc is not None else -math.inf)
-    heartbeat = status.heartbeat_s or 2.0
-    if age > stale_heartbeats * heartbeat:
-        return f"status {age:.1f} s old"
+    if not fresh(status, now_utc, stale_heartbeats):
+        return f"status {status_age_s(status, now_utc):.1f} s old"
     if status.mode is Mode.SAFE:
         return "SAFE"
     if status.outlook is None:

@@ -331,6 +331,21 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     return out
 
 
+def _known_eclipses(data: PlotData) -> list[tuple[float, float]]:
+    """Eclipse spans from the ``sunlit`` flag, cut where telemetry is missing (a gap of more than three
+    median sample spacings: a dropout must not read as one long eclipse)."""
+    s = data.series(POWER, SUNLIT)
+    if s is None or len(s[0]) < 2:
+        return []
+    t, flag = s
+    step = float(np.median(np.diff(t)))
+    cuts = np.flatnonzero(np.diff(t) > 3 * step) + 1
+    out: list[tuple[float, float]] = []
+    for seg_t, seg_flag in zip(np.split(t, cuts), np.split(flag, cuts), strict=True):
+        out += spans(seg_t, seg_flag < 0.5)
+    return out
+
+
 def plot_fleet(archive: Archive, out: str | Path, sats: Sequence[str] | None = None, *,
                title: str | None = None) -> Path:
     """Write a fleet's overview PNG to ``out``: per satellite (one colour each) its state of charge
@@ -351,7 +366,7 @@ def plot_fleet(archive: Archive, out: str | Path, sats: Sequence[str] | None = N
         soc = data.series(POWER, SOC)
         if soc is not None:
             ax_soc.plot(soc[0] / scale, soc[1] * 100.0, color=colour, lw=1.3, label=sat)
-            for start, end in eclipses(data):
+            for start, end in _known_eclipses(data):
                 ax_soc.plot([start / scale, end / scale], [1.5 + 1.2 * i] * 2, color=colour, lw=3,
                             solid_capstyle="butt")
         done = data.series(COMPUTE, JOBS_DONE)
@@ -362,13 +377,11 @@ def plot_fleet(archive: Archive, out: str | Path, sats: Sequence[str] | None = N
                                 color=MODE_COLOURS.get(mode, MODE_COLOURS["unknown"]), lw=0)
     ax_soc.set_ylabel("SoC (%)")
     ax_soc.set_ylim(0, 105)
-    ax_soc.text(0.005, 0.02, "bars at the bottom: each satellite's eclipses", transform=ax_soc.transAxes,
-                fontsize=8, color="grey")
     ax_jobs.set_ylabel("jobs done")
-    for ax in (ax_soc, ax_jobs):
+    for ax, heading in ((ax_soc, "bars: eclipses"), (ax_jobs, None)):
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(**LEGEND)
+            ax.legend(title=heading, title_fontsize=8, **LEGEND)
         else:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
     ax_mode.set_yticks(range(len(names)), names)
