@@ -53,7 +53,9 @@ from hil.sil import (
     REPO_MODELS,
     Workload,
     flightd_env,
+    keep_latest,
     kill_if_running,
+    progress_columns,
     report_from_archive,
     series,
     start_flightd,
@@ -61,7 +63,6 @@ from hil.sil import (
     tile_input_name,
     wait_answering,
 )
-from link.codec import WireError, decode
 from link.messages import Mode, Telemetry
 from link.telemetry import POWER, SOC, SUNLIT
 from link.topics import LIVE_ROOT
@@ -338,22 +339,13 @@ async def _watch_progress(plants: list[asyncio.Task[Pacer]], fleet: FleetDispatc
                           workload: Workload, show: bool) -> None:
     """Until the first plant is done (a satellite whose plant has stopped soon goes SAFE on stale
     telemetry); live progress on stderr from the satellites' power telemetry."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     latest: dict[str, Telemetry] = {}
     queue = await fleet.clients[fleet.sats[0]].watch_topic(f"{LIVE_ROOT}/+/tlm/power") if show else None
-
-    async def drain() -> None:
-        while queue is not None:
-            _, payload = await queue.get()
-            with contextlib.suppress(WireError):
-                m = decode(payload, Telemetry).message
-                latest[m.sat] = m
-
-    drainer = asyncio.create_task(drain())
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    drainer = asyncio.create_task(keep_latest(queue, latest, lambda m: m.sat) if queue else asyncio.sleep(0))
     try:
-        with Progress(*columns, disable=not show, transient=False) as bar:
+        with Progress(*progress_columns(), disable=not show, transient=False) as bar:
             task = bar.add_task("fleet", total=sim_s, info="")
             while not any(p.done() for p in plants):
                 if latest:

@@ -329,24 +329,32 @@ async def run_sil(
     return report
 
 
+async def keep_latest(queue: asyncio.Queue[tuple[str, bytes]], latest: dict[str, Telemetry],
+                      key: Callable[[Telemetry], str]) -> None:
+    """Forever: each telemetry sample from ``queue`` into ``latest`` under ``key(sample)``."""
+    while True:
+        _, payload = await queue.get()
+        with contextlib.suppress(WireError):
+            m = decode(payload, Telemetry).message
+            latest[key(m)] = m
+
+
+def progress_columns() -> tuple[Any, ...]:
+    """The rich progress bar's columns of hil sil and hil fleet."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    return (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+
+
 async def _watch_progress(plant_task: asyncio.Task[Pacer], ground: GroundClient, sim_s: float,
                           workload: Workload, show: bool) -> None:
     """Live progress on stderr from the satellite's own telemetry."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     latest: dict[str, Telemetry] = {}
-    queue = await ground.watch_topic(ground.topics.telemetry_all)
-
-    async def drain() -> None:
-        while True:
-            _, payload = await queue.get()
-            with contextlib.suppress(WireError):
-                m = decode(payload, Telemetry).message
-                latest[m.channel] = m
-
-    drainer = asyncio.create_task(drain())
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    with Progress(*columns, disable=not show, transient=False) as bar:
+    drainer = asyncio.create_task(keep_latest(await ground.watch_topic(ground.topics.telemetry_all), latest,
+                                              lambda m: m.channel))
+    with Progress(*progress_columns(), disable=not show, transient=False) as bar:
         task = bar.add_task("sim", total=sim_s, info="")
         while not plant_task.done():
             p, th, c = latest.get(POWER), latest.get(THERMAL), latest.get(COMPUTE)

@@ -3,6 +3,7 @@ fleet from retained statuses, and the re-route rule (all pure: hand-made cases w
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from ground.fleet.reroute import JobCourse, Step
 from ground.fleet.view import PendingJob, fleet_view, route_job
 from hil.fleet.policies import OrbitdPolicy
 from hil.fleet.sim import FleetSim
+from link.codec import WireError, decode
 from link.messages import DispatchOutlook, JobState, Mode, Status
 from tests.fleet_support import hand_scenario, job
 
@@ -228,3 +230,14 @@ def test_a_job_cancelled_by_someone_else_fails() -> None:
     c = JobCourse("j", "a")
     c.on_state("a", JobState.EXPIRED)
     assert c.failed
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("busy_cores", -0.5), ("soc", 1.2), ("mission_rate", 0.0), ("phase_left_s", -1.0), ("running_core_s", -2.0),
+    ("committed_core_s", [0.0] * 9), ("committed_core_s", [0.0] * 9 + [-1.0]), ("job_core_s", {"m": -0.1}),
+])
+def test_an_impossible_outlook_is_refused_on_the_wire(field: str, value: object) -> None:
+    doc = json.loads(_status("s", 1.8e9).model_dump_json())
+    doc["outlook"][field] = value
+    with pytest.raises(WireError, match=rf"invalid Status: outlook\.{field}"):
+        decode(json.dumps(doc).encode(), Status)

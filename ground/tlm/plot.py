@@ -323,12 +323,17 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     ax_mode.set_xlim(t0 / scale, t1 / scale)
     ax_mode.set_xlabel(f"mission time ({unit})")
     sats_text = ", ".join(data.sats) if data.sats else "no satellite"
-    fig.suptitle(title or f"{Path(archive.path).name} — {sats_text}", fontsize=13)
+    return _save(fig, out, title or f"{Path(archive.path).name} — {sats_text}")
+
+
+def _save(fig: Any, out: str | Path, title: str) -> Path:
+    """Title, lay out, write (110 dpi) and close ``fig``; the path written."""
+    fig.suptitle(title, fontsize=13)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
+    path = Path(out)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return out
+    return path
 
 
 def _known_eclipses(data: PlotData) -> list[tuple[float, float]]:
@@ -390,9 +395,4 @@ def plot_fleet(archive: Archive, out: str | Path, sats: Sequence[str] | None = N
     ax_mode.legend(handles=[Patch(color=MODE_COLOURS[m], label=m) for m in MODES], **LEGEND)
     ax_mode.set_xlim(t0 / scale, t1 / scale)
     ax_mode.set_xlabel(f"mission time ({unit}), each satellite's own")
-    fig.suptitle(title or f"{Path(archive.path).name}: {len(names)} satellites", fontsize=13)
-    fig.tight_layout()
-    path = Path(out)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out, title or f"{Path(archive.path).name}: {len(names)} satellites")
