@@ -41,7 +41,8 @@ from flight.command_guard import Admitted, CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Governor, GovernorConfig, Sample
-from flight.governor.admission import RunningJob
+from flight.governor.admission import RunningJob, committed_core_s
+from flight.governor.costs import CostModel
 from flight.health import HealthEntry, HealthReport, TaskState
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
@@ -67,6 +68,7 @@ from link.messages import (
     CancelJob,
     Command,
     CommandReply,
+    DispatchOutlook,
     Event,
     EventKind,
     GetJob,
@@ -100,7 +102,7 @@ from link.telemetry import (
     unreadable_values,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, make_client, refused_filters
+from link.transport import BrokerList, make_client, subscribe_until_granted
 
 log = logging.getLogger("flightd")
 
@@ -163,6 +165,7 @@ class FlightDaemon:
         self.governor = (
             Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
         )
+        self._seed_costs = CostModel(GovernorConfig().board.w_per_core)  # job cost estimates without a governor
         self.sequences = SequenceService(self.journal, self.writer, self.registry, self._submit_onboard,
                                          self._event, self.metrics, self.clock, self.mission)
         self._new_samples: list[Telemetry | Sample] = []
@@ -174,6 +177,9 @@ class FlightDaemon:
         self._requests: dict[str, bytes] = {}
         self._accepting: set[str] = set()
         self._running: dict[str, RunningTask] = {}
+        self._cancel_before_run: set[str] = set()
+        self._unsent: set[str] = set()
+        """Jobs a state or result publish of which the broker did not acknowledge (sent again)."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._intake_open = True
@@ -410,8 +416,11 @@ class FlightDaemon:
                          (t.status, 1)]
         if self._intake_open:
             subscriptions.append((t.job_submit, 1))
-        refused = refused_filters(subscriptions, await client.subscribe(subscriptions))
-        if refused:  # e.g. a cluster without a stream leader for a moment: connect again (next node)
+        # A cluster without a stream leader for a moment refuses filters: asked again on this connection
+        # (link.transport.subscribe_until_granted), for half the link's health period, then the next node.
+        give_up_at = time.monotonic() + self.settings.supervision.link_period_s / 2
+        refused = await subscribe_until_granted(client, subscriptions, give_up_at=give_up_at)
+        if refused:
             raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
         log.info("connected to %s; subscribed to %s", self.url, ", ".join(s for s, _ in subscriptions))
         self._heartbeat()
@@ -422,10 +431,11 @@ class FlightDaemon:
         for job_id in self.journal.unacked_results():
             payload = self.journal.result(job_id)
             if payload:
-                self._publish_soon(t.result(job_id), payload, retain=True)
+                self._publish_job(job_id, t.result(job_id), payload)
                 record = self.journal.get(job_id)
                 if record is not None:
                     self._publish_state(record)
+        self._resend_unsent()
         self.supervisor.mark_ready()  # the journal is open (since __init__) and the broker connected
 
     async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
@@ -471,7 +481,39 @@ class FlightDaemon:
             priority=r.priority,
             deadline_utc=r.deadline_utc,
         )
-        self._publish_soon(self.topics.job_state(r.job_id), encode(event), retain=retain)
+        self._publish_job(r.job_id, self.topics.job_state(r.job_id), encode(event), retain=retain)
+
+    def _publish_job(self, job_id: str, topic: str, payload: bytes, retain: bool = True) -> None:
+        """Publish a job's state or result (QoS 1, in call order). One the broker does not acknowledge
+        is not dropped: the job's latest state, and its result while unacknowledged, are published
+        again at the next heartbeat or connection (:meth:`_resend_unsent`). A cluster electing stream
+        leaders after a node died times publishes out for seconds: a job's acknowledgement lost then
+        left the ground waiting for it (tests/test_nats_cluster.py)."""
+        task = asyncio.create_task(self._publish(topic, payload, 1, retain))
+        self._pending.add(task)
+
+        def done(t: asyncio.Task[bool]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and t.exception() is None and not t.result():
+                self._unsent.add(job_id)
+
+        task.add_done_callback(done)
+
+    def _resend_unsent(self) -> None:
+        """Publish again the latest state (and the unacknowledged result) of every job a publish of
+        which failed; those that fail again stay for the next call."""
+        if self._client is None or not self._unsent:
+            return
+        unsent, self._unsent = self._unsent, set()
+        for job_id in sorted(unsent):
+            record = self.journal.get(job_id)
+            if record is None:
+                continue
+            log.debug("job %s: publishing its %s state again", job_id, record.state)
+            self._publish_state(record)
+            result = self.journal.result(job_id) if record.state is JobState.DONE else None
+            if result:
+                self._publish_job(job_id, self.topics.result(job_id), result)
 
     def _event(self, kind: EventKind, message: str, severity: Severity = "info", **fields: Any) -> None:
         job_id = fields.pop("job_id", None)
@@ -595,7 +637,7 @@ class FlightDaemon:
         self._publish_state(existing)
         result = self.journal.result(job_id) if existing.state is JobState.DONE else None
         if result:
-            self._publish_soon(self.topics.result(job_id), result, retain=True)
+            self._publish_job(job_id, self.topics.result(job_id), result)
 
     async def _accept(
         self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None,
@@ -679,6 +721,8 @@ class FlightDaemon:
         try:
             # The running mark is not waited for (it need not be durable, see JobJournal.set_state):
             # the writer applies it before this job's completion, which is queued after it.
+            if job_id in self._cancel_before_run:  # cancelled between the dispatcher's start and now
+                raise RunTerminated(job_id, "cancel")
             now = self.clock()
             queued = self.journal.get(job_id)  # before the running mark: the writer may apply it at once
             if queued is None:
@@ -726,9 +770,10 @@ class FlightDaemon:
                 self.governor.record_run(entry.manifest.name, outcome.run_s, threads)
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
-            self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
+            self._publish_job(job_id, self.topics.result(job_id), result_payload)
         finally:
             self._running.pop(job_id, None)
+            self._cancel_before_run.discard(job_id)
             self._wake.set()
 
     def preempt_all(self, reason: str) -> list[str]:
@@ -815,12 +860,20 @@ class FlightDaemon:
         raise CommandError(f"unsupported command {body.action}")  # pragma: no cover - union is exhaustive
 
     async def _cancel(self, record: JobRecord) -> dict[str, Any]:
-        if record.state is JobState.QUEUED and record.job_id in self._queue:
-            await self._finish(record.job_id, JobState.CANCELLED, "cancelled by ground command")
-            return {"job_id": record.job_id, "state": JobState.CANCELLED.value}
-        if record.state is JobState.RUNNING and self.executor.terminate(record.job_id, "cancel"):
-            return {"job_id": record.job_id, "state": "cancelling"}
-        raise CommandError(f"job {record.job_id} is {record.state.value}: nothing to cancel")
+        """Cancel a queued job (the reply says ``cancelled`` once the journal holds it: it will never run
+        here, so a fleet dispatcher may send it elsewhere), or stop a running one (``cancelling``: it
+        ends ``cancelled``, or ``done`` if it finished first). Decided on this event loop's own state:
+        the dispatcher takes a job off the queue and creates its run in one step, so a job is either
+        still queued here or already on its way to the executor, never neither."""
+        job_id = record.job_id
+        if job_id in self._queue:
+            await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command")
+            return {"job_id": job_id, "state": JobState.CANCELLED.value}
+        if job_id in self._running:
+            if not self.executor.terminate(job_id, "cancel"):  # its run has not reached the executor yet
+                self._cancel_before_run.add(job_id)
+            return {"job_id": job_id, "state": "cancelling"}
+        raise CommandError(f"job {job_id} is {record.state.value}: nothing to cancel")
 
     async def _ack_result(self, record: JobRecord) -> dict[str, Any]:
         now = self.clock()
@@ -887,10 +940,33 @@ class FlightDaemon:
             providers=self.registry.providers_in_use() or self.registry.available_providers(),
             models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
             cycle_slip_ms=h.max_slip_s * 1e3,
+            outlook=self._outlook(),
             **self._identity(),
             keys=sorted(e.fingerprint for e in self.guard.ring.active),
         )
         self._publish_soon(self.topics.status, encode(status), retain=True)
+
+    def _outlook(self) -> DispatchOutlook:
+        """What a fleet dispatcher routes by: the governor's allowance and outlook (copied, not
+        recomputed), this queue's committed work and the cost model's estimates (link.messages)."""
+        costs = self.governor.costs if self.governor is not None else self._seed_costs
+        running = [r.job for r in self._running.values()]
+        committed, running_core_s = committed_core_s(self._queue.values(), running, costs)
+        models = {m["name"] for m in self.registry.listing() if m["active"]}
+        fields: dict[str, Any] = {}
+        if self.governor is not None:
+            o = self.governor.outlook(self.mission.now(time.monotonic()))
+            fields = {"orbit_busy_cores": o.orbit_busy_cores, "in_eclipse": o.in_eclipse,
+                      "phase_left_s": max(0.0, o.phase_left_s), "thermal_headroom_c": o.thermal_headroom_c,
+                      "soc": o.soc}
+        return DispatchOutlook(
+            busy_cores=self.throttle.busy_cores,
+            mission_rate=self.mission.current_rate(),
+            committed_core_s=committed,
+            running_core_s=running_core_s,
+            job_core_s={name: costs.estimate(name).core_s for name in sorted(models)},
+            **fields,
+        )
 
     def _compute_sample(self) -> Telemetry:
         now_m = time.monotonic()
@@ -959,6 +1035,7 @@ class FlightDaemon:
         if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
             self._last_heartbeat = now_m
             self._heartbeat()
+            self._resend_unsent()
             self.metrics.job_counts(self.journal.counts())
             cutoff = self.clock() - self.settings.journal.retention_s
             self._background(self._purge(cutoff), "journal purge")

@@ -58,6 +58,11 @@ class Throttle:
         """Jobs the executor may compute at once: ``concurrency``, 0 in SAFE mode."""
         return 0 if self.mode is Mode.SAFE else self.concurrency
 
+    @property
+    def busy_cores(self) -> float:
+        """Busy cores the executor may use: slots x threads x duty cycle (0 in SAFE mode)."""
+        return self.executor_slots * self.intra_op_threads * self.duty_cycle
+
     def start_limit(self, intake_open: bool) -> int:
         """Most jobs on the executor (computing or waiting for a slot) after a wake; 0 = start none."""
         return 2 * self.concurrency if intake_open and self.mode is not Mode.SAFE else 0
