@@ -14,8 +14,13 @@ result published, retained, until the ground acknowledges it (``ack_result``).
 Link: an aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
 submissions for us across our own restarts, reconnected with exponential backoff after a disconnect, to
 the next node of the broker list each time (a clustered broker keeps the session on every node);
-subscriptions and retained state are renewed after every connect. The retained ``status`` carries a
-last will of ``offline``; never rely on the broker's keepalive for safety (amqtt does not enforce it).
+subscriptions and retained state are renewed after every connect. flightd never unsubscribes from
+``jobs/submit`` (an unsubscribed session keeps nothing): while it stops it goes on journaling what
+arrives, as ``queued``, without starting it; and it acknowledges a submission to the broker (PUBACK)
+only once the job is journaled or refused, so whatever it had not journaled when it went down, however
+it went down, the broker delivers again (docs/icd.md, "Stopping and starting"). The retained
+``status`` carries a last will of ``offline``; never rely on the broker's keepalive for safety (amqtt
+does not enforce it).
 One flightd per satellite id: before every connection and while connected, flightd checks that no
 other instance serves its satellite id, and stops when one does (:mod:`flight.session`).
 """
@@ -90,7 +95,7 @@ from link.telemetry import (
     unreadable_values,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, make_client, refused_filters
+from link.transport import BrokerList, acknowledge, make_client, refused_filters
 
 log = logging.getLogger("flightd")
 
@@ -161,11 +166,13 @@ class FlightDaemon:
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
-        self._accepting: set[str] = set()
+        self._accepting: dict[str, list[Callable[[], None]]] = {}
+        """Jobs being journaled now, with the broker acknowledgements of their duplicates meanwhile."""
         self._running: dict[str, RunningTask] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._intake_open = True
+        self._stopping = False
+        """A stop has begun: nothing starts any more; submissions are still journaled (as ``queued``)."""
         self._pending: set[asyncio.Task[Any]] = set()
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
@@ -175,7 +182,8 @@ class FlightDaemon:
     # ================================================================================== lifecycle
 
     def request_stop(self) -> None:
-        """Begin a graceful stop (SIGTERM): stop intake, finish or requeue running jobs, exit."""
+        """Begin a graceful stop (SIGTERM): start nothing more, finish or requeue running jobs, exit.
+        Submissions arriving meanwhile are journaled ``queued`` and run after the restart."""
         self._stop.set()
 
     async def run(self) -> None:
@@ -244,13 +252,12 @@ class FlightDaemon:
         log.info("metrics on http://%s:%d/metrics", m.host, port)
 
     async def _shutdown(self) -> None:
-        log.info("stopping: intake closed, %d job(s) running", len(self._running))
+        # Still subscribed to jobs/submit: an unsubscribed persistent session would keep nothing for
+        # the restart. What arrives from now on is journaled queued and runs after the restart.
+        log.info("stopping: draining, %d job(s) running; nothing more starts, submissions are journaled "
+                 "for the restart", len(self._running))
         self.supervisor.stopping(f"stopping: {len(self._running)} job(s) running")
-        self._intake_open = False
-        client = self._client
-        if client is not None and self.conflict is None:  # the session is the rival's: leave it as it is
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.unsubscribe(self.topics.job_submit, timeout=2.0)
+        self._stopping = True
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
         if self._running:
             tasks = [r.task for r in self._running.values()]
@@ -303,6 +310,7 @@ class FlightDaemon:
                 clean_session=False,
                 will=will,
                 keepalive_s=self.settings.link.keepalive_s,
+                manual_ack=True,  # a submission is acknowledged once journaled (_on_submit)
             )
             attempt += 1
             try:
@@ -317,7 +325,7 @@ class FlightDaemon:
                         self.supervisor.health.check_in("link")
                         if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
                             return  # leave the session at once: take nothing more from it
-                        self._route(message)
+                        self._route(message, self._acknowledger(client, message))
             except aiomqtt.MqttError as exc:
                 if connected_at is not None and time.monotonic() - connected_at >= self.settings.link.stable_s:
                     backoff = self.settings.link.reconnect_min_s  # a connection that held: start again from the minimum
@@ -340,9 +348,7 @@ class FlightDaemon:
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         t = self.topics
         subscriptions = [(t.command, 1), (t.sequence_command, 1), (t.telemetry_all, 0), (t.upload_all, 1),
-                         (t.status, 1)]
-        if self._intake_open:
-            subscriptions.append((t.job_submit, 1))
+                         (t.status, 1), (t.job_submit, 1)]
         refused = refused_filters(subscriptions, await client.subscribe(subscriptions))
         if refused:  # e.g. a cluster without a stream leader for a moment: connect again (next node)
             raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
@@ -413,16 +419,33 @@ class FlightDaemon:
         )
         self._publish_soon(self.topics.events, encode(event))
 
-    def _route(self, message: aiomqtt.Message) -> None:
-        """Hand an incoming message to its handler; nothing that arrives may take the daemon down."""
+    @staticmethod
+    def _acknowledger(client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
+        """The broker acknowledgement (PUBACK) of ``message``, sent at most once when called."""
+        sent = False
+
+        def ack() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                acknowledge(client, message)
+
+        return ack
+
+    def _route(self, message: aiomqtt.Message, ack: Callable[[], None]) -> None:
+        """Hand an incoming message to its handler; nothing that arrives may take the daemon down.
+
+        ``ack`` acknowledges it to the broker: at once, except a job submission, which
+        :meth:`_on_submit` acknowledges once it is journaled or refused."""
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         payload = bytes(payload)
         topic = message.topic
+        submission = topic.matches(self.topics.job_submit)
         try:
-            if topic.matches(self.topics.job_submit):
-                self._on_submit(payload)
+            if submission:
+                self._on_submit(payload, ack)
             elif topic.matches(self.topics.command):
                 self._background(self._on_command(payload), "command")
             elif topic.matches(self.topics.sequence_command):
@@ -435,6 +458,9 @@ class FlightDaemon:
         except Exception as exc:
             log.exception("unhandled error on %s", topic)
             self._event(EventKind.ERROR, f"internal error handling {topic}: {exc}", severity="error")
+            ack()  # handled, if badly: delivering it again would fail again
+        if not submission:
+            ack()
 
     # ===================================================================================== intake
 
@@ -445,20 +471,27 @@ class FlightDaemon:
             self._publish_soon(self.topics.job_state(job_id), encode(event))
         self._event(EventKind.REJECTED, reason, severity="warning", job_id=job_id, payload_bytes=payload_bytes)
 
-    def _on_submit(self, payload: bytes) -> None:
+    def _on_submit(self, payload: bytes, ack: Callable[[], None] | None = None) -> None:
+        """A job submission: refused (``rejected`` with the reason), or journaled and acknowledged
+        (``queued``). ``ack`` (the broker's PUBACK) is called once the job is journaled or refused, or
+        recognised as one journaled already (a redelivery after a restart is not run again)."""
+        ack = ack or (lambda: None)
         limit = self.settings.link.max_payload_bytes
         if len(payload) > limit:
             reason = f"payload of {len(payload)} bytes exceeds the {limit}-byte limit"
             self._reject(peek_field(payload, "job_id"), reason, len(payload))
+            ack()
             return
         try:
             decoded = decode(payload, JobRequest)
         except WireError as exc:
             self._reject(peek_field(payload, "job_id"), str(exc), len(payload))
+            ack()
             return
         req = decoded.message
         if req.job_id in self._accepting:
             log.info("job %s is being journaled already: duplicate ignored", req.job_id)
+            self._accepting[req.job_id].append(ack)  # acknowledged once the first copy is journaled
             return
         existing = self.journal.get(req.job_id)
         if existing is not None:
@@ -467,6 +500,7 @@ class FlightDaemon:
             result = self.journal.result(req.job_id) if existing.state is JobState.DONE else None
             if result:
                 self._publish_soon(self.topics.result(req.job_id), result, retain=True)
+            ack()
             return
         try:
             entry = self.registry.resolve(req.model, req.version)
@@ -474,13 +508,14 @@ class FlightDaemon:
             self.registry.session(entry, self.throttle.intra_op_threads)  # a model ORT cannot load is refused now
         except (ModelError, WireError) as exc:
             self._reject(req.job_id, str(exc), len(payload))
+            ack()
             return
         now = self.clock()
         state = JobState.QUEUED
         reason_text: str | None = None
         if deadline_passed(req.deadline_utc, now):
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
-        self._accepting.add(req.job_id)
+        self._accepting[req.job_id] = [ack]
         self._background(
             self._accept(req, entry.manifest.version, payload, now, state, reason_text), f"intake of {req.job_id}"
         )
@@ -488,7 +523,7 @@ class FlightDaemon:
     async def _accept(
         self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None
     ) -> None:
-        """Journal the job (durably), then acknowledge it with its first state event."""
+        """Journal the job (durably), then acknowledge it with its first state event, and to the broker."""
         try:
             inserted = await self.writer.submit(
                 lambda j: j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now,
@@ -498,7 +533,8 @@ class FlightDaemon:
             self._reject(req.job_id, f"journal write failed, job not accepted: {exc}", len(payload))
             return
         finally:
-            self._accepting.discard(req.job_id)
+            for ack in self._accepting.pop(req.job_id, []):
+                ack()
         record = self.journal.get(req.job_id)
         assert record is not None
         self._publish_state(record)
@@ -523,7 +559,7 @@ class FlightDaemon:
                 list(self._queue.values()),
                 [r.job for r in self._running.values()],
                 self.throttle,
-                intake_open=self._intake_open,
+                may_start=not self._stopping,
                 governor=self.governor,
                 rate=self.mission.rate,
             )
@@ -800,7 +836,7 @@ class FlightDaemon:
     async def _control_cycle(self) -> None:
         self.supervisor.health.check_in("control")
         self._govern()
-        if self._intake_open:  # a timebase: plant telemetry has anchored mission time
+        if not self._stopping:  # a timebase: plant telemetry has anchored mission time
             self.sequences.cycle(self.mission.now(time.monotonic()) if self.telemetry else None)
         t, h = self.throttle, self.control.health
         self.metrics.control_cycle(mode=t.mode, budget_w=t.budget_w, queued=len(self._queue),
