@@ -138,7 +138,11 @@ class Status(WireModel):
     publishing: ``instance_id`` (one flightd process), ``boot_id`` (the board's boot, from Linux's
     /proc/sys/kernel/random/boot_id) and ``started_utc``; a flightd that finds another instance
     online under its satellite id stops (docs/icd.md, "One flightd per satellite id"). The offline
-    status (last will, clean stop) carries the sizes and the identity too."""
+    status (last will, clean stop) carries the sizes and the identity too.
+
+    ``intake``: ``open``; ``paused`` while the journal cannot be written (``intake_reason`` says why:
+    a submission is then ``rejected`` with that reason, docs/icd.md "Storage faults"); ``draining``
+    while flightd stops (submissions are journaled and run after the restart)."""
 
     sat: TopicId
     state: Literal["online", "offline"]
@@ -161,6 +165,8 @@ class Status(WireModel):
     instance_id: Identifier | None = None
     boot_id: str | None = Field(default=None, max_length=64)
     started_utc: UtcTime | None = None
+    intake: Literal["open", "paused", "draining"] | None = None
+    intake_reason: str | None = Field(default=None, max_length=2000)
 
 
 class Telemetry(WireModel):
