@@ -569,14 +569,6 @@ class JobJournal:
             db.execute("INSERT OR REPLACE INTO storage_probe (id, at_utc, filler) VALUES (1, ?, zeroblob(?))",
                        (now_utc, size_bytes))
 
-    def check(self, full: bool = False) -> list[str]:
-        """SQLite's ``quick_check`` (``integrity_check`` when ``full``): [] when the file is sound,
-        else its findings (at most 20). Raises what SQLite raises on a file too damaged to check
-        (``file is not a database``, ``database disk image is malformed``)."""
-        rows = self._db.execute(f"PRAGMA {'integrity_check' if full else 'quick_check'}(20)").fetchall()
-        findings = [str(r[0]) for r in rows]
-        return [] if findings == ["ok"] else findings
-
     # ------------------------------------------------------------------------------ salvage
 
     def columns(self, table: str) -> list[str]:

@@ -108,7 +108,14 @@ def open_journal(path: Path, synchronous: str = "FULL", check: Check = "quick", 
                  report.check_s, report.problem or "ok")
     if report.problem is not None:
         report.moved_to = _move_aside(path)
-    journal = JobJournal(path, synchronous)
+    try:
+        journal = JobJournal(path, synchronous)
+    except JournalFault as exc:  # not checked (check "off"), and too damaged to open: aside too
+        if report.moved_to is not None or exc.__cause__ is None or not is_corruption(exc.__cause__):
+            raise
+        report.problem = str(exc.__cause__)
+        report.moved_to = _move_aside(path)
+        journal = JobJournal(path, synchronous)
     try:
         journal.probe(time.time() if now_utc is None else now_utc, START_PROBE_BYTES)
         if report.moved_to is not None:
