@@ -17,10 +17,11 @@ so the connection is usable again as soon as the disk is. :meth:`JobJournal.prob
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,26 @@ CREATE TABLE IF NOT EXISTS storage_probe (
     at_utc        REAL NOT NULL,
     filler        BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS signing_keys (    -- the key ring: flight.keyring.KeyEntry.to_record as JSON
+    fingerprint   TEXT PRIMARY KEY,
+    record        TEXT NOT NULL,
+    updated_utc   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay_windows (  -- flight.antireplay.ReplayWindow per key (decimal text:
+    fingerprint   TEXT PRIMARY KEY,          -- a uint64 sequence number exceeds SQLite's int64)
+    top           TEXT NOT NULL,
+    seen          TEXT NOT NULL,
+    size          INTEGER NOT NULL
+) WITHOUT ROWID;                             -- one b-tree: one page more in a job's commit, not two
 """
+_MIGRATIONS = (
+    ("jobs", "owner", "ALTER TABLE jobs ADD COLUMN owner TEXT"),  # the key name that signed the job
+)
+"""Columns added after a table first shipped: (table, column, statement), applied when missing."""
 
-JOURNAL_TABLES = ("jobs", "results", "sequences", "sequence_firings")
-"""The tables that hold the journal's content, parents before children (what a salvage copies)."""
+JOURNAL_TABLES = ("jobs", "results", "sequences", "sequence_firings", "signing_keys", "replay_windows")
+"""The tables that hold the journal's content, parents before children (what a salvage copies): the
+key ring and the anti-replay windows too (a window lost would let an old signed request in again)."""
 
 
 class JournalFault(Exception):
@@ -274,6 +291,9 @@ class JobJournal:
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(SCHEMA)
+            for table, column, statement in _MIGRATIONS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(statement)
         except Exception as exc:
             if db is not None:
                 with suppress(sqlite3.Error):
@@ -371,15 +391,18 @@ class JobJournal:
         now_utc: float,
         state: JobState = JobState.QUEUED,
         reason: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Insert a new job; False (and nothing written) if ``job_id`` is already journaled.
-        ValueError for a non-finite time."""
+        ``owner``: the name of the key that signed it (flight.keyring), None when unsigned. ValueError for
+        a non-finite time."""
         _finite(deadline_utc=deadline_utc, now_utc=now_utc)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO jobs (job_id, state, model, version, priority, deadline_utc,"
-                " received_utc, updated_utc, reason, request) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request),
+                " received_utc, updated_utc, reason, request, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request,
+                 owner),
             )
             return cur.rowcount == 1
 
@@ -557,6 +580,45 @@ class JobJournal:
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {str(s): int(n) for s, n in rows}
+
+    # ------------------------------------------------------------------------------- security
+
+    @_storage_faults
+    def owner(self, job_id: str) -> str | None:
+        """The name of the key that signed job ``job_id`` (None: unknown job, or submitted unsigned)."""
+        row = self._db.execute("SELECT owner FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    @_storage_faults
+    def save_keys(self, records: Mapping[str, Mapping[str, Any]], now_utc: float) -> None:
+        """Insert or replace key ring entries (fingerprint -> plain record) in one transaction."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO signing_keys (fingerprint, record, updated_utc) VALUES (?, ?, ?)",
+                [(fp, json.dumps(dict(r), sort_keys=True), now_utc) for fp, r in records.items()],
+            )
+
+    @_storage_faults
+    def keys(self) -> dict[str, dict[str, Any]]:
+        """The persisted key ring: fingerprint -> record."""
+        rows = self._db.execute("SELECT fingerprint, record FROM signing_keys").fetchall()
+        return {str(fp): json.loads(record) for fp, record in rows}
+
+    @_storage_faults
+    def save_window(self, fingerprint: str, record: Mapping[str, Any], durable: bool = True) -> None:
+        """Persist one key's anti-replay window (``ReplayWindow.to_record``). ``durable=False`` only
+        where acting on a replay after a power cut would be harmless (read-only requests)."""
+        with self._tx(durable) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO replay_windows (fingerprint, top, seen, size) VALUES (?, ?, ?, ?)",
+                (fingerprint, str(record["top"]), str(record["seen"]), int(record["size"])),
+            )
+
+    @_storage_faults
+    def windows(self) -> dict[str, dict[str, Any]]:
+        """Every key's persisted anti-replay window: fingerprint -> record."""
+        rows = self._db.execute("SELECT fingerprint, top, seen, size FROM replay_windows").fetchall()
+        return {str(fp): {"top": str(top), "seen": str(seen), "size": int(size)} for fp, top, seen, size in rows}
 
     # ---------------------------------------------------------------------------- the storage
 
