@@ -193,7 +193,11 @@ class Status(WireModel):
     online under its satellite id stops (docs/icd.md, "One flightd per satellite id"). The offline
     status (last will, clean stop) carries the sizes and the identity too. ``model_limits``: what the model
     registry accepts, so that ``ground model upload`` refuses a model before its first chunk. ``outlook``: what a fleet
-    dispatcher routes by (:class:`DispatchOutlook`; online statuses only)."""
+    dispatcher routes by (:class:`DispatchOutlook`; online statuses only).
+
+    ``intake``: ``open``; ``paused`` while the journal cannot be written (``intake_reason`` says why:
+    a submission is then ``rejected`` with that reason, docs/icd.md "Storage faults"); ``draining``
+    while flightd stops (submissions are journaled and run after the restart)."""
 
     sat: TopicId
     state: Literal["online", "offline"]
@@ -219,6 +223,8 @@ class Status(WireModel):
     keys: list[str] = Field(default_factory=list, max_length=256, description="fingerprints of the active signing keys")
     model_limits: ModelLimits | None = None
     outlook: DispatchOutlook | None = None
+    intake: Literal["open", "paused", "draining"] | None = None
+    intake_reason: str | None = Field(default=None, max_length=2000)
 
 
 class Telemetry(WireModel):

@@ -178,11 +178,17 @@ def make_client(
     keepalive_s: int = 10,
     timeout_s: float = 10.0,
     tls: TlsFiles | None = None,
+    manual_ack: bool = False,
 ) -> aiomqtt.Client:
     """An aiomqtt Client (create it inside the running loop) with TCP_NODELAY and MQTT 3.1.1.
 
     An ``mqtts://`` URL needs ``tls`` (ValueError otherwise); ``tls`` with a plain ``mqtt://`` URL is
     a ValueError too, so a configuration never silently falls back to cleartext.
+
+    ``manual_ack``: a QoS 1 message received is not acknowledged to the broker (PUBACK) until
+    :func:`acknowledge` is called for it. A message never acknowledged stays the broker's: it sends it
+    again (DUP) when the same persistent session connects next. flightd acknowledges a job submission
+    only once it is journaled, so a crash between receipt and journal loses nothing.
     """
     check_tls(url, tls)
     client = aiomqtt.Client(
@@ -201,4 +207,14 @@ def make_client(
         tls_context=None if tls is None else tls.context(),
     )
     client.pending_calls_threshold = 1000  # concurrent QoS 1 publishes are normal here, not a leak
+    if manual_ack:
+        client._client.manual_ack_set(True)  # paho's switch; aiomqtt 2.x does not expose it
     return client
+
+
+def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Send the PUBACK of ``message`` (QoS 1) on ``client``, the connection it arrived on, which must
+    have been made with ``manual_ack``; nothing for QoS 0. Call it on the event loop's thread. On a
+    connection closed meanwhile nothing is sent: the broker delivers the message again on the next."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)
