@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import math
 import random
@@ -46,6 +47,12 @@ from link.topics import TopicMap
 from link.uplink import UploadQuery
 
 DIGITS = "digits-int8"
+BATCH = 100
+"""Hostile messages between two pings while the bench sends: the ground's link is paced, and a
+backlog at the broker would measure queueing, not flightd."""
+WARMUP = 200
+"""Hostile messages sent before the RSS baseline: the first use of every refusal path (lazy imports,
+pydantic's and re's caches) is not growth."""
 REPO = Path(__file__).resolve().parent.parent
 
 ODD_IDS = (
@@ -174,7 +181,7 @@ def _overflowing_tensor(rng: random.Random) -> dict[str, Any]:
 def hostile_message(rng: random.Random, topics: TopicMap, n: int) -> Hostile:
     """Hostile message number ``n`` (its ids carry ``n`` so that replies can be matched)."""
     t = Templates(topics)
-    target = rng.choice(("job", "command", "sequence", "upload", "telemetry"))
+    target = rng.choice(("job", "command", "sequence", "upload", "telemetry", "status"))
     job_id, command_id, upload_id = f"fz-job-{n}", f"fz-cmd-{n}", f"fz-up-{n}"
     odd_level = False
     if target == "job":
@@ -190,14 +197,18 @@ def hostile_message(rng: random.Random, topics: TopicMap, n: int) -> Hostile:
         topic = f"{topics.base}/models/upload/{upload_id}"
         doc = t.upload(upload_id if not odd_level else "fz-up-x", rng)
         due = None if odd_level else topics.upload_progress(upload_id)
-    else:
+    elif target == "telemetry":
         channel = rng.choice(("power", "thermal", f"fz{n}")) if rng.random() < 0.7 else rng.choice(TOPIC_ODD_LEVELS)
         topic, doc, due = f"{topics.base}/tlm/{channel}", t.telemetry("power"), None
+    else:  # flightd's own status (read for a rival): only what cannot be a rival's status, which stops it
+        topic, doc, due = topics.status, {}, None
     refused = True
     kind = rng.choice(("random_bytes", "frame", "wrong_type", "nested", "mutated", "mutated", "mutated",
                        "empty", "shape", "mismatched_id"))
     if kind == "shape" and target != "job":
         kind = "mutated"
+    if target == "status" and kind in ("mutated", "shape", "mismatched_id", "frame"):
+        kind = "random_bytes"
     reply = due
     if kind == "random_bytes":
         payload = rng.randbytes(rng.randrange(1, 2048))
@@ -336,6 +347,7 @@ class Campaign:
     messages: int
     legit_jobs: int
     seed: int
+    keep_log: Path | None = None
     kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -344,52 +356,64 @@ async def run(campaign: Campaign) -> dict[str, Any]:
 
     async with rig(DIGITS, threads=1, concurrency=1) as r:
         topics = TopicMap("bench")
-        host, port = r.broker.host, r.broker.port
-        probe = Probe(host, port, topics)
+        probe = Probe(r.broker.host, r.broker.port, topics)
         try:
             rng = random.Random(campaign.seed)
-            await asyncio.sleep(0.5)
-            rss_before = r.rss_mb()["VmRSS"]
-            expected = expected_outputs(0)  # the same model for every seed: computed per seed below
+            sync = itertools.count()
+
+            def send(count: int, first: int) -> float:
+                """``count`` hostile messages in batches of BATCH, each batch synced by a ping (the link
+                paces the ground); the worst ping round trip (s)."""
+                worst = 0.0
+                for n in range(first, first + count):
+                    if n in legit_at:
+                        probe.publish(topics.job_submit, legit_job(*legit_at[n]))
+                    h = hostile_message(rng, topics, n)
+                    campaign.kinds[h.kind.split(":")[1]] += 1
+                    probe.publish(h.topic, h.payload, retain=h.retain)
+                    if (n - first + 1) % BATCH == 0 and n != first + count - 1:
+                        rtt = probe.ping(f"fuzz-sync-{next(sync)}", timeout_s=60.0)
+                        if rtt is None:
+                            raise RuntimeError(f"flightd did not answer a ping after {n} hostile messages")
+                        worst = max(worst, rtt)
+                        if (n + 1) % 1000 == 0:
+                            progress(f"fuzz: {n + 1 - first} messages sent")
+                return worst
+
             legit = {f"legit-{i}": i for i in range(campaign.legit_jobs)}
             every = max(1, campaign.messages // max(1, campaign.legit_jobs))
+            legit_at = {WARMUP + i * every: (job_id, seed) for i, (job_id, seed) in enumerate(legit.items())}
+            rss_cold = r.rss_mb()["VmRSS"]
+            send(WARMUP, 0)  # first use of every refusal path (imports, caches): not growth
+            probe.ping("fuzz-warm", timeout_s=60.0)
+            rss_before = r.rss_mb()["VmRSS"]
             started = time.perf_counter()
-            ids = iter(legit.items())
-            for n in range(campaign.messages):
-                if n % every == 0:
-                    nxt = next(ids, None)
-                    if nxt is not None:
-                        probe.publish(topics.job_submit, legit_job(*nxt))
-                h = hostile_message(rng, topics, n)
-                campaign.kinds[h.kind.split(":")[1]] += 1
-                probe.publish(h.topic, h.payload, retain=h.retain)
-                if n % 500 == 0:
-                    await asyncio.sleep(0)  # let paho's thread drain
-                    progress(f"fuzz: {n} messages sent")
-            for job_id, seed in ids:
-                probe.publish(topics.job_submit, legit_job(job_id, seed))
+            worst_sync_s = send(campaign.messages, WARMUP)
+            ping_s = probe.ping("fuzz-ping-after", timeout_s=60.0)
             burst_s = time.perf_counter() - started
-            ping_s = probe.ping("fuzz-ping-after", timeout_s=30.0)
-            results = {job_id: probe.wait_topic(topics.result(job_id), 60.0) for job_id in legit}
-            ok = 0
-            for job_id, seed in legit.items():
-                got = results[job_id]
-                if got and result_matches(got[-1], seed, expected if seed == 0 else None):
-                    ok += 1
+            expected = expected_outputs(0)  # one model: the outputs differ by seed, computed below
+            results = {job_id: probe.wait_topic(topics.result(job_id), 120.0) for job_id in legit}
+            ok = sum(1 for job_id, seed in legit.items() if results[job_id]
+                     and result_matches(results[job_id][-1], seed, expected if seed == 0 else None))
             rss_after = r.rss_mb()["VmRSS"]
             crashes = 0 if r.flightd.poll() is None else 1
         finally:
             probe.close()
         log_text = (r.workdir / "flightd.log").read_text(errors="replace")
+        if campaign.keep_log is not None:
+            campaign.keep_log.write_text(log_text)
     return {
         "messages": campaign.messages,
         "crashes": crashes,
         "legit_jobs_ok": f"{ok}/{campaign.legit_jobs}",
         "rss_growth_mb": round(rss_after - rss_before, 1),
+        "rss_growth_cold_mb": round(rss_after - rss_cold, 1),
+        "warmup_messages": WARMUP,
         "tracebacks": tracebacks(log_text),
         "ping_ms_after": None if ping_s is None else round(ping_s * 1e3, 1),
         "refusal_lines": refusal_lines(log_text),
         "burst_s": round(burst_s, 1),
+        "worst_sync_ping_ms": round(worst_sync_s * 1e3, 1),
         "kinds": dict(campaign.kinds),
         "seed": campaign.seed,
         "cpu": cpu_info(),
@@ -401,9 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--legit-jobs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-log", type=Path, help="copy flightd's log here")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    out = asyncio.run(run(Campaign(args.messages, args.legit_jobs, args.seed)))
+    out = asyncio.run(run(Campaign(args.messages, args.legit_jobs, args.seed, args.keep_log)))
     if args.json:
         print(json.dumps(out))
     else:

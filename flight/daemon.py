@@ -469,7 +469,13 @@ class FlightDaemon:
             backoff = min(backoff * 2, self.settings.link.reconnect_max_s)
 
     def _rival_status(self, payload: object) -> bool:
-        if not isinstance(payload, bytes | bytearray) or not payload:
+        """True when ``payload`` on our status topic shows a rival (:meth:`_yield_to_rival`). Anything
+        else that is not our own status is one WARNING line, an empty one (someone cleared the retained
+        status; the next heartbeat publishes it again) included."""
+        if not isinstance(payload, bytes | bytearray):
+            return False
+        if not payload:
+            log.warning("empty message on our status topic: the retained status was cleared by another client")
             return False
         try:
             return self._yield_to_rival(decode(bytes(payload), Status).message)

@@ -106,7 +106,7 @@ def test_hostile_messages_on_every_topic_are_answered_once_while_legit_jobs_run(
     counter = itertools.count()
     legit: dict[str, int] = {}
 
-    @settings(max_examples=160, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(rng=st.randoms(use_true_random=False))
     def fuzz(rng: random.Random) -> None:
@@ -145,7 +145,7 @@ def test_upload_on_a_topic_whose_id_breaks_the_pattern_is_logged_once_without_a_
 
 
 def test_retained_empty_payloads_on_inbound_topics_are_refused_once(rig: Rig) -> None:
-    for i, topic in enumerate([TOPICS.job_submit, TOPICS.command, TOPICS.sequence_command,
+    for i, topic in enumerate([TOPICS.job_submit, TOPICS.command, TOPICS.sequence_command, TOPICS.status,
                                TOPICS.upload("fz-empty"), TOPICS.telemetry("power")]):
         check_one(rig, Hostile("empty:retained", topic, b"", retain=True), f"sync-empty-{i}")
 
