@@ -348,6 +348,7 @@ class Campaign:
     legit_jobs: int
     seed: int
     keep_log: Path | None = None
+    batch: int = BATCH
     kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -371,7 +372,7 @@ async def run(campaign: Campaign) -> dict[str, Any]:
                     h = hostile_message(rng, topics, n)
                     campaign.kinds[h.kind.split(":")[1]] += 1
                     probe.publish(h.topic, h.payload, retain=h.retain)
-                    if (n - first + 1) % BATCH == 0 and n != first + count - 1:
+                    if campaign.batch and (n - first + 1) % campaign.batch == 0 and n != first + count - 1:
                         rtt = probe.ping(f"fuzz-sync-{next(sync)}", timeout_s=60.0)
                         if rtt is None:
                             raise RuntimeError(f"flightd did not answer a ping after {n} hostile messages")
@@ -396,6 +397,7 @@ async def run(campaign: Campaign) -> dict[str, Any]:
             ok = sum(1 for job_id, seed in legit.items() if results[job_id]
                      and result_matches(results[job_id][-1], seed, expected if seed == 0 else None))
             rss_after = r.rss_mb()["VmRSS"]
+            rss_peak = r.rss_mb()["VmHWM"]
             crashes = 0 if r.flightd.poll() is None else 1
         finally:
             probe.close()
@@ -408,6 +410,8 @@ async def run(campaign: Campaign) -> dict[str, Any]:
         "legit_jobs_ok": f"{ok}/{campaign.legit_jobs}",
         "rss_growth_mb": round(rss_after - rss_before, 1),
         "rss_growth_cold_mb": round(rss_after - rss_cold, 1),
+        "rss_peak_mb": round(rss_peak, 1),
+        "batch": campaign.batch,
         "warmup_messages": WARMUP,
         "tracebacks": tracebacks(log_text),
         "ping_ms_after": None if ping_s is None else round(ping_s * 1e3, 1),
@@ -426,9 +430,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--legit-jobs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-log", type=Path, help="copy flightd's log here")
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="hostile messages between two pings (0: one unpaced burst, a flood)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    out = asyncio.run(run(Campaign(args.messages, args.legit_jobs, args.seed, args.keep_log)))
+    out = asyncio.run(run(Campaign(args.messages, args.legit_jobs, args.seed, args.keep_log, args.batch)))
     if args.json:
         print(json.dumps(out))
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from flight.allocator import pin_mmap_threshold
 from flight.daemon import FlightDaemon
 from flight.journal import JournalFault
 from flight.session import EXIT_SESSION_CONFLICT
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    pin_mmap_threshold()  # a flood of large payloads must not leave the heap grown (flight.allocator)
     try:
         settings = FlightSettings.load(
             args.config, broker=args.broker, sat=args.sat, data_dir=args.data_dir, models_dir=args.models_dir
