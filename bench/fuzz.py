@@ -41,6 +41,7 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from link.codec import MAGIC, encode, pack_tensors
+from link.envelope import MAGIC as ENVELOPE_MAGIC
 from link.messages import Command, JobRequest, Ping, Telemetry, is_identifier
 from link.sequence import ListSequences, SequenceCommand
 from link.topics import TopicMap
@@ -171,6 +172,17 @@ def _frame(rng: random.Random, header: bytes) -> tuple[bytes, bool]:
     return MAGIC + struct.pack("<I", len(header)) + header + bytes(rng.randrange(0, 64)), True
 
 
+def _seal(rng: random.Random, body: bytes, sat: str) -> tuple[bytes, bytes]:
+    """An ORS1 envelope (link.envelope) around ``body`` signed by a key nobody holds, or one cut
+    short; and the body a reader can still find in it (empty when cut)."""
+    sat_bytes = rng.choice((sat, "sat9", "x" * 200)).encode()[:255]
+    header = ENVELOPE_MAGIC + rng.randbytes(8) + struct.pack("<Q", rng.choice((0, 1, 2**64 - 1)))
+    whole = header + bytes([len(sat_bytes)]) + sat_bytes + body + rng.randbytes(64)
+    if rng.random() < 0.5:
+        return whole[: rng.randrange(4, len(whole))], b""
+    return whole, body
+
+
 def _overflowing_tensor(rng: random.Random) -> dict[str, Any]:
     shape = rng.choice([[2**62, 2**62], [2**31, 2**31, 2**31], [-1, 8], [10**30], [0, 2**63], [1] * 40,
                         [1, 1, 8, 8, 0], [65536, 65536]])
@@ -202,12 +214,12 @@ def hostile_message(rng: random.Random, topics: TopicMap, n: int) -> Hostile:
         topic, doc, due = f"{topics.base}/tlm/{channel}", t.telemetry("power"), None
     else:  # flightd's own status (read for a rival): only what cannot be a rival's status, which stops it
         topic, doc, due = topics.status, {}, None
-    refused = True
+    refused, body = True, b""
     kind = rng.choice(("random_bytes", "frame", "wrong_type", "nested", "mutated", "mutated", "mutated",
-                       "empty", "shape", "mismatched_id"))
+                       "empty", "shape", "mismatched_id", "sealed"))
     if kind == "shape" and target != "job":
         kind = "mutated"
-    if target == "status" and kind in ("mutated", "shape", "mismatched_id", "frame"):
+    if target == "status" and kind in ("mutated", "shape", "mismatched_id", "frame", "sealed"):
         kind = "random_bytes"
     reply = due
     if kind == "random_bytes":
@@ -238,10 +250,14 @@ def hostile_message(rng: random.Random, topics: TopicMap, n: int) -> Hostile:
         if target == "telemetry" and rng.random() < 0.5:  # a readable sample about another channel
             doc["channel"] = rng.choice(("thermal", "orbit", f"other{n}"))
         payload = json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    elif kind == "sealed":
+        payload, body = _seal(rng, json.dumps(doc).encode() if rng.random() < 0.5 else _splice(doc, rng), topics.sat)
+        refused = True
     else:
         payload = _splice(doc, rng)
     if reply is not None and target in ("job", "command", "sequence"):
-        readable = _readable_field(payload, "job_id" if target == "job" else "command_id")
+        inner = body if kind == "sealed" else payload
+        readable = _readable_field(inner, "job_id" if target == "job" else "command_id")
         reply = None if readable is None else (
             topics.job_state(readable) if target == "job" else topics.command_reply(readable))
     return Hostile(f"{target}:{kind}", topic, payload, reply_topic=reply, refused=refused)
@@ -272,13 +288,19 @@ class Probe:
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda *_: self.client.subscribe(topics.everything, qos=1)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
         self._subscribed = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect(host, port)
         self.client.loop_start()
         if not self._subscribed.wait(10.0):
             raise RuntimeError(f"no subscription on the broker at {host}:{port}")
+
+    def _on_connect(self, *_: Any) -> None:
+        self.client.subscribe(self.topics.everything, qos=1)
+
+    def _on_subscribe(self, *_: Any) -> None:
+        self._subscribed.set()
 
     def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
         with self._cond:

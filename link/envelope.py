@@ -119,12 +119,18 @@ def overhead(sat: str) -> int:
 
 
 def peek_body(payload: bytes | memoryview) -> bytes | memoryview:
-    """Best-effort, unverified: the body of an envelope, or ``payload`` itself when it is not a
-    well-formed one (for naming the job or command a refusal is about, never for acting on)."""
-    try:
-        return open_envelope(payload).body if is_sealed(payload) else payload
-    except SignatureError:
+    """Best-effort, unverified: the body of an envelope, or ``payload`` itself when it is not one (for
+    naming the job or command a refusal is about, never for acting on). Only the layout is read: an
+    envelope refused for its fields (sequence 0, a satellite id that is no identifier) still names
+    its job, so the refusal reaches the sender (found by bench.fuzz); one too short for its own
+    layout gives ``payload``."""
+    if not is_sealed(payload) or len(payload) < MIN_ENVELOPE_BYTES:
         return payload
+    view = memoryview(payload)
+    body_start = _FIXED.size + view[_FIXED.size - 1]
+    if body_start + SIGNATURE_BYTES > len(view):
+        return payload
+    return view[body_start : len(view) - SIGNATURE_BYTES]
 
 
 def seal(body: bytes, private_key: Ed25519PrivateKey, sat: str, sequence: int) -> bytes:

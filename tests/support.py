@@ -112,7 +112,8 @@ class FlightdProcess:
     def start(self) -> None:
         args = [sys.executable, "-m", "flight.cli", "--broker", self.broker, "--sat", self.sat,
                 "--data-dir", str(self.data_dir), "--models", str(self.models_dir),
-                "--log-level", self.log_level or os.environ.get("ORBITD_TEST_LOG_LEVEL", "INFO")]  # DEBUG to debug a test
+                # ORBITD_TEST_LOG_LEVEL=DEBUG to debug a test
+                "--log-level", self.log_level or os.environ.get("ORBITD_TEST_LOG_LEVEL", "INFO")]
         if self.config is not None:
             args += ["--config", str(self.config)]
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
