@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -44,6 +46,8 @@ from link.uplink import UploadProgress, UploadState
 from tests.support import FlightdProcess, copy_bundled, wait_online
 
 TOPICS = TopicMap("sat1")
+RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+"""The start of every line flightd logs (flight.log_format): a line without it is a record broken up."""
 
 
 @dataclass
@@ -98,6 +102,7 @@ def check_one(r: Rig, h: Hostile, sync_id: str) -> None:
     assert r.flightd.alive(), f"flightd died on {h.kind} {h.payload[:200]!r}"
     new = r.log_lines()[before:]
     assert tracebacks("\n".join(new)) == 0, "\n".join(new)
+    assert all(RECORD.match(line) for line in new), f"a log record broken over lines:\n{chr(10).join(new)}"
     assert refusal_lines("\n".join(new)) == expect_lines, (
         f"{h.kind} on {h.topic!r} ({h.payload[:120]!r}): expected {expect_lines} log line(s), got:\n" + "\n".join(new))
 
@@ -163,3 +168,15 @@ def test_a_sample_whose_sat_or_channel_disagrees_with_its_topic_is_refused_with_
               f"sync-mismatch-{topic_channel}-{sat}-{channel}")
     (line,) = [ln for ln in rig.log_lines()[before:] if " WARNING " in ln]
     assert f"sample of {sat}/{channel}" in line and f"names sat1/{topic_channel}" in line, line
+
+
+def test_a_reason_quoting_the_wire_cannot_forge_log_lines(rig: Rig) -> None:
+    """pydantic quotes a bad discriminator tag as sent: a newline in it used to start a new physical
+    line of flightd's log, which could read as a record of its own."""
+    forged = "ping\n2026-01-01 00:00:00,000 ERROR flightd: forged"
+    doc = {"schema_version": 1, "command_id": "fz-forge", "issued_utc": 1.0e9, "body": {"action": forged}}
+    before = len(rig.log_lines())
+    check_one(rig, Hostile("command:forge", TOPICS.command, json.dumps(doc).encode(),
+                           reply_topic=TOPICS.command_reply("fz-forge")), "sync-forge")
+    (line,) = [ln for ln in rig.log_lines()[before:] if "fz-forge" in ln]
+    assert "ping\\n2026-01-01" in line, line
