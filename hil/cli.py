@@ -1,11 +1,13 @@
 """``hil``: the test rig's command line.
 
     hil plant  --broker URL --sat ID --scenario NAME --warp X [--rate HZ] [--duration S]
+               [--warp-schedule JSON] [--lockstep S] [--json]
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
     hil nats   [--dir DIR] [--nodes 3]    (nats-server cluster with MQTT: the fleet's ground broker)
     hil scenarios                         (list the bundled scenarios)
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
+               [--link passes|relay [--contact-warp X] [--board auto|netns|loopback]]
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rate", type=float, default=None, help="telemetry samples per simulated second")
     p.add_argument("--duration", type=float, default=None, help="stop after this many simulated seconds")
     p.add_argument("--physics-dt", type=float, default=1.0, help="plant integration step, simulated s")
+    p.add_argument("--warp-schedule", help='warp by simulated time, replaces --warp: '
+                   '{"base": W, "spans": [[start_s, end_s, warp], ...]} (hil.plant_service.WarpSchedule)')
+    p.add_argument("--lockstep", type=float, default=None,
+                   help="stay at most this many simulated s ahead of flightd's reported mission time")
+    p.add_argument("--json", action="store_true", help="at the end, print {wall_s, pace_slips} as JSON")
 
 
 def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,19 +82,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         if args.command == "plant":
-            from hil.plant_service import serve
+            import json
 
-            asyncio.run(
+            from hil.plant_service import WarpSchedule, serve
+
+            wall0 = time.monotonic()
+            pacer = asyncio.run(
                 serve(
                     args.broker,
                     args.sat,
                     args.scenario,
-                    warp=args.warp,
+                    warp=WarpSchedule.from_json(args.warp_schedule) if args.warp_schedule else args.warp,
                     rate_hz=args.rate,
                     duration_s=args.duration,
                     physics_dt_s=args.physics_dt,
+                    lockstep_s=args.lockstep,
                 )
             )
+            if args.json:
+                print(json.dumps({"wall_s": time.monotonic() - wall0, "pace_slips": pacer.slips}), flush=True)
         elif args.command == "broker":
             from hil.embedded_broker import serve_forever
 
