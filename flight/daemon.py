@@ -12,8 +12,10 @@ dispatcher (:func:`flight.dispatch.plan_wake`) -> executor -> result committed t
 result published, retained, until the ground acknowledges it (``ack_result``).
 
 Link: an aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
-submissions for us across our own restarts, reconnected with exponential backoff after a disconnect, to
-the next node of the broker list each time (a clustered broker keeps the session on every node);
+submissions for us across our own restarts; a submission is acknowledged to the broker (PUBACK) only
+once it is journaled or refused (``manual_ack``), so a kill -9 between receipt and commit leaves it
+with the broker, which sends it again at the next connection. Reconnected with exponential backoff
+after a disconnect, to the next node of the broker list each time (a clustered broker keeps the session on every node);
 subscriptions and retained state are renewed after every connect. The retained ``status`` carries a
 last will of ``offline``; never rely on the broker's keepalive for safety (amqtt does not enforce it).
 One flightd per satellite id: before every connection and while connected, flightd checks that no
@@ -90,7 +92,7 @@ from link.telemetry import (
     unreadable_values,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, make_client, refused_filters
+from link.transport import BrokerList, make_client, puback, refused_filters
 
 log = logging.getLogger("flightd")
 
@@ -303,6 +305,7 @@ class FlightDaemon:
                 clean_session=False,
                 will=will,
                 keepalive_s=self.settings.link.keepalive_s,
+                manual_ack=True,
             )
             attempt += 1
             try:
@@ -317,7 +320,7 @@ class FlightDaemon:
                         self.supervisor.health.check_in("link")
                         if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
                             return  # leave the session at once: take nothing more from it
-                        self._route(message)
+                        self._route(message, self._acker(client, message))
             except aiomqtt.MqttError as exc:
                 if connected_at is not None and time.monotonic() - connected_at >= self.settings.link.stable_s:
                     backoff = self.settings.link.reconnect_min_s  # a connection that held: start again from the minimum
@@ -413,16 +416,34 @@ class FlightDaemon:
         )
         self._publish_soon(self.topics.events, encode(event))
 
-    def _route(self, message: aiomqtt.Message) -> None:
-        """Hand an incoming message to its handler; nothing that arrives may take the daemon down."""
+    def _acker(self, client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
+        """The PUBACK of ``message``, sent once, and only on the connection it came on (after a lost
+        connection the broker sends the message again)."""
+        sent = False
+
+        def ack() -> None:
+            nonlocal sent
+            if not sent and self._client is client:
+                sent = True
+                with contextlib.suppress(Exception):  # a connection closing under us: it is sent again
+                    puback(client, message)
+
+        return ack
+
+    def _route(self, message: aiomqtt.Message, ack: Callable[[], None] = lambda: None) -> None:
+        """Hand an incoming message to its handler; nothing that arrives may take the daemon down.
+        ``ack`` (the PUBACK) is sent once the message is handled; a job submission's only once it is
+        journaled or refused."""
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         payload = bytes(payload)
         topic = message.topic
+        handed_on = False
         try:
             if topic.matches(self.topics.job_submit):
-                self._on_submit(payload)
+                self._on_submit(payload, ack)
+                handed_on = True
             elif topic.matches(self.topics.command):
                 self._background(self._on_command(payload), "command")
             elif topic.matches(self.topics.sequence_command):
@@ -435,6 +456,9 @@ class FlightDaemon:
         except Exception as exc:
             log.exception("unhandled error on %s", topic)
             self._event(EventKind.ERROR, f"internal error handling {topic}: {exc}", severity="error")
+        finally:
+            if not handed_on:
+                ack()
 
     # ===================================================================================== intake
 
@@ -445,24 +469,29 @@ class FlightDaemon:
             self._publish_soon(self.topics.job_state(job_id), encode(event))
         self._event(EventKind.REJECTED, reason, severity="warning", job_id=job_id, payload_bytes=payload_bytes)
 
-    def _on_submit(self, payload: bytes) -> None:
+    def _on_submit(self, payload: bytes, ack: Callable[[], None] = lambda: None) -> None:
+        """Validate and journal a submission; ``ack`` (its PUBACK) once it is journaled or refused."""
         limit = self.settings.link.max_payload_bytes
         if len(payload) > limit:
             reason = f"payload of {len(payload)} bytes exceeds the {limit}-byte limit"
             self._reject(peek_field(payload, "job_id"), reason, len(payload))
+            ack()
             return
         try:
             decoded = decode(payload, JobRequest)
         except WireError as exc:
             self._reject(peek_field(payload, "job_id"), str(exc), len(payload))
+            ack()
             return
         req = decoded.message
-        if req.job_id in self._accepting:
+        if req.job_id in self._accepting:  # the first copy is acknowledged once journaled
             log.info("job %s is being journaled already: duplicate ignored", req.job_id)
+            ack()
             return
         existing = self.journal.get(req.job_id)
         if existing is not None:
             log.info("job %s already journaled (%s): not run again", req.job_id, existing.state)
+            ack()
             self._publish_state(existing)
             result = self.journal.result(req.job_id) if existing.state is JobState.DONE else None
             if result:
@@ -474,6 +503,7 @@ class FlightDaemon:
             self.registry.session(entry, self.throttle.intra_op_threads)  # a model ORT cannot load is refused now
         except (ModelError, WireError) as exc:
             self._reject(req.job_id, str(exc), len(payload))
+            ack()
             return
         now = self.clock()
         state = JobState.QUEUED
@@ -482,13 +512,14 @@ class FlightDaemon:
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
         self._accepting.add(req.job_id)
         self._background(
-            self._accept(req, entry.manifest.version, payload, now, state, reason_text), f"intake of {req.job_id}"
+            self._accept(req, entry.manifest.version, payload, now, state, reason_text, ack), f"intake of {req.job_id}"
         )
 
     async def _accept(
-        self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None
+        self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None,
+        ack: Callable[[], None] = lambda: None,
     ) -> None:
-        """Journal the job (durably), then acknowledge it with its first state event."""
+        """Journal the job (durably), then acknowledge it: PUBACK to the broker, first state event."""
         try:
             inserted = await self.writer.submit(
                 lambda j: j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now,
@@ -499,6 +530,7 @@ class FlightDaemon:
             return
         finally:
             self._accepting.discard(req.job_id)
+            ack()
         record = self.journal.get(req.job_id)
         assert record is not None
         self._publish_state(record)

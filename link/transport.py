@@ -104,8 +104,13 @@ def make_client(
     will: aiomqtt.Will | None = None,
     keepalive_s: int = 10,
     timeout_s: float = 10.0,
+    manual_ack: bool = False,
 ) -> aiomqtt.Client:
-    """An aiomqtt Client (create it inside the running loop) with TCP_NODELAY and MQTT 3.1.1."""
+    """An aiomqtt Client (create it inside the running loop) with TCP_NODELAY and MQTT 3.1.1.
+
+    ``manual_ack``: QoS 1 messages are acknowledged (PUBACK) only by :func:`puback`, when the receiver
+    has made them safe, not on receipt: the broker of a persistent session sends an unacknowledged
+    message again after a reconnection, so a receiver killed between receipt and commit loses nothing."""
     client = aiomqtt.Client(
         url.host,
         url.port,
@@ -121,4 +126,13 @@ def make_client(
         max_inflight_messages=100,
     )
     client.pending_calls_threshold = 1000  # concurrent QoS 1 publishes are normal here, not a leak
+    if manual_ack:  # aiomqtt 2.x does not expose paho's option: set it on its paho client, before connecting
+        client._client.manual_ack_set(True)
     return client
+
+
+def puback(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Acknowledge ``message`` (received by ``client``, made with ``manual_ack``); nothing for QoS 0.
+    Call it on the connection the message came on: a packet id means nothing on another."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)
