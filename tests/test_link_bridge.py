@@ -26,7 +26,7 @@ def test_bridge_config_maps_the_two_trees() -> None:
     assert "cleansession false" in lines and "local_cleansession false" in lines
     topics = {t.pattern: (t.direction, t.qos) for t in bridge_topics(TOPICS)}
     assert topics[TOPICS.job_submit] == ("in", 1) and topics[TOPICS.command] == ("in", 1)
-    assert topics[TOPICS.upload_all] == ("in", 1)
+    assert topics[TOPICS.upload_all] == ("in", 1) and topics[TOPICS.sequence_command] == ("in", 1)
     assert topics[TOPICS.result_all] == ("out", 1) and topics[TOPICS.events] == ("out", 1)
     assert topics[TOPICS.command_reply_all] == ("out", 1) and topics[TOPICS.upload_progress_all] == ("out", 1)
     assert topics[TOPICS.telemetry_all] == ("out", 0)

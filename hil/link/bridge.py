@@ -4,7 +4,7 @@ Pure: a :class:`~link.topics.TopicMap` and an address in, config lines out. The 
 onboard broker (flightd only ever talks to its local broker) and connects out through the link:
 
 * ground -> satellite trees ("in": the bridge subscribes on the ground broker): job submissions,
-  commands, model uploads — QoS 1.
+  commands, sequence commands, model uploads — QoS 1.
 * satellite -> ground trees ("out"): job states, results, command replies, upload progress, status,
   events — QoS 1; telemetry — QoS 0 (TopicMap: fresh data beats stale retransmissions; what is
   published out of contact is not queued, and the ground archive shows the gap).
@@ -52,7 +52,7 @@ class BridgeTopic:
 
 def bridge_topics(topics: TopicMap) -> tuple[BridgeTopic, ...]:
     """The ground -> satellite ("in") and satellite -> ground ("out") trees of one satellite."""
-    up = (topics.job_submit, topics.command, topics.upload_all)
+    up = (topics.job_submit, topics.command, topics.sequence_command, topics.upload_all)
     down = (
         topics.job_state_all,
         topics.result_all,
