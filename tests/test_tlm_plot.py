@@ -11,7 +11,7 @@ import numpy as np
 
 from ground.tlm.archive import Archive, topic_row
 from ground.tlm.cli import main
-from ground.tlm.plot import eclipses, extract, mode_spans
+from ground.tlm.plot import eclipses, extract, mode_spans, with_gaps
 from link.codec import encode
 from link.messages import Event, EventKind, JobState, JobStateEvent, Telemetry
 from link.topics import TopicMap
@@ -136,3 +136,13 @@ def test_plot_writes_a_nontrivial_png(tmp_path: Path) -> None:
     assert len(raw) > 60_000
     blank = zlib.compress(b"\xff" * (width * height * 4))
     assert len(raw) > 5 * len(blank)
+
+
+def test_lines_break_at_gaps_in_the_telemetry() -> None:
+    t = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0])  # out of contact from 3 s to 10 s
+    v = t * 2.0
+    tg, vg = with_gaps(t, v)
+    assert np.isnan(tg[4]) and np.isnan(vg[4])
+    assert list(tg[:4]) == [0.0, 1.0, 2.0, 3.0] and list(tg[5:]) == [10.0, 11.0, 12.0]
+    regular = np.arange(10.0)
+    assert len(with_gaps(regular, regular)[0]) == 10  # no gap, no break
