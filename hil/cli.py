@@ -63,6 +63,17 @@ def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", default="tile-fp32", help="bundled model the workload runs")
     p.add_argument("--tiles", type=int, default=4, help="128x128 tiles per job (a frame)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument("--link", choices=["passes", "relay"],
+                   help="run across the space link of the scenario's [link] table: board side (flightd, onboard "
+                   "Mosquitto, plant) bridged to the ground broker through the link emulator (docs/hil.md); "
+                   "default: the perfect link")
+    p.add_argument("--contact-warp", type=float, default=10.0,
+                   help="--link: warp while in contact (Mosquitto's bridge retries every 1-2 s of wall time; keep it "
+                   "<= 10 for passes); --warp applies in the gaps")
+    p.add_argument("--board", choices=["auto", "netns", "loopback"], default="auto",
+                   help="--link: where the board side runs (auto: its own network namespace when root)")
+    p.add_argument("--resend-contact", type=float, default=300.0,
+                   help="--link: contact seconds without an acknowledgement before a job is sent again")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,12 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             import json
             from dataclasses import asdict
 
-            from hil.sil import print_report, run_sil
+            from hil.sil import LinkOptions, print_report, run_sil
 
+            link = None if args.link is None else LinkOptions(
+                args.link, contact_warp=args.contact_warp, board=args.board, resend_contact_s=args.resend_contact)
             report = asyncio.run(
                 run_sil(args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
                         report_dir=args.report, models=args.models, model=args.model, backlog=args.backlog,
-                        tiles=args.tiles, progress=not args.json)
+                        tiles=args.tiles, progress=not args.json, link=link)
             )
             if args.json:
                 print(json.dumps(asdict(report)))

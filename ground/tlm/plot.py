@@ -234,13 +234,14 @@ def _lines(ax: Axes, data: PlotData, specs: Sequence[tuple[str, str, str, float]
 
 
 def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None, title: str | None = None,
-         contacts: Sequence[tuple[float, float]] | None = None) -> Path:
+         contacts: Sequence[tuple[float, float]] | None = None, span: tuple[float, float] | None = None) -> Path:
     """Write the overview PNG of ``archive`` to ``out``; returns its path. ``contacts``: (start, end)
-    mission seconds of the space link's contact windows, marked on every panel."""
+    mission seconds of the space link's contact windows, marked on every panel; ``span``: the mission
+    time shown (default: what the archive holds)."""
     data = extract(archive, sats)
     all_t = [t for ch in data.tlm.values() for s in ch.values() for t in (s.t[:1] + s.t[-1:])]
     all_t += data.jobs_done_t + [t for t, _ in data.mode_events]
-    t0, t1 = (min(all_t), max(all_t)) if all_t else (0.0, 1.0)
+    t0, t1 = span or ((min(all_t), max(all_t)) if all_t else (0.0, 1.0))
     if t1 <= t0:
         t1 = t0 + 1.0
     scale, unit = _time_scale(t1 - t0)

@@ -68,6 +68,11 @@ def bridge_topics(topics: TopicMap) -> tuple[BridgeTopic, ...]:
     )
 
 
+def bridge_name(topics: TopicMap) -> str:
+    """The bridge connection's default name, also its client id on both brokers: ``orbitd-<sat>``."""
+    return f"orbitd-{topics.sat}"
+
+
 def connection_state_topic(remote_clientid: str) -> str:
     """Where Mosquitto publishes the bridge's state (retained "1" / "0") on both brokers."""
     return f"$SYS/broker/connection/{remote_clientid}/state"
@@ -89,7 +94,7 @@ def bridge_config(
     Raises ValueError for a keepalive below Mosquitto's 5 s minimum, a non-positive restart timeout or a
     name Mosquitto would not take as a client id.
     """
-    name = name or f"orbitd-{topics.sat}"
+    name = name or bridge_name(topics)
     if not _CLIENT_ID.match(name):
         raise ValueError(f"bridge name {name!r} must match {_CLIENT_ID.pattern}")
     if keepalive_s < 5:
