@@ -264,7 +264,8 @@ class LinkOptions:
     "auto" (netns when possible). ``plan``: a contact plan instead of the scenario's; ``schedule``:
     mission times of open-loop submissions (empty: the backlog is kept outstanding);
     ``resend_contact_s``: contact seconds without an acknowledgement before a job is sent again;
-    ``during``: a coroutine run alongside the run with the rig (a test's kill -9)."""
+    ``during``: a coroutine run alongside the run with the rig (a test's kill -9); ``params``: the
+    link's rates and loss instead of the scenario's."""
 
     mode: str = "passes"
     contact_warp: float = 10.0
@@ -274,6 +275,7 @@ class LinkOptions:
     resend_contact_s: float = 300.0
     bridge_restart_s: int = 1
     during: Callable[[LinkRig], Coroutine[Any, Any, None]] | None = None
+    params: LinkParams | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in LINK_MODES:
@@ -410,7 +412,7 @@ async def _run_across_link(
                          "rates (docs/hil.md)")
     end_s = sim_s + 1.0
     plan = opts.plan or link_cfg.plan(opts.mode, scenario.config.orbit, 0.0, end_s)  # type: ignore[union-attr]
-    params = link_cfg.params(0.0, end_s) if link_cfg is not None else LinkParams()
+    params = opts.params or (link_cfg.params(0.0, end_s) if link_cfg is not None else LinkParams())
     # Telemetry period as in the perfect-link run, from the fastest warp of the run (docs/sil.md).
     fastest = opts.contact_warp if plan.mode == "relay" else max(warp, opts.contact_warp)
     tlm_period_s = max(scenario.telemetry_period_s, 0.2 * fastest)

@@ -31,8 +31,10 @@ def copy_bundled(models_dir: Path, *names: str) -> Path:
     return models_dir
 
 
-def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, channels: int = 64) -> Path:
-    """A conv stack (float32 [1, C, 64, 64] -> same shape) that takes about 85 ms per run on 2 cores."""
+def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, channels: int = 64,
+                     size: int = 64) -> Path:
+    """A conv stack (float32 [1, C, size, size] -> same shape) that takes about 85 ms per run on 2 cores
+    with the defaults."""
     rng = np.random.default_rng(0)
     nodes, inits = [], []
     prev = "x"
@@ -45,8 +47,8 @@ def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, cha
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 64, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 64, 64])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

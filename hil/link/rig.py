@@ -101,6 +101,7 @@ class LinkRig:
         self.flightd: subprocess.Popen[bytes] | None = None
         self.plant: subprocess.Popen[bytes] | None = None
         self.flightd_starts = 0
+        self._flightd_launched_utc = 0.0
         self._status_seen = asyncio.Event()
         self._observers: list[asyncio.Task[None]] = []
 
@@ -188,12 +189,13 @@ class LinkRig:
              "--data-dir", str(data_dir or self.workdir / "flightd"), "--models", str(self.models)],
             "flightd.log", env=env)
         self.flightd_starts += 1
+        self._flightd_launched_utc = time.time()
         return self.flightd
 
     async def wait_online(self, timeout_s: float = 60.0) -> Status:
         """Until the flightd started last says ``online`` on the onboard broker (its status carries
         its start time); RuntimeError when it exits or does not within ``timeout_s``."""
-        started = time.time() - 5.0
+        started = self._flightd_launched_utc
         deadline = time.monotonic() + timeout_s
         while True:
             s = self.status

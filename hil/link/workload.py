@@ -84,6 +84,9 @@ class PassWorkload:
     async def run(self) -> None:
         """Follow states and results, send jobs, re-send the lost ones; until cancelled."""
         topics = self.ground.topics
+        # flightd's retained status reaches the ground broker only in contact: do not hold the first job
+        # for it (the sizes are checked against it once known)
+        await self.ground.advertised_status(wait_s=0.0)
         states = await self.ground.watch_topic(topics.job_state_all)
         results = await self.ground.watch_topic(topics.result_all)
         self._tasks = [asyncio.create_task(self._states(states)), asyncio.create_task(self._results(results)),
