@@ -13,6 +13,8 @@
   subscriber on the ground broker and be dropped;
 * the link: a :class:`hil.link.relay.LinkRelay` listening where the board reaches the ground side,
   relaying to the ground broker under the contact plan, on the plant's time (:class:`ToneClock`);
+  out of contact it holds the bridge's connection attempt until the next acquisition (a terminal's
+  proxy), so the bridge is up at the acquisition and does not retry every second through the gap;
 * board: a Mosquitto (persistent, bridged out through the relay: :func:`hil.link.bridge.bridge_config`),
   flightd and the plant simulator, all started with the board's ``launcher`` and talking only to the
   onboard broker, so the governor never depends on the ground link;
@@ -61,6 +63,13 @@ from link.topics import TopicMap
 from link.transport import BrokerUrl, make_client
 
 log = logging.getLogger("hil.link.rig")
+
+BRIDGE_KEEPALIVE_S = 60
+"""The bridge's keepalive (wall s). Out of contact the relay holds the bridge's connection attempt
+(``out_of_contact="hold"``) and the bridge gives it up after one keepalive without a CONNACK, so it
+tries about once a minute of wall time; each attempt re-queues every retained message of the
+satellite -> ground trees (Mosquitto 2.0.11, eclipse-mosquitto/mosquitto issue 2248). In contact a
+loss of signal resets the connection, so the keepalive does not decide how fast a cut is seen."""
 
 
 class LinkRig:
@@ -125,9 +134,10 @@ class LinkRig:
         await asyncio.to_thread(self.ground.start)
         await self.commission()
         self.relay = LinkRelay(("127.0.0.1", self.ground.port), self.plan, self.clock, self.params,
-                               listen=(self.board.ground_address, 0))
+                               listen=(self.board.ground_address, 0), out_of_contact="hold")
         await self.relay.start()
-        lines = bridge_config(self.topics, self.relay.address, restart_timeout_s=self.bridge_restart_s)
+        lines = bridge_config(self.topics, self.relay.address, restart_timeout_s=self.bridge_restart_s,
+                              keepalive_s=BRIDGE_KEEPALIVE_S)
         self.onboard = MosquittoBroker(self.workdir / "onboard-broker", persistent=True, extra_config=lines,
                                        host=self.board.board_address, launcher=self.board.launcher)
         await asyncio.to_thread(self.onboard.start)
