@@ -42,7 +42,7 @@ from hil.link.contact import ContactPlan
 from hil.link.model import LinkParams
 from hil.link.netns import NetnsBoard, NetnsError
 from hil.link.relay import LinkStats
-from hil.link.report import link_report, telemetry_gaps
+from hil.link.report import link_report
 from hil.link.rig import LinkRig
 from hil.link.workload import PassWorkload
 from hil.plant_service import Pacer, WarpSchedule
@@ -453,10 +453,8 @@ async def _run_across_link(
                 await asyncio.sleep(1.0)  # what is on its way settles
                 wall_s = time.monotonic() - wall0
                 end_t = min(rig.clock.now(), end_s)
-                waiting_report = link_report(
-                    plan, rig.relay.stats if rig.relay else LinkStats(), workload.ledger, rig.backlog, end_t,
-                    board=board_kind, contact_warp=opts.contact_warp,
-                    gap_warp=opts.contact_warp if plan.mode == "relay" else warp, period_s=tlm_period_s)
+                waiting = rig.backlog.waiting()
+                stats = rig.relay.stats if rig.relay else LinkStats()
             finally:
                 for task in side_tasks:
                     task.cancel()
@@ -470,12 +468,13 @@ async def _run_across_link(
     report = report_from_archive(onboard, scenario, workload.submitted, workload.done, wall_s, warp, orbits)
     report.pace_slips = int(summary.get("pace_slips", 0))
     ground_view = Archive(ground_archive)
-    waiting_report.telemetry_gaps = telemetry_gaps([m.t_s for m in _series(ground_view, POWER)], tlm_period_s)
-    report.link = waiting_report.to_dict()
+    report.link = link_report(
+        plan, stats, workload.ledger, waiting, end_t, board=board_kind, contact_warp=opts.contact_warp,
+        gap_warp=opts.contact_warp if plan.mode == "relay" else warp,
+        ground_times_s=[m.t_s for m in _series(ground_view, POWER)], period_s=tlm_period_s).to_dict()
     (report_dir / "jobs.json").write_text(json.dumps(
         [asdict(j) | {"runs": sorted(j.runs)} for j in workload.ledger.jobs.values()], indent=1) + "\n")
-    if rig.relay is not None:
-        (report_dir / "link-events.json").write_text(json.dumps([asdict(e) for e in rig.relay.stats.events]) + "\n")
+    (report_dir / "link-events.json").write_text(json.dumps([asdict(e) for e in stats.events]) + "\n")
     from ground.tlm.plot import plot
 
     contacts = [(a, min(b, end_s)) for a, b in plan.contacts if a < end_s]

@@ -7,7 +7,10 @@ onboard broker (flightd only ever talks to its local broker) and connects out th
   commands, sequence commands, model uploads — QoS 1.
 * satellite -> ground trees ("out"): job states, results, command replies, upload progress, status,
   events — QoS 1; telemetry — QoS 0 (TopicMap: fresh data beats stale retransmissions; what is
-  published out of contact is not queued, and the ground archive shows the gap).
+  published while the bridge is down is not queued, and the ground archive shows the gap). While a
+  connection attempt is pending (a link proxy holding it until the acquisition, see
+  :mod:`hil.link.relay`), Mosquitto does keep QoS 0 messages for it, in memory, and sends them once
+  connected: the telemetry of the attempt's last keepalive of wall time comes down late.
 
 ``cleansession false`` with a fixed ``remote_clientid``: the ground broker keeps the bridge's
 subscriptions and queues QoS 1 messages for it across loss of signal; the onboard broker keeps the

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hil.link.backlog import BridgeBacklog
 from hil.link.contact import ContactPlan
 from hil.link.ledger import JobLedger, percentile
 from hil.link.model import Direction
@@ -56,6 +55,7 @@ class LinkReport:
     bridge_waiting_up: int
     bridge_waiting_down: int
     telemetry_gaps: list[tuple[float, float]] = field(default_factory=list)
+    telemetry_out_of_contact: int = 0
     relay_events: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,12 +87,13 @@ def _finite(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-def link_report(plan: ContactPlan, stats: LinkStats, ledger: JobLedger, backlog: BridgeBacklog, end_s: float,
-                *, board: str, contact_warp: float, gap_warp: float,
+def link_report(plan: ContactPlan, stats: LinkStats, ledger: JobLedger, waiting: dict[Direction, int],
+                end_s: float, *, board: str, contact_warp: float, gap_warp: float,
                 ground_times_s: Sequence[float] = (), period_s: float = 1.0) -> LinkReport:
+    """``waiting``: :meth:`hil.link.backlog.BridgeBacklog.waiting` at the end of the run;
+    ``ground_times_s``: mission times of the telemetry samples (one channel) the ground recorded."""
     lat = ledger.latencies_s()
     check = ledger.plan_check(plan)
-    waiting = backlog.waiting()
     kinds: dict[str, int] = {}
     for e in stats.events:
         kinds[e.kind] = kinds.get(e.kind, 0) + 1
@@ -123,5 +124,6 @@ def link_report(plan: ContactPlan, stats: LinkStats, ledger: JobLedger, backlog:
         bridge_waiting_up=waiting[Direction.UP],
         bridge_waiting_down=waiting[Direction.DOWN],
         telemetry_gaps=telemetry_gaps(ground_times_s, period_s),
+        telemetry_out_of_contact=sum(1 for t in ground_times_s if not plan.in_contact(t)),
         relay_events=kinds,
     )
