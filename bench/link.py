@@ -11,14 +11,14 @@ of issue 12 (``jobs_submitted``, ``jobs_done``, ``lost``, ``duplicated``, ``p50_
 passes, the wall time and the CPU.
 
 The jobs: ``digits-int8`` with 16 images each (about 4.3 kB of request). A job's inputs have to fit the
-uplink: 256 kbit/s for about 40 min of contact in 6 h is ~77 MB, and the first pass after a long gap
+uplink: 256 kbit/s for the 39 min of contact in these 6 h is ~75 MB, and the first pass after a long gap
 carries every job submitted in it; tile jobs of 0.2-0.8 MB would not go up in one pass.
 
-Wall time: the plant runs at ``--contact-warp`` (10) in contact, where Mosquitto's bridge retries in
-wall time (``restart_timeout 1 1``: it reconnects up to ~2 s of wall time, 20 s of a pass, after
-acquisition) and flightd infers in real time, and at ``--gap-warp`` (200) in the gaps, where the relay
-refuses every connection whatever the warp and nothing crosses the link (docs/hil.md, "Warp across
-the link"): about 6 min of wall time instead of 36 min at warp 10 throughout.
+Wall time: the plant runs at ``--contact-warp`` (10) in contact, where flightd infers in real time
+and Mosquitto's timers run in wall time (a bridge cut by a loss burst reconnects within ~2 s of wall
+time, 20 s of a pass), and at ``--gap-warp`` (200) in the gaps, where nothing crosses the link whatever
+the warp (docs/hil.md, "Warp across the link"): about 6 min of wall time instead of 36 min at warp 10
+throughout.
 """
 
 from __future__ import annotations
