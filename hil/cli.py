@@ -2,6 +2,7 @@
 
     hil plant  --broker URL --sat ID --scenario NAME --warp X [--rate HZ] [--duration S]
                [--warp-schedule JSON] [--lockstep S] [--json]
+               [--tls-ca F --tls-cert F --tls-key F]  (the plant-<sat> identity on an mqtts:// broker)
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
     hil nats   [--dir DIR] [--nodes 3]    (nats-server cluster with MQTT: the fleet's ground broker)
     hil scenarios                         (list the bundled scenarios)
@@ -20,6 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ground.tls_options import add_tls_options, tls_from_args
+
 
 def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plant", help="run the plant simulator on MQTT")
@@ -35,11 +38,12 @@ def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--lockstep", type=float, default=None,
                    help="stay at most this many simulated s ahead of flightd's reported mission time")
     p.add_argument("--json", action="store_true", help="at the end, print {wall_s, pace_slips} as JSON")
+    add_tls_options(p)  # the plant-<sat> identity of `ground pki init`, for an mqtts:// broker
 
 
 def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt; no authentication, loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address (127.0.0.0/8, ::1, localhost)")
     p.add_argument("--port", type=int, default=1883)
 
 
@@ -108,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration_s=args.duration,
                     physics_dt_s=args.physics_dt,
                     lockstep_s=args.lockstep,
+                    tls=tls_from_args(args),
                 )
             )
             if args.json:

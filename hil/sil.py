@@ -171,6 +171,30 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
     )
 
 
+CONTROL_PERIOD_S = 0.05
+"""flightd's control period in a SIL run, wall s."""
+
+
+def sil_telemetry_period_s(scenario: Scenario, warp: float) -> float:
+    """The plant's telemetry period in a SIL run, simulated s: the scenario's, but at least 0.2 s of
+    wall time (at high warp a 1 s simulated period would be hundreds of messages per wall second through
+    one Python process; docs/sil.md). Staleness is judged in the plant's time (its time tone), so the
+    period no longer has to absorb delivery jitter."""
+    return max(scenario.telemetry_period_s, 0.2 * warp)
+
+
+def sil_flightd_env(scenario: Scenario, warp: float, preload: list[str]) -> dict[str, str]:
+    """The ``ORBITD_*`` settings of a SIL run's flightd: the governor configured from the scenario's
+    design data at the SIL telemetry period, the SIL control period, a 1 s heartbeat, ``preload``."""
+    gov_config = governor_config_for(scenario.build_plant(), scenario.limits, sil_telemetry_period_s(scenario, warp))
+    return {
+        "ORBITD_GOVERNOR": gov_config.model_dump_json(),
+        "ORBITD_CONTROL_PERIOD_S": str(CONTROL_PERIOD_S),
+        "ORBITD_LINK__HEARTBEAT_S": "1.0",
+        "ORBITD_EXECUTOR__PRELOAD": json.dumps(preload),
+    }
+
+
 def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -231,19 +255,6 @@ def job_inputs(models: Path, model: str, batch: int, seed: int = 0) -> tuple[str
     shape = [d if isinstance(d, int) else batch for d in spec["shape"]]
     array = np.random.default_rng(seed).random(shape).astype(np.dtype(spec["dtype"]))
     return str(spec["name"]), array
-
-
-CONTROL_PERIOD_S = 0.05
-"""flightd's control cycle in a SIL run (wall s): ``compute`` telemetry, and the plant's load, at 20 Hz."""
-
-
-def _flightd_env(gov_json: str, model: str) -> dict[str, str]:
-    return {
-        "ORBITD_GOVERNOR": gov_json,
-        "ORBITD_CONTROL_PERIOD_S": str(CONTROL_PERIOD_S),
-        "ORBITD_LINK__HEARTBEAT_S": "1.0",
-        "ORBITD_EXECUTOR__PRELOAD": json.dumps([model]),
-    }
 
 
 def _report_dir(report_dir: Path | None, scenario: Scenario) -> Path:
@@ -330,11 +341,7 @@ async def run_sil(
     if link is not None:
         return await _run_across_link(scenario, orbits, sim_s, warp, report_dir, sat, models, model, backlog, tiles,
                                       progress, link)
-    # Telemetry at least every 0.2 s of wall time: at high warp a 1 s simulated period would be hundreds
-    # of messages per wall second through one Python process (docs/sil.md). Staleness is judged in the
-    # plant's time (its time tone), so the period no longer has to absorb delivery jitter.
-    tlm_period_s = max(scenario.telemetry_period_s, 0.2 * warp)
-    gov_config = governor_config_for(plant, scenario.limits, tlm_period_s)
+    tlm_period_s = sil_telemetry_period_s(scenario, warp)
 
     async with contextlib.AsyncExitStack() as stack:
         if broker is None:
@@ -347,7 +354,7 @@ async def run_sil(
             record(archive_path, broker, sat=sat, stop=stop_recording, on_ready=lambda _: ready.set())
         )
         await asyncio.wait_for(ready.wait(), 30)
-        env = {**os.environ, **_flightd_env(gov_config.model_dump_json(), model)}
+        env = {**os.environ, **sil_flightd_env(scenario, warp, [model])}
         flightd_log = (report_dir / "flightd.log").open("wb")
         flightd = subprocess.Popen(
             [sys.executable, "-m", "flight.cli", "--broker", broker, "--sat", sat,
@@ -415,10 +422,9 @@ async def _run_across_link(
     params = opts.params or (link_cfg.params(0.0, end_s) if link_cfg is not None else LinkParams())
     # Telemetry period as in the perfect-link run, from the fastest warp of the run (docs/sil.md).
     fastest = opts.contact_warp if plan.mode == "relay" else max(warp, opts.contact_warp)
-    tlm_period_s = max(scenario.telemetry_period_s, 0.2 * fastest)
+    tlm_period_s = sil_telemetry_period_s(scenario, fastest)
     schedule = (WarpSchedule(opts.contact_warp) if plan.mode == "relay"
                 else WarpSchedule.around(plan.contacts, opts.contact_warp, warp, lead_s=tlm_period_s))
-    gov_config = governor_config_for(scenario.build_plant(), scenario.limits, tlm_period_s)
     input_name, inputs = job_inputs(models, model, tiles)
     ground_archive, onboard_archive = report_dir / "telemetry.sqlite3", report_dir / "onboard.sqlite3"
 
@@ -428,7 +434,7 @@ async def _run_across_link(
             rig = await stack.enter_async_context(LinkRig(
                 board, plan, report_dir, sat=sat, params=params, lead_s=tlm_period_s / 4,
                 bridge_restart_s=opts.bridge_restart_s, models=models,
-                flightd_env=_flightd_env(gov_config.model_dump_json(), model)))
+                flightd_env=sil_flightd_env(scenario, fastest, [model])))
             stop_recording = asyncio.Event()
             recorders = []
             for path, url in ((ground_archive, rig.ground_url), (onboard_archive, rig.onboard_url)):

@@ -30,7 +30,8 @@ COMPUTE_KEYS = ["busy_cores", "running", "queued", "jobs_done", "concurrency", "
 
 def test_dictionary_channels_keys_and_units() -> None:
     assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "clock"]
-    assert list(CHANNELS["clock"].keys) == ["rate"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
+    assert list(CHANNELS["clock"].keys) == ["rate", "met_s"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
+    assert CHANNELS["clock"].measurement("met_s").unit == "s"
     assert PLANT_CHANNELS == ("power", "thermal", "orbit")
     assert list(CHANNELS["power"].keys) == POWER_KEYS
     assert list(CHANNELS["thermal"].keys) == THERMAL_KEYS
