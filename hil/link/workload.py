@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from link.codec import WireError, decode
 from link.messages import AckResult, JobResult, JobState, JobStateEvent
 
 log = logging.getLogger("hil.link.workload")
+
+M = TypeVar("M", JobStateEvent, JobResult)
 
 POLL_S = 0.05
 """Wall seconds between the workload's checks (backlog, re-sends)."""
@@ -129,17 +131,25 @@ class PassWorkload:
                     continue
                 self.ledger.sent(job_id, now)
 
-    async def _states(self, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
+    async def _job_messages(
+        self, queue: asyncio.Queue[tuple[str, bytes]], kind: type[M]
+    ) -> AsyncIterator[tuple[str, M]]:
+        """(job id, message) of every decodable ``kind`` message on a job tree; empty retained messages
+        (flightd clearing an acknowledged result or a purged job) and undecodable ones are skipped."""
         while True:
             topic, payload = await queue.get()
             job_id = self.ground.topics.job_id_of(topic)
             if job_id is None or not payload:
                 continue
             try:
-                event = decode(payload, JobStateEvent).message
+                message = decode(payload, kind).message
             except WireError as exc:
-                log.warning("undecodable state on %s: %s", topic, exc)
+                log.warning("undecodable %s on %s: %s", kind.__name__, topic, exc)
                 continue
+            yield job_id, message
+
+    async def _states(self, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
+        async for job_id, event in self._job_messages(queue, JobStateEvent):
             now = self.clock.now()
             if event.state.terminal and event.state is not JobState.DONE:
                 self.ledger.failed(job_id, now, f"{event.state.value}: {event.reason or 'no reason'}")
@@ -149,16 +159,7 @@ class PassWorkload:
                 self._prepared.pop(job_id, None)
 
     async def _results(self, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
-        while True:
-            topic, payload = await queue.get()
-            job_id = self.ground.topics.job_id_of(topic)
-            if job_id is None or not payload:
-                continue  # an empty retained message: flightd cleared an acknowledged result
-            try:
-                result = decode(payload, JobResult).message
-            except WireError as exc:
-                log.warning("undecodable result on %s: %s", topic, exc)
-                continue
+        async for job_id, result in self._job_messages(queue, JobResult):
             now = self.clock.now()
             delivery = self.ledger.result(job_id, now, (result.finished_utc, result.attempt))
             if delivery is Delivery.SECOND_RUN:
