@@ -74,7 +74,7 @@ async def run(hours: float, jobs: int, gap_warp: float, contact_warp: float, boa
         "contact_warp": contact_warp,
         "jobs_submitted": link.get("jobs_submitted"),
         "jobs_done": link.get("jobs_done"),
-        "lost": link.get("lost"),
+        "lost": link.get("unanswered"),  # every job had a whole contact after it: unanswered is lost
         "duplicated": link.get("duplicated"),
         "p50_latency_s": link.get("latency_s", {}).get("p50"),
         "p99_latency_s": link.get("latency_s", {}).get("p99"),

@@ -43,7 +43,7 @@ def test_ledger_counts_first_results_repeats_and_second_runs() -> None:
     ledger.failed("j5", 501.0, "rejected: no such model")
     assert ledger.result("nobody", 1.0, (0.0, 1)) is Delivery.UNKNOWN
     assert ledger.submitted == 5 and ledger.done == 3
-    assert ledger.lost() == ["j4"] and ledger.failures() == {"j5": "rejected: no such model"}
+    assert ledger.unanswered() == ["j4"] and ledger.failures() == {"j5": "rejected: no such model"}
     assert ledger.duplicated() == ["j3"] and ledger.repeats() == 1 and ledger.unknown_results == 1
     assert sorted(ledger.latencies_s()) == pytest.approx([1.0, 54.0, 315.0])
     check = ledger.plan_check(PLAN)

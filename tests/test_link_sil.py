@@ -63,7 +63,7 @@ async def test_jobs_complete_exactly_once_across_passes_and_a_kill9_mid_pass(tmp
     # every job submitted completed, once, and its result reached the ground
     assert link["jobs_submitted"] == len(SCHEDULE) == len(jobs)
     assert link["jobs_done"] == len(SCHEDULE), {k: v for k, v in jobs.items() if v["result_s"] is None}
-    assert link["lost"] == 0 and link["duplicated"] == 0 and link["failed"] == {}
+    assert link["unanswered"] == 0 and link["duplicated"] == 0 and link["failed"] == {}
     assert all(len(j["runs"]) == 1 for j in jobs.values())
     with sqlite3.connect(report_dir / "flightd" / "journal.sqlite3") as db:
         onboard = dict(db.execute("SELECT job_id, completions FROM jobs").fetchall())

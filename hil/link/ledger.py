@@ -136,8 +136,8 @@ class JobLedger:
     def done(self) -> int:
         return sum(1 for j in self.jobs.values() if j.result_s is not None)
 
-    def lost(self) -> list[str]:
-        """Jobs sent that neither produced a result nor ended otherwise."""
+    def unanswered(self) -> list[str]:
+        """Jobs sent that neither produced a result nor ended otherwise: in flight, or lost."""
         return [j.job_id for j in self.jobs.values() if j.result_s is None and j.failed is None]
 
     def failures(self) -> dict[str, str]:

@@ -45,7 +45,7 @@ class LinkReport:
     bridge_bytes_down: int
     jobs_submitted: int
     jobs_done: int
-    lost: int
+    unanswered: int
     duplicated: int
     repeated_deliveries: int
     resends: int
@@ -107,7 +107,7 @@ def link_report(plan: ContactPlan, stats: LinkStats, ledger: JobLedger, waiting:
         bridge_bytes_down=stats.bytes[Direction.DOWN],
         jobs_submitted=ledger.submitted,
         jobs_done=ledger.done,
-        lost=len(ledger.lost()),
+        unanswered=len(ledger.unanswered()),
         duplicated=len(ledger.duplicated()),
         repeated_deliveries=ledger.repeats(),
         resends=ledger.resends(),
