@@ -546,6 +546,26 @@ async def _watch_progress(plant_task: asyncio.Task[Pacer], ground: GroundClient,
     drainer.cancel()
 
 
+def _link_rows(link: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if link is None:
+        return []
+    lat, check = link["latency_s"], link["plan_check"]
+
+    def s(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0f} s"
+
+    return [
+        (f"link ({link['mode']}, board side: {link['board']})", f"{len(link['passes'])} contacts"),
+        ("bridge bytes up / down", f"{link['bridge_bytes_up']:,} / {link['bridge_bytes_down']:,}"),
+        ("unanswered / ran twice / re-sent", f"{link['unanswered']} / {link['duplicated']} / {link['resends']}"),
+        ("latency p50 / p99 / max", f"{s(lat['p50'])} / {s(lat['p99'])} / {s(lat['max'])}"),
+        ("answered in their first contact",
+         f"{check['in_contact_same_pass'] + check['out_of_contact_next_pass']} of "
+         f"{check['in_contact'] + check['out_of_contact']}"),
+        ("waiting in the bridge up / down", f"{link['bridge_waiting_up']} / {link['bridge_waiting_down']}"),
+    ]
+
+
 def print_report(report: SilReport) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -564,6 +584,7 @@ def print_report(report: SilReport) -> None:
         ("mode changes", str(len(report.mode_changes))),
         ("SAFE after start-up", f"{report.safe_after_startup_s:.0f} s"),
         ("plant slowed for the host", f"{report.pace_slips} times"),
+        *_link_rows(report.link),
         ("plot", report.plot),
     ]
     for k, v in rows:
