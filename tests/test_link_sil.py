@@ -9,6 +9,7 @@ Without root (no namespace) the same run uses the loopback board side. About a m
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from hil.link.contact import ContactPlan, ContactWindow
 from hil.link.rig import LinkRig
 from hil.scenario import load_scenario
-from hil.sil import LinkOptions, netns_possible, run_sil
+from hil.sil import LinkOptions, netns_possible, run_sil, sil_telemetry_period_s
 
 CONTACTS = ((40.0, 120.0), (240.0, 440.0), (560.0, 640.0))
 SIM_S = 680.0
@@ -82,9 +83,15 @@ async def test_jobs_complete_exactly_once_across_passes_and_a_kill9_mid_pass(tmp
     assert all(p["bridge_up_s"] is not None and p["bytes_up"] > 0 and p["bytes_down"] > 0 for p in link["passes"])
     assert link["relay_events"]["cut_los"] >= 3
 
-    # the ground's telemetry has the gaps; the governor onboard never saw stale telemetry
+    # the ground's telemetry has the gaps: nothing from the loss of signal until the bridge's next attempt,
+    # which the relay holds; what the plant published after that attempt began may come down late at the
+    # acquisition (Mosquitto keeps QoS 0 for a pending connection: docs/hil.md, "Measured")
     gaps = link["telemetry_gaps"]
-    assert any(a < 120.0 + 20.0 and b > 240.0 - 20.0 for a, b in gaps)
-    assert any(a < 440.0 + 20.0 and b > 560.0 - 20.0 for a, b in gaps)
+    events = json.loads((report_dir / "link-events.json").read_text())
+    period = sil_telemetry_period_s(scenario, 100.0)
+    for (_, los), (aos, _) in itertools.pairwise(CONTACTS):
+        held = min((e["t_s"] for e in events if e["kind"] == "held" and los <= e["t_s"] < aos), default=aos)
+        assert any(a <= los + period and b >= held - period for a, b in gaps), (los, held, gaps)
+    # the governor onboard never saw stale telemetry
     assert not any("stale" in " ".join(c["reasons"]) for c in report.mode_changes), report.mode_changes
     assert Path(report.plot).stat().st_size > 10_000
