@@ -1,11 +1,13 @@
 """The onboard broker bridged to the ground broker through the link emulator (two real Mosquittos):
-QoS 1 messages published during an outage arrive after the next acquisition, exactly once."""
+QoS 1 messages published during an outage arrive after the next acquisition, exactly once, and so do
+messages waiting across restarts of the onboard broker (the bridge's end) in contact and in a gap."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from hil.link.board import BoardSide, LoopbackBoard
@@ -126,3 +128,84 @@ async def outage_exactly_once(board: BoardSide, tmp_path: Path) -> None:
     kinds = [e.kind for e in relay.stats.events]
     assert kinds.count("cut_los") == 1 and kinds.count("accepted") >= 2
     assert all(300.0 <= e.t_s < 500.0 for e in relay.stats.events if e.kind == "refused")
+
+
+async def collect_across_restarts(url: BrokerUrl, topics: list[tuple[str, int]], into: list[tuple[str, bytes]],
+                                  ready: asyncio.Event) -> None:
+    """:func:`collect`, connecting again (same persistent session) whenever the broker goes away."""
+    while True:
+        try:
+            await collect(url, topics, into, ready)
+        except aiomqtt.MqttError:
+            await asyncio.sleep(0.05)
+
+
+async def test_bridge_restarts_in_contact_and_in_a_gap_lose_nothing_and_repeat_nothing(tmp_path: Path) -> None:
+    """The onboard broker (the bridge's end) restarted in contact, then again in a gap with a job and a
+    result waiting each way: after the next acquisition each message has arrived once. Plan at warp 200:
+    contact [0, 300) s, gap [300, 700) s (2 s of wall time), contact from 700 s."""
+    plan = ContactPlan(0.0, 5000.0, (ContactWindow("a", 0.0, 300.0), ContactWindow("b", 700.0, 5000.0)), 0.005)
+    ground = MosquittoBroker(tmp_path / "ground")
+    ground.start()
+    clock = WarpClock(warp=200.0)
+    relay = LinkRelay(("127.0.0.1", ground.port), plan, clock)
+    await relay.start()
+    onboard = MosquittoBroker(tmp_path / "onboard", persistent=True, extra_config=bridge_config(TOPICS, relay.address))
+    onboard.start()
+    ground_url, onboard_url = BrokerUrl("127.0.0.1", ground.port), BrokerUrl("127.0.0.1", onboard.port)
+    at_ground: list[tuple[str, bytes]] = []
+    onboard_got: list[tuple[str, bytes]] = []
+    ready = (asyncio.Event(), asyncio.Event())
+    state = connection_state_topic("orbitd-sat1")
+    probes = [
+        asyncio.create_task(collect(ground_url, [(TOPICS.everything, 1), (state, 1)], at_ground, ready[0])),
+        asyncio.create_task(collect_across_restarts(onboard_url, [(TOPICS.job_submit, 1)], onboard_got, ready[1])),
+    ]
+
+    async def publish_onboard(topic: str, payload: bytes) -> None:
+        async with make_client(onboard_url) as sat:
+            await sat.publish(topic, payload, qos=1)
+
+    def bridge_ups() -> int:
+        return at_ground.count((state, b"1"))
+
+    try:
+        await asyncio.gather(*(r.wait() for r in ready))
+        await wait_for(lambda: bridge_ups() == 1, 5.0)
+        async with make_client(ground_url) as g:
+            # in contact: one message each way, then the onboard broker restarts; the bridge comes back
+            await g.publish(TOPICS.job_submit, b"job-0", qos=1)
+            await publish_onboard(TOPICS.result("job-0"), b"result-0")
+            await wait_for(lambda: (TOPICS.result("job-0"), b"result-0") in at_ground, 5.0)
+            await wait_for(lambda: (TOPICS.job_submit, b"job-0") in onboard_got, 5.0)
+            onboard.stop()
+            onboard.start()
+            await wait_for(lambda: bridge_ups() == 2, 10.0)
+            assert clock.now() < 300.0, "the restart in contact took the whole contact"
+
+            # in the gap: one message waits on each side, and the onboard broker restarts again
+            await clock.sleep_until(330.0)
+            await g.publish(TOPICS.job_submit, b"job-1", qos=1)
+            await publish_onboard(TOPICS.result("job-1"), b"result-1")
+            await asyncio.sleep(0.2)
+            onboard.stop()
+            onboard.start()
+            assert clock.now() < 700.0, "the restart in the gap took the whole gap"
+            assert (TOPICS.job_submit, b"job-1") not in onboard_got
+            assert (TOPICS.result("job-1"), b"result-1") not in at_ground
+
+            await wait_for(lambda: (TOPICS.result("job-1"), b"result-1") in at_ground, 10.0)
+            await wait_for(lambda: (TOPICS.job_submit, b"job-1") in onboard_got, 10.0)
+            arrived = clock.now()
+            await asyncio.sleep(0.5)  # room for a duplicate to show up
+    finally:
+        for p in probes:
+            p.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+        onboard.stop()
+        await relay.close()
+        ground.stop()
+    assert arrived >= 700.0
+    for n in (0, 1):
+        assert onboard_got.count((TOPICS.job_submit, f"job-{n}".encode())) == 1, onboard_got
+        assert at_ground.count((TOPICS.result(f"job-{n}"), f"result-{n}".encode())) == 1, at_ground
