@@ -8,7 +8,8 @@
     hil scenarios                         (list the bundled scenarios)
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
-               [--link passes|relay [--contact-warp X] [--board auto|netns|loopback]]
+               [--link passes|relay [--contact-warp X] [--board auto|netns|loopback|ssh]]
+               [--ssh [USER@]HOST --board-address A --ground-address A [--board-python P]]  (--board ssh)
     hil fleet  --sats N [--orbits N] [--warp X] [--broker mosquitto|nats-cluster|URL] [--dropout K]
                [--soc F] [--mqtt-port P] [--report DIR] [--json]
 """
@@ -22,8 +23,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ground.tls_options import add_tls_options, tls_from_args
+
+if TYPE_CHECKING:
+    from hil.link.board import SshBoard
 
 
 def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,8 +81,15 @@ def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--contact-warp", type=float, default=10.0,
                    help="--link: warp while in contact (Mosquitto's bridge retries every 1-2 s of wall time; keep it "
                    "<= 10 for passes); --warp applies in the gaps")
-    p.add_argument("--board", choices=["auto", "netns", "loopback"], default="auto",
-                   help="--link: where the board side runs (auto: its own network namespace when root)")
+    p.add_argument("--board", choices=["auto", "netns", "loopback", "ssh"], default="auto",
+                   help="--link: where the board side runs (auto: its own network namespace when root; ssh: a board "
+                   "reached by ssh, with --ssh, --board-address, --ground-address)")
+    p.add_argument("--ssh", metavar="[USER@]HOST", help="--board ssh: the board's ssh destination (key login; "
+                   "options from ~/.ssh/config)")
+    p.add_argument("--board-address", help="--board ssh: the board's address on the bench network (its broker)")
+    p.add_argument("--ground-address", help="--board ssh: this host's address on the bench network (the relay)")
+    p.add_argument("--board-python", default="python3",
+                   help="--board ssh: the board's interpreter with orbitd installed (default python3)")
     p.add_argument("--resend-contact", type=float, default=300.0,
                    help="--link: contact seconds without an acknowledgement before a job is sent again")
 
@@ -99,6 +111,19 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--tiles", type=int, default=4, help="128x128 tiles per job")
     p.add_argument("--backlog", type=int, default=12, help="jobs the ground keeps outstanding over the fleet")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+
+
+def board_from_args(args: argparse.Namespace) -> str | SshBoard:
+    """``--board``: a name (auto, netns, loopback) or, for ssh, the board side from ``--ssh`` and the
+    two addresses (SystemExit naming what is missing)."""
+    if args.board != "ssh":
+        return args.board
+    missing = [f"--{n.replace('_', '-')}" for n in ("ssh", "board_address", "ground_address") if not getattr(args, n)]
+    if missing:
+        raise SystemExit(f"hil sil --board ssh needs {', '.join(missing)}")
+    from hil.link.board import SshBoard
+
+    return SshBoard(args.ssh, args.board_address, args.ground_address, python=args.board_python)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hil.sil import LinkOptions, print_report, run_sil
 
             link = None if args.link is None else LinkOptions(
-                args.link, contact_warp=args.contact_warp, board=args.board, resend_contact_s=args.resend_contact)
+                args.link, contact_warp=args.contact_warp, board=board_from_args(args),
+                resend_contact_s=args.resend_contact)
             report = asyncio.run(
                 run_sil(args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
                         report_dir=args.report, models=args.models, model=args.model, backlog=args.backlog,

@@ -37,7 +37,7 @@ from ground.tlm.archive import Archive
 from ground.tlm.recorder import record
 from hil.embedded_broker import EmbeddedBroker
 from hil.governor_sim import governor_config_for
-from hil.link.board import BoardSide, LoopbackBoard
+from hil.link.board import BoardSide, LoopbackBoard, SshBoard
 from hil.link.config import MODES as LINK_MODES
 from hil.link.contact import ContactPlan
 from hil.link.model import LinkParams
@@ -319,11 +319,12 @@ class LinkOptions:
     mission times of open-loop submissions (empty: the backlog is kept outstanding);
     ``resend_contact_s``: contact seconds without an acknowledgement before a job is sent again;
     ``during``: a coroutine run alongside the run with the rig (a test's kill -9); ``params``: the
-    link's rates and loss instead of the scenario's."""
+    link's rates and loss instead of the scenario's. ``board`` may also be a board side of its own
+    (:class:`hil.link.board.SshBoard`: a real board, or the emulated Pi's root, reached by ssh)."""
 
     mode: str = "passes"
     contact_warp: float = 10.0
-    board: str = "auto"
+    board: str | BoardSide = "auto"
     plan: ContactPlan | None = None
     schedule: tuple[float, ...] = ()
     resend_contact_s: float = 300.0
@@ -334,7 +335,7 @@ class LinkOptions:
     def __post_init__(self) -> None:
         if self.mode not in LINK_MODES:
             raise ValueError(f"unknown link mode {self.mode!r} (one of {', '.join(LINK_MODES)})")
-        if self.board not in BOARDS:
+        if isinstance(self.board, str) and self.board not in BOARDS:
             raise ValueError(f"unknown board side {self.board!r} (one of {', '.join(BOARDS)})")
         if self.contact_warp <= 0 or self.resend_contact_s <= 0:
             raise ValueError("contact_warp and resend_contact_s must be > 0")
@@ -348,7 +349,10 @@ def netns_possible() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
-def _board_side(choice: str, stack: contextlib.ExitStack) -> tuple[BoardSide, str]:
+def _board_side(choice: str | BoardSide, stack: contextlib.ExitStack) -> tuple[BoardSide, str]:
+    """The board side and its kind for the report (netns, loopback, ssh)."""
+    if not isinstance(choice, str):
+        return choice, "ssh" if isinstance(choice, SshBoard) else type(choice).__name__
     if choice == "netns" or (choice == "auto" and netns_possible()):
         try:
             return stack.enter_context(NetnsBoard(f"s{os.getpid() % 10**6}")), "netns"

@@ -164,7 +164,8 @@ def test_contact_windows_are_marked_where_they_are(tmp_path: Path) -> None:
     span = (0.0, ORBITS * PERIOD_S)
     with Archive(path) as archive:
         plain = plot(archive, tmp_path / "plain.png", span=span)
-        marked = plot(archive, tmp_path / "marked.png", span=span, contacts=[(1000.0, 1600.0), (7000.0, 7600.0)])  # in sunlight
+        marked = plot(archive, tmp_path / "marked.png", span=span,
+                      contacts=[(1000.0, 1600.0), (7000.0, 7600.0)])  # in sunlight: no eclipse shade over them
     assert len(contact_columns(plain)) == 0
     cols = contact_columns(marked)
     # two bands, each a 600 s window of the 17,100 s shown: about 3.5 % of the axes' width apiece

@@ -23,12 +23,12 @@
   the plant's time tones (which drive the link's clock). They reach the onboard broker over the
   board's own network (the veth pair), as a test harness reaches a board, never through the link.
 
-What the board side needs today: the host's filesystem (the data directory, models and scenario paths
-are passed as they are) and a launcher whose process is the program itself (``kill`` on it is a kill -9
-of flightd): true for :class:`hil.link.netns.NetnsBoard` and :class:`hil.link.board.LoopbackBoard`. A
-board reached by ssh needs, besides its launcher (``ssh pi``): the orbitd board install and Mosquitto
-on the board, the models copied there, remote paths for the data directory, and a remote kill (the
-local process is the ssh client); docs/hil.md lists them.
+Programs on the board are started with the board's :meth:`~hil.link.board.BoardSide.command` and
+signalled with its :meth:`~hil.link.board.BoardSide.signal`, so the same rig drives a namespace, the
+loopback and a board reached by ssh (:class:`hil.link.board.SshBoard`: a kill -9 of flightd is a
+remote ``kill -KILL`` of flightd, not of the ssh client). What every board side needs: the host's
+paths (the data directory, models, broker config and scenario are passed as they are), orbitd and
+Mosquitto installed there; docs/hil.md ("Other board sides").
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -184,20 +182,22 @@ class LinkRig:
 
     # ------------------------------------------------------------------------------- board side
 
-    def _launch(self, argv: list[str], log_name: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    def _launch(self, argv: list[str], log_name: str, env: Mapping[str, str] | None = None,
+                **kwargs: Any) -> subprocess.Popen[bytes]:
+        """``argv`` on the board with ``env`` added; stdin stays open (a remote launcher stops the
+        program when it closes: :class:`hil.link.board.SshBoard`)."""
         out = (self.workdir / log_name).open("ab")
         kwargs.setdefault("stdout", out)
-        return subprocess.Popen([*self.board.launcher, *argv], stderr=out, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(self.board.command(argv, env or {}), stderr=out, stdin=subprocess.PIPE,
                                 cwd=self.workdir, **kwargs)
 
     def start_flightd(self, data_dir: Path | None = None) -> subprocess.Popen[bytes]:
         """flightd on the board, on the onboard broker; its journal in ``data_dir`` (default
         ``workdir/flightd``), its log appended to ``workdir/flightd.log``."""
-        env = {**os.environ, **self.flightd_env, "PYTHONUNBUFFERED": "1"}
         self.flightd = self._launch(
-            [sys.executable, "-m", "flight.cli", "--broker", self.onboard_url, "--sat", self.sat,
+            [self.board.python, "-m", "flight.cli", "--broker", self.onboard_url, "--sat", self.sat,
              "--data-dir", str(data_dir or self.workdir / "flightd"), "--models", str(self.models)],
-            "flightd.log", env=env)
+            "flightd.log", env={**self.flightd_env, "PYTHONUNBUFFERED": "1"})
         self.flightd_starts += 1
         self._flightd_launched_utc = time.time()
         return self.flightd
@@ -220,14 +220,14 @@ class LinkRig:
     def kill_flightd(self) -> None:
         """kill -9 of flightd (its journal and the onboard broker's session stay)."""
         if self.flightd is not None and self.flightd.poll() is None:
-            self.flightd.send_signal(signal.SIGKILL)
+            self.board.signal(self.flightd, signal.SIGKILL)
             self.flightd.wait(10)
 
     def start_plant(self, scenario: str | Path, duration_s: float, tlm_period_s: float, schedule: WarpSchedule,
                     lockstep_s: float | None) -> subprocess.Popen[bytes]:
         """The plant on the board, publishing on the onboard broker (``hil plant``; its summary on
         stdout)."""
-        argv = [sys.executable, "-m", "hil.cli", "plant", "--broker", self.onboard_url, "--sat", self.sat,
+        argv = [self.board.python, "-m", "hil.cli", "plant", "--broker", self.onboard_url, "--sat", self.sat,
                 "--scenario", str(scenario), "--rate", repr(1.0 / tlm_period_s), "--duration", repr(duration_s),
                 "--warp-schedule", schedule.to_json(), "--json"]
         if lockstep_s is not None:
@@ -239,9 +239,12 @@ class LinkRig:
         """Until the plant ends; its summary (``wall_s``, ``pace_slips``). RuntimeError if it failed."""
         if self.plant is None:
             raise RuntimeError("no plant started")
-        out, _ = await asyncio.to_thread(self.plant.communicate)
-        if self.plant.returncode != 0:
-            raise RuntimeError(f"the plant exited with {self.plant.returncode}; see {self.workdir / 'plant.log'}")
+        plant = self.plant
+        assert plant.stdout is not None
+        out = await asyncio.to_thread(plant.stdout.read)  # not communicate(): it would close stdin
+        await asyncio.to_thread(plant.wait)
+        if plant.returncode != 0:
+            raise RuntimeError(f"the plant exited with {plant.returncode}; see {self.workdir / 'plant.log'}")
         lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
         summary: dict[str, Any] = json.loads(lines[-1]) if lines else {}
         return summary
@@ -251,7 +254,7 @@ class LinkRig:
     async def stop_flightd(self, timeout_s: float = 30.0) -> None:
         proc = self.flightd
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            self.board.signal(proc, signal.SIGTERM)
             try:
                 await asyncio.to_thread(proc.wait, timeout_s)
             except subprocess.TimeoutExpired:
