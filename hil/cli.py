@@ -117,7 +117,7 @@ def board_from_args(args: argparse.Namespace) -> str | SshBoard:
     """``--board``: a name (auto, netns, loopback) or, for ssh, the board side from ``--ssh`` and the
     two addresses (SystemExit naming what is missing)."""
     if args.board != "ssh":
-        return args.board
+        return str(args.board)
     missing = [f"--{n.replace('_', '-')}" for n in ("ssh", "board_address", "ground_address") if not getattr(args, n)]
     if missing:
         raise SystemExit(f"hil sil --board ssh needs {', '.join(missing)}")

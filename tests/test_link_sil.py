@@ -12,14 +12,17 @@ import asyncio
 import itertools
 import json
 import sqlite3
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hil.link.board import BoardSide
 from hil.link.contact import ContactPlan, ContactWindow
 from hil.link.rig import LinkRig
 from hil.scenario import load_scenario
-from hil.sil import LinkOptions, netns_possible, run_sil, sil_telemetry_period_s
+from hil.sil import LinkOptions, SilReport, netns_possible, run_sil, sil_telemetry_period_s
 
 CONTACTS = ((40.0, 120.0), (240.0, 440.0), (560.0, 640.0))
 SIM_S = 680.0
@@ -33,8 +36,24 @@ SCHEDULE = (5.0, 20.0,  # before the first contact
             580.0, 600.0)  # contact 3
 
 
+async def run_across_passes(report_dir: Path, contacts: tuple[tuple[float, float], ...], sim_s: float,
+                            schedule: tuple[float, ...], during: Callable[[LinkRig], Coroutine[Any, Any, None]],
+                            board: str | BoardSide = "auto", timeout_s: float = 240.0
+                            ) -> tuple[SilReport, dict[str, Any]]:
+    """``hil sil --link passes`` on nominal-550km with ``contacts`` (mission s) for ``sim_s``, jobs of
+    digits-int8 sent at ``schedule``, ``during`` run alongside: (the report, its jobs by id)."""
+    plan = ContactPlan(0.0, sim_s + 1.0, tuple(ContactWindow("gs", a, b) for a, b in contacts), 0.01)
+    period = load_scenario("nominal-550km").build_plant().linear_parameters().period_s
+    report = await asyncio.wait_for(run_sil(
+        "nominal-550km", orbits=sim_s / period, warp=100.0, report_dir=report_dir, model="digits-int8", tiles=16,
+        progress=False,
+        link=LinkOptions("passes", contact_warp=10.0, board=board, plan=plan, schedule=schedule,
+                         resend_contact_s=60.0, during=during)), timeout_s)
+    assert report.link is not None
+    return report, {j["job_id"]: j for j in json.loads((report_dir / "jobs.json").read_text())}
+
+
 async def test_jobs_complete_exactly_once_across_passes_and_a_kill9_mid_pass(tmp_path: Path) -> None:
-    plan = ContactPlan(0.0, SIM_S + 1.0, tuple(ContactWindow("gs", a, b) for a, b in CONTACTS), 0.01)
     killed: list[float] = []
 
     async def kill_mid_pass(rig: LinkRig) -> None:
@@ -44,17 +63,10 @@ async def test_jobs_complete_exactly_once_across_passes_and_a_kill9_mid_pass(tmp
         rig.start_flightd()
         await rig.wait_online()
 
-    scenario = load_scenario("nominal-550km")
-    period = scenario.build_plant().linear_parameters().period_s
     report_dir = tmp_path / "run"
-    report = await asyncio.wait_for(run_sil(
-        "nominal-550km", orbits=SIM_S / period, warp=100.0, report_dir=report_dir, model="digits-int8", tiles=16,
-        progress=False,
-        link=LinkOptions("passes", contact_warp=10.0, plan=plan, schedule=SCHEDULE, resend_contact_s=60.0,
-                         during=kill_mid_pass)), 240)
+    report, jobs = await run_across_passes(report_dir, CONTACTS, SIM_S, SCHEDULE, kill_mid_pass)
     link = report.link
     assert link is not None
-    jobs = {j["job_id"]: j for j in json.loads((report_dir / "jobs.json").read_text())}
     assert link["board"] == ("netns" if netns_possible() else "loopback")
 
     # the kill came in the middle of the second pass, with jobs on their way
@@ -88,7 +100,7 @@ async def test_jobs_complete_exactly_once_across_passes_and_a_kill9_mid_pass(tmp
     # acquisition (Mosquitto keeps QoS 0 for a pending connection: docs/hil.md, "Measured")
     gaps = link["telemetry_gaps"]
     events = json.loads((report_dir / "link-events.json").read_text())
-    period = sil_telemetry_period_s(scenario, 100.0)
+    period = sil_telemetry_period_s(load_scenario("nominal-550km"), 100.0)
     for (_, los), (aos, _) in itertools.pairwise(CONTACTS):
         held = min((e["t_s"] for e in events if e["kind"] == "held" and los <= e["t_s"] < aos), default=aos)
         assert any(a <= los + period and b >= held - period for a, b in gaps), (los, held, gaps)

@@ -8,8 +8,6 @@ Needs root, iproute2 and OpenSSH (client and ``sshd``); skipped otherwise. About
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
 import sqlite3
 import subprocess
@@ -22,11 +20,10 @@ import pytest
 
 from hil.cli import board_from_args, build_parser, main
 from hil.link.board import PID_FILE_PREFIX, SshBoard
-from hil.link.contact import ContactPlan, ContactWindow
 from hil.link.netns import NetnsBoard
 from hil.link.rig import LinkRig
-from hil.scenario import load_scenario
-from hil.sil import LinkOptions, netns_possible, run_sil
+from hil.sil import netns_possible
+from tests.test_link_sil import run_across_passes
 
 SSHD = "/usr/sbin/sshd"
 needs_sshd = pytest.mark.skipif(
@@ -88,7 +85,6 @@ def board_programs(ns: NetnsBoard) -> list[str]:
 async def test_the_rig_drives_a_board_by_ssh_and_kill9_reaches_flightd(
         board: tuple[SshBoard, NetnsBoard], tmp_path: Path) -> None:
     ssh_board, ns = board
-    plan = ContactPlan(0.0, SIM_S + 1.0, tuple(ContactWindow("gs", a, b) for a, b in CONTACTS), 0.01)
     killed: list[dict[str, object]] = []
 
     async def kill_mid_pass(rig: LinkRig) -> None:
@@ -104,14 +100,9 @@ async def test_the_rig_drives_a_board_by_ssh_and_kill9_reaches_flightd(
         rig.start_flightd()
         await rig.wait_online()
 
-    scenario = load_scenario("nominal-550km")
-    period = scenario.build_plant().linear_parameters().period_s
     report_dir = tmp_path / "run"
-    report = await asyncio.wait_for(run_sil(
-        "nominal-550km", orbits=SIM_S / period, warp=100.0, report_dir=report_dir, model="digits-int8", tiles=16,
-        progress=False,
-        link=LinkOptions("passes", contact_warp=10.0, board=ssh_board, plan=plan, schedule=SCHEDULE,
-                         resend_contact_s=60.0, during=kill_mid_pass)), 180)
+    report, jobs = await run_across_passes(report_dir, CONTACTS, SIM_S, SCHEDULE, kill_mid_pass, board=ssh_board,
+                                           timeout_s=180.0)
     link = report.link
     assert link is not None and link["board"] == "ssh"
 
@@ -123,7 +114,6 @@ async def test_the_rig_drives_a_board_by_ssh_and_kill9_reaches_flightd(
     assert kill["ssh_rc"] == 128 + 9, kill  # the remote exit status of a SIGKILL, carried back by ssh
 
     # every job completed once and its result reached the ground
-    jobs = {j["job_id"]: j for j in json.loads((report_dir / "jobs.json").read_text())}
     assert link["jobs_submitted"] == len(SCHEDULE) == len(jobs)
     assert link["jobs_done"] == len(SCHEDULE), {k: v for k, v in jobs.items() if v["result_s"] is None}
     assert link["unanswered"] == 0 and link["duplicated"] == 0 and link["failed"] == {}
