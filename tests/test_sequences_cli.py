@@ -111,4 +111,6 @@ def test_upload_list_show_cancel_signed(mosquitto: MosquittoBroker, tmp_path: Pa
         assert [s["state"] for s in json.loads(capsys.readouterr().out)] == ["cancelled"]
     finally:
         proc.stop()
-    assert "re-armed" not in proc.log()
+    log = proc.log()
+    assert "re-armed" not in log
+    assert "sequence night armed: 2 entries" in log and "sequence night cancelled by ground command" in log
