@@ -180,3 +180,39 @@ def test_a_reason_quoting_the_wire_cannot_forge_log_lines(rig: Rig) -> None:
                            reply_topic=TOPICS.command_reply("fz-forge")), "sync-forge")
     (line,) = [ln for ln in rig.log_lines()[before:] if "fz-forge" in ln]
     assert "ping\\n2026-01-01" in line, line
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+"""Any JSON value, non-finite floats and lone surrogates (escaped by json.dumps) included."""
+
+INBOUND = {"job": (TOPICS.job_submit, "job_id"), "command": (TOPICS.command, "command_id"),
+           "sequence": (TOPICS.sequence_command, "command_id"), "upload": (TOPICS.upload("fz-json"), None),
+           "telemetry": (TOPICS.telemetry("power"), None), "status": (TOPICS.status, None)}
+
+
+def test_any_json_document_on_any_topic_is_answered_once(rig: Rig) -> None:
+    """Hypothesis' own JSON documents, mixed into each message's real keys (so that validation gets
+    past the envelope's fields to the ones inside), on every inbound topic."""
+    counter = itertools.count()
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(target=st.sampled_from(sorted(INBOUND)), extra=st.dictionaries(st.text(max_size=12), JSON, max_size=6),
+           keep_id=st.booleans())
+    def fuzz(target: str, extra: dict[str, object], keep_id: bool) -> None:
+        n = next(counter)
+        topic, id_key = INBOUND[target]
+        doc: dict[str, object] = {"schema_version": 1, **extra}
+        reply = None
+        if id_key is not None and keep_id:
+            doc[id_key] = f"fz-json-{n}"
+            reply = TOPICS.job_state(f"fz-json-{n}") if target == "job" else TOPICS.command_reply(f"fz-json-{n}")
+        elif target == "upload":
+            doc["upload_id"], reply = "fz-json", TOPICS.upload_progress("fz-json")
+        check_one(rig, Hostile(f"{target}:json", topic, json.dumps(doc).encode(), reply_topic=reply), f"sync-json-{n}")
+
+    fuzz()
