@@ -46,6 +46,7 @@ from link.messages import (
     ListJobs,
     ListModels,
     Ping,
+    Redundancy,
     RollbackModel,
     Status,
 )
@@ -286,11 +287,13 @@ class GroundClient:
         framed: bool = True,
         ack_timeout_s: float = 5.0,
         attempts: int = 3,
+        redundancy: Redundancy | None = None,
     ) -> SubmittedJob:
         """Send a job and wait for flightd's acknowledgement (its first state event).
 
         Raises JobRejected with flightd's reason when the job is refused, PayloadTooLarge (before
-        publishing) when it is larger than flightd or the broker accepts. ``deadline_s`` is relative to now.
+        publishing) when it is larger than flightd or the broker accepts. ``deadline_s`` is relative to now;
+        ``redundancy`` how the result is checked (None: the satellite's default; docs/radiation.md).
         """
         job_id = job_id or new_id("job-")
         now = time.time()
@@ -303,6 +306,7 @@ class GroundClient:
             priority=priority,
             deadline_utc=None if deadline_s is None else now + deadline_s,
             submitted_utc=now,
+            redundancy=redundancy,
         )
         payload = encode(request, binary)
         await self.check_publish_size(self.topics.job_submit, len(payload), f"job {job_id}")
