@@ -6,10 +6,18 @@ nothing: on start, jobs found ``running`` are requeued and results not yet ackno
 are published again. ``completions`` counts how often a job reached ``done`` (the invariant is <= 1).
 Every time written is a finite number (:func:`_finite`): SQLite would store NaN as NULL, and a job
 whose deadline became NULL would lose it across a restart.
+
+Every stored request and result carries its sha256 (:func:`payload_digest`, columns ``request_sha256``
+and ``payload_sha256``), checked whenever it is read back: a blob the disk or memory corrupted raises
+:class:`StoredCorruption` instead of being returned (docs/radiation.md, "Storage"). A job's request is
+kept until the ground acknowledges its result, so that flightd can compute a result again (a stored
+result that fails its checksum, a job run on weights found corrupt afterwards); the acknowledgement
+drops both. Rows written before the checksum columns existed have none and are read unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -33,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt       INTEGER NOT NULL DEFAULT 0,
     completions   INTEGER NOT NULL DEFAULT 0,
     reason        TEXT,
-    request       BLOB
+    request       BLOB,
+    request_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS sequences (
@@ -61,9 +70,34 @@ CREATE TABLE IF NOT EXISTS results (
     job_id        TEXT PRIMARY KEY REFERENCES jobs(job_id),
     payload       BLOB NOT NULL,
     created_utc   REAL NOT NULL,
-    acked_utc     REAL
+    acked_utc     REAL,
+    payload_sha256 TEXT
 );
 """
+
+CHECKSUM_COLUMNS = (("jobs", "request_sha256"), ("results", "payload_sha256"))
+"""Columns a journal created before the storage checksums lacks: added when it is opened."""
+
+
+class StoredCorruption(ValueError):
+    """A stored request or result whose bytes no longer hash to the checksum written with them."""
+
+    def __init__(self, job_id: str, what: str) -> None:
+        super().__init__(f"job {job_id}: stored {what} failed its sha256 check (corrupted on disk or in memory)")
+        self.job_id = job_id
+        self.what = what
+
+
+def payload_digest(data: bytes) -> str:
+    """The checksum stored with a request or result: lower-case hex sha256 (sha256 rather than a CRC:
+    a blob of megabytes, where a CRC-32 lets 2^-32 of the patterns through; about 2 ms per MB here)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _checked(job_id: str, what: str, data: bytes, digest: str | None) -> bytes:
+    if digest is not None and payload_digest(data) != digest:
+        raise StoredCorruption(job_id, what)
+    return data
 
 
 @dataclass(frozen=True)
@@ -150,6 +184,10 @@ class JobJournal:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        for table, column in CHECKSUM_COLUMNS:
+            have = {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -211,8 +249,9 @@ class JobJournal:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO jobs (job_id, state, model, version, priority, deadline_utc,"
-                " received_utc, updated_utc, reason, request) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request),
+                " received_utc, updated_utc, reason, request, request_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request,
+                 payload_digest(request)),
             )
             return cur.rowcount == 1
 
@@ -221,11 +260,12 @@ class JobJournal:
         return None if row is None else _record(row)
 
     def request(self, job_id: str) -> bytes:
-        """The job's request payload as received."""
-        row = self._db.execute("SELECT request FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        """The job's request payload as received; KeyError when there is none (unknown job, or its result
+        acknowledged), StoredCorruption when it fails its checksum."""
+        row = self._db.execute("SELECT request, request_sha256 FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None or row[0] is None:
             raise KeyError(job_id)
-        return bytes(row[0])
+        return _checked(job_id, "request", bytes(row[0]), row[1])
 
     def jobs(self, states: list[JobState] | None = None, limit: int = 100_000) -> list[JobRecord]:
         """Jobs, oldest first, optionally only in ``states``."""
@@ -259,16 +299,17 @@ class JobJournal:
         return _record(row)
 
     def complete(self, job_id: str, result: bytes, now_utc: float) -> JobRecord:
-        """Store the result and mark the job ``done`` in one transaction."""
+        """Store the result (with its checksum) and mark the job ``done`` in one transaction; the request
+        stays until the result is acknowledged."""
         _finite(now_utc=now_utc)
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO results (job_id, payload, created_utc) VALUES (?,?,?)",
-                (job_id, result, now_utc),
+                "INSERT OR REPLACE INTO results (job_id, payload, created_utc, payload_sha256) VALUES (?,?,?,?)",
+                (job_id, result, now_utc, payload_digest(result)),
             )
             row = db.execute(
-                "UPDATE jobs SET state = 'done', updated_utc = ?, reason = NULL, completions = completions + 1,"
-                f" request = NULL WHERE job_id = ? RETURNING {_COLUMNS}",
+                "UPDATE jobs SET state = 'done', updated_utc = ?, reason = NULL, completions = completions + 1"
+                f" WHERE job_id = ? RETURNING {_COLUMNS}",
                 (now_utc, job_id),
             ).fetchone()
         if row is None:
@@ -289,22 +330,53 @@ class JobJournal:
     # ------------------------------------------------------------------------------- results
 
     def result(self, job_id: str) -> bytes | None:
-        row = self._db.execute("SELECT payload FROM results WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+        """The stored result (None: none; empty: acknowledged); StoredCorruption when it fails its checksum."""
+        row = self._db.execute("SELECT payload, payload_sha256 FROM results WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else _checked(job_id, "result", bytes(row[0]), row[1])
+
+    def replace_result(self, job_id: str, result: bytes, now_utc: float) -> bool:
+        """Store a result computed again in place of the job's unacknowledged one (and its checksum); the
+        job's completions do not change. False if it has none left to replace (acknowledged, or none)."""
+        _finite(now_utc=now_utc)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE results SET payload = ?, payload_sha256 = ?, created_utc = ? WHERE job_id = ?"
+                " AND acked_utc IS NULL", (result, payload_digest(result), now_utc, job_id))
+            return cur.rowcount == 1
+
+    def flip_stored_bits(self, job_id: str, what: str, bits: list[int]) -> int:
+        """TEST-ONLY fault injection: invert ``bits`` (indices modulo the blob's size in bits) of the job's
+        stored ``request`` or ``result`` without touching its checksum, as a disk or memory upset would;
+        returns the blob's size in bits (0: nothing stored, nothing flipped)."""
+        table, column, key = ("jobs", "request", "job_id") if what == "request" else ("results", "payload", "job_id")
+        with self._tx() as db:
+            row = db.execute(f"SELECT {column} FROM {table} WHERE {key} = ?", (job_id,)).fetchone()
+            if row is None or not row[0]:
+                return 0
+            blob = bytearray(row[0])
+            for bit in bits:
+                index = bit % (len(blob) * 8)
+                blob[index // 8] ^= 1 << (index % 8)
+            db.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (bytes(blob), job_id))
+            return len(blob) * 8
 
     def unacked_results(self) -> list[str]:
         rows = self._db.execute("SELECT job_id FROM results WHERE acked_utc IS NULL ORDER BY created_utc")
         return [r[0] for r in rows.fetchall()]
 
     def ack_result(self, job_id: str, now_utc: float) -> bool:
-        """The ground holds the result: drop its bytes. False if there was no unacked result."""
+        """The ground holds the result: drop its bytes and the request's. False if there was no unacked result."""
         _finite(now_utc=now_utc)
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE results SET acked_utc = ?, payload = x'' WHERE job_id = ? AND acked_utc IS NULL",
+                "UPDATE results SET acked_utc = ?, payload = x'', payload_sha256 = NULL"
+                " WHERE job_id = ? AND acked_utc IS NULL",
                 (now_utc, job_id),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            db.execute("UPDATE jobs SET request = NULL, request_sha256 = NULL WHERE job_id = ?", (job_id,))
+            return True
 
     def purge(self, older_than_utc: float) -> list[str]:
         """Forget terminal jobs (and their results, acked or expired) last updated before the cutoff."""

@@ -68,8 +68,7 @@ def test_complete_stores_result_and_counts_completions(journal: JobJournal) -> N
     r = journal.complete("a", b"RESULT-A", 3.0)
     assert (r.state, r.completions, r.attempt, r.updated_utc, r.reason) == (JobState.DONE, 1, 1, 3.0, None)
     assert journal.result("a") == b"RESULT-A"
-    with pytest.raises(KeyError):
-        journal.request("a")  # the request bytes are dropped once the job is done
+    assert journal.request("a") == b"request of a"  # kept until the result is acknowledged (to recompute it)
     assert journal.unacked_results() == ["a"]
     # the journal counts honestly: a second completion is visible (the daemon's invariant is <= 1)
     assert journal.complete("a", b"RESULT-A2", 4.0).completions == 2
@@ -88,7 +87,10 @@ def test_ack_result(journal: JobJournal) -> None:
     assert journal.ack_result("queued-job-without-result", 14.0) is False
     assert journal.unacked_results() == ["c", "b"]
     assert journal.result("a") == b""  # bytes dropped, row kept
+    with pytest.raises(KeyError):
+        journal.request("a")  # the request bytes are dropped once the ground holds the result
     assert journal.result("b") == b"B"
+    assert journal.request("b") == b"request of b"
 
 
 def test_requeue_running_after_reopen(tmp_path: Path) -> None:
