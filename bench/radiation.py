@@ -44,9 +44,10 @@ import numpy as np
 import onnxruntime as ort
 
 from flight.radiation.abft import ModelChecksums
-from flight.radiation.redundancy import Redundancy, replica_for, run_checked, same
+from flight.radiation.redundancy import replica_for, run_checked, same
 from flight.radiation.scrubber import DEFAULT_PERIOD_S, Scrubber
 from flight.radiation.weights import WeightStore, ownership_probe
+from link.messages import Redundancy
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"

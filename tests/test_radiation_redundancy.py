@@ -9,8 +9,9 @@ import onnxruntime as ort
 import pytest
 
 from flight.radiation.abft import ConvChecksums, GemmChecksum, ModelChecksums
-from flight.radiation.redundancy import Redundancy, Verdict, decide, replica_for, run_checked, same
+from flight.radiation.redundancy import Verdict, decide, replica_for, run_checked, same
 from flight.radiation.weights import WeightStore
+from link.messages import Redundancy
 from tests.test_radiation_weights import feeds, model_bytes, session
 
 Arrays = dict[str, np.ndarray[Any, Any]]

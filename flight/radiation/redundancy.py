@@ -17,26 +17,24 @@ Cost: DMR doubles the compute of every job (three runs when a fault is caught), 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from link.messages import Redundancy
+
 Arrays = dict[str, np.ndarray[Any, Any]]
 
-
-class Redundancy(str, enum.Enum):  # noqa: UP042 (StrEnum is 3.11+; the board runs 3.10)
-    """How a job's result is checked (a job field later; the governor may raise it in high flux)."""
-
-    NONE = "none"
-    DMR = "dmr"
-    TMR = "tmr"
-
-
 RUNS_FIRST = {Redundancy.NONE: 1, Redundancy.DMR: 2, Redundancy.TMR: 3}
-"""Runs made before anything is compared."""
+"""Runs made before anything is compared (also the governor's cost multiplier of a mode)."""
+
+
+def strongest(*modes: Redundancy | None) -> Redundancy:
+    """The strongest of ``modes`` (none < dmr < tmr; None counts as none): how a job's own mode, its
+    model's and priority's defaults and the governor's high-flux floor combine."""
+    return max((m for m in modes if m is not None), key=lambda m: RUNS_FIRST[m], default=Redundancy.NONE)
 
 
 @dataclass(frozen=True)
