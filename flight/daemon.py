@@ -696,13 +696,22 @@ class FlightDaemon:
         except StoredCorruption as exc:
             self.soft_errors.ledger.stored_corrupt += 1
             self._event(EventKind.SOFT_ERROR, str(exc), severity="warning", job_id=job_id, stored="result")
-            self._recompute_soon(job_id, "its stored result failed its checksum")
+            self._recompute_soon([job_id], "its stored result failed its checksum")
             return None
 
-    def _recompute_soon(self, job_id: str, reason: str) -> None:
-        if job_id not in self._recomputing:
-            self._recomputing.add(job_id)
-            self._background(self._recompute(job_id, reason), f"recompute of {job_id}")
+    def _recompute_soon(self, job_ids: list[str], reason: str) -> None:
+        """Compute ``job_ids`` again (:meth:`_recompute`); those whose result the ground acknowledged, and
+        whose input is therefore gone, are flagged in one event instead."""
+        onboard = set(self.journal.unacked_results())
+        flagged = [job_id for job_id in job_ids if job_id not in onboard]
+        if flagged:
+            self._event(EventKind.SOFT_ERROR, f"{len(flagged)} job(s): {reason}; their results were acknowledged "
+                        "and their inputs are no longer onboard: flagged, not re-run", severity="warning",
+                        flagged=len(flagged), jobs=flagged[:100])
+        for job_id in job_ids:
+            if job_id in onboard and job_id not in self._recomputing:
+                self._recomputing.add(job_id)
+                self._background(self._recompute(job_id, reason), f"recompute of {job_id}")
 
     async def _recompute(self, job_id: str, reason: str) -> None:
         """Compute a finished job again because ``reason``; store and republish the result when it
@@ -722,7 +731,7 @@ class FlightDaemon:
             except KeyError:
                 self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; its result was acknowledged and its "
                             "input is no longer onboard: flagged, not re-run", severity="warning", job_id=job_id,
-                            flagged=True)
+                            flagged=1)
                 return
             except StoredCorruption as exc:
                 self.soft_errors.ledger.stored_corrupt += 1
@@ -730,7 +739,7 @@ class FlightDaemon:
                     await self._fail_done(job_id, f"stored result corrupted and not computed again: {exc}")
                 else:
                     self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; cannot re-run it ({exc}): flagged",
-                                severity="warning", job_id=job_id, flagged=True)
+                                severity="warning", job_id=job_id, flagged=1)
                 return
             try:
                 decoded = decode(payload, JobRequest)
@@ -744,7 +753,7 @@ class FlightDaemon:
                     await self._fail_done(job_id, f"stored result corrupted and not computed again: {exc}")
                 else:
                     self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; could not re-run it ({exc}): "
-                                "flagged", severity="warning", job_id=job_id, flagged=True)
+                                "flagged", severity="warning", job_id=job_id, flagged=1)
                 return
             await self._replace_result(job_id, entry, record, outcome, mode, payload, old, reason)
         finally:
@@ -766,7 +775,7 @@ class FlightDaemon:
                                                 recomputed=reason)
         if not await self.writer.submit(lambda j: j.replace_result(job_id, result_payload, finished)):
             self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; acknowledged meanwhile: flagged",
-                        severity="warning", job_id=job_id, flagged=True)
+                        severity="warning", job_id=job_id, flagged=1)
             return
         if previous is not None:
             self.soft_errors.ledger.reruns_changed += 1

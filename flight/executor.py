@@ -17,8 +17,9 @@ the instant the caller divides by, so that busy cores over a window never exceed
 
 Redundant execution (docs/radiation.md): a job's runs under ``dmr`` or ``tmr`` execute back to back in
 one slot, run ``i`` on the session ``sessions(i, used)`` returns (another weight replica), until
-:func:`flight.radiation.redundancy.decide` has a verdict; runs with no majority raise
-:class:`RunsDisagree`. ``hooks`` (TEST-ONLY fault injection) may alter a run's input copy or outputs.
+:func:`flight.radiation.redundancy.run_checked` has a verdict (runs on weights repaired meanwhile are
+made again); runs with no majority raise :class:`RunsDisagree`. ``hooks`` (TEST-ONLY fault injection)
+may alter a run's input copy or outputs.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from flight.radiation.redundancy import Verdict, run_checked
 from link.messages import Redundancy
 
 Arrays = dict[str, np.ndarray[Any, Any]]
-SessionFor = Callable[[int, set[int]], tuple[int, ort.InferenceSession]]
-"""(run number, slots used so far by the job) -> (slot, session) the run executes on."""
+SessionFor = Callable[[int, set[int]], tuple[int, ort.InferenceSession, frozenset[int]]]
+"""(run number, slots the job's runs read so far) -> (slot, session) the run executes on, and the slots
+whose weights were found corrupt and repaired just now (earlier runs on them no longer count)."""
 
 
 class RunTerminated(RuntimeError):
@@ -99,8 +101,8 @@ class _Run:
 
 
 def _one_session(session: ort.InferenceSession) -> SessionFor:
-    def sessions(run: int, used: set[int]) -> tuple[int, ort.InferenceSession]:
-        return 0, session
+    def sessions(run: int, used: set[int]) -> tuple[int, ort.InferenceSession, frozenset[int]]:
+        return 0, session, frozenset()
 
     return sessions
 
@@ -142,9 +144,15 @@ class InferenceExecutor:
         times: list[float] = []
         slots: list[int] = []
         providers: list[str] = []
+        chosen: dict[int, tuple[int, ort.InferenceSession]] = {}
+
+        def discard(i: int) -> list[int]:
+            slot, session, repaired = sessions(i, set(slots))
+            chosen[i] = (slot, session)
+            return [k for k, s in enumerate(slots) if s in repaired]
 
         def one(i: int) -> Arrays:
-            slot, session = sessions(i, set(slots))
+            slot, session = chosen.pop(i)
             names = [o.name for o in session.get_outputs()]
             given = hooks.before(job_id, i, slot, feeds) if hooks is not None else feeds
             t0 = time.monotonic()
@@ -157,7 +165,7 @@ class InferenceExecutor:
 
         try:
             try:
-                checked = run_checked(mode, one)
+                checked = run_checked(mode, one, discard)
             finally:  # a terminated or failed run stops counting when it stops, not when the loop notices
                 end = time.monotonic()
                 with self._lock:

@@ -8,10 +8,12 @@ configuration says ``owned_weights`` (flight.settings.ModelRadiation), registers
 file (its sha256 checked again before every reload).
 
 Which session a job's run ``i`` executes on (:meth:`HeldWeights.slot_for`): run ``i`` reads replica
-``i % replicas``; a run that would come back to a replica already used by this job (a DMR vote, a TMR
-third run on two replicas) goes to a replica whose blocks all verify *now* instead, so a persistent
-flip in one copy can never win a vote by being read twice. A model not held gets an independent ONNX
-Runtime session per run (up to three: ONNX Runtime's own copy of the weights in each).
+``i % replicas``; before a run that comes back to a replica this job already read (a DMR vote after a
+mismatch, a TMR third run on two replicas) every block of the model is checked and repaired *now*
+(:meth:`~flight.radiation.scrubber.Scrubber.check_now`), so a persistent flip in one copy can never win
+a vote by being read twice, and the vote computes from verified weights. A model not held gets an
+independent ONNX Runtime session per run (up to three: ONNX Runtime's own copy of the weights in each).
+The scrubber's step (event loop) and these checks (executor threads) take turns on :attr:`HeldWeights.lock`.
 
 GPU execution providers copy the initializers into device memory when the session is created: the
 store then checks a host copy that is not what runs. :meth:`HeldWeights.scrubbed` says whether a
@@ -28,15 +30,15 @@ from typing import Any
 import onnxruntime as ort
 
 from flight.radiation.redundancy import RUNS_FIRST
-from flight.radiation.scrubber import Scrubber
+from flight.radiation.scrubber import Scrubber, ScrubReport
 from flight.radiation.weights import WeightStore
 from flight.settings import RadiationSettings
 
 log = logging.getLogger("flightd.radiation")
 
 CPU = "CPUExecutionProvider"
-MAX_RUNS = max(RUNS_FIRST.values())
-"""The most runs one job makes (TMR, or DMR with its vote): independent sessions of a model not held."""
+MAX_SESSIONS = max(RUNS_FIRST.values())
+"""Independent sessions of a model not held: one per run of TMR, or of DMR with its vote."""
 
 
 class OwnedSession(ort.InferenceSession):  # type: ignore[misc]  # onnxruntime ships no type hints
@@ -58,6 +60,8 @@ class HeldWeights:
         self.settings = settings
         self.clock = clock
         self.scrubber = Scrubber(reload=reload, period_s=settings.scrub_period_s)
+        self.lock = threading.Lock()
+        """Held while the stores are checked or repaired (the scrubber's step, :meth:`slot_for`'s check)."""
         self._lock = threading.Lock()
 
     @property
@@ -98,21 +102,31 @@ class HeldWeights:
         """Whether ``session`` computes from weights flightd holds and scrubs (CPU provider only)."""
         return isinstance(session, OwnedSession) and session.get_providers()[0] == CPU
 
-    def slots(self, ref: str) -> int:
-        """Distinct sessions a job of ``ref`` can run on: the store's replicas, or :data:`MAX_RUNS`."""
-        store = self.scrubber.stores.get(ref)
-        return store.replicas if store is not None else MAX_RUNS
-
-    def slot_for(self, ref: str, run: int, used: set[int]) -> int:
-        """The session (replica) of run number ``run`` of a job that has read replicas ``used`` so far."""
+    def slot_for(self, ref: str, run: int, used: set[int],
+                 found: Callable[[ScrubReport], None]) -> tuple[int, frozenset[int]]:
+        """(the session (replica) of run number ``run`` of a job that has read replicas ``used`` so far,
+        the replicas repaired just now): a replica read again is checked and repaired first, what that
+        found handed to ``found``."""
         store = self.scrubber.stores.get(ref)
         if store is None:
-            return min(run, MAX_RUNS - 1)
+            return min(run, MAX_SESSIONS - 1), frozenset()
         slot = run % store.replicas
         if slot not in used:
-            return slot
-        clean = [r for r in range(store.replicas) if not store.mismatched_blocks(r)]
-        return next((r for r in clean if r == slot), clean[0] if clean else slot)
+            return slot, frozenset()
+        report = self.check_now(ref)
+        if report.found or report.failed:
+            found(report)
+        return slot, frozenset(c.replica for c in report.found)
+
+    def check_now(self, ref: str) -> ScrubReport:
+        """Every block of ``ref``'s replicas checked and repaired now (under :attr:`lock`)."""
+        with self.lock:
+            return self.scrubber.check_now(ref, self.clock())
+
+    def step(self, now: float) -> ScrubReport:
+        """The scrubber's periodic step (under :attr:`lock`)."""
+        with self.lock:
+            return self.scrubber.step(now)
 
     def drop(self, ref: str | None = None) -> None:
         """Stop holding ``ref`` (every model when None); sessions built on a store keep it alive."""

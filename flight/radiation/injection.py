@@ -197,7 +197,7 @@ class FaultInjector:
                 others = [r for i, r in enumerate(runs) if i != fault.run]
                 changed = mine is not None and any(not same(mine, r) for r in others)
                 escaped = changed and winner is not None and mine is not None and same(winner, mine)
-                detected = changed and verdict.status == "voted" and not escaped
+                detected = changed and not escaped  # outvoted, or its run dropped (its weights were repaired)
             self.run_faults_changed += changed
             self.run_faults_detected += detected
             self.run_faults_escaped += escaped

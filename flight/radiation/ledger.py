@@ -73,9 +73,13 @@ class RunLog:
             self._runs.popleft()
 
     def suspects(self, corrupt: CorruptBlock) -> list[str]:
-        """Jobs whose every run read ``corrupt``'s replica of its model after the block last verified."""
-        return [r.job_id for r in self._runs
-                if r.ref == corrupt.model and r.slots == {corrupt.replica} and r.end_s >= corrupt.clean_at]
+        """Jobs whose every run read ``corrupt``'s replica of its model after the block last verified;
+        they leave the log (a job is suspect once: its re-run, logged anew, may become suspect again)."""
+        hit = [r for r in self._runs
+               if r.ref == corrupt.model and r.slots == {corrupt.replica} and r.end_s >= corrupt.clean_at]
+        for r in hit:
+            self._runs.remove(r)
+        return [r.job_id for r in hit]
 
     def __len__(self) -> int:
         return len(self._runs)

@@ -14,12 +14,14 @@ The daemon owns one :class:`SoftErrorService` and calls it at the edges:
   (its own, else its model's and priority's default; raised to the governor's high-flux floor) and the
   session each run reads (flight.radiation.held.HeldWeights.slot_for).
 - :meth:`~SoftErrorService.account` after a run: counters, the run log of held models, an event when
-  redundant runs disagreed and, for a held model, an immediate check of its replicas.
+  redundant runs disagreed and, for a held model, an immediate check of its replicas (the runs
+  themselves check and repair them before a vote: flight.radiation.held).
 - :meth:`~SoftErrorService.inject` for the ``inject_fault`` command (refused unless enabled).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -46,11 +48,11 @@ class InjectionRefused(ValueError):
 
 
 class SoftErrorService:
-    """See the module docstring. ``recompute(job_id, reason)`` computes a finished job again (the
+    """See the module docstring. ``recompute(job_ids, reason)`` computes finished jobs again (the
     daemon's, since it owns the journal and the link)."""
 
     def __init__(self, settings: RadiationSettings, registry: ModelRegistry, event: EventSink,
-                 recompute: Callable[[str, str], None]) -> None:
+                 recompute: Callable[[list[str], str], None]) -> None:
         self.settings = settings
         self.registry = registry
         self.event = event
@@ -81,12 +83,17 @@ class SoftErrorService:
         return strongest(asked, floor)
 
     def sessions(self, entry: RegisteredModel, threads: int) -> SessionFor:
-        """The session of each of a job's runs (built on first use, on the executor's thread)."""
+        """The session of each of a job's runs (built on first use, on the executor's thread). Call it on
+        the event loop: what a check before a vote finds is handled there."""
         ref, held, registry = entry.ref, self.registry.held, self.registry
+        loop = asyncio.get_running_loop()
 
-        def session_for(run: int, used: set[int]) -> tuple[int, Any]:
-            slot = held.slot_for(ref, run, used)
-            return slot, registry.session(entry, threads, slot)
+        def found(report: ScrubReport) -> None:
+            loop.call_soon_threadsafe(self._handle, report)
+
+        def session_for(run: int, used: set[int]) -> tuple[int, Any, frozenset[int]]:
+            slot, repaired = held.slot_for(ref, run, used, found)
+            return slot, registry.session(entry, threads, slot), repaired
 
         return session_for
 
@@ -122,10 +129,8 @@ class SoftErrorService:
         severity: Severity = "warning" if resolved else "error"
         self.event(EventKind.SOFT_ERROR, text, severity=severity, job_id=job_id, model=entry.ref,
                    redundancy=mode.value, verdict=verdict.status, runs=verdict.runs, slots=list(slots))
-        store = self.held.stores.get(entry.ref)
-        if store is not None:  # a persistent flip in one replica shows here before the sweep reaches it
-            now = time.monotonic()
-            self._handle(self.held.scrubber.check_now(store.model, now))
+        if entry.ref in self.held.stores:  # a flip in one replica shows here before the sweep reaches it
+            self._handle(self.held.check_now(entry.ref))
 
     # --------------------------------------------------------------------------------- scrubbing
 
@@ -135,7 +140,7 @@ class SoftErrorService:
         if not scrubber.stores:
             return None
         start = time.thread_time()
-        report = scrubber.step(time.monotonic())
+        report = self.held.step(time.monotonic())
         self._handle(report)
         self.ledger.scrub_cpu_s += time.thread_time() - start
         return report
@@ -166,9 +171,8 @@ class SoftErrorService:
         log.warning(text)
         self.event(EventKind.SOFT_ERROR, text, severity="warning", blocks=blocks, repairs=repairs,
                    suspect_jobs=suspects, action=action)
-        if action == "rerun":
-            for job_id in suspects:
-                self.recompute(job_id, "it ran on weights the scrubber later found corrupt")
+        if action == "rerun" and suspects:
+            self.recompute(suspects, "it ran on weights the scrubber later found corrupt")
 
     # -------------------------------------------------------------------------------- telemetry
 
