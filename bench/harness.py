@@ -39,8 +39,10 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(model: str, threads: int = 2, concurrency: int = 1) -> AsyncIterator[Rig]:
-    """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback."""
+async def rig(model: str, threads: int = 2, concurrency: int = 1,
+              extra_env: dict[str, str] | None = None) -> AsyncIterator[Rig]:
+    """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback; ``extra_env``:
+    more ``ORBITD_*`` settings (they win over these)."""
     with tempfile.TemporaryDirectory(prefix="orbitd-bench-") as tmp:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "mosquitto")
@@ -51,6 +53,7 @@ async def rig(model: str, threads: int = 2, concurrency: int = 1) -> AsyncIterat
             "ORBITD_EXECUTOR__INTRA_OP_THREADS": str(threads),
             "ORBITD_EXECUTOR__MAX_CONCURRENCY": str(concurrency),
             "ORBITD_JOURNAL__SYNCHRONOUS": os.environ.get("ORBITD_JOURNAL__SYNCHRONOUS", "FULL"),
+            **(extra_env or {}),
         }
         log = (workdir / "flightd.log").open("wb")
         args = [sys.executable, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",

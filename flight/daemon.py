@@ -184,7 +184,8 @@ class FlightDaemon:
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
         self.jobs_done = 0
-        self.soft_errors = SoftErrorService(settings.radiation, self.registry, self._event, self._recompute_soon)
+        self.soft_errors = SoftErrorService(settings.radiation, self.registry, self._event, self._recompute_soon,
+                                            step_s=settings.control_period_s)
         self._recomputing: set[str] = set()
         self.supervisor = Supervisor(flightd_health(settings), SystemdNotifier(), self._status_line, self._health_event)
 

@@ -138,7 +138,8 @@ class RadiationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scrub_period_s: float = Field(default=10.0, gt=0, description="one full sweep of every owned weight per period")
+    scrub_period_s: float = Field(default=10.0, gt=0, description="a flip in owned weights is found within this "
+                                  "(the sweep runs one control period faster)")
     models: dict[str, ModelRadiation] = Field(default_factory=dict)
     default: ModelRadiation = Field(default_factory=ModelRadiation)
     priority_redundancy: dict[int, Redundancy] = Field(default_factory=dict)

@@ -183,6 +183,8 @@ def test_conv_checksums_need_float_convolutions() -> None:
 def test_runs_on_weights_repaired_meanwhile_are_made_again() -> None:
     """Both replicas corrupted, differently: the two first runs disagree; the check before the vote repairs
     both, so both runs are dropped and two new ones agree (no unresolved verdict, the right answer)."""
+    clean = run_checked(Redundancy.DMR, lambda i: out(1.0), lambda i: [0] if i == 1 else [])
+    assert clean.verdict.status == "agreed" and clean.verdict.runs == 3  # dropped, but it agreed: "agreed"
     good, bad0, bad1 = out(1.0), out(2.0), out(3.0)
     corrupt = {0: True, 1: True}
     answers: list[int] = []
@@ -198,8 +200,8 @@ def test_runs_on_weights_repaired_meanwhile_are_made_again() -> None:
             return [0, 1]
         return []
 
-    checked = run_checked(Redundancy.DMR, run, discard)
-    assert checked.verdict.status == "agreed" and checked.verdict.runs == 4 and checked.verdict.winner == 2
+    checked = run_checked(Redundancy.DMR, run, discard)  # the dropped runs disagreed: "voted", not "agreed"
+    assert checked.verdict.status == "voted" and checked.verdict.runs == 4 and checked.verdict.winner == 2
     assert checked.outputs is not None and same(checked.outputs, good) and len(checked.runs) == 4
     # without the check the vote reads corrupt replica 0 again and its wrong answer wins: why the check is made
     corrupt.update({0: True, 1: True})

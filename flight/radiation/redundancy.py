@@ -110,16 +110,19 @@ def run_checked(mode: Redundancy, run: Callable[[int], Arrays],
 
     Before run ``i``, ``discard(i)`` may name earlier runs whose answers no longer count (the weights they
     read were just found corrupt and repaired): they are dropped and replaced by new runs, so that one
-    copy corrupted in each replica cannot leave a vote without a majority. After ``max_runs`` runs the
-    verdict is "unresolved". The verdict's ``winner`` indexes ``runs`` (every run, in order) and its
-    ``runs`` counts them all."""
+    copy corrupted in each replica cannot leave a vote without a majority; a verdict over dropped runs
+    that disagreed is "voted", not "agreed". After ``max_runs`` runs the verdict is "unresolved". The
+    verdict's ``winner`` indexes ``runs`` (every run, in order) and its ``runs`` counts them all."""
     outputs: list[Arrays] = []
     kept: list[int] = []
     while True:
         step = decide(mode, [outputs[k] for k in kept])
         if isinstance(step, Verdict):
             winner = kept[step.winner] if step.winner is not None else None
-            verdict = Verdict(step.status, winner, len(outputs))
+            status = step.status
+            if status == "agreed" and winner is not None and any(not same(o, outputs[winner]) for o in outputs):
+                status = "voted"  # a dropped run disagreed: the answer was chosen over it
+            verdict = Verdict(status, winner, len(outputs))
             return CheckedRun(outputs[winner] if winner is not None else None, verdict, outputs)
         for _ in range(step):
             i = len(outputs)

@@ -52,7 +52,11 @@ class SoftErrorService:
     daemon's, since it owns the journal and the link)."""
 
     def __init__(self, settings: RadiationSettings, registry: ModelRegistry, event: EventSink,
-                 recompute: Callable[[list[str], str], None]) -> None:
+                 recompute: Callable[[list[str], str], None], step_s: float = 1.0) -> None:
+        """``step_s``: how often :meth:`scrub` is called (the control period); the sweep runs that much
+        faster than ``scrub_period_s`` (at most twice as fast), so a flip is found within the period."""
+        period = settings.scrub_period_s
+        registry.held.scrubber.period_s = max(period - step_s, period / 2)
         self.settings = settings
         self.registry = registry
         self.event = event
