@@ -39,10 +39,11 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(model: str, threads: int = 2, concurrency: int = 1,
-              extra_env: dict[str, str] | None = None) -> AsyncIterator[Rig]:
-    """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback; ``extra_env``:
-    more ``ORBITD_*`` settings (they win over these)."""
+async def rig(
+    model: str, threads: int = 2, concurrency: int = 1, settings: dict[str, str] | None = None
+) -> AsyncIterator[Rig]:
+    """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback;
+    ``settings``: more ``ORBITD_*`` environment for flightd."""
     with tempfile.TemporaryDirectory(prefix="orbitd-bench-") as tmp:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "mosquitto")
@@ -53,7 +54,7 @@ async def rig(model: str, threads: int = 2, concurrency: int = 1,
             "ORBITD_EXECUTOR__INTRA_OP_THREADS": str(threads),
             "ORBITD_EXECUTOR__MAX_CONCURRENCY": str(concurrency),
             "ORBITD_JOURNAL__SYNCHRONOUS": os.environ.get("ORBITD_JOURNAL__SYNCHRONOUS", "FULL"),
-            **(extra_env or {}),
+            **(settings or {}),
         }
         log = (workdir / "flightd.log").open("wb")
         args = [sys.executable, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",

@@ -271,7 +271,7 @@ async def selective(warp: float) -> dict[str, Any]:
 async def live(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(2026)
     out: dict[str, Any] = {}
-    async with rig(MODELS[0], extra_env=flightd_env(args.scrub_period)) as bench_rig, \
+    async with rig(MODELS[0], settings=flightd_env(args.scrub_period)) as bench_rig, \
             GroundClient(bench_rig.broker.url, SAT, timeout_s=30.0) as ground:
         listen = Listener()
         listener = asyncio.create_task(listen.run(ground))

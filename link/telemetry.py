@@ -73,6 +73,7 @@ DUTY_CYCLE = "duty_cycle"
 BUDGET_W = "budget_w"
 MODE_CODE = "mode_code"
 RATE = "rate"
+MET_S = "met_s"
 B_NT = "b_nt"
 L_SHELL = "l_shell"
 CUTOFF_GV = "cutoff_gv"
@@ -252,6 +253,8 @@ CHANNELS: dict[str, Channel] = {
         Channel(CLOCK, "plant simulator (time tone; never in flight)", (
             Measurement(RATE, "s/s", "simulated seconds per wall second the simulator is paced at; t_s is "
                         "its simulated time, which flightd's mission clock follows (docs/sil.md)", low=0.0),
+            Measurement(MET_S, "s", "mission elapsed time: the simulator's own seconds, which no clock fault "
+                        "moves (t_s may jump); relative sequence delays count on it (docs/sil.md)", low=0.0),
         )),
         Channel(RADIATION, "plant / radiation environment (hil.plant.radiation; a dosimeter in flight)", (
             Measurement(B_NT, "nT", "geomagnetic field strength at the spacecraft (IGRF)", low=0.0),

@@ -1,5 +1,5 @@
 """Shared fixtures: a real Mosquitto per test (own config, free loopback port), a three-node nats-server
-cluster, and the embedded broker."""
+cluster, the embedded broker, and per module a PKI with its locked Mosquitto (``pki``, ``broker``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ground.pki import Pki, init_pki
 from hil.embedded_broker import EmbeddedBroker
 from hil.mosquitto_broker import MosquittoBroker
 from hil.nats_cluster import NatsCluster
@@ -44,6 +45,23 @@ async def flightd(mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path) 
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A PKI of `ground pki init` for satellites sat1 and sat2, shared by a test module (docs/security.md)."""
+    return init_pki(tmp_path_factory.mktemp("pki") / "orbitd-pki", ["sat1", "sat2"], persistence_dir=None)
+
+
+@pytest.fixture(scope="module")
+def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """The locked Mosquitto of ``pki``: TLS listeners ``url`` (space) and ``ground_url``, the ACL."""
+    b = MosquittoBroker(tmp_path_factory.mktemp("locked"), locked=pki.broker_dir)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
 
 
 @pytest.fixture

@@ -35,7 +35,8 @@ SOFT_ERROR_KEYS = ["weight_bytes", "scrub_cpu", "scrub_cpu_s", "blocks_corrupt",
 
 def test_dictionary_channels_keys_and_units() -> None:
     assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "clock", "radiation", "soft_errors"]
-    assert list(CHANNELS["clock"].keys) == ["rate"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
+    assert list(CHANNELS["clock"].keys) == ["rate", "met_s"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
+    assert CHANNELS["clock"].measurement("met_s").unit == "s"
     assert PLANT_CHANNELS == ("power", "thermal", "orbit")
     assert list(CHANNELS["power"].keys) == POWER_KEYS
     assert list(CHANNELS["thermal"].keys) == THERMAL_KEYS
