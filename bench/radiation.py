@@ -56,7 +56,6 @@ from bench import radiation_inprocess as inprocess
 from bench.harness import cpu_info, progress, rig
 from flight.radiation.redundancy import same
 from ground.client import FetchedResult, GroundClient, GroundError, JobFailed
-from link.codec import WireError, decode
 from link.messages import Event, EventKind, FaultTarget, InjectFault, Redundancy, Telemetry
 
 HELD = ("tile-fp32", "digits-fp32")
@@ -93,28 +92,16 @@ class Listener:
     soft: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
     async def run(self, ground: GroundClient) -> None:
-        queue = await ground.watch_topic(ground.topics.events)
-        tlm = await ground.watch_topic(ground.topics.telemetry("soft_errors"))
-        await asyncio.gather(self._events(queue), self._soft(tlm))
+        await asyncio.gather(self._events(ground), self._soft(ground))
 
-    async def _events(self, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
-        while True:
-            _, payload = await queue.get()
-            try:
-                event = decode(payload, Event).message
-            except WireError:
-                continue
+    async def _events(self, ground: GroundClient) -> None:
+        async for event in ground.watch_messages(ground.topics.events, Event):
             blocks = event.details.get("blocks") if event.kind is EventKind.SOFT_ERROR else None
             if isinstance(blocks, list):
                 self.found.append((event.at_utc, {(b["model"], b["replica"], b["block"]) for b in blocks}))
 
-    async def _soft(self, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
-        while True:
-            _, payload = await queue.get()
-            try:
-                sample = decode(payload, Telemetry).message
-            except WireError:
-                continue
+    async def _soft(self, ground: GroundClient) -> None:
+        async for sample in ground.watch_messages(ground.topics.telemetry("soft_errors"), Telemetry):
             self.soft.append((sample.at_utc or time.time(), dict(sample.values)))
 
     def detected_at(self, key: tuple[str, int, int], after: float) -> float | None:

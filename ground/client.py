@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiomqtt
 import numpy as np
@@ -51,12 +51,14 @@ from link.messages import (
     Redundancy,
     RollbackModel,
     Status,
+    WireModel,
 )
 from link.sequence import SequenceAction, SequenceCommand
 from link.topics import TopicMap
 from link.transport import BrokerList, BrokerUrl, TlsFiles, make_client, publish_packet_bytes, refused_filters
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+M = TypeVar("M", bound=WireModel)
 
 
 class GroundError(RuntimeError):
@@ -280,6 +282,18 @@ class GroundClient:
         self._patterns.append((topic, queue))
         await self._subscribe([(topic, 1)])
         return queue
+
+    async def watch_messages(self, topic: str, kind: type[M]) -> AsyncIterator[M]:
+        """Every message on ``topic`` (wildcards allowed) that decodes as ``kind``, from the subscription
+        on (made when the iteration starts); payloads that do not decode are skipped."""
+        queue = await self.watch_topic(topic)
+        while True:
+            _, payload = await queue.get()
+            try:
+                message = decode(payload, kind).message
+            except WireError:
+                continue
+            yield message
 
     async def track_all_jobs(self) -> None:
         """Subscribe once to every job's state and result (wildcards) instead of per job: for a

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from ground.client import GroundClient, GroundError
-from link.codec import WireError, decode
 from link.messages import FaultTarget, InjectFault, Telemetry
 from link.telemetry import BUSY_CORES, COMPUTE, RADIATION, SOFT_ERRORS, UPSET_RATE, WEIGHT_BYTES
 
@@ -87,13 +86,7 @@ class UpsetInjector:
     _busy: float = 0.0
 
     async def run(self) -> None:
-        queue = await self.ground.watch_topic(self.ground.topics.telemetry_all)
-        while True:
-            _, payload = await queue.get()
-            try:
-                sample = decode(payload, Telemetry).message
-            except WireError:
-                continue
+        async for sample in self.ground.watch_messages(self.ground.topics.telemetry_all, Telemetry):
             if sample.channel == SOFT_ERRORS:
                 self._weight_bytes = sample.values.get(WEIGHT_BYTES, self._weight_bytes)
             elif sample.channel == COMPUTE:

@@ -3,6 +3,8 @@ the ``soft_errors`` channel's values, and what an injected run fault did (change
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,22 @@ def test_settle_counts_changed_detected_and_escaped() -> None:
     inj.settle("failed", None, [], reference=None)
     assert (inj.run_faults_changed, inj.run_faults_detected, inj.run_faults_escaped) == (3, 2, 1)
     assert not inj.pending("voted")
+
+
+def test_the_configuration_example_in_docs_radiation_md_is_what_flightd_reads(tmp_path: Path) -> None:
+    import re
+
+    from flight.settings import FlightSettings
+    from link.messages import Redundancy
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "radiation.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", doc, re.S)
+    assert block is not None
+    (tmp_path / "flightd.toml").write_text(block.group(1))
+    r = FlightSettings.load(tmp_path / "flightd.toml").radiation
+    assert (r.scrub_period_s, r.suspect_results, r.test_fault_injection) == (10.0, "rerun", False)
+    assert r.model("tile-fp32").owned_weights and r.model("tile-fp32").replicas == 2
+    assert not r.model("tile-int8").owned_weights and not r.model("digits-fp32").owned_weights
+    assert r.default_redundancy("tile-int8", 1) is Redundancy.DMR  # the model's default
+    assert r.default_redundancy("tile-fp32", 9) is Redundancy.DMR  # the priority's
+    assert r.default_redundancy("tile-fp32", 8) is Redundancy.NONE
