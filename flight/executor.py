@@ -65,7 +65,7 @@ class RunsDisagree(RuntimeError):
     """A checked job whose runs gave no majority answer (``verdict.status == "unresolved"``)."""
 
     def __init__(self, job_id: str, verdict: Verdict) -> None:
-        super().__init__(f"job {job_id}: {verdict.runs} redundant runs gave {verdict.runs} different answers")
+        super().__init__(f"job {job_id}: {verdict.runs} redundant runs and no majority answer among them")
         self.verdict = verdict
 
 
