@@ -335,10 +335,12 @@ class FlightDaemon:
     # ======================================================================================= link
 
     def _identity(self) -> dict[str, Any]:
-        """What every status says besides the state: the sizes the ground checks, who this flightd is."""
+        """What every status says besides the state: the sizes and model limits the ground checks, who this
+        flightd is."""
         link, me = self.settings.link, self.instance
         return {"max_payload_bytes": link.max_payload_bytes, "broker_max_packet_bytes": link.broker_max_packet_bytes,
-                "instance_id": me.instance_id, "boot_id": me.boot_id, "started_utc": me.started_utc}
+                "instance_id": me.instance_id, "boot_id": me.boot_id, "started_utc": me.started_utc,
+                "model_limits": self.registry.limits}
 
     @property
     def _side_clients(self) -> bool:

@@ -159,6 +159,23 @@ class JobResult(WireModel):
 # -------------------------------------------------------------------------------- status, telemetry
 
 
+Domain = Annotated[str, Field(max_length=128)]
+"""An ONNX operator set domain; "" is the default one (ai.onnx)."""
+class ModelLimits(LinkModel):
+    """What one satellite's model registry accepts (flightd advertises it in :class:`Status`).
+
+    ``onnxruntime``: the version onboard; ``max_model_bytes``: the largest model file an upload may carry;
+    ``max_ir_version``: the newest ONNX IR version that ONNX Runtime loads; ``opsets``: every operator
+    domain it implements ("" = ai.onnx) -> the newest opset version it loads. A model that uses a domain
+    not listed needs a custom-op library, which flightd never loads.
+    """
+
+    onnxruntime: str = Field(max_length=64)
+    max_model_bytes: Count
+    max_ir_version: Count
+    opsets: dict[Domain, Count]
+
+
 class Status(WireModel):
     """Satellite -> ground, retained on ``status``; the broker publishes ``state="offline"`` as the
     last will when flightd's connection dies. Heartbeat period is ``heartbeat_s``.
@@ -169,7 +186,8 @@ class Status(WireModel):
     publishing: ``instance_id`` (one flightd process), ``boot_id`` (the board's boot, from Linux's
     /proc/sys/kernel/random/boot_id) and ``started_utc``; a flightd that finds another instance
     online under its satellite id stops (docs/icd.md, "One flightd per satellite id"). The offline
-    status (last will, clean stop) carries the sizes and the identity too."""
+    status (last will, clean stop) carries the sizes and the identity too. ``model_limits``: what the model
+    registry accepts, so that ``ground model upload`` refuses a model before its first chunk."""
 
     sat: TopicId
     state: Literal["online", "offline"]
@@ -193,6 +211,7 @@ class Status(WireModel):
     boot_id: str | None = Field(default=None, max_length=64)
     started_utc: UtcTime | None = None
     keys: list[str] = Field(default_factory=list, max_length=256, description="fingerprints of the active signing keys")
+    model_limits: ModelLimits | None = None
 
 
 class Telemetry(WireModel):
