@@ -1,21 +1,29 @@
-"""The registry re-verifies a model file before every reload of weights (issue 15 item 4), in flightd's
-own soft-error service, with a real registry, real ONNX Runtime sessions and real files: a flip in a
-held model's only replica is rebuilt from the file when the file still matches its manifest; when the
-file changed on disk since it was loaded, nothing is rebuilt from it, the model is unloaded with an
-error event, and no session of it is handed out any more."""
+"""flightd's soft-error service in process, with a real registry, real ONNX Runtime sessions and real
+files (issue 15 items 1 and 4):
+
+- the registry re-verifies a model file before every reload of weights: a flip in a held model's only
+  replica is rebuilt from the file when the file still matches its manifest; when the file changed on
+  disk since it was loaded, nothing is rebuilt from it, the model is unloaded with an error event, and
+  no session of it is handed out any more;
+- the jobs that ran on a replica since its last clean check are computed again or only flagged, as
+  ``radiation.suspect_results`` says; a job that read the other replica too is not suspect.
+
+The end-to-end counterparts (a running flightd) are in tests/test_radiation_flightd.py."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from flight.radiation.ledger import JobRuns
 from flight.radiation.service import SoftErrorService
 from flight.registry import ModelError, ModelRegistry
-from flight.settings import ModelRadiation, RadiationSettings
+from flight.settings import RadiationSettings
 from link.manifest import MODEL_FILE
 from link.messages import EventKind
 from tests.support import copy_bundled
@@ -36,13 +44,16 @@ class Events:
         self.seen.append((kind, message, severity, details))
 
 
-def held_registry(tmp_path: Path) -> tuple[ModelRegistry, SoftErrorService, Events]:
-    settings = RadiationSettings(scrub_period_s=PERIOD_S,
-                                 models={MODEL: ModelRadiation(owned_weights=True, replicas=1)})
+def held_registry(tmp_path: Path, replicas: int = 1, suspect: str = "rerun",
+                  recompute: Callable[[list[str], str], None] = lambda jobs, why: None,
+                  ) -> tuple[ModelRegistry, SoftErrorService, Events]:
+    settings = RadiationSettings.model_validate({
+        "scrub_period_s": PERIOD_S, "suspect_results": suspect,
+        "models": {MODEL: {"owned_weights": True, "replicas": replicas}}})
     registry = ModelRegistry(copy_bundled(tmp_path / "models", MODEL), radiation=settings)
     assert registry.scan() == []
     events = Events()
-    service = SoftErrorService(settings, registry, events, lambda jobs, why: None, step_s=0.1)
+    service = SoftErrorService(settings, registry, events, recompute, step_s=0.1)
     return registry, service, events
 
 
@@ -105,3 +116,29 @@ def test_an_unloaded_model_is_not_resolved_for_a_job_until_a_rescan(tmp_path: Pa
         registry.resolve(MODEL)
     assert registry.scan() == []
     assert registry.session(registry.resolve(MODEL), 1).run(None, image())[0].shape[0] == 4
+
+
+@pytest.mark.parametrize("suspect", ["rerun", "flag"])
+def test_jobs_run_on_a_corrupt_replica_since_its_last_clean_check_are_rerun_or_flagged(
+    tmp_path: Path, suspect: str
+) -> None:
+    asked: list[tuple[list[str], str]] = []
+    registry, service, events = held_registry(tmp_path, replicas=2, suspect=suspect,
+                                              recompute=lambda jobs, why: asked.append((jobs, why)))
+    entry = registry.resolve(MODEL)
+    registry.session(entry, 1)
+    now = time.monotonic()
+    service.run_log.record(JobRuns("on-replica-0", entry.ref, frozenset({0}), now - 0.01, now))
+    service.run_log.record(JobRuns("on-replica-1", entry.ref, frozenset({1}), now - 0.01, now))
+    service.run_log.record(JobRuns("dmr-on-both", entry.ref, frozenset({0, 1}), now - 0.01, now))
+    registry.held.stores[entry.ref].flip(0, 30)
+    scrub_until_found(service, events)
+    (_, message, _, details), = [e for e in events.seen if e[3].get("blocks")]
+    assert details["suspect_jobs"] == ["on-replica-0"] and details["action"] == suspect
+    assert details["repairs"][0]["source"] == "replica"  # the other copy verified: copied from it
+    assert service.ledger.suspect_jobs == 1
+    if suspect == "rerun":
+        assert asked == [(["on-replica-0"], "it ran on weights the scrubber later found corrupt")]
+        assert "(re-run)" in message
+    else:
+        assert asked == [] and "(flagged)" in message
