@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from flight.governor import Governor, GovernorConfig, QueuedJob, RunningJob, Sample
-from flight.governor.admission import Allocation, plan_dispatch
+from flight.governor.admission import Allocation, committed_core_s, plan_dispatch
 from flight.governor.config import RadiationPolicy
 from flight.governor.costs import CostModel, checked_units
 from link.messages import Mode, Redundancy
@@ -79,3 +79,17 @@ def test_dispatch_applies_the_last_decisions_floor() -> None:
     c = gov.costs.estimate("m")
     plan = gov.dispatch(0.0, [QueuedJob("a", 5, "m", 0.0, units=5.0)], [])
     assert plan.verdicts[0].finish_estimate_s == pytest.approx(max(10 * c.core_s / 2.0, 10 * c.energy_j / 5.0))
+
+
+def test_committed_work_in_the_outlook_counts_redundant_runs() -> None:
+    """Status.outlook's committed_core_s / running_core_s (what a fleet dispatcher routes by) count a job's
+    DMR/TMR runs, as admission control does: a satellite running everything twice has twice the work."""
+    costs = CostModel(w_per_core=2.5)
+    core_s = costs.estimate("m").core_s
+    queued = [QueuedJob("a", 3, "m", 0.0, units=4.0), QueuedJob("b", 3, "m", 0.0, units=4.0, redundancy=Redundancy.DMR),
+              QueuedJob("c", 7, "m", 0.0, units=1.0, redundancy=Redundancy.TMR)]
+    running = [RunningJob("r", "m", units=2.0, done_fraction=0.5, redundancy=Redundancy.DMR)]
+    per_priority, running_core_s = committed_core_s(queued, running, costs)
+    assert per_priority[3] == pytest.approx((4 + 8) * core_s) and per_priority[7] == pytest.approx(3 * core_s)
+    assert sum(per_priority) == pytest.approx(15 * core_s)
+    assert running_core_s == pytest.approx(2 * core_s)  # half of 2 units x 2 runs
