@@ -28,7 +28,8 @@ default) and keeps tile-int8 pre-packed (DMR on independent ONNX Runtime session
   scrub period used; ``overhead_selective``: a 24 h ``hil sil`` run (nominal orbit, governor raising
   jobs to DMR where the plant's flux proxy exceeds 1): core-seconds of redundant runs over those of
   first runs, i.e. the extra energy of selective DMR as a share of DMR everywhere's (which is 100 %);
-  with the same share from the environment table alone (jobs spread evenly over the day).
+  with the same share from the environment table alone (jobs spread evenly over the day);
+  ``escape_rate_selective``: derived, not injected (:func:`selective_escape_rate`).
 - ``in_process``: bench.radiation_inprocess's figures (ownership, ABFT, thousands of faults), unless
   ``--no-in-process``.
 
@@ -252,6 +253,13 @@ async def selective(warp: float) -> dict[str, Any]:
             "overhead_selective": round(float(r.get("redundant_energy_share", math.nan)), 4)}
 
 
+def selective_escape_rate(escape_rate: dict[str, float], unchecked_share: float) -> float:
+    """Escape rate of selective redundancy, derived (not injected): a fault lands in a job run unchecked
+    with the share of the day's upsets outside the high-flux regions (``unchecked_share``, from the
+    environment table) and escapes there at none's measured rate; inside, at DMR's."""
+    return round(unchecked_share * escape_rate["none"] + (1.0 - unchecked_share) * escape_rate["dmr"], 4)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -311,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     table = inprocess.selective(result["overhead_dmr"], 1.0)
     result.update({k: v for k, v in table.items() if k != "overhead_selective"})
     result["overhead_selective_table"] = table["overhead_selective"]
+    result["escape_rate_selective"] = selective_escape_rate(result["escape_rate"], table["escape_share_selective"])
     if not args.no_selective:
         progress(f"selective redundancy: 24 h of the nominal orbit in hil sil at warp {args.selective_warp:g}...")
         result.update(asyncio.run(selective(args.selective_warp)))
