@@ -1074,13 +1074,18 @@ class FlightDaemon:
 
     def _recompute_soon(self, job_ids: list[str], reason: str) -> None:
         """Compute ``job_ids`` again (:meth:`_recompute`); those whose result the ground acknowledged, and
-        whose input is therefore gone, are flagged in one event instead."""
-        onboard = set(self.journal.unacked_results())
+        whose input is therefore gone, are flagged in one event instead (all of them when the journal
+        cannot be read: a storage fault pauses intake meanwhile)."""
+        try:
+            onboard = set(self.journal.unacked_results())
+            why_not = "their results were acknowledged and their inputs are no longer onboard"
+        except JournalFault as exc:
+            self._on_journal_fault(exc)
+            onboard, why_not = set(), f"the journal cannot be read ({exc.reason})"
         flagged = [job_id for job_id in job_ids if job_id not in onboard]
         if flagged:
-            self._event(EventKind.SOFT_ERROR, f"{len(flagged)} job(s): {reason}; their results were acknowledged "
-                        "and their inputs are no longer onboard: flagged, not re-run", severity="warning",
-                        flagged=len(flagged), jobs=flagged[:100])
+            self._event(EventKind.SOFT_ERROR, f"{len(flagged)} job(s): {reason}; {why_not}: flagged, not re-run",
+                        severity="warning", flagged=len(flagged), jobs=flagged[:100])
         for job_id in job_ids:
             if job_id in onboard and job_id not in self._recomputing:
                 self._recomputing.add(job_id)
