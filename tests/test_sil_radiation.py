@@ -125,3 +125,16 @@ def test_upset_model_expectation_and_draws() -> None:
     assert np.mean(draws) == pytest.approx(1.5, rel=0.15) and min(draws) == 0
     with pytest.raises(ValueError):
         UpsetModel(scale=-1.0)
+
+
+def test_radiation_with_the_space_link_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """The upset injector needs the perfect link: ``--radiation --link`` is a clear error, not a run that
+    silently injects nothing."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "hil.cli", "sil", "--scenario", "nominal-550km", "--orbits", "0.1", "--radiation",
+         "--link", "passes", "--report", str(tmp_path / "report")],
+        capture_output=True, timeout=60, cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "--radiation runs on the perfect link only" in proc.stderr.decode()
+    assert not (tmp_path / "report" / "flightd.log").exists()
