@@ -1,7 +1,7 @@
 """``hil sil --radiation``: upsets injected into a running flightd at the plant's rate, handled, reported
 and plotted (issue 15); the radiation summary's arithmetic on a hand-made archive; the upset model.
 
-The end-to-end run covers one orbit of the nominal scenario, whose first pass through the South
+The end-to-end run covers 1.2 orbits of the nominal scenario, whose first pass through the South
 Atlantic Anomaly (flux proxy > 1) falls between 0.84 and 0.98 orbits (tests/test_radiation_environment.py
 computes the environment itself): the governor raises jobs to DMR there.
 """
@@ -25,7 +25,11 @@ from link.codec import encode
 from link.messages import Event, EventKind, Telemetry
 from link.topics import TopicMap
 
-ORBITS, WARP, SCALE, RUN_SCALE = 1.0, 400.0, 10.0, 10.0  # about 40 weight upsets and 16 run faults expected
+# About 40 weight upsets and 16 run faults expected, most of them in the SAA pass at 0.84-0.98 orbits: the
+# run goes on to 1.2 orbits so that jobs still run after it and take the run faults armed there (at 1.0 the
+# run-fault assertion failed once in four runs on a loaded machine; armed faults left without a run after
+# the pass are the likely cause, not confirmed).
+ORBITS, WARP, SCALE, RUN_SCALE = 1.2, 400.0, 10.0, 10.0
 
 
 @pytest.fixture(scope="module")
