@@ -133,11 +133,13 @@ def test_fleet_status_table_shows_every_column(capsys: pytest.CaptureFixture[str
                     queue_depth=3, running=["j1"], budget_w=33.0, outlook=outlook)
     row = status_row(status, now)
     assert set(row) == set(STATUS_COLUMNS)
-    assert row["phase_left_s"] == pytest.approx(20.0) and row["committed_core_s"] == pytest.approx(1.75)
+    # the outlook's mission seconds, and the same in wall seconds at its warp of 200
+    assert row["phase_left_s"] == pytest.approx(4000.0) and row["phase_left_wall_s"] == pytest.approx(20.0)
+    assert row["committed_core_s"] == pytest.approx(1.75)
     assert row["age_s"] == pytest.approx(0.4, abs=0.05)
     print_status_table([row, status_row(Status(sat="sat8", state="offline"), now)], "fleet")
     out = capsys.readouterr().out
-    for text in ("sat7", "throttled", "46.2", "eclipse", "20.0", "0.60", "1.37", "33.0", "1.75", "31.5", "sat8",
+    for text in ("sat7", "throttled", "46.2", "eclipse", "4000.0", "20.0", "mission s", "wall s", "0.60", "1.37", "33.0", "1.75", "31.5", "sat8",
                  "offline"):
         assert text in out, (text, out)
 
