@@ -139,8 +139,8 @@ def test_fleet_status_table_shows_every_column(capsys: pytest.CaptureFixture[str
     assert row["age_s"] == pytest.approx(0.4, abs=0.05)
     print_status_table([row, status_row(Status(sat="sat8", state="offline"), now)], "fleet")
     out = capsys.readouterr().out
-    for text in ("sat7", "throttled", "46.2", "eclipse", "4000.0", "20.0", "mission s", "wall s", "0.60", "1.37", "33.0", "1.75", "31.5", "sat8",
-                 "offline"):
+    for text in ("sat7", "throttled", "46.2", "eclipse", "4000.0", "20.0", "mission s", "wall s", "0.60", "1.37",
+                 "33.0", "1.75", "31.5", "sat8", "offline"):
         assert text in out, (text, out)
 
 
