@@ -98,6 +98,14 @@ async def test_job_on_a_satellite_gone_safe_is_rerouted_once_and_runs_once(
             on_a = await fleet.clients["sat-a"].job(job.job_id)
             on_b = await fleet.clients["sat-b"].job(job.job_id)
             assert on_a["state"] == "done" and on_a["completions"] == 1 and on_a["attempt"] == 1
+
+            # the run on sat-a measured its cost: the outlook says how old that figure is; sat-b never ran one
+            def measured() -> bool:
+                a = fleet.statuses()["sat-a"]
+                return a is not None and a.outlook is not None and DIGITS in a.outlook.job_cost_age_s
+            await wait_until(measured, 5.0, "sat-a's cost estimate measured")
+            b = fleet.statuses()["sat-b"]
+            assert b is not None and b.outlook is not None and DIGITS not in b.outlook.job_cost_age_s
             assert on_b["state"] == "cancelled" and on_b["completions"] == 0 and on_b["attempt"] == 0
             assert fleet.statuses()["sat-b"].mode is Mode.SAFE  # type: ignore[union-attr]
 
