@@ -7,6 +7,11 @@ development machine (/work/shared/reference/boards-and-runtime.md, "Measured on 
 machine"). So one tile costs 1/496 s of wall time at 2 threads = 2/496 core-seconds, and
 ``core_s * w_per_core`` joules above the board's idle power.
 
+Redundant execution (docs/radiation.md) multiplies a job's work: :func:`checked_units` counts a job run
+under ``dmr`` as two units per unit and under ``tmr`` as three (the third run a DMR mismatch adds is
+rare and not foreseen). Measured runs are folded in per run, so a model's cost stays that of one
+inference whatever modes its jobs ran under.
+
 An estimate is only refreshed by the runs a satellite gets, and a fleet dispatcher routes by it
 (``Status.outlook.job_core_s``), so a figure measured under a passing load can keep the jobs away that
 would correct it. Two things break that loop: the measurement time of each estimate is kept
@@ -21,6 +26,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from flight.radiation.redundancy import RUNS_FIRST
+from link.messages import Redundancy
 
 TILE_MODEL_INF_PER_S = 496.0
 """INT8 tile CNN inferences per second at 2 threads (boards-and-runtime.md)."""
@@ -46,6 +54,11 @@ class ModelCost:
         if duty_cycle <= 0.0 or threads < 1:
             return float("inf")
         return units * self.core_s / (threads * duty_cycle)
+
+
+def checked_units(units: float, mode: Redundancy) -> float:
+    """Work units of a job of ``units`` run under ``mode``: x1 none, x2 dmr, x3 tmr (time and energy)."""
+    return units * RUNS_FIRST[mode]
 
 
 def seed_cost(w_per_core: float) -> ModelCost:
