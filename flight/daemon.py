@@ -130,7 +130,7 @@ from link.telemetry import (
     unreadable_values,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, acknowledge, make_client, subscribe_until_granted
+from link.transport import BrokerList, acknowledge, make_client, quiet_link_loss, subscribe_until_granted
 
 log = logging.getLogger("flightd")
 
@@ -294,6 +294,7 @@ class FlightDaemon:
         self._start()
         self._serve_metrics()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_link_loss)  # a node's death leaves one line, not a stack trace
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
