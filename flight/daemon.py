@@ -130,7 +130,7 @@ from link.telemetry import (
     unreadable_values,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, acknowledge, make_client, subscribe_until_granted
+from link.transport import BrokerList, acknowledge, make_client, quiet_link_loss, subscribe_until_granted
 
 log = logging.getLogger("flightd")
 
@@ -294,6 +294,7 @@ class FlightDaemon:
         self._start()
         self._serve_metrics()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_link_loss)  # a node's death leaves one line, not a stack trace
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -1056,7 +1057,8 @@ class FlightDaemon:
             self.jobs_done += 1
             self.metrics.inference(entry.manifest.name, outcome.run_s)
             if self.governor is not None:  # one inference's cost: the governor multiplies by the mode's runs
-                self.governor.record_run(entry.manifest.name, outcome.run_s / outcome.verdict.runs, threads)
+                self.governor.record_run(entry.manifest.name, outcome.run_s / outcome.verdict.runs, threads,
+                                         at_s=time.monotonic())
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_job(job_id, self.topics.result(job_id), result_payload)
@@ -1453,6 +1455,8 @@ class FlightDaemon:
         running = [r.job for r in self._running.values()]
         committed, running_core_s = committed_core_s(self._queue.values(), running, costs)
         models = {m["name"] for m in self.registry.listing() if m["active"]}
+        now_m = time.monotonic()
+        ages = {name: age for name in sorted(models) if (age := costs.age_s(name, now_m)) is not None}
         fields: dict[str, Any] = {}
         if self.governor is not None:
             o = self.governor.outlook(self.mission.now(time.monotonic()))
@@ -1465,6 +1469,7 @@ class FlightDaemon:
             committed_core_s=committed,
             running_core_s=running_core_s,
             job_core_s={name: costs.estimate(name).core_s for name in sorted(models)},
+            job_cost_age_s=ages,
             **fields,
         )
 
