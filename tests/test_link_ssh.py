@@ -8,6 +8,7 @@ Needs root, iproute2 and OpenSSH (client and ``sshd``); skipped otherwise. About
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -63,7 +64,7 @@ def ssh_board_in(ns: NetnsBoard, workdir: Path) -> Iterator[SshBoard]:
 
 @pytest.fixture
 def board(tmp_path: Path) -> Iterator[tuple[SshBoard, NetnsBoard]]:
-    with NetnsBoard("ssh") as ns:
+    with NetnsBoard(f"h{os.getpid() % 10**6}") as ns:  # one per process: concurrent runs do not collide
         for ssh_board in ssh_board_in(ns, tmp_path / "sshd"):
             yield ssh_board, ns
 
