@@ -184,8 +184,10 @@ class FlightDaemon:
         """Why the journal takes no writes now (None: it does): intake and starting are paused."""
         self._storage_fault_since = 0.0
         self._result_write_failures: dict[str, int] = {}
+        self.telemetry_samples = 0
+        """Plant telemetry samples taken in for the governor since the start (``ping`` reports it)."""
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
-        self.executor = InferenceExecutor(settings.executor.max_concurrency)
+        self.executor = InferenceExecutor(settings.executor.max_concurrency, settings.executor.inference_cpus)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
         keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
         self.guard = CommandGuard(keys, settings.security.command_window_s, self.clock,
@@ -1082,7 +1084,7 @@ class FlightDaemon:
             h = self.control.health
             return {"pong_utc": self.clock(), "uptime_s": time.monotonic() - self.started_monotonic,
                     "control_cycles": h.cycles, "control_overruns": h.overruns,
-                    "control_max_slip_ms": h.max_slip_s * 1e3}
+                    "control_max_slip_ms": h.max_slip_s * 1e3, "telemetry_samples": self.telemetry_samples}
         if isinstance(body, GetJob | CancelJob | AckResult):
             record = self.journal.get(body.job_id)
             if record is None:
@@ -1161,6 +1163,7 @@ class FlightDaemon:
             self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
+            self.telemetry_samples += 1
             self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
             self.sequences.observe(sample)
