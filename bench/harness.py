@@ -97,7 +97,12 @@ async def rig(
         args = [sys.executable, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",
                 "--data-dir", str(workdir / "data"), "--models", str(REPO / "models"), "--log-level", "WARNING"]
         if os.environ.get("ORBITD_PROFILE"):  # profile flightd: ORBITD_PROFILE=/path/flightd.prof
-            args[1:1] = ["-m", "cProfile", "-o", os.environ["ORBITD_PROFILE"]]
+            # the event loop thread's CPU time (time.thread_time), not wall time: on a loaded or pinned
+            # machine wall time charges a syscall with the time other processes ran meanwhile
+            code = ("import cProfile, sys, time; from flight.cli import main; p = cProfile.Profile(time.thread_time);"
+                    f" sys.argv = ['flightd'] + sys.argv[1:]; p.enable()\ntry: main()\n"
+                    f"finally: p.disable(); p.dump_stats({os.environ['ORBITD_PROFILE']!r})")
+            args[1:3] = ["-c", code]
         pin = (lambda: os.sched_setaffinity(0, shell_cpus)) if shell_cpus else None
         proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=workdir, env=env, preexec_fn=pin)
         try:
