@@ -38,6 +38,7 @@ the storage takes writes again. Every long-running task is restarted when it fai
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -78,6 +79,7 @@ from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
 from link.envelope import peek_body
+from link.manifest import ModelManifest
 from link.messages import (
     AckResult,
     ActivateModel,
@@ -975,7 +977,9 @@ class FlightDaemon:
                 req, feeds = held[0], held[1]
             entry = self.registry.resolve(req.model, record.version)
             session = self.registry.session(entry, threads)
-            outcome = await self.executor.run(job_id, session, feeds, threads)
+            finish = self._completion(job_id, entry.manifest, record.attempt, session.get_providers()[0],
+                                      framed=payload[: len(MAGIC)] == MAGIC)
+            outcome = await self.executor.run(job_id, session, feeds, threads, then=finish)
         except RunTerminated as exc:
             if exc.reason == "cancel":
                 await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running", job)
@@ -990,23 +994,9 @@ class FlightDaemon:
             log.exception("job %s failed", job_id)
             await self._finish(job_id, JobState.FAILED, f"inference error: {exc}", job)
         else:
-            finished = self.clock()
-            started = finished - outcome.run_s
-            tensors, binary = pack_tensors(outcome.outputs, framed=payload[: len(MAGIC)] == MAGIC)
-            result = JobResult(
-                job_id=job_id,
-                model=entry.manifest.name,
-                version=entry.manifest.version,
-                outputs=tensors,
-                started_utc=started,
-                finished_utc=finished,
-                run_ms=outcome.run_s * 1e3,
-                provider=outcome.provider,
-                attempt=record.attempt,
-            )
-            result_payload = encode(result, binary)
+            result_payload, commit = outcome.then
             try:
-                done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
+                done = await asyncio.wrap_future(commit)
             except JournalFault as exc:
                 self._result_not_journaled(job, payload, record, exc)
                 return
@@ -1022,6 +1012,24 @@ class FlightDaemon:
             self._running.pop(job_id, None)
             self._cancel_before_run.discard(job_id)
             self._wake.set()
+
+    def _completion(self, job_id: str, manifest: ModelManifest, attempt: int, provider: str, framed: bool
+                    ) -> Callable[[Arrays, float], tuple[bytes, concurrent.futures.Future[JobRecord]]]:
+        """What the inference thread does right after a run of ``job_id`` succeeded: pack the result
+        and hand its durable commit (``JobJournal.complete``) to the journal writer, without a hop
+        through the event loop. Returns (result payload, the commit's future)."""
+        loop = asyncio.get_running_loop()
+
+        def finish(outputs: Arrays, run_s: float) -> tuple[bytes, concurrent.futures.Future[JobRecord]]:
+            finished = self.clock()
+            tensors, binary = pack_tensors(outputs, framed=framed)
+            result = JobResult(job_id=job_id, model=manifest.name, version=manifest.version, outputs=tensors,
+                               started_utc=finished - run_s, finished_utc=finished, run_ms=run_s * 1e3,
+                               provider=provider, attempt=attempt)
+            payload = encode(result, binary)
+            return payload, self.writer.submit_from_thread(lambda j: j.complete(job_id, payload, finished), loop)
+
+        return finish
 
     def preempt_all(self, reason: str) -> list[str]:
         """Stop every running job at its next graph node; they are requeued, never lost."""

@@ -22,7 +22,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -48,9 +48,12 @@ class _StoppedBeforeStart(RuntimeError):
 
 @dataclass(frozen=True)
 class RunOutcome:
+    """``then``: what the ``then`` of :meth:`InferenceExecutor.run` returned (None without one)."""
+
     outputs: Arrays
     run_s: float
     provider: str
+    then: Any = None
 
 
 @dataclass
@@ -92,7 +95,8 @@ class InferenceExecutor:
             self._duty = min(1.0, max(duty_cycle, 1e-3))
             self._slots.notify_all()
 
-    def _run_blocking(self, job_id: str, session: ort.InferenceSession, feeds: Arrays) -> tuple[Arrays, float]:
+    def _run_blocking(self, job_id: str, session: ort.InferenceSession, feeds: Arrays,
+                      then: Callable[[Arrays, float], Any] | None) -> tuple[Arrays, float, Any]:
         with self._slots:
             while self._active >= self._limit and job_id not in self._terminated:
                 self._slots.wait(0.1)
@@ -111,16 +115,22 @@ class InferenceExecutor:
                 with self._lock:
                     run.end = end
             run_s = end - run.start
+            outputs = dict(zip(names, values, strict=True))
+            after = None if then is None else then(outputs, run_s)  # before the rest: results go out at once
             if duty < 1.0:
                 time.sleep(run_s * (1.0 - duty) / duty)
-            return dict(zip(names, values, strict=True)), run_s
+            return outputs, run_s, after
         finally:
             with self._slots:
                 self._active -= 1
                 self._slots.notify_all()
 
-    async def run(self, job_id: str, session: ort.InferenceSession, feeds: Arrays, threads: int) -> RunOutcome:
-        """Run ``session`` on ``feeds`` once a slot is free; RunTerminated if stopped by :meth:`terminate`."""
+    async def run(self, job_id: str, session: ort.InferenceSession, feeds: Arrays, threads: int,
+                  then: Callable[[Arrays, float], Any] | None = None) -> RunOutcome:
+        """Run ``session`` on ``feeds`` once a slot is free; RunTerminated if stopped by :meth:`terminate`.
+        ``then(outputs, run_s)`` runs on the inference thread right after a run that succeeded (to pack
+        and hand on the result without a hop through the event loop); what it returns is
+        :attr:`RunOutcome.then`, what it raises fails the run."""
         options = ort.RunOptions()
         options.log_severity_level = 3
         run = _Run(options, threads)
@@ -128,7 +138,8 @@ class InferenceExecutor:
             self._runs[job_id] = run
         loop = asyncio.get_running_loop()
         try:
-            outputs, run_s = await loop.run_in_executor(self._pool, self._run_blocking, job_id, session, feeds)
+            outputs, run_s, after = await loop.run_in_executor(self._pool, self._run_blocking, job_id, session,
+                                                               feeds, then)
         except Exception as exc:
             reason = self._terminated.pop(job_id, None)
             if reason is not None:
@@ -140,7 +151,7 @@ class InferenceExecutor:
                 if run.start is not None:
                     self._core_s_done += ((run.end or time.monotonic()) - run.start) * threads
         self._terminated.pop(job_id, None)
-        return RunOutcome(outputs, run_s, session.get_providers()[0])
+        return RunOutcome(outputs, run_s, session.get_providers()[0], after)
 
     def terminate(self, job_id: str, reason: str) -> bool:
         """Stop the run of ``job_id`` at its next graph node, or before it starts; False if unknown."""
