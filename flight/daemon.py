@@ -120,7 +120,7 @@ from link.telemetry import (
     compute_values,
     unreadable_values,
 )
-from link.topics import TopicMap
+from link.topics import TopicMap, topic_matches
 from link.transport import BrokerList, acknowledge, make_client, subscribe_until_granted
 
 log = logging.getLogger("flightd")
@@ -473,7 +473,7 @@ class FlightDaemon:
                     await self._on_connect(client)
                     async for message in client.messages:
                         self.supervisor.health.check_in("link")
-                        if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
+                        if message.topic.value == self.topics.status and self._rival_status(message.payload):
                             return  # leave the session at once: take nothing more from it
                         self._route(message, self._acknowledger(client, message))
             except aiomqtt.MqttError as exc:
@@ -665,18 +665,18 @@ class FlightDaemon:
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         payload = bytes(payload)
-        topic = message.topic
-        submission = topic.matches(self.topics.job_submit)
+        topic = message.topic.value
+        submission = topic == self.topics.job_submit
         try:
             if submission:
                 self._on_submit(payload, ack)
-            elif topic.matches(self.topics.command):
+            elif topic == self.topics.command:
                 self._background(self._on_command(payload), "command")
-            elif topic.matches(self.topics.sequence_command):
+            elif topic == self.topics.sequence_command:
                 self._background(self._on_command(payload, SequenceCommand), "sequence command")
-            elif topic.matches(self.topics.telemetry_all):
+            elif topic_matches(topic, self.topics.telemetry_all):
                 self._on_telemetry(payload)
-            elif topic.matches(self.topics.upload_all):
+            elif topic_matches(topic, self.topics.upload_all):
                 for out_topic, out_payload in self.uplink.on_message(str(topic), payload):
                     self._publish_soon(out_topic, out_payload)
         except Exception as exc:
