@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.floor import FloorProbe, fsync_ms
-from bench.harness import cpu_info, progress, rig
+from bench.harness import cpu_info, progress, report, rig
 from ground.client import GroundClient
 from link.codec import encode, pack_tensors
 from link.messages import JobRequest, JobResult
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     progress(f"bench.dispatch: {args.n} jobs of {MODEL}, one at a time, alternating with the floor")
     result = asyncio.run(measure(args.n, args.warmup))
-    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    report(result, args.json)
     return 0
 
 

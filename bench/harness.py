@@ -126,6 +126,11 @@ async def rig(
             broker.stop()
 
 
+def report(result: dict[str, object], as_json: bool) -> None:
+    """Print a bench's result: one JSON object (``--json``), else one ``key: value`` line per key."""
+    print(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

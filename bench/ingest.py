@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import REPO, cpu_info, progress, rig
+from bench.harness import REPO, cpu_info, progress, report, rig
 from ground.client import GroundClient
 from hil.governor_sim import governor_config_for
 from hil.plant_service import PlantRunner
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     progress(f"bench.ingest: {args.n} telemetry samples into flightd while it runs {MODEL} flat out")
     result = asyncio.run(measure(args.n, args.window))
-    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    report(result, args.json)
     return 0
 
 

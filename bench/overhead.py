@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from bench.harness import REPO, cpu_info, progress, rig
+from bench.harness import REPO, cpu_info, progress, report, rig
 from ground.client import GroundClient
 
 MODEL = "tile-int8"
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                       shared_1=one, shared_16=sixteen)
     result["cpu"] = cpu_info()
     result["loadavg"] = os.getloadavg()
-    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    report(result, args.json)
     return 0
 
 
