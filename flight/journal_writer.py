@@ -21,7 +21,6 @@ commits (None), on the event loop of the write that found it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import queue
 import threading
@@ -42,13 +41,12 @@ T = TypeVar("T")
 class _Write:
     operation: Callable[[JobJournal], Any]
     durable: bool
-    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+    future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     reopen: bool = False  # a probe: open the connection anew first
 
 
-def _settle(future: asyncio.Future[Any] | concurrent.futures.Future[Any], result: Any,
-            error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
         return
     if error is not None:
@@ -96,16 +94,6 @@ class JournalWriter:
         arrives in the returned future once the transaction holding it has committed (JournalFault
         when the storage failed it)."""
         return self._submit(operation, durable)
-
-    def submit_from_thread(self, operation: Callable[[JobJournal], T], loop: asyncio.AbstractEventLoop,
-                           durable: bool = True) -> concurrent.futures.Future[T]:
-        """:meth:`submit` from a thread other than ``loop``'s (an inference thread, handing over a
-        result as soon as it is computed, without a hop through the event loop first): the outcome
-        arrives in a ``concurrent.futures.Future`` (``await asyncio.wrap_future(f)`` on ``loop``);
-        storage faults are still reported on ``loop``."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Write(operation, durable, future, loop))
-        return future
 
     def _submit(self, operation: Callable[[JobJournal], T], durable: bool, reopen: bool = False) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -188,10 +176,7 @@ class JournalWriter:
                     log.warning("journal %s takes writes again (probe committed)", self._path)
                 self._report(batch, None)
         for write, (result, error) in zip(batch, outcomes, strict=True):
-            if isinstance(write.future, concurrent.futures.Future):
-                _settle(write.future, result, error)
-            else:
-                write.loop.call_soon_threadsafe(_settle, write.future, result, error)
+            write.loop.call_soon_threadsafe(_settle, write.future, result, error)
 
     def _reopen(self) -> JobJournal:
         """A new connection (the old one closed) to the journal that is there (never a new one):
