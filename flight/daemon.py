@@ -132,7 +132,7 @@ from link.telemetry import (
     unreadable_values,
 )
 from link.topics import TopicMap, topic_matches
-from link.transport import BrokerList, acknowledge, make_client, subscribe_until_granted
+from link.transport import BrokerList, acknowledge, make_client, quiet_link_loss, subscribe_until_granted
 
 log = logging.getLogger("flightd")
 
@@ -308,6 +308,7 @@ class FlightDaemon:
         self._start()
         self._serve_metrics()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_link_loss)  # a node's death leaves one line, not a stack trace
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -504,7 +505,13 @@ class FlightDaemon:
             backoff = min(backoff * 2, self.settings.link.reconnect_max_s)
 
     def _rival_status(self, payload: object) -> bool:
-        if not isinstance(payload, bytes | bytearray) or not payload:
+        """True when ``payload`` on our status topic shows a rival (:meth:`_yield_to_rival`). Anything
+        else that is not our own status is one WARNING line, an empty one (someone cleared the retained
+        status; the next heartbeat publishes it again) included."""
+        if not isinstance(payload, bytes | bytearray):
+            return False
+        if not payload:
+            log.warning("empty message on our status topic: the retained status was cleared by another client")
             return False
         try:
             return self._yield_to_rival(decode(bytes(payload), Status).message)
@@ -693,7 +700,7 @@ class FlightDaemon:
             elif topic == self.topics.sequence_command:
                 self._background(self._on_command(payload, SequenceCommand), "sequence command")
             elif topic_matches(topic, self.topics.telemetry_all):
-                self._on_telemetry(payload)
+                self._on_telemetry(payload, topic)
             elif topic_matches(topic, self.topics.upload_all):
                 for out_topic, out_payload in self.uplink.on_message(str(topic), payload):
                     self._publish_soon(out_topic, out_payload)
@@ -1090,7 +1097,8 @@ class FlightDaemon:
             self.jobs_done += 1
             self.metrics.inference(entry.manifest.name, outcome.run_s)
             if self.governor is not None:  # one inference's cost: the governor multiplies by the mode's runs
-                self.governor.record_run(entry.manifest.name, outcome.run_s / outcome.verdict.runs, threads)
+                self.governor.record_run(entry.manifest.name, outcome.run_s / outcome.verdict.runs, threads,
+                                         at_s=time.monotonic())
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_job(job_id, self.topics.result(job_id), result_payload)
@@ -1392,12 +1400,23 @@ class FlightDaemon:
 
     # ============================================================================ telemetry, cycle
 
-    def _on_telemetry(self, payload: bytes) -> None:
+    def _on_telemetry(self, payload: bytes, topic: str) -> None:
+        """A sample on ``tlm/<channel>``. Refused with one log line (and, on a channel the governor
+        watches, fed to it as unreadable: garbage on a hard limit's channel fails it): a payload that
+        does not decode, a sample whose ``sat`` or ``channel`` is not the one its topic names, and in
+        flight a sample from the future (:meth:`flight.mission_clock.MissionClock.observe`)."""
+        channel = self.topics.telemetry_channel_of(topic)
         try:
             sample = decode(payload, Telemetry).message
+            if sample.sat != self.topics.sat or sample.channel != channel:
+                raise WireError(f"sample of {sample.sat}/{sample.channel} on {topic}: the topic names "
+                                f"{self.topics.sat}/{channel}")
+            outside = sample.channel == CLOCK or sample.channel in FLIGHTD_CHANNELS  # not the spacecraft's
+            if not outside and not self.mission.observe(sample.t_s, time.monotonic()):
+                raise WireError(f"t_s {sample.t_s:.1f} s is from the future: mission time is "
+                                f"{self.mission.now(time.monotonic()):.1f} s (a second sample must confirm a jump)")
         except WireError as exc:
-            log.warning("bad telemetry: %s", exc)
-            channel = peek_field(payload, "channel")
+            log.warning("bad telemetry on %s: %s", topic, exc)
             if channel is not None and channel not in FLIGHTD_CHANNELS:  # garbage fails its limits (flight.governor)
                 now_s = self.mission.now(time.monotonic())
                 self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
@@ -1409,7 +1428,6 @@ class FlightDaemon:
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
             self.telemetry_samples += 1
-            self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
             self.sequences.observe(sample)
 
@@ -1478,6 +1496,8 @@ class FlightDaemon:
         running = [r.job for r in self._running.values()]
         committed, running_core_s = committed_core_s(self._queue.values(), running, costs)
         models = {m["name"] for m in self.registry.listing() if m["active"]}
+        now_m = time.monotonic()
+        ages = {name: age for name in sorted(models) if (age := costs.age_s(name, now_m)) is not None}
         fields: dict[str, Any] = {}
         if self.governor is not None:
             o = self.governor.outlook(self.mission.now(time.monotonic()))
@@ -1490,6 +1510,7 @@ class FlightDaemon:
             committed_core_s=committed,
             running_core_s=running_core_s,
             job_core_s={name: costs.estimate(name).core_s for name in sorted(models)},
+            job_cost_age_s=ages,
             **fields,
         )
 

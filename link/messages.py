@@ -15,6 +15,7 @@ Invariants shared by all messages:
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
@@ -32,6 +33,17 @@ TOPIC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 ships 2.9.10) refuses a ``.`` in an MQTT topic: it disconnects the publisher and fails the subscription
 (docs.nats.io, "MQTT Topics and NATS Subjects"; tests/test_nats_cluster.py)."""
 TopicId = Annotated[str, Field(pattern=TOPIC_ID_PATTERN)]
+_ID_RE = re.compile(ID_PATTERN)
+_TOPIC_ID_RE = re.compile(TOPIC_ID_PATTERN)
+
+
+def is_identifier(value: object, *, topic_level: bool = True) -> bool:
+    """True when ``value`` is a str that pydantic's ``TopicId`` (``topic_level``) or ``Identifier``
+    accepts. The whole string must match: Python's ``$`` also matches before a final newline, which
+    pydantic's pattern does not, so ``re.match`` alone would pass ``"job1\\n"`` that no reply
+    carrying it can validate (the fuzzing campaign's first find, docs/icd.md "Refusals")."""
+    pattern = _TOPIC_ID_RE if topic_level else _ID_RE
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 TensorName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -196,7 +208,10 @@ class DispatchOutlook(LinkModel):
     ``phase_left_s`` into the ground's seconds. ``committed_core_s``: queued work per priority, busy
     core-seconds as the onboard cost model estimates them (index = priority 0..9);
     ``running_core_s``: the work left of the running jobs. ``job_core_s``: one job's busy
-    core-seconds per model name, as estimated onboard. ``thermal_headroom_c``: the smaller of
+    core-seconds per model name, as estimated onboard; ``job_cost_age_s``: wall seconds since that
+    estimate was last measured (a model absent here was never measured: its figure is the seed), so
+    a dispatcher can tell a figure no run has refreshed (docs/fleet.md, "Stale figures").
+    ``thermal_headroom_c``: the smaller of
     (ceiling - temperature) of board and radiator, °C (negative beyond a ceiling). ``soc``: the
     latest state of charge."""
 
@@ -208,6 +223,7 @@ class DispatchOutlook(LinkModel):
     committed_core_s: list[NonNegative] = Field(min_length=PRIORITY_LEVELS, max_length=PRIORITY_LEVELS)
     running_core_s: NonNegative = 0.0
     job_core_s: dict[Identifier, NonNegative] = Field(default_factory=dict, max_length=256)
+    job_cost_age_s: dict[Identifier, NonNegative] = Field(default_factory=dict, max_length=256)
     thermal_headroom_c: float | None = None
     soc: Fraction | None = None
 
