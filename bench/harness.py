@@ -28,6 +28,20 @@ class Rig:
     flightd: subprocess.Popen[bytes]
     workdir: Path
 
+    def cpu_s(self, exclude_cpus: set[int] | None = None) -> float:
+        """CPU seconds (user + system) flightd used so far, ended threads included; ``exclude_cpus``:
+        less the threads pinned to exactly those CPUs (the inference threads), from /proc."""
+        total = _stat_cpu_s(Path(f"/proc/{self.flightd.pid}/stat").read_text())
+        if exclude_cpus:
+            for task in Path(f"/proc/{self.flightd.pid}/task").iterdir():
+                try:
+                    stat, status = (task / "stat").read_text(), (task / "status").read_text()
+                except OSError:  # a thread that ended meanwhile
+                    continue
+                if _allowed_cpus(status) == exclude_cpus:
+                    total -= _stat_cpu_s(stat)
+        return total
+
     def rss_mb(self) -> dict[str, float]:
         """flightd's resident memory now and at its peak (MiB), from /proc."""
         fields = {}
@@ -38,16 +52,39 @@ class Rig:
         return fields
 
 
+def _stat_cpu_s(stat: str) -> float:
+    """utime + stime (s) of a /proc/<pid>[/task/<tid>]/stat line (fields 14 and 15)."""
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _allowed_cpus(status: str) -> set[int]:
+    """The CPUs of ``Cpus_allowed_list`` in a /proc status text ("0-1,3" -> {0, 1, 3})."""
+    for line in status.splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            cpus: set[int] = set()
+            for part in line.split(":", 1)[1].strip().split(","):
+                lo, _, hi = part.partition("-")
+                cpus.update(range(int(lo), int(hi or lo) + 1))
+            return cpus
+    return set()
+
+
 @asynccontextmanager
 async def rig(
-    model: str, threads: int = 2, concurrency: int = 1, settings: dict[str, str] | None = None
+    model: str, threads: int = 2, concurrency: int = 1, settings: dict[str, str] | None = None,
+    shell_cpus: set[int] | None = None,
 ) -> AsyncIterator[Rig]:
     """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback;
-    ``settings``: more ``ORBITD_*`` environment for flightd."""
+    ``settings``: more ``ORBITD_*`` environment for flightd; ``shell_cpus``: the CPUs Mosquitto and
+    flightd's process run on (flightd's inference threads re-pin themselves to
+    ``ORBITD_EXECUTOR__INFERENCE_CPUS`` when that setting is given)."""
     with tempfile.TemporaryDirectory(prefix="orbitd-bench-") as tmp:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "mosquitto")
         broker.start()
+        if shell_cpus and broker.proc is not None:
+            os.sched_setaffinity(broker.proc.pid, shell_cpus)
         env = {
             **os.environ,
             "ORBITD_EXECUTOR__PRELOAD": json.dumps([model]),
@@ -60,8 +97,14 @@ async def rig(
         args = [sys.executable, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",
                 "--data-dir", str(workdir / "data"), "--models", str(REPO / "models"), "--log-level", "WARNING"]
         if os.environ.get("ORBITD_PROFILE"):  # profile flightd: ORBITD_PROFILE=/path/flightd.prof
-            args[1:1] = ["-m", "cProfile", "-o", os.environ["ORBITD_PROFILE"]]
-        proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=workdir, env=env)
+            # the event loop thread's CPU time (time.thread_time), not wall time: on a loaded or pinned
+            # machine wall time charges a syscall with the time other processes ran meanwhile
+            code = ("import cProfile, sys, time; from flight.cli import main; p = cProfile.Profile(time.thread_time);"
+                    f" sys.argv = ['flightd'] + sys.argv[1:]; p.enable()\ntry: main()\n"
+                    f"finally: p.disable(); p.dump_stats({os.environ['ORBITD_PROFILE']!r})")
+            args[1:3] = ["-c", code]
+        pin = (lambda: os.sched_setaffinity(0, shell_cpus)) if shell_cpus else None
+        proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=workdir, env=env, preexec_fn=pin)
         try:
             deadline = time.monotonic() + 60
             async with GroundClient(broker.url, "bench", timeout_s=1.0) as ground:
@@ -81,6 +124,11 @@ async def rig(
             except subprocess.TimeoutExpired:
                 proc.kill()
             broker.stop()
+
+
+def report(result: dict[str, object], as_json: bool) -> None:
+    """Print a bench's result: one JSON object (``--json``), else one ``key: value`` line per key."""
+    print(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 
 def progress(message: str) -> None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -60,7 +61,7 @@ from flight.antireplay import ReplayError, ReplayWindow
 from flight.authenticator import RequestAuthenticator
 from flight.command_guard import Admitted, CommandGuard
 from flight.dispatch import Throttle, plan_wake
-from flight.executor import InferenceExecutor, RunOutcome, RunsDisagree, RunTerminated
+from flight.executor import Arrays, InferenceExecutor, RunOutcome, RunsDisagree, RunTerminated
 from flight.governor import Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob, committed_core_s
 from flight.governor.costs import CostModel
@@ -71,6 +72,7 @@ from flight.journal_writer import JournalWriter
 from flight.keyring import COMMAND, JOB, KeyRefused, KeyRing, change_keys, command_request
 from flight.metrics import FlightMetrics
 from flight.mission_clock import MissionClock
+from flight.puback import PubackTracker
 from flight.queue_policy import QueuedJob, deadline_passed
 from flight.radiation.redundancy import same, strongest
 from flight.radiation.service import InjectionRefused, SoftErrorService
@@ -129,11 +131,15 @@ from link.telemetry import (
     compute_values,
     unreadable_values,
 )
-from link.topics import TopicMap
+from link.topics import TopicMap, topic_matches
 from link.transport import BrokerList, acknowledge, make_client, quiet_link_loss, subscribe_until_granted
 
 log = logging.getLogger("flightd")
 
+
+LINK_CHECK_IN_S = 0.1
+"""At most this often (s) a publish the broker acknowledged checks the link in with the health table
+(its period is seconds: flight.supervisor); every publish did, a lock and a record copy each, four per job."""
 
 RESULT_WRITE_ATTEMPTS = 3
 """Runs of one job whose result the journal refused (storage faults) before the job is ``failed``."""
@@ -197,9 +203,11 @@ class FlightDaemon:
         """Why the journal takes no writes now (None: it does): intake and starting are paused."""
         self._storage_fault_since = 0.0
         self._result_write_failures: dict[str, int] = {}
+        self.telemetry_samples = 0
+        """Plant telemetry samples taken in for the governor since the start (``ping`` reports it)."""
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers),
                                       radiation=settings.radiation)
-        self.executor = InferenceExecutor(settings.executor.max_concurrency)
+        self.executor = InferenceExecutor(settings.executor.max_concurrency, settings.executor.inference_cpus)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
         keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
         self.guard = CommandGuard(keys, settings.security.command_window_s, self.clock,
@@ -224,6 +232,12 @@ class FlightDaemon:
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
+        self._decoded: dict[str, tuple[JobRequest, Arrays, JobRecord]] = {}
+        """Queued jobs as decoded and journaled at intake (request, input views into the payload in
+        ``_requests``, the record committed), so that a run decodes nothing and reads nothing again."""
+        self._link_seen_s = -math.inf
+        self._pubacks = PubackTracker()
+        """Job states and results awaiting the broker's PUBACK (:meth:`_publish_job`)."""
         self._accepting: dict[str, list[Callable[[], None]]] = {}
         """Jobs being journaled now, with the broker acknowledgements of their duplicates meanwhile."""
         self._running: dict[str, RunningTask] = {}
@@ -402,8 +416,10 @@ class FlightDaemon:
                 await asyncio.wait(still, timeout=30)
         self._said_offline = True  # no heartbeat may follow it: a restart would take it for a rival
         await self._publish(self.topics.status, encode(self._offline_status()), retain=True)
+        started = time.monotonic()
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=5)
+        await self._pubacks.drain(max(0.0, 5 - (time.monotonic() - started)))
 
     # ======================================================================================= link
 
@@ -475,7 +491,7 @@ class FlightDaemon:
                     await self._on_connect(client)
                     async for message in client.messages:
                         self.supervisor.health.check_in("link")
-                        if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
+                        if message.topic.value == self.topics.status and self._rival_status(message.payload):
                             return  # leave the session at once: take nothing more from it
                         self._route(message, self._acknowledger(client, message))
             except aiomqtt.MqttError as exc:
@@ -551,8 +567,15 @@ class FlightDaemon:
         except aiomqtt.MqttError as exc:
             log.debug("publish to %s failed: %s", topic, exc)
             return False
-        self.supervisor.health.check_in("link")  # the broker acknowledged: the link works
+        self._link_acknowledged()
         return True
+
+    def _link_acknowledged(self) -> None:
+        """The broker acknowledged a publish: the link works (told the health table ~10 times/s)."""
+        now = time.monotonic()
+        if now - self._link_seen_s >= LINK_CHECK_IN_S:
+            self._link_seen_s = now
+            self.supervisor.health.check_in("link")
 
     def _background(self, coro: Coroutine[Any, Any, Any], what: str, name: str | None = None,
                     pending: bool = True) -> asyncio.Task[Any]:
@@ -599,20 +622,28 @@ class FlightDaemon:
         self._publish_job(r.job_id, self.topics.job_state(r.job_id), encode(event), retain=retain)
 
     def _publish_job(self, job_id: str, topic: str, payload: bytes, retain: bool = True) -> None:
-        """Publish a job's state or result (QoS 1, in call order). One the broker does not acknowledge
-        is not dropped: the job's latest state, and its result while unacknowledged, are published
-        again at the next heartbeat or connection (:meth:`_resend_unsent`). A cluster electing stream
-        leaders after a node died times publishes out for seconds: a job's acknowledgement lost then
-        left the ground waiting for it (tests/test_nats_cluster.py)."""
-        task = asyncio.create_task(self._publish(topic, payload, 1, retain))
-        self._pending.add(task)
+        """Publish a job's state or result (QoS 1, in call order), handed to paho at once and followed
+        to its PUBACK by :class:`~flight.puback.PubackTracker` (no task per message). One the broker
+        does not acknowledge (within 10 s) is not dropped: the job's latest state, and its result
+        while unacknowledged, are published again at the next heartbeat or connection
+        (:meth:`_resend_unsent`). A cluster electing stream leaders after a node died times publishes
+        out for seconds: a job's acknowledgement lost then left the ground waiting for it
+        (tests/test_nats_cluster.py)."""
 
-        def done(t: asyncio.Task[bool]) -> None:
-            self._pending.discard(t)
-            if not t.cancelled() and t.exception() is None and not t.result():
+        def done(ok: bool) -> None:
+            if ok:
+                self._link_acknowledged()
+            else:
                 self._unsent.add(job_id)
 
-        task.add_done_callback(done)
+        client = self._client
+        if client is None or self.conflict is not None:  # a flightd that yields publishes nothing in the session
+            done(False)
+            return
+        try:
+            self._pubacks.publish(client, topic, payload, retain, done)
+        except Exception as exc:  # paho refuses the message itself (ValueError): sending it again would fail again
+            log.error("publish to %s failed: %r", topic, exc)
 
     def _resend_unsent(self) -> None:
         """Publish again the latest state (and the unacknowledged result) of every job a publish of
@@ -659,18 +690,18 @@ class FlightDaemon:
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         payload = bytes(payload)
-        topic = message.topic
-        submission = topic.matches(self.topics.job_submit)
+        topic = message.topic.value
+        submission = topic == self.topics.job_submit
         try:
             if submission:
                 self._on_submit(payload, ack)
-            elif topic.matches(self.topics.command):
+            elif topic == self.topics.command:
                 self._background(self._on_command(payload), "command")
-            elif topic.matches(self.topics.sequence_command):
+            elif topic == self.topics.sequence_command:
                 self._background(self._on_command(payload, SequenceCommand), "sequence command")
-            elif topic.matches(self.topics.telemetry_all):
-                self._on_telemetry(payload, str(topic))
-            elif topic.matches(self.topics.upload_all):
+            elif topic_matches(topic, self.topics.telemetry_all):
+                self._on_telemetry(payload, topic)
+            elif topic_matches(topic, self.topics.upload_all):
                 for out_topic, out_payload in self.uplink.on_message(str(topic), payload):
                     self._publish_soon(out_topic, out_payload)
         except Exception as exc:
@@ -748,10 +779,11 @@ class FlightDaemon:
         """Decode, authorise (unless ``onboard``) and check a job the guard let in; True when it goes on
         to be journaled (``ack`` is then called by :meth:`_accept`; here on every other way out, but
         for a copy of a job being journaled now, acknowledged with it)."""
+        body = bytes(admitted.body)  # the bytes journaled and kept: the decoded inputs are views into them
         try:
-            decoded = decode(admitted.body, JobRequest)
+            decoded = decode(body, JobRequest)
         except WireError as exc:
-            self._reject(peek_field(admitted.body, "job_id"), str(exc), payload_bytes)
+            self._reject(peek_field(body, "job_id"), str(exc), payload_bytes)
             ack()
             return False
         req = decoded.message
@@ -779,7 +811,8 @@ class FlightDaemon:
             return False
         try:
             entry = self.registry.resolve(req.model, req.version)
-            check_inputs(entry.manifest, unpack_tensors(req.inputs, decoded.binary))
+            feeds = unpack_tensors(req.inputs, decoded.binary)
+            check_inputs(entry.manifest, feeds)
             self.registry.session(entry, self.throttle.intra_op_threads)  # a model ORT cannot load is refused now
         except (ModelError, WireError) as exc:
             self._reject(req.job_id, str(exc), payload_bytes)
@@ -791,8 +824,8 @@ class FlightDaemon:
         if deadline_passed(req.deadline_utc, now):
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
         self._accepting[req.job_id] = [ack]
-        self._background(self._accept(req, entry.manifest.version, bytes(admitted.body), now, state, reason_text,
-                                      admitted), f"intake of {req.job_id}")
+        self._background(self._accept(req, entry.manifest.version, body, now, state, reason_text,
+                                      admitted, feeds), f"intake of {req.job_id}")
         return True
 
     def _journal_unreadable(self, job_id: str | None, fault: JournalFault, payload_bytes: int) -> None:
@@ -817,11 +850,11 @@ class FlightDaemon:
 
     async def _accept(
         self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None,
-        admitted: Admitted | None = None,
+        admitted: Admitted | None = None, feeds: Arrays | None = None,
     ) -> None:
         """Journal the job (durably, in one transaction with its signer's advanced window and its
         owner), then acknowledge it with its first state event, and to the broker. ``payload``: the
-        unsigned request."""
+        unsigned request; ``feeds``: its inputs decoded (kept for the run)."""
         signer = None if admitted is None else admitted.signer
         window = None if admitted is None or admitted.window is None else admitted.window.to_record()
 
@@ -847,6 +880,8 @@ class FlightDaemon:
             self._queue[req.job_id] = QueuedJob(req.job_id, req.priority, req.model, now, req.deadline_utc,
                                                 redundancy=asked)
             self._requests[req.job_id] = payload
+            if feeds is not None and record is not None:
+                self._decoded[req.job_id] = (req, feeds, record)
             self._wake.set()
 
     # ================================================================================= dispatcher
@@ -891,6 +926,7 @@ class FlightDaemon:
         once the journal takes writes again, and False is returned."""
         self._queue.pop(job_id, None)
         request = self._requests.pop(job_id, None)
+        self._decoded.pop(job_id, None)
         now = self.clock()
         try:
             record = await self.writer.submit(lambda j: j.set_state(job_id, state, now, reason))
@@ -1013,7 +1049,9 @@ class FlightDaemon:
             if job_id in self._cancel_before_run:  # cancelled between the dispatcher's start and now
                 raise RunTerminated(job_id, "cancel")
             now = self.clock()
-            queued = self.journal.get(job_id)  # before the running mark: the writer may apply it at once
+            held = self._decoded.pop(job_id, None)  # decoded and journaled at intake, not run since
+            # else read before the running mark: the writer may apply it at once
+            queued = held[2] if held is not None else self.journal.get(job_id)
             if queued is None:
                 raise KeyError(f"job {job_id} is not in the journal")
             mark = self.writer.submit(lambda j: j.set_state(job_id, JobState.RUNNING, now), durable=False)
@@ -1021,11 +1059,13 @@ class FlightDaemon:
             record = replace(queued, state=JobState.RUNNING, updated_utc=now, reason=None, attempt=queued.attempt + 1)
             self._publish_state(record)
             payload = self._requests.pop(job_id, None) or self.journal.request(job_id)
-            decoded = decode(payload, JobRequest)
-            req = decoded.message
+            if held is None:
+                decoded = decode(payload, JobRequest)
+                req, feeds = decoded.message, unpack_tensors(decoded.message.inputs, decoded.binary)
+            else:
+                req, feeds = held[0], held[1]
             entry = self.registry.resolve(req.model, record.version)
             mode = self.soft_errors.mode(req, record.priority, self._floor())
-            feeds = unpack_tensors(req.inputs, decoded.binary)
             outcome = await self._checked_run(job_id, entry, feeds, threads, mode)
         except RunTerminated as exc:
             if exc.reason == "cancel":
@@ -1281,7 +1321,7 @@ class FlightDaemon:
             h = self.control.health
             return {"pong_utc": self.clock(), "uptime_s": time.monotonic() - self.started_monotonic,
                     "control_cycles": h.cycles, "control_overruns": h.overruns,
-                    "control_max_slip_ms": h.max_slip_s * 1e3}
+                    "control_max_slip_ms": h.max_slip_s * 1e3, "telemetry_samples": self.telemetry_samples}
         if isinstance(body, GetJob | CancelJob | AckResult):
             record = self.journal.get(body.job_id)
             if record is None:
@@ -1387,6 +1427,7 @@ class FlightDaemon:
             self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
+            self.telemetry_samples += 1
             self._new_samples.append(sample)
             self.sequences.observe(sample)
 
@@ -1528,6 +1569,7 @@ class FlightDaemon:
 
     async def _control_cycle(self) -> None:
         self.supervisor.health.check_in("control")
+        self._pubacks.expire()  # publishes without a PUBACK in 10 s: their jobs are published again (heartbeat)
         self.soft_errors.scrub()
         self._govern()
         if not self._stopping:  # mission time is a timebase once plant telemetry has anchored it

@@ -25,9 +25,10 @@ may alter a run's input copy or outputs.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -110,9 +111,12 @@ def _one_session(session: ort.InferenceSession) -> SessionFor:
 class InferenceExecutor:
     """``await run(...)`` executes one inference off the event loop; ``terminate(job_id)`` stops it."""
 
-    def __init__(self, max_workers: int) -> None:
+    def __init__(self, max_workers: int, cpus: Sequence[int] = ()) -> None:
+        """``cpus``: pin the inference threads to these CPUs (Linux; empty: not pinned)."""
         self.max_workers = max_workers
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="orbitd-infer")
+        self.cpus = frozenset(cpus)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="orbitd-infer",
+                                        initializer=self._pin)
         self._runs: dict[str, _Run] = {}
         self._terminated: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -122,6 +126,11 @@ class InferenceExecutor:
         self._duty = 1.0
         self._core_s_done = 0.0
         self._core_s_reported = 0.0
+
+    def _pin(self) -> None:
+        """The pool thread's initializer: on Linux ``sched_setaffinity(0)`` sets the calling thread's CPUs."""
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
     def set_throttle(self, limit: int, duty_cycle: float) -> None:
         """At most ``limit`` runs at once (0..max_workers); compute for ``duty_cycle`` (0..1] of the time."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -157,7 +158,7 @@ class Measurement:
             return f"<= {self.high:g}"
         return "any"
 
-    @property
+    @cached_property  # read for every value of every sample flightd takes in (twice): computed once
     def bounds(self) -> tuple[float, float]:
         """(lowest, highest) value that can be a reading, :data:`RANGE_TOLERANCE` included; infinite on
         an unbounded side."""
@@ -176,7 +177,8 @@ class Measurement:
         """None if ``value`` can be a real reading of this measurement, else what is wrong with it."""
         if not math.isfinite(value):
             return f"{self.key} is {value}: not a finite number"
-        if not self.readable(value):
+        low, high = self.bounds  # readable() for one number, without numpy's scalar overhead
+        if not low <= value <= high:
             return f"{self.key} = {value!r} {self.unit} is outside its physical range {self.range_text}"
         return None
 
@@ -305,13 +307,14 @@ FLIGHTD_CHANNELS: tuple[str, ...] = (COMPUTE, SOFT_ERRORS)
 """The channels flightd publishes itself: it hears them back on ``tlm/+`` and feeds them to nothing."""
 
 
+_MEASUREMENTS: dict[tuple[str, str], Measurement] = {
+    (c.name, m.key): m for c in CHANNELS.values() for m in c.measurements
+}
+"""Every measurement by (channel, key): looked up for each value of each sample taken in."""
+
+
 def _measurement(channel: str, key: str) -> Measurement | None:
-    known = CHANNELS.get(channel)
-    if known is not None:
-        for m in known.measurements:
-            if m.key == key:
-                return m
-    return None
+    return _MEASUREMENTS.get((channel, key))
 
 
 def readable(channel: str, key: str, value: float) -> bool:
