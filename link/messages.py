@@ -14,13 +14,13 @@ Invariants shared by all messages:
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from link.numbers import Count, Duration, Fraction, LinkModel, MissionTime, UtcTime, Watts
+from link.str_enum import StrEnum
 from link.telemetry import Mode as Mode
 from link.telemetry import value_problem
 from link.tensor import Tensor
@@ -60,7 +60,7 @@ class Auth(LinkModel):
 # ----------------------------------------------------------------------------------------------- jobs
 
 
-class JobState(enum.StrEnum):
+class JobState(StrEnum):
     """Life of a job: queued -> running -> done | failed | cancelled | expired; rejected at intake."""
 
     QUEUED = "queued"
@@ -267,7 +267,7 @@ class CommandReply(WireModel):
 # --------------------------------------------------------------------------------------- events
 
 
-class EventKind(enum.StrEnum):
+class EventKind(StrEnum):
     ERROR = "error"
     REJECTED = "rejected"
     MODE = "mode"

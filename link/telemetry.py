@@ -24,11 +24,12 @@ Values a channel does not define only have to be finite.
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from link.str_enum import StrEnum
 
 # ------------------------------------------------------------------------------------- channels
 
@@ -72,7 +73,7 @@ RATE = "rate"
 # ------------------------------------------------------------------------------------- modes
 
 
-class Mode(enum.StrEnum):
+class Mode(StrEnum):
     """Governor mode (see docs/governor.md); ``compute.mode_code`` carries it as :data:`MODE_CODES`."""
 
     NOMINAL = "nominal"

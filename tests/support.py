@@ -13,10 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from ground.model.files import build_manifest, write_manifest
 from link.manifest import MODEL_FILE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +30,11 @@ def copy_bundled(models_dir: Path, *names: str) -> Path:
 
 def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, channels: int = 64) -> Path:
     """A conv stack (float32 [1, C, 64, 64] -> same shape) that takes about 85 ms per run on 2 cores."""
+    import onnx  # the ground's model tools: imported here so the board-install tests can import this module
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ground.model.files import build_manifest, write_manifest
+
     rng = np.random.default_rng(0)
     nodes, inits = [], []
     prev = "x"

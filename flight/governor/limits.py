@@ -34,24 +34,24 @@ Defaults (sources in /work/shared/reference/physics.md):
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from link.str_enum import StrEnum
 from link.telemetry import BATTERY_V, BOARD_C, POWER, RADIATOR_C, SOC, THERMAL, readable
 
 
-class LimitKind(enum.StrEnum):
+class LimitKind(StrEnum):
     """``floor``: the value must stay >= threshold. ``ceiling``: the value must stay <= threshold."""
 
     FLOOR = "floor"
     CEILING = "ceiling"
 
 
-class LimitSeverity(enum.StrEnum):
+class LimitSeverity(StrEnum):
     """``hard``: a tripped limit puts the governor in SAFE. ``soft``: THROTTLED (a warning level)."""
 
     HARD = "hard"

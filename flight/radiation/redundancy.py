@@ -17,17 +17,18 @@ Cost: DMR doubles the compute of every job (three runs when a fault is caught), 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from link.str_enum import StrEnum
+
 Arrays = dict[str, np.ndarray[Any, Any]]
 
 
-class Redundancy(str, enum.Enum):  # noqa: UP042 (StrEnum is 3.11+; the board runs 3.10)
+class Redundancy(StrEnum):
     """How a job's result is checked (a job field later; the governor may raise it in high flux)."""
 
     NONE = "none"
