@@ -6,7 +6,9 @@ by bare strings; :data:`CHANNELS` holds each :class:`Channel` with its measureme
 their publisher writes them on the wire; docs/icd.md's telemetry table is generated from it
 (``python -m ground.icd docs/icd.md``, checked by tests/test_telemetry_dictionary.py). The plant
 simulator publishes the plant channels (:data:`PLANT_CHANNELS`, ``hil.plant.telemetry``) and its
-time tone on ``clock`` (``hil.plant_service``), flightd the ``compute`` channel (:func:`compute_values`).
+time tone on ``clock`` (``hil.plant_service``), flightd the ``compute`` channel (:func:`compute_values`) and
+the ``board`` channel (what its board's own sensors read, :meth:`flight.board.BoardSample.values`; a value
+the board does not measure is left out).
 
 Units: ``V``, ``A``, ``W``, ``Wh``, ``°C``, ``deg``, ``s``; ``fraction`` (0..1), ``flag`` (0 or 1),
 ``count``, ``cores`` (busy cores, 0..n), ``code`` (an enumeration given in the description), ``s/s``
@@ -38,6 +40,7 @@ THERMAL = "thermal"
 ORBIT = "orbit"
 COMPUTE = "compute"
 CLOCK = "clock"
+BOARD = "board"
 
 # ------------------------------------------------------------------------------------- values
 
@@ -69,6 +72,10 @@ DUTY_CYCLE = "duty_cycle"
 BUDGET_W = "budget_w"
 MODE_CODE = "mode_code"
 RATE = "rate"
+TEMP_C = "temp_c"
+POWER_W = "power_w"
+UNDER_VOLTAGE = "under_voltage"
+THROTTLED = "throttled"
 
 # ------------------------------------------------------------------------------------- modes
 
@@ -220,6 +227,18 @@ CHANNELS: dict[str, Channel] = {
             Measurement(MODE_CODE, "code", f"governor mode: {_mode_codes()}",
                         low=0.0, high=float(max(MODE_CODES.values()))),
             Measurement(BUDGET_W, "W", "board power budget, idle included (only with a governor)", low=0.0),
+        )),
+        Channel(BOARD, "flightd / board probes (flight/board; docs/boards.md)", (
+            Measurement(TEMP_C, "°C", "the board's own temperature (Pi cpu-thermal, Jetson tj-thermal, x86 package)",
+                        low=ABSOLUTE_ZERO_C),
+            Measurement(POWER_W, "W", "board power measured by its own sensor (Jetson INA3221, Pi 5 PMIC, RAPL); "
+                        "absent where the board has none", low=0.0),
+            Measurement(UNDER_VOLTAGE, "flag", "1: the supply is under-voltage now (Raspberry Pi get_throttled bit 0)",
+                        low=0.0, high=1.0),
+            Measurement(THROTTLED, "flag", "1: the firmware runs the CPU slower than asked (Raspberry Pi "
+                        "get_throttled bits 1-3)", low=0.0, high=1.0),
+            Measurement(BUSY_CORES, "cores", "CPUs busy since the previous sample, every process (/proc/stat)",
+                        low=0.0),
         )),
         Channel(CLOCK, "plant simulator (time tone; never in flight)", (
             Measurement(RATE, "s/s", "simulated seconds per wall second the simulator is paced at; t_s is "
