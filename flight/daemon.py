@@ -34,10 +34,12 @@ from typing import Any
 import aiomqtt
 
 from flight import __version__
+from flight.board import BoardSample
+from flight.board_monitor import BoardMonitor, without_board
 from flight.command_guard import CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
-from flight.governor import Governor, GovernorConfig, Sample
+from flight.governor import Decision, Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob
 from flight.health import HealthEntry, HealthReport, TaskState
 from flight.journal import JobJournal, JobRecord
@@ -61,6 +63,7 @@ from link.messages import (
     CancelJob,
     Command,
     CommandReply,
+    EnergySource,
     Event,
     EventKind,
     GetJob,
@@ -79,6 +82,7 @@ from link.messages import (
 )
 from link.sequence import SequenceCommand
 from link.telemetry import (
+    BOARD,
     BOARD_C,
     CLOCK,
     COMPUTE,
@@ -88,6 +92,7 @@ from link.telemetry import (
     THERMAL,
     compute_values,
     unreadable_values,
+    value_problem,
 )
 from link.topics import TopicMap
 from link.transport import BrokerList, make_client, refused_filters
@@ -149,9 +154,18 @@ class FlightDaemon:
         self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
         self.telemetry: dict[str, Telemetry] = {}
         self.mission = MissionClock(start_wall_s=time.monotonic())
-        self.governor = (
-            Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
-        )
+        governor_config = GovernorConfig.model_validate(settings.governor) if settings.governor is not None else None
+        self.board: BoardMonitor | None = None
+        board_notes: list[str] = []
+        if settings.board.enabled:
+            profile = (governor_config or GovernorConfig()).board
+            self.board = BoardMonitor(settings.board, fallback_idle_w=profile.idle_w)
+            if governor_config is not None:
+                governor_config = self.board.fit_governor(governor_config)
+        elif governor_config is not None:
+            governor_config, board_notes = without_board(governor_config)
+        self._board_notes = board_notes
+        self.governor = Governor(governor_config) if governor_config is not None else None
         self.sequences = SequenceService(self.journal, self.writer, self.registry, self._on_submit, self._event,
                                          self.metrics, self.clock, settings.sequences.time_scale)
         self._new_samples: list[Telemetry | Sample] = []
@@ -188,6 +202,7 @@ class FlightDaemon:
         link = asyncio.create_task(self._link_loop(), name="link")
         dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         control = asyncio.create_task(self.control.run(), name="control")
+        board = asyncio.create_task(self._board_loop(), name="board")
         self.supervisor.wake_each_tick("dispatcher", self._wake.set)
         self.supervisor.ping_each_tick("journal", lambda: self.writer.submit(lambda j: None, durable=False))
         supervisor = asyncio.create_task(self.supervisor.run(), name="supervisor")
@@ -195,9 +210,9 @@ class FlightDaemon:
             await self._stop.wait()
             await self._shutdown()
         finally:
-            for task in (dispatcher, control, link, supervisor):
+            for task in (dispatcher, control, link, supervisor, board):
                 task.cancel()
-            await asyncio.gather(dispatcher, control, link, supervisor, return_exceptions=True)
+            await asyncio.gather(dispatcher, control, link, supervisor, board, return_exceptions=True)
             self.executor.shutdown()
             self.metrics.close()
             self.writer.close()
@@ -221,6 +236,14 @@ class FlightDaemon:
                 log.error("preload %s: %s", spec, exc)
         if not self.guard.enforcing:
             log.warning("no command keys configured: commands are accepted unsigned")
+        if self.board is None:
+            log.info("board: probes off (board.enabled = false)")
+        else:
+            log.info("board: %s", self.board.describe())
+            for line in self.board.actuators:
+                log.info("board: %s", line)
+        for note in self._board_notes if self.board is None else self.board.notes:
+            log.info("board: %s", note)
         log.info(
             "flightd %s sat=%s broker=%s queued=%d models=%s problems=%d",
             __version__,
@@ -259,6 +282,9 @@ class FlightDaemon:
                 for job_id in list(self._running):
                     self.executor.terminate(job_id, "shutdown")
                 await asyncio.wait(still, timeout=30)
+        if self.board is not None:
+            for action in await self.board.release():
+                log.info("board: at stop, %s", action.describe())
         await self._publish(self.topics.status, encode(self._offline_status()), retain=True)
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=5)
@@ -556,6 +582,7 @@ class FlightDaemon:
 
     async def _run_job(self, job_id: str) -> None:
         threads = self.throttle.intra_op_threads
+        metered = False  # the board's energy meter counts this job as running
         try:
             # The running mark is not waited for (it need not be durable, see JobJournal.set_state):
             # the writer applies it before this job's completion, which is queued after it.
@@ -572,7 +599,12 @@ class FlightDaemon:
             entry = self.registry.resolve(req.model, record.version)
             session = self.registry.session(entry, threads)
             feeds = unpack_tensors(req.inputs, decoded.binary)
+            if self.board is not None:
+                self.board.job_started(job_id, len(self._running))
+                metered = True
             outcome = await self.executor.run(job_id, session, feeds, threads)
+            energy_j = await self.board.job_finished(job_id, len(self._running)) if metered and self.board else None
+            metered = False
         except RunTerminated as exc:
             if exc.reason == "cancel":
                 await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running")
@@ -586,6 +618,9 @@ class FlightDaemon:
         else:
             finished = self.clock()
             started = finished - outcome.run_s
+            source: EnergySource | None = "measured" if energy_j is not None else None
+            if energy_j is None and self.governor is not None:  # no power sensor: the board profile's estimate
+                energy_j, source = outcome.run_s * threads * self.governor.config.board.w_per_core, "estimated"
             tensors, binary = pack_tensors(outcome.outputs, framed=payload[: len(MAGIC)] == MAGIC)
             result = JobResult(
                 job_id=job_id,
@@ -597,17 +632,22 @@ class FlightDaemon:
                 run_ms=outcome.run_s * 1e3,
                 provider=outcome.provider,
                 attempt=record.attempt,
+                energy_j=energy_j,
+                energy_source=source,
             )
             result_payload = encode(result, binary)
             done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
             self.jobs_done += 1
             self.metrics.inference(entry.manifest.name, outcome.run_s)
-            if self.governor is not None:
-                self.governor.record_run(entry.manifest.name, outcome.run_s, threads)
+            if self.governor is not None:  # measured energy where the board has a sensor, else the estimate
+                self.governor.record_run(entry.manifest.name, outcome.run_s, threads,
+                                         energy_j=energy_j if source == "measured" else None)
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
         finally:
+            if metered and self.board is not None:
+                self.board.job_ended(job_id)
             self._running.pop(job_id, None)
             self._wake.set()
 
@@ -690,13 +730,13 @@ class FlightDaemon:
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
             channel = peek_field(payload, "channel")
-            if channel is not None and channel != COMPUTE:  # garbage on a channel fails its limits (flight.governor)
+            if channel is not None and channel not in (COMPUTE, BOARD):  # garbage fails its limits (flight.governor)
                 now_s = self.mission.now(time.monotonic())
                 self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
             return
         if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
             self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
-        elif sample.channel != COMPUTE:
+        elif sample.channel not in (COMPUTE, BOARD):  # not our own channels, echoed by the broker
             self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
@@ -740,6 +780,7 @@ class FlightDaemon:
             providers=self.registry.providers_in_use() or self.registry.available_providers(),
             models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
             cycle_slip_ms=h.max_slip_s * 1e3,
+            board=self.board.status() if self.board is not None else None,
             **self._identity(),
         )
         self._publish_soon(self.topics.status, encode(status), retain=True)
@@ -789,7 +830,44 @@ class FlightDaemon:
         if d.preempt and self._running:
             stopped = self.preempt_all(f"{d.mode.value} mode")
             log.warning("preempted %s", ", ".join(stopped))
+        if self.board is not None and self.board.wants(d):
+            self._background(self._actuate(d), "board actuators")
         self._wake.set()
+
+    async def _actuate(self, d: Decision) -> None:
+        """The governor's frequency ceiling and power mode on the board; each outcome logged and on the wire."""
+        assert self.board is not None
+        for action in await self.board.actuate(d):
+            text = f"{d.mode.value} mode: {action.describe()}"
+            if action.ok:
+                log.info("board: %s", text)
+            else:
+                log.warning("board: %s", text)
+            self._event(EventKind.BOARD, text, severity="info" if action.ok else "warning", actuator=action.actuator,
+                        requested=action.requested, ok=action.ok, applied=action.applied, detail=action.detail)
+
+    # ==================================================================================== board
+
+    async def _board_loop(self) -> None:
+        if self.board is not None:
+            await self.board.run(self._on_board_sample, lambda: len(self._running))
+
+    def _on_board_sample(self, sample: BoardSample) -> None:
+        """One board sample: on ``tlm/board`` and to the governor."""
+        values: dict[str, float] = {}
+        for key, value in sample.values().items():
+            problem = value_problem(BOARD, key, value)
+            if problem is None:
+                values[key] = value
+            else:  # a sensor answering nonsense: left out of the sample, said in the log
+                log.warning("board: %s (left out of tlm/board)", problem)
+        if not values:
+            return
+        telemetry = Telemetry(sat=self.settings.sat, channel=BOARD, t_s=max(0.0, self.mission.now(sample.t_s)),
+                              at_utc=self.clock(), values=values)
+        self._publish_soon(self.topics.telemetry(BOARD), encode(telemetry), qos=0)
+        if self.governor is not None:
+            self._new_samples.append(telemetry)
 
     async def _purge(self, cutoff_utc: float) -> None:
         """Forget old terminal jobs, and clear their retained state and result from the broker."""

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from link.numbers import Count, Duration, Fraction, LinkModel, MissionTime, UtcTime, Watts
+from link.numbers import Count, Duration, Fraction, Joules, LinkModel, MissionTime, UtcTime, Watts
 from link.str_enum import StrEnum
 from link.telemetry import Mode as Mode
 from link.telemetry import value_problem
@@ -111,8 +111,17 @@ class JobStateEvent(WireModel):
     deadline_utc: UtcTime | None = None
 
 
+EnergySource = Literal["measured", "estimated"]
+"""Where a job's energy comes from: ``measured``, the integral of the board's measured power above idle
+over the run (flight.governor.energy); ``estimated``, busy core-seconds times the board profile's W per
+core (a board without a power sensor)."""
+
+
 class JobResult(WireModel):
-    """Satellite -> ground, retained on ``results/<id>`` until the ground acknowledges it."""
+    """Satellite -> ground, retained on ``results/<id>`` until the ground acknowledges it.
+
+    ``energy_j``: the run's energy above the board's idle power (J), from ``energy_source``; None when
+    flightd has neither a power sensor nor a governor's board profile to estimate it with."""
 
     job_id: TopicId
     model: Identifier
@@ -123,9 +132,25 @@ class JobResult(WireModel):
     run_ms: Duration
     provider: str
     attempt: Count = 1
+    energy_j: Joules | None = None
+    energy_source: EnergySource | None = None
 
 
 # -------------------------------------------------------------------------------- status, telemetry
+
+
+class BoardStatus(LinkModel):
+    """The board flightd found at start (flight/board, docs/boards.md), in its retained status.
+
+    ``kind``: ``raspberry-pi``, ``jetson`` or ``linux``; ``summary``: one line naming the board and the
+    sources of its temperature, power and throttle flags; ``notes``: what was looked for and could not
+    be read; ``actuators``: what the governor may steer on this board, or why not."""
+
+    kind: str = Field(max_length=32)
+    model: str = Field(max_length=256)
+    summary: str = Field(max_length=2048)
+    notes: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=32)
+    actuators: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=32)
 
 
 class Status(WireModel):
@@ -161,6 +186,7 @@ class Status(WireModel):
     instance_id: Identifier | None = None
     boot_id: str | None = Field(default=None, max_length=64)
     started_utc: UtcTime | None = None
+    board: BoardStatus | None = None
 
 
 class Telemetry(WireModel):
@@ -275,6 +301,7 @@ class EventKind(StrEnum):
     LIFECYCLE = "lifecycle"
     LIMIT = "limit"
     SEQUENCE = "sequence"
+    BOARD = "board"
 
 
 Severity = Literal["debug", "info", "warning", "error", "critical"]

@@ -93,6 +93,18 @@ class BoardProbe:
             rails=tuple(rails),
         )
 
+    @property
+    def measures_power(self) -> bool:
+        """True where the board has a power sensor this probe reads."""
+        return self.board.power_source is not None
+
+    def power_now(self) -> tuple[float, float | None]:
+        """(t_s, W): the board's power alone, for a job's energy (flight.governor.energy); cheaper than
+        :meth:`sample` (INA3221: three rails of two files each). RAPL gives the mean power since the
+        previous reading of either kind."""
+        now = self._clock()
+        return now, self._power(now)[0]
+
     def _power(self, now: float) -> tuple[float | None, list[PowerRail]]:
         source = self.board.power_source
         if source == "ina3221":
