@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -245,8 +246,9 @@ class FlightDaemon:
         for note in self._board_notes if self.board is None else self.board.notes:
             log.info("board: %s", note)
         log.info(
-            "flightd %s sat=%s broker=%s queued=%d models=%s problems=%d",
+            "flightd %s (python %s) sat=%s broker=%s queued=%d models=%s problems=%d",
             __version__,
+            platform.python_version(),
             self.settings.sat,
             self.brokers,
             len(self._queue),

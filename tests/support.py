@@ -71,18 +71,21 @@ class ManualClock:
 
 
 class FlightdProcess:
-    """``flightd`` as a child process with its own data directory; logs go to ``log_path``."""
+    """``flightd`` as a child process with its own data directory; logs go to ``log_path``.
+    ``python``: the interpreter that runs it (default: this one; the board install's in
+    tests/test_board_install.py)."""
 
     def __init__(self, broker: str, data_dir: Path, models_dir: Path, sat: str = "sat1",
-                 config: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 config: Path | None = None, env: dict[str, str] | None = None, python: str | None = None) -> None:
         self.broker, self.data_dir, self.models_dir, self.sat = broker, data_dir, models_dir, sat
         self.config = config
         self.env = env or {}
+        self.python = python or sys.executable
         self.log_path = data_dir.parent / f"flightd-{sat}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "flight.cli", "--broker", self.broker, "--sat", self.sat,
+        args = [self.python, "-m", "flight.cli", "--broker", self.broker, "--sat", self.sat,
                 "--data-dir", str(self.data_dir), "--models", str(self.models_dir),
                 "--log-level", os.environ.get("ORBITD_TEST_LOG_LEVEL", "INFO")]  # DEBUG to debug a test
         if self.config is not None:
