@@ -1,5 +1,7 @@
 """An overview picture of an archive: state of charge, temperatures, power, compute, job throughput
-and governor mode over mission time, with eclipses shaded (matplotlib, Agg backend).
+and governor mode over mission time, with eclipses shaded (matplotlib, Agg backend). The board's own
+sensors (the ``board`` channel: temperature, measured power, busy cores) join the temperature, power
+and compute panels where the archive has them.
 
 The x axis is mission time ``t_s`` (from the telemetry). Messages that carry no ``t_s`` (job states)
 are placed by their receive time, mapped onto mission time through the telemetry's (rx_utc, t_s)
@@ -26,6 +28,7 @@ from matplotlib.patches import Patch
 from ground.tlm.archive import Archive
 from link.codec import peek_header
 from link.telemetry import (
+    BOARD,
     BOARD_C,
     BUS_W,
     BUSY_CORES,
@@ -38,12 +41,14 @@ from link.telemetry import (
     MODE_CODES,
     ORBIT,
     POWER,
+    POWER_W,
     QUEUED,
     RADIATOR_C,
     RUNNING,
     SOC,
     SOLAR_W,
     SUNLIT,
+    TEMP_C,
     THERMAL,
     mode_from_code,
 )
@@ -235,7 +240,8 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     _lines(
         ax_temp,
         data,
-        [(THERMAL, BOARD_C, "board", 1.0), (THERMAL, RADIATOR_C, "radiator", 1.0)],
+        [(THERMAL, BOARD_C, "board", 1.0), (THERMAL, RADIATOR_C, "radiator", 1.0),
+         (BOARD, TEMP_C, "board (own sensor)", 1.0)],
         scale,
     )
     ax_temp.set_ylabel("temperature (°C)")
@@ -248,6 +254,7 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
             (POWER, LOAD_W, "total load", 1.0),
             (POWER, COMPUTE_W, "compute", 1.0),
             (POWER, BUS_W, "bus", 1.0),
+            (BOARD, POWER_W, "board (measured)", 1.0),
         ],
         scale,
     )
@@ -261,6 +268,7 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
             (COMPUTE, RUNNING, "running", 1.0),
             (COMPUTE, QUEUED, "queued", 1.0),
             (COMPUTE, CONCURRENCY, "concurrency", 1.0),
+            (BOARD, BUSY_CORES, "board busy cores (/proc/stat)", 1.0),
         ],
         scale,
     )
