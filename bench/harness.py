@@ -39,22 +39,24 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(model: str, threads: int = 2, concurrency: int = 1) -> AsyncIterator[Rig]:
-    """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback."""
+async def rig(model: str | None, threads: int = 2, concurrency: int = 1, python: str = sys.executable,
+              models: Path = REPO / "models") -> AsyncIterator[Rig]:
+    """Mosquitto + flightd (``model`` preloaded unless None, ``threads`` intra-op threads) on loopback;
+    ``python`` runs flightd (another virtual environment's interpreter: bench.board_install)."""
     with tempfile.TemporaryDirectory(prefix="orbitd-bench-") as tmp:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "mosquitto")
         broker.start()
         env = {
             **os.environ,
-            "ORBITD_EXECUTOR__PRELOAD": json.dumps([model]),
+            "ORBITD_EXECUTOR__PRELOAD": json.dumps([model] if model else []),
             "ORBITD_EXECUTOR__INTRA_OP_THREADS": str(threads),
             "ORBITD_EXECUTOR__MAX_CONCURRENCY": str(concurrency),
             "ORBITD_JOURNAL__SYNCHRONOUS": os.environ.get("ORBITD_JOURNAL__SYNCHRONOUS", "FULL"),
         }
         log = (workdir / "flightd.log").open("wb")
-        args = [sys.executable, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",
-                "--data-dir", str(workdir / "data"), "--models", str(REPO / "models"), "--log-level", "WARNING"]
+        args = [python, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",
+                "--data-dir", str(workdir / "data"), "--models", str(models), "--log-level", "WARNING"]
         if os.environ.get("ORBITD_PROFILE"):  # profile flightd: ORBITD_PROFILE=/path/flightd.prof
             args[1:1] = ["-m", "cProfile", "-o", os.environ["ORBITD_PROFILE"]]
         proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=workdir, env=env)
