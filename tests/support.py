@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,19 @@ class FlightdProcess:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def running_flightd(broker: str, data_dir: Path, models_dir: Path, sat: str = "sat1",
+                          config: Path | None = None, python: str | None = None) -> AsyncIterator[FlightdProcess]:
+    """A :class:`FlightdProcess` started and answering pings on ``broker``; killed on exit."""
+    proc = FlightdProcess(broker, data_dir, models_dir, sat=sat, config=config, python=python)
+    proc.start()
+    try:
+        await wait_online(broker, sat=sat, timeout_s=60.0)
+        yield proc
+    finally:
+        proc.stop()
 
 
 async def wait_online(

@@ -23,7 +23,7 @@ from hil.mosquitto_broker import MosquittoBroker
 from link.codec import decode
 from link.messages import Telemetry
 from link.telemetry import BOARD, BUSY_CORES
-from tests.support import REPO, FlightdProcess, copy_bundled, wait_online
+from tests.support import REPO, copy_bundled, running_flightd
 
 BOARD_PYTHON = os.environ.get("ORBITD_BOARD_PYTHON") or str(REPO / ".venv310" / "bin" / "python")
 
@@ -71,24 +71,19 @@ async def test_flightd_from_the_board_install_runs_a_job(mosquitto: MosquittoBro
     models = copy_bundled(tmp_path / "models", "tile-int8")
     config = tmp_path / "flightd.toml"
     config.write_text(GOVERNOR)
-    proc = FlightdProcess(mosquitto.url, tmp_path / "data", models, config=config, python=BOARD_PYTHON)
-    proc.start()
-    try:
-        await wait_online(mosquitto.url, timeout_s=60.0)
-        async with GroundClient(mosquitto.url, "sat1", timeout_s=30.0) as ground:
-            board = await ground.watch_topic(ground.topics.telemetry(BOARD))
-            _, payload = await board.get()
-            sample = decode(payload, Telemetry).message
-            assert BUSY_CORES in sample.values  # /proc/stat: every Linux has it
-            tiles = np.random.default_rng(1).random((4, 3, 128, 128), dtype=np.float32)
-            job = await ground.submit("tile-int8", {"tile": tiles})
-            fetched = await ground.wait_result(job.job_id)
-            status = await ground.status()
-        assert fetched.outputs["keep_logit"].shape == (4, 1)
-        assert fetched.result.energy_source in ("measured", "estimated")  # the governor is on
-        assert status.board is not None and status.mode is not None
-    finally:
-        proc.stop()
+    async with (running_flightd(mosquitto.url, tmp_path / "data", models, config=config, python=BOARD_PYTHON) as proc,
+                GroundClient(mosquitto.url, "sat1", timeout_s=30.0) as ground):
+        board = await ground.watch_topic(ground.topics.telemetry(BOARD))
+        _, payload = await board.get()
+        sample = decode(payload, Telemetry).message
+        assert BUSY_CORES in sample.values  # /proc/stat: every Linux has it
+        tiles = np.random.default_rng(1).random((4, 3, 128, 128), dtype=np.float32)
+        job = await ground.submit("tile-int8", {"tile": tiles})
+        fetched = await ground.wait_result(job.job_id)
+        status = await ground.status()
+    assert fetched.outputs["keep_logit"].shape == (4, 1)
+    assert fetched.result.energy_source in ("measured", "estimated")  # the governor is on
+    assert status.board is not None and status.mode is not None
     log = proc.log()
     major, minor = board_report()["python"]
     assert f"(python {major}.{minor}." in log, "flightd did not run on the board install's interpreter"
