@@ -29,7 +29,10 @@ COMPUTE_KEYS = ["busy_cores", "running", "queued", "jobs_done", "concurrency", "
 
 
 def test_dictionary_channels_keys_and_units() -> None:
-    assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "clock"]
+    assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "board", "clock"]
+    assert list(CHANNELS["board"].keys) == ["temp_c", "power_w", "under_voltage", "throttled", "busy_cores"]
+    assert [CHANNELS["board"].measurement(k).unit for k in CHANNELS["board"].keys] == ["°C", "W", "flag", "flag",
+                                                                                        "cores"]
     assert list(CHANNELS["clock"].keys) == ["rate"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
     assert PLANT_CHANNELS == ("power", "thermal", "orbit")
     assert list(CHANNELS["power"].keys) == POWER_KEYS
