@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -21,19 +22,26 @@ from ground.client import GroundClient
 MODEL = "digits-int8"
 
 
+async def timed_job(ground: GroundClient, x: np.ndarray[Any, Any]) -> float:
+    """Submit -> result latency of one job of :data:`MODEL` (ms); the result is acknowledged after
+    the timed window."""
+    t0 = time.perf_counter()
+    job = await ground.submit(MODEL, {"image": x})
+    await ground.wait_result(job.job_id, ack=False)
+    elapsed = time.perf_counter() - t0
+    await ground.ack(job.job_id)
+    return elapsed * 1e3
+
+
 async def measure(n: int, warmup: int) -> dict[str, float]:
     x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
     async with rig(MODEL, threads=1) as r, GroundClient(r.broker.url, "bench") as ground:
         await ground.track_all_jobs()
         latencies = []
         for i in range(warmup + n):
-            t0 = time.perf_counter()
-            job = await ground.submit(MODEL, {"image": x})
-            await ground.wait_result(job.job_id, ack=False)
-            elapsed = time.perf_counter() - t0
-            await ground.ack(job.job_id)
+            elapsed_ms = await timed_job(ground, x)
             if i >= warmup:
-                latencies.append(elapsed * 1e3)
+                latencies.append(elapsed_ms)
         rss = r.rss_mb()
     lat = np.array(latencies)
     return {

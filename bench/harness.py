@@ -39,10 +39,13 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(model: str | None, threads: int = 2, concurrency: int = 1, python: str = sys.executable,
-              models: Path = REPO / "models") -> AsyncIterator[Rig]:
+async def rig(
+    model: str | None, threads: int = 2, concurrency: int = 1, settings: dict[str, str] | None = None,
+    python: str = sys.executable, models: Path = REPO / "models",
+) -> AsyncIterator[Rig]:
     """Mosquitto + flightd (``model`` preloaded unless None, ``threads`` intra-op threads) on loopback;
-    ``python`` runs flightd (another virtual environment's interpreter: bench.board_install)."""
+    ``settings``: more ``ORBITD_*`` environment for flightd; ``python`` runs flightd (another virtual
+    environment's interpreter: bench.board_install)."""
     with tempfile.TemporaryDirectory(prefix="orbitd-bench-") as tmp:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "mosquitto")
@@ -53,6 +56,7 @@ async def rig(model: str | None, threads: int = 2, concurrency: int = 1, python:
             "ORBITD_EXECUTOR__INTRA_OP_THREADS": str(threads),
             "ORBITD_EXECUTOR__MAX_CONCURRENCY": str(concurrency),
             "ORBITD_JOURNAL__SYNCHRONOUS": os.environ.get("ORBITD_JOURNAL__SYNCHRONOUS", "FULL"),
+            **(settings or {}),
         }
         log = (workdir / "flightd.log").open("wb")
         args = [python, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",

@@ -3,11 +3,12 @@
 The shell does I/O and carries out decisions made by pure code elsewhere: the queue's type and order
 (:mod:`flight.queue_policy`), what each dispatcher wake expires, rejects and starts
 (:mod:`flight.dispatch`, with the throttle), the governor's modes, budget and admission
-(:mod:`flight.governor`), who may command the satellite (:mod:`flight.command_guard`) and what the
-models directory holds (:mod:`flight.registry`).
+(:mod:`flight.governor`), who may ask the satellite for what (:mod:`flight.command_guard`: signatures,
+roles, anti-replay; docs/security.md) and what the models directory holds (:mod:`flight.registry`).
 
-Flow of a job: ``jobs/submit`` -> decode and validate (a bad one is ``rejected`` with the reason, on
-the wire and in the log) -> journal (committed) -> ``queued`` state event (the acknowledgement) ->
+Flow of a job: ``jobs/submit`` -> guard (signature, anti-replay window advanced and journaled) ->
+decode and validate, guard (the signer's role and priority cap) (a bad one is ``rejected`` with the
+reason, on the wire and in the log) -> journal (committed) -> ``queued`` state event (the acknowledgement) ->
 dispatcher (:func:`flight.dispatch.plan_wake`) -> executor -> result committed to the journal ->
 result published, retained, until the ground acknowledges it (``ack_result``).
 
@@ -35,9 +36,11 @@ from typing import Any
 import aiomqtt
 
 from flight import __version__
+from flight.antireplay import ReplayError, ReplayWindow
+from flight.authenticator import RequestAuthenticator
 from flight.board import BoardSample
 from flight.board_monitor import BoardMonitor, without_board
-from flight.command_guard import CommandGuard
+from flight.command_guard import Admitted, CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Decision, Governor, GovernorConfig, Sample
@@ -45,6 +48,7 @@ from flight.governor.admission import RunningJob
 from flight.health import HealthEntry, HealthReport, TaskState
 from flight.journal import JobJournal, JobRecord
 from flight.journal_writer import JournalWriter
+from flight.keyring import COMMAND, JOB, KeyRefused, KeyRing, change_keys, command_request
 from flight.metrics import FlightMetrics
 from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, deadline_passed
@@ -58,9 +62,11 @@ from flight.supervisor import Supervisor, flightd_health
 from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
+from link.envelope import peek_body
 from link.messages import (
     AckResult,
     ActivateModel,
+    AddKey,
     CancelJob,
     Command,
     CommandReply,
@@ -73,10 +79,13 @@ from link.messages import (
     JobState,
     JobStateEvent,
     ListJobs,
+    ListKeys,
     ListModels,
     Mode,
     Ping,
+    RevokeKey,
     RollbackModel,
+    RotateKey,
     Severity,
     Status,
     Telemetry,
@@ -88,6 +97,7 @@ from link.telemetry import (
     CLOCK,
     COMPUTE,
     COMPUTE_W,
+    MET_S,
     POWER,
     RATE,
     THERMAL,
@@ -147,7 +157,8 @@ class FlightDaemon:
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
         keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
-        self.guard = CommandGuard(keys, settings.security.command_window_s, self.clock)
+        self.guard = CommandGuard(keys, settings.security.command_window_s, self.clock,
+                                  authenticator=self._authenticator(), persist=self._persist_window)
         self.uplink = UplinkReceiver(
             self.registry, settings.data_dir / "uplink", self.topics, self.clock, guard=self.guard
         )
@@ -167,8 +178,8 @@ class FlightDaemon:
             governor_config, board_notes = without_board(governor_config)
         self._board_notes = board_notes
         self.governor = Governor(governor_config) if governor_config is not None else None
-        self.sequences = SequenceService(self.journal, self.writer, self.registry, self._on_submit, self._event,
-                                         self.metrics, self.clock, settings.sequences.time_scale)
+        self.sequences = SequenceService(self.journal, self.writer, self.registry, self._submit_onboard,
+                                         self._event, self.metrics, self.clock, self.mission)
         self._new_samples: list[Telemetry | Sample] = []
         self.instance = Instance.new(self.clock())
         self.conflict: str | None = None
@@ -186,6 +197,42 @@ class FlightDaemon:
         self._last_busy = (time.monotonic(), 0.0)
         self.jobs_done = 0
         self.supervisor = Supervisor(flightd_health(settings), SystemdNotifier(), self._status_line, self._health_event)
+
+    def _authenticator(self) -> RequestAuthenticator:
+        """The journal's key ring and windows, with the configured keys it does not know yet added
+        (a key revoked onboard stays revoked; a name in use onboard is not taken over)."""
+        security = self.settings.security
+        now = self.clock()
+        ring = KeyRing.from_records(self.journal.keys().values())
+        added = []
+        for configured in security.keys:
+            entry = configured.entry(added_utc=now)
+            if entry.fingerprint in ring.entries:
+                continue
+            try:
+                ring = ring.add(entry)
+            except KeyRefused as exc:
+                log.error("configured signing key %s not added: %s", configured.name, exc)
+                continue
+            added.append(entry)
+        if added:
+            self.journal.save_keys({e.fingerprint: e.to_record() for e in added}, now)
+            log.info("signing keys added from the configuration: %s", ", ".join(e.describe() for e in added))
+        windows = {fp: ReplayWindow.from_record(r) for fp, r in self.journal.windows().items()}
+        return RequestAuthenticator(ring, self.settings.sat, windows=windows, window_size=security.replay_window,
+                                    accept_unsigned=security.unsigned_kinds())
+
+    def _persist_window(self, fingerprint: str, window: ReplayWindow) -> asyncio.Future[None]:
+        """Journal a key's advanced anti-replay window (durably; queued before anything acted upon)."""
+        record = window.to_record()
+        future = self.writer.submit(lambda j: j.save_window(fingerprint, record))
+
+        def report(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.error("anti-replay window of key %s not journaled: %s", fingerprint, f.exception())
+
+        future.add_done_callback(report)
+        return future
 
     # ================================================================================== lifecycle
 
@@ -236,7 +283,10 @@ class FlightDaemon:
             except ModelError as exc:
                 log.error("preload %s: %s", spec, exc)
         if not self.guard.enforcing:
-            log.warning("no command keys configured: commands are accepted unsigned")
+            log.warning("no signing or command keys configured: jobs, commands and uploads are accepted unsigned")
+        else:
+            log.info("signing keys: %d active; accepted unsigned: %s", len(self.guard.ring.active),
+                     ", ".join(sorted(self.guard.unsigned_kinds())) or "nothing")
         if self.board is None:
             log.info("board: probes off (board.enabled = false)")
         else:
@@ -299,6 +349,14 @@ class FlightDaemon:
         return {"max_payload_bytes": link.max_payload_bytes, "broker_max_packet_bytes": link.broker_max_packet_bytes,
                 "instance_id": me.instance_id, "boot_id": me.boot_id, "started_utc": me.started_utc}
 
+    @property
+    def _side_clients(self) -> bool:
+        """Whether flightd may open short connections of its own besides its session (a status probe,
+        a conflict event). Not with TLS: the locked broker names every connection of this
+        certificate ``flightd-<sat>`` (``use_username_as_clientid``, docs/security.md), so a second
+        connection would take over, and with a clean session wipe, the persistent session."""
+        return self.settings.link.tls() is None
+
     def _offline_status(self) -> Status:
         return Status(sat=self.settings.sat, state="offline", **self._identity())
 
@@ -313,7 +371,10 @@ class FlightDaemon:
             event = Event(kind=EventKind.ERROR, severity="critical", message=f"flightd stopping: {reason}",
                           at_utc=self.clock(), details={"instance_id": self.instance.instance_id,
                                                         "rival_instance_id": seen.instance_id})
-            self._background(announce(self.url, self.topics.events, encode(event)), "session conflict event")
+            if self._side_clients:
+                self._background(announce(self.url, self.topics.events, encode(event)), "session conflict event")
+            else:  # the locked broker: a client of our own would take the session under our certificate
+                self._publish_soon(self.topics.events, encode(event))
             self._stop.set()
         return True
 
@@ -331,10 +392,14 @@ class FlightDaemon:
                 clean_session=False,
                 will=will,
                 keepalive_s=self.settings.link.keepalive_s,
+                tls=self.settings.link.tls(),
             )
             attempt += 1
             try:
-                seen = await read_status(self.url, self.topics)  # before taking the session: is it someone else's?
+                # Before taking the session: is it someone else's? (Not on the locked broker, where the
+                # client id is the certificate's: a probe would take the session; the check on the
+                # session's own status subscription still applies there.)
+                seen = await read_status(self.url, self.topics) if self._side_clients else None
                 if seen is not None and self._yield_to_rival(seen):
                     return
                 async with client:
@@ -475,53 +540,106 @@ class FlightDaemon:
 
     def _on_submit(self, payload: bytes) -> None:
         limit = self.settings.link.max_payload_bytes
+        claimed_id = peek_field(peek_body(payload), "job_id")  # unverified: only to name a refusal
         if len(payload) > limit:
             reason = f"payload of {len(payload)} bytes exceeds the {limit}-byte limit"
-            self._reject(peek_field(payload, "job_id"), reason, len(payload))
+            self._reject(claimed_id, reason, len(payload))
             return
         try:
-            decoded = decode(payload, JobRequest)
-        except WireError as exc:
-            self._reject(peek_field(payload, "job_id"), str(exc), len(payload))
+            # The signer's advanced window is journaled with the job (one commit), or alone if refused.
+            admitted = self.guard.open(payload, JOB, write_window=False)
+        except ReplayError as exc:
+            # Signed and verified, but seen before: a redelivery of a journaled job is answered as a
+            # duplicate (its state again, never a second run); anything else is a refused replay.
+            if claimed_id is not None and self.journal.get(claimed_id) is not None:
+                log.info("job %s: %s; answered as a duplicate", claimed_id, exc)
+                self._duplicate(claimed_id)
+            else:
+                self._reject(claimed_id, str(exc), len(payload))
             return
+        except AuthError as exc:
+            self._reject(claimed_id, str(exc), len(payload))
+            return
+        accepted = False
+        try:
+            accepted = self._intake(admitted, len(payload))
+        finally:
+            if not accepted:
+                self.guard.write_window(admitted)
+
+    def _submit_onboard(self, payload: bytes) -> None:
+        """A job flightd asks for itself (a sequence's firing, :mod:`flight.sequences`): the ordinary
+        intake (checks, journal, governor) without the guard's signature and role checks, which the
+        sequence passed when it was uploaded (a command, with its signer's role)."""
+        self._intake(Admitted(payload), len(payload), onboard=True)
+
+    def _intake(self, admitted: Admitted, payload_bytes: int, onboard: bool = False) -> bool:
+        """Decode, authorise (unless ``onboard``) and check a job the guard let in; True when it goes on
+        to be journaled."""
+        try:
+            decoded = decode(admitted.body, JobRequest)
+        except WireError as exc:
+            self._reject(peek_field(admitted.body, "job_id"), str(exc), payload_bytes)
+            return False
         req = decoded.message
+        try:
+            if not onboard:
+                self.guard.check(req, issued_utc=None, what="job", kind=JOB, admitted=admitted,
+                                 priority=req.priority)
+        except AuthError as exc:
+            self._reject(req.job_id, str(exc), payload_bytes)
+            return False
         if req.job_id in self._accepting:
             log.info("job %s is being journaled already: duplicate ignored", req.job_id)
-            return
-        existing = self.journal.get(req.job_id)
-        if existing is not None:
-            log.info("job %s already journaled (%s): not run again", req.job_id, existing.state)
-            self._publish_state(existing)
-            result = self.journal.result(req.job_id) if existing.state is JobState.DONE else None
-            if result:
-                self._publish_soon(self.topics.result(req.job_id), result, retain=True)
-            return
+            return False
+        if self.journal.get(req.job_id) is not None:
+            self._duplicate(req.job_id)
+            return False
         try:
             entry = self.registry.resolve(req.model, req.version)
             check_inputs(entry.manifest, unpack_tensors(req.inputs, decoded.binary))
             self.registry.session(entry, self.throttle.intra_op_threads)  # a model ORT cannot load is refused now
         except (ModelError, WireError) as exc:
-            self._reject(req.job_id, str(exc), len(payload))
-            return
+            self._reject(req.job_id, str(exc), payload_bytes)
+            return False
         now = self.clock()
         state = JobState.QUEUED
         reason_text: str | None = None
         if deadline_passed(req.deadline_utc, now):
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
         self._accepting.add(req.job_id)
-        self._background(
-            self._accept(req, entry.manifest.version, payload, now, state, reason_text), f"intake of {req.job_id}"
-        )
+        self._background(self._accept(req, entry.manifest.version, bytes(admitted.body), now, state, reason_text,
+                                      admitted), f"intake of {req.job_id}")
+        return True
+
+    def _duplicate(self, job_id: str) -> None:
+        """A job id journaled before: publish its state (and result) again; it never runs twice."""
+        existing = self.journal.get(job_id)
+        if existing is None:
+            return
+        log.info("job %s already journaled (%s): not run again", job_id, existing.state)
+        self._publish_state(existing)
+        result = self.journal.result(job_id) if existing.state is JobState.DONE else None
+        if result:
+            self._publish_soon(self.topics.result(job_id), result, retain=True)
 
     async def _accept(
-        self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None
+        self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None,
+        admitted: Admitted | None = None,
     ) -> None:
-        """Journal the job (durably), then acknowledge it with its first state event."""
+        """Journal the job (durably, in one transaction with its signer's advanced window and its
+        owner), then acknowledge it with its first state event. ``payload``: the unsigned request."""
+        signer = None if admitted is None else admitted.signer
+        window = None if admitted is None or admitted.window is None else admitted.window.to_record()
+
+        def journal(j: JobJournal) -> bool:
+            if signer is not None and window is not None:
+                j.save_window(signer.fingerprint, window)
+            return j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now, state,
+                         reason, owner=None if signer is None else signer.name)
+
         try:
-            inserted = await self.writer.submit(
-                lambda j: j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now,
-                                state, reason)
-            )
+            inserted = await self.writer.submit(journal)
         except Exception as exc:
             self._reject(req.job_id, f"journal write failed, job not accepted: {exc}", len(payload))
             return
@@ -660,11 +778,18 @@ class FlightDaemon:
     # =================================================================================== commands
 
     async def _on_command(self, payload: bytes, envelope: type[Command | SequenceCommand] = Command) -> None:
-        command_id = peek_field(payload, "command_id")
+        """A command (``envelope`` :class:`Command` on ``cmd``, :class:`SequenceCommand` on ``seq/cmd``):
+        opened, authorised and carried out; the reply on ``cmd/<command_id>/reply`` either way."""
+        command_id = peek_field(peek_body(payload), "command_id")  # unverified: only to address a refusal
         try:
-            command = decode(payload, envelope).message
-            self.guard.check(command, issued_utc=command.issued_utc, received=peek_header(payload),
-                             once_id=command.command_id)
+            admitted = self.guard.open(payload, COMMAND)
+            command = decode(admitted.body, envelope).message
+            body = command.body
+            owner = self.journal.owner(body.job_id) if isinstance(body, CancelJob | AckResult) else None
+            self.guard.check(command, issued_utc=command.issued_utc, received=peek_header(admitted.body),
+                             once_id=command.command_id, admitted=admitted, asks=command_request(body.action),
+                             owner=owner)
+            await self._persisted(admitted)
             if isinstance(command, SequenceCommand):
                 data = await self.sequences.execute(command.body)
             else:
@@ -678,6 +803,15 @@ class FlightDaemon:
             return
         reply = CommandReply(command_id=command.command_id, ok=True, data=data)
         self._publish_soon(self.topics.command_reply(command.command_id), encode(reply))
+
+    @staticmethod
+    async def _persisted(admitted: Admitted) -> None:
+        """Wait until the signer's advanced window is journaled: a request is acted on only then."""
+        if admitted.persisted is not None:
+            try:
+                await admitted.persisted
+            except Exception as exc:
+                raise CommandError(f"journal write failed, not carried out: {exc}") from None
 
     async def _execute(self, command: Command) -> Any:
         body = command.body
@@ -707,6 +841,17 @@ class FlightDaemon:
             version = self.registry.rollback(body.name)
             self._event(EventKind.MODEL, f"model {body.name} rolled back to {version}")
             return {"name": body.name, "active": version}
+        if isinstance(body, ListKeys):
+            return self.guard.ring.summary()
+        if isinstance(body, AddKey | RotateKey | RevokeKey):
+            now = self.clock()
+            change = change_keys(self.guard.ring, body, now)
+            records = {e.fingerprint: e.to_record() for e in change.changed}
+            await self.writer.submit(lambda j: j.save_keys(records, now))
+            self.guard.replace_ring(change.ring)
+            log.warning("%s (command %s)", change.message, command.command_id)
+            self._event(EventKind.LIFECYCLE, change.message, severity="warning", command_id=command.command_id)
+            return change.reply()
         raise CommandError(f"unsupported command {body.action}")  # pragma: no cover - union is exhaustive
 
     async def _cancel(self, record: JobRecord) -> dict[str, Any]:
@@ -737,7 +882,7 @@ class FlightDaemon:
                 self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
             return
         if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
-            self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE))
+            self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE), sample.values.get(MET_S))
         elif sample.channel not in (COMPUTE, BOARD):  # not our own channels, echoed by the broker
             self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
@@ -784,6 +929,7 @@ class FlightDaemon:
             cycle_slip_ms=h.max_slip_s * 1e3,
             board=self.board.status() if self.board is not None else None,
             **self._identity(),
+            keys=sorted(e.fingerprint for e in self.guard.ring.active),
         )
         self._publish_soon(self.topics.status, encode(status), retain=True)
 
@@ -880,7 +1026,7 @@ class FlightDaemon:
     async def _control_cycle(self) -> None:
         self.supervisor.health.check_in("control")
         self._govern()
-        if self._intake_open:  # a timebase: plant telemetry has anchored mission time
+        if self._intake_open:  # mission time is a timebase once plant telemetry has anchored it
             self.sequences.cycle(self.mission.now(time.monotonic()) if self.telemetry else None)
         t, h = self.throttle, self.control.health
         self.metrics.control_cycle(mode=t.mode, budget_w=t.budget_w, queued=len(self._queue),

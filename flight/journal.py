@@ -10,9 +10,10 @@ whose deadline became NULL would lose it across a restart.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,22 @@ CREATE TABLE IF NOT EXISTS results (
     created_utc   REAL NOT NULL,
     acked_utc     REAL
 );
+CREATE TABLE IF NOT EXISTS signing_keys (    -- the key ring: flight.keyring.KeyEntry.to_record as JSON
+    fingerprint   TEXT PRIMARY KEY,
+    record        TEXT NOT NULL,
+    updated_utc   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay_windows (  -- flight.antireplay.ReplayWindow per key (decimal text:
+    fingerprint   TEXT PRIMARY KEY,          -- a uint64 sequence number exceeds SQLite's int64)
+    top           TEXT NOT NULL,
+    seen          TEXT NOT NULL,
+    size          INTEGER NOT NULL
+) WITHOUT ROWID;                             -- one b-tree: one page more in a job's commit, not two
 """
+_MIGRATIONS = (
+    ("jobs", "owner", "ALTER TABLE jobs ADD COLUMN owner TEXT"),  # the key name that signed the job
+)
+"""Columns added after a table first shipped: (table, column, statement), applied when missing."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,9 @@ class JobJournal:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        for table, column, statement in _MIGRATIONS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(statement)
 
     def close(self) -> None:
         self._db.close()
@@ -204,15 +223,18 @@ class JobJournal:
         now_utc: float,
         state: JobState = JobState.QUEUED,
         reason: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Insert a new job; False (and nothing written) if ``job_id`` is already journaled.
-        ValueError for a non-finite time."""
+        ``owner``: the name of the key that signed it (flight.keyring), None when unsigned. ValueError for
+        a non-finite time."""
         _finite(deadline_utc=deadline_utc, now_utc=now_utc)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO jobs (job_id, state, model, version, priority, deadline_utc,"
-                " received_utc, updated_utc, reason, request) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request),
+                " received_utc, updated_utc, reason, request, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request,
+                 owner),
             )
             return cur.rowcount == 1
 
@@ -374,3 +396,37 @@ class JobJournal:
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {str(s): int(n) for s, n in rows}
+
+    # ------------------------------------------------------------------------------- security
+
+    def owner(self, job_id: str) -> str | None:
+        """The name of the key that signed job ``job_id`` (None: unknown job, or submitted unsigned)."""
+        row = self._db.execute("SELECT owner FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def save_keys(self, records: Mapping[str, Mapping[str, Any]], now_utc: float) -> None:
+        """Insert or replace key ring entries (fingerprint -> plain record) in one transaction."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO signing_keys (fingerprint, record, updated_utc) VALUES (?, ?, ?)",
+                [(fp, json.dumps(dict(r), sort_keys=True), now_utc) for fp, r in records.items()],
+            )
+
+    def keys(self) -> dict[str, dict[str, Any]]:
+        """The persisted key ring: fingerprint -> record."""
+        rows = self._db.execute("SELECT fingerprint, record FROM signing_keys").fetchall()
+        return {str(fp): json.loads(record) for fp, record in rows}
+
+    def save_window(self, fingerprint: str, record: Mapping[str, Any], durable: bool = True) -> None:
+        """Persist one key's anti-replay window (``ReplayWindow.to_record``). ``durable=False`` only
+        where acting on a replay after a power cut would be harmless (read-only requests)."""
+        with self._tx(durable) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO replay_windows (fingerprint, top, seen, size) VALUES (?, ?, ?, ?)",
+                (fingerprint, str(record["top"]), str(record["seen"]), int(record["size"])),
+            )
+
+    def windows(self) -> dict[str, dict[str, Any]]:
+        """Every key's persisted anti-replay window: fingerprint -> record."""
+        rows = self._db.execute("SELECT fingerprint, top, seen, size FROM replay_windows").fetchall()
+        return {str(fp): {"top": str(top), "seen": str(seen), "size": int(size)} for fp, top, seen, size in rows}

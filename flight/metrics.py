@@ -16,10 +16,16 @@ for counters). Each metric and what feeds it:
 ``orbitd_control_cycle_overruns_total``     counter    control cycles that started more than one period late
 ``orbitd_journal_commit_duration_seconds``  histogram  one journal transaction (writes + commit/fsync), s
 ``orbitd_journal_writes_total``             counter    journal writes committed
-``orbitd_board_power_watts``                gauge      compute board power, W (``power.compute_w``, or a board probe)
-``orbitd_board_temperature_celsius``        gauge      compute board temperature, °C (``thermal.board_c``, or a probe)
+``orbitd_board_power_watts``                gauge      compute board power, W (a board probe, else ``power.compute_w``)
+``orbitd_board_temperature_celsius``        gauge      compute board temperature, °C (a probe, else ``thermal.board_c``)
 ``orbitd_sequence_firings_total{sequence}`` counter    sequence entries fired (jobs submitted by the sequencer)
 ==========================================  =========  ==========================================================
+
+Board power and temperature: today the daemon feeds them from telemetry (:meth:`FlightMetrics.board`:
+the power system's ``compute_w`` and the thermal sensors' ``board_c``, i.e. the plant simulator under
+``hil``). :meth:`FlightMetrics.board_probe` is the hook for the board's own probes
+(:class:`flight.board.BoardProbe`): once a probe has measured a quantity, the probe's reading is the
+one served and telemetry no longer overwrites it (flightd measures the board it runs on directly).
 
 Every metric lives in the :class:`FlightMetrics` object's own registry (not prometheus_client's
 global one), so two daemons in one process, or a test, do not mix. The observe/set calls are
@@ -33,11 +39,15 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, start_http_server
 
 from link.messages import JobState, Mode
+
+if TYPE_CHECKING:
+    from flight.board import BoardSample
 
 INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Inference histogram buckets, s: 1 ms (digits int8 on a PC) to 30 s (a tile batch on a Pi)."""
@@ -80,6 +90,7 @@ class FlightMetrics:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._overruns_seen = 0
+        self._probed_power = self._probed_temperature = False
 
     # ------------------------------------------------------------------------------ feeding
 
@@ -110,11 +121,22 @@ class FlightMetrics:
         self.journal_writes.inc(writes)
 
     def board(self, *, power_w: float | None = None, temperature_c: float | None = None) -> None:
-        """The compute board's power (W) and temperature (°C), whichever is known."""
-        if power_w is not None:
+        """The compute board's power (W) and temperature (°C) from telemetry, whichever is known; a
+        quantity a board probe has measured (:meth:`board_probe`) is left as the probe set it."""
+        if power_w is not None and not self._probed_power:
             self.board_w.set(power_w)
-        if temperature_c is not None:
+        if temperature_c is not None and not self._probed_temperature:
             self.board_c.set(temperature_c)
+
+    def board_probe(self, sample: BoardSample) -> None:
+        """A reading of the board itself (:meth:`flight.board.BoardProbe.sample`): its ``power_w`` (W)
+        and ``temp_c`` (°C), where the board has the sensor, replace telemetry's from now on."""
+        if sample.power_w is not None:
+            self._probed_power = True
+            self.board_w.set(sample.power_w)
+        if sample.temp_c is not None:
+            self._probed_temperature = True
+            self.board_c.set(sample.temp_c)
 
     def sequence_fired(self, sequence_id: str) -> None:
         self.sequence_firings.labels(sequence_id).inc()

@@ -16,6 +16,16 @@ Two sources, one rule each:
   cFS Time Services (clients follow the "time at the tone" and flywheel on their local clock when the
   tone is lost; nasa/cFE modules/time/fsw/src/cfe_time_tone.c).
 
+A second timebase, :meth:`MissionClock.elapsed`, is what relative delays count on (job sequences,
+``flight.sequences``): time that passes, which a jump or correction of mission time does not move.
+In flight it is the monotonic clock (``wall_s``; CLOCK_MONOTONIC runs on across a flightd restart on
+the same boot). Under a simulator it is the tone's ``met_s``, the simulator's mission elapsed time:
+the time tone of cFE TIME carries the same pair, the MET (a counter nothing corrects) and the STCF
+that turns it into spacecraft time, which the ground adjusts (``CFE_TIME_ToneDataCmd_t``: AtToneMET,
+AtToneSTCF; nasa/cFE cfe_time_msg.h). A simulated clock fault jumps ``t_s`` and leaves ``met_s``
+alone, exactly as a time correction onboard moves the STCF and never the MET. Wall time times the
+warp would not do: under lock-step the simulator's pace is not the warp (it waits for a slow host).
+
 Earlier versions estimated the warp from the spacing of samples; a burst of samples delivered
 together after a stall measured a rate of thousands and ran mission time ahead of everything
 delivered (the spurious stale-telemetry SAFEs of issue 10 item 8). Nothing is estimated now: the rate
@@ -46,7 +56,9 @@ class MissionClock:
     _tone_t_s: float | None = None
     _tone_wall_s: float = 0.0
     _tone_rate: float = 1.0
+    _tone_met_s: float | None = None
     _last_now: float = float("-inf")
+    _last_elapsed: float = float("-inf")
 
     def observe(self, t_s: float, wall_s: float) -> None:
         """A telemetry sample stamped ``t_s`` arrived at ``wall_s``; an older one than the latest does
@@ -56,13 +68,20 @@ class MissionClock:
         if self._t_s is None or t_s >= self._t_s:
             self._t_s, self._wall_s = t_s, wall_s
 
-    def tone(self, t_s: float, wall_s: float, rate: float | None = None) -> None:
+    def tone(self, t_s: float, wall_s: float, rate: float | None = None, met_s: float | None = None) -> None:
         """A time tone from a simulator: mission time is ``t_s`` from now on; ``rate`` (mission s per
-        wall s, > 0) is what the flywheel and deadline conversion use. A tone older than the latest
-        (out of order) is ignored; a rate that is not a positive number keeps the previous one."""
-        if not math.isfinite(t_s) or (self._tone_t_s is not None and t_s < self._tone_t_s):
+        wall s, > 0) is what the flywheel and deadline conversion use; ``met_s`` is the simulator's
+        mission elapsed time at the tone, which :meth:`elapsed` follows (None or not finite: a
+        simulator that does not send it; ``t_s`` stands in). A tone older than the latest (out of
+        order: an earlier MET) is ignored; a rate that is not a positive number keeps the previous
+        one. A tone whose ``t_s`` is below the latest (mission time set back, the MET moving on)
+        holds :meth:`now` until mission time passes the value it had (it never runs backwards)."""
+        if not math.isfinite(t_s):
             return
-        self._tone_t_s, self._tone_wall_s = t_s, wall_s
+        met = met_s if met_s is not None and math.isfinite(met_s) else t_s
+        if self._tone_met_s is not None and met < self._tone_met_s:
+            return
+        self._tone_t_s, self._tone_wall_s, self._tone_met_s = t_s, wall_s, met
         if rate is not None and math.isfinite(rate) and rate > 0:
             self._tone_rate = rate
 
@@ -92,6 +111,21 @@ class MissionClock:
             estimate = wall_s - self.start_wall_s
         self._last_now = max(self._last_now, estimate)
         return self._last_now
+
+    def elapsed(self, wall_s: float) -> float:
+        """Seconds on the timebase that relative delays count on (see the module docstring): under a
+        simulator the latest tone's MET, never extrapolated, flywheeled at the tone's rate once the
+        tone is lost (as :meth:`now`), never less than a value returned before; in flight ``wall_s``
+        (the monotonic clock) times ``rate``. The two are different timebases: :attr:`toned` says
+        which one a reading is on (it changes once, at the first tone)."""
+        if self._tone_met_s is None:
+            return wall_s * self.rate
+        estimate = self._tone_met_s
+        since = wall_s - self._tone_wall_s
+        if since > self.tone_timeout_s:
+            estimate += since * self._tone_rate
+        self._last_elapsed = max(self._last_elapsed, estimate)
+        return self._last_elapsed
 
     def mission_from_utc(self, utc: float, now_utc: float, wall_s: float) -> float:
         """The mission time at which UTC ``utc`` falls (for deadlines)."""

@@ -1,7 +1,7 @@
 """The sequence trigger engine: pure (data in, firings out; no clock, no MQTT, no disk).
 
-Each control cycle the shell calls :meth:`Sequencer.step` with :class:`Clocks` (the monotonic
-clock in mission seconds, mission time and UTC when a timebase anchors them, else None) and the
+Each control cycle the shell calls :meth:`Sequencer.step` with :class:`Clocks` (elapsed time, s;
+mission time and UTC when a timebase anchors them, else None) and the
 telemetry samples that arrived since the last call; it gets back the :class:`Firing` s that fell
 due, in order. What the engine remembers between calls is :class:`SequenceProgress`, plain data
 that the shell stores (the journal) and hands back after a reset, so that no occurrence is lost or
@@ -9,8 +9,11 @@ repeated: an occurrence counts as handled the moment it is returned.
 
 Trigger semantics are those of :mod:`link.sequence`. Details:
 
-- Monotonic time (``Clocks.mono_s``) drives relative delays, periods and event offsets. The shell
-  keeps it continuous across its own restarts (see :meth:`SequenceProgress.shifted`).
+- The elapsed timebase (``Clocks.mono_s``) drives relative delays, periods and event offsets: time
+  that passes, which no jump of mission time or UTC moves (the shell reads it from
+  :meth:`flight.mission_clock.MissionClock.elapsed`: the monotonic clock in flight, a simulator's
+  mission elapsed time under one). The shell keeps it continuous across its own restarts and a
+  change of timebase (:meth:`SequenceProgress.shifted`, :meth:`Sequencer.shift`).
 - Absolute and orbit triggers, and ``every orbits``, wait for a valid timebase: ``mission_s`` (and
   ``utc_s`` for a UTC time) not None. An orbit event seen in telemetry before that is not acted on.
 - Events are edges of a flag between two samples of the trigger's channel (arrival order), so the
@@ -51,7 +54,8 @@ LON_DEG = "lon_deg"
 
 @dataclass(frozen=True)
 class Clocks:
-    """``mono_s``: monotonic, in mission seconds. ``mission_s`` / ``utc_s``: None without a timebase."""
+    """``mono_s``: the elapsed timebase, s (never jumps). ``mission_s`` / ``utc_s``: None without a
+    valid timebase."""
 
     mono_s: float
     mission_s: float | None = None
@@ -77,7 +81,7 @@ class Firing:
 
 @dataclass
 class EntryProgress:
-    """What the engine knows of one entry (all times on the monotonic clock, s)."""
+    """What the engine knows of one entry (all times on the elapsed timebase, s)."""
 
     handled: int = 0
     first_mono_s: float | None = None
@@ -108,8 +112,8 @@ class SequenceProgress:
                    reason=doc.get("reason"), entries=entries)
 
     def shifted(self, delta_s: float) -> SequenceProgress:
-        """The same progress with every monotonic time moved by ``delta_s`` (after a reboot, when the
-        monotonic clock restarted: the shell estimates the offset from UTC)."""
+        """The same progress with every elapsed time moved by ``delta_s`` (onto another timebase: after
+        a reboot the monotonic clock restarted, and the shell estimates the offset from UTC)."""
         def move(v: float | None) -> float | None:
             return None if v is None else v + delta_s
 
@@ -158,6 +162,12 @@ class Sequencer:
         """Forget the sequence (cancelled); its progress, or None if it was not armed."""
         item = self._sequences.pop(sequence_id, None)
         return None if item is None else item[1]
+
+    def shift(self, delta_s: float) -> None:
+        """Move every armed sequence's progress by ``delta_s`` (the shell's timebase changed under it:
+        :meth:`SequenceProgress.shifted`); the remaining delays are unchanged."""
+        self._sequences = {sid: (sequence, progress.shifted(delta_s))
+                           for sid, (sequence, progress) in self._sequences.items()}
 
     def progress(self, sequence_id: str) -> SequenceProgress | None:
         item = self._sequences.get(sequence_id)

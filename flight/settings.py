@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,8 +16,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from link.messages import TOPIC_ID_PATTERN
-from link.transport import BrokerList
+from flight.antireplay import DEFAULT_WINDOW, MAX_WINDOW
+from flight.keyring import KINDS, KeyEntry
+from link.messages import ID_PATTERN, TOPIC_ID_PATTERN, Role
+from link.transport import BrokerList, TlsFiles
 
 
 class ExecutorSettings(BaseModel):
@@ -38,6 +40,10 @@ class LinkSettings(BaseModel):
     ``max_payload_bytes``: the largest job submission accepted; ``broker_max_packet_bytes``: the
     broker's ``max_packet_size`` when the operator sets it here (None: not known). Both are
     advertised in the retained status, where the ground checks its payloads against them.
+
+    ``tls_ca``, ``tls_cert``, ``tls_key``: flightd's identity on an ``mqtts://`` broker (the
+    ``<sat>/`` files of ``ground pki init``; docs/security.md). Required with ``mqtts://``, refused
+    without it.
     """
 
     keepalive_s: int = Field(default=10, ge=2)
@@ -47,13 +53,60 @@ class LinkSettings(BaseModel):
     stable_s: float = Field(default=10.0, ge=0)
     max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     broker_max_packet_bytes: int | None = Field(default=None, ge=1024)
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def tls(self) -> TlsFiles | None:
+        """The TLS files, or None when ``tls_ca`` is not set."""
+        return None if self.tls_ca is None else TlsFiles(self.tls_ca, self.tls_cert, self.tls_key)
+
+
+class SigningKeySettings(BaseModel):
+    """One public key of the satellite's first key ring, as ``ground keys new`` prints it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=ID_PATTERN)
+    role: Role
+    public_key: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="raw Ed25519 public key, 64 hex digits")
+    priority_cap: int | None = Field(default=None, ge=0, le=9, description="users: default 5")
+
+    def entry(self, added_utc: float = 0.0) -> KeyEntry:
+        return KeyEntry.parse(self.name, self.role.value, self.public_key, self.priority_cap, added_utc)
 
 
 class SecuritySettings(BaseModel):
-    """Command authentication. With no keys, commands are accepted unsigned (logged at start)."""
+    """Request authentication (docs/security.md).
+
+    ``keys``: the satellite's first key ring (Ed25519 public keys with roles, ``[[security.keys]]``).
+    They are copied into the journal at start unless known there (a key revoked onboard stays
+    revoked); keys added, rotated or revoked by command live in the journal. ``replay_window``: how
+    far behind a key's highest sequence number a request may arrive (flight.antireplay).
+    ``accept_unsigned``: request kinds (job, command, upload) taken without a signature; default: all
+    of them when no key is configured (a lab set-up, logged at start), none otherwise.
+    ``command_keys``: the legacy shared HMAC keys (link.auth) for commands and upload begins.
+    """
 
     command_keys: dict[str, str] = Field(default_factory=dict, description="key_id -> 64 hex digits")
     command_window_s: float = Field(default=600.0, gt=0)
+    keys: list[SigningKeySettings] = Field(default_factory=list)
+    replay_window: int = Field(default=DEFAULT_WINDOW, ge=1, le=MAX_WINDOW)
+    accept_unsigned: list[str] | None = None
+
+    @field_validator("accept_unsigned")
+    @classmethod
+    def _known_kinds(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown request kinds {unknown}: use {', '.join(KINDS)}")
+        return value
+
+    def unsigned_kinds(self) -> frozenset[str]:
+        """The kinds accepted unsigned, defaults applied."""
+        if self.accept_unsigned is not None:
+            return frozenset(self.accept_unsigned)
+        return frozenset() if self.keys else frozenset(KINDS)
 
 
 class JournalSettings(BaseModel):
@@ -115,14 +168,6 @@ class MetricsSettings(BaseModel):
     port: int = Field(default=9470, ge=0, le=65535, description="TCP port; 0 picks a free one (logged)")
 
 
-class SequenceSettings(BaseModel):
-    """Job sequences (:mod:`flight.sequences`). ``time_scale``: mission seconds per second of the
-    monotonic clock that relative delays and periods count on (1 in flight; the plant simulator's
-    warp under ``hil sil``)."""
-
-    time_scale: float = Field(default=1.0, gt=0)
-
-
 class FlightSettings(BaseSettings):
     """Everything flightd needs to run."""
 
@@ -144,7 +189,6 @@ class FlightSettings(BaseSettings):
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     board: BoardSettings = Field(default_factory=BoardSettings)
-    sequences: SequenceSettings = Field(default_factory=SequenceSettings)
     governor: dict[str, Any] | None = Field(
         default=None, description="governor configuration (flight.governor); absent: no throttling"
     )

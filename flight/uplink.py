@@ -36,12 +36,14 @@ from typing import Any
 
 import onnxruntime as ort
 
-from flight.command_guard import CommandGuard
+from flight.command_guard import Admitted, CommandGuard
 from flight.durable import fsync_file, write_atomic
+from flight.keyring import UPLOAD
 from flight.registry import ModelError, ModelRegistry
 from link.auth import AuthError
 from link.codec import WireError, encode, peek_header
 from link.digest import sha256_file
+from link.envelope import is_sealed
 from link.messages import Event, EventKind, Severity
 from link.topics import TopicMap, check_id
 from link.uplink import (
@@ -128,9 +130,14 @@ class UplinkReceiver:
     """Receives model uploads on ``models/upload/<id>`` and installs verified models into ``registry``.
 
     ``topics``: the satellite's topic map (upload topics are parsed and answered with it).
-    ``guard``: flightd's :class:`CommandGuard`; when it holds keys, an UploadBegin must carry a valid tag
-    and a fresh ``issued_utc`` (without one, begins are accepted unsigned). ``max_bytes``: the largest
-    model accepted.
+    ``guard``: flightd's :class:`CommandGuard`. An UploadBegin must be signed by an operator key (an
+    ``ORS1`` envelope, docs/security.md) and carry a fresh ``issued_utc``, unless the guard accepts
+    uploads unsigned (then a legacy HMAC tag is checked where HMAC keys are configured). Chunks and
+    queries need no signature: the signed manifest's sha256 covers every byte, and a signed chunk or
+    query is verified like any signed message. The signer's anti-replay window is journaled by the
+    guard's ``persist`` without waiting: a begin only opens a staging area, and the model is
+    installed only after every chunk arrived, long after that write committed. ``max_bytes``: the
+    largest model accepted.
     ``max_active``: uploads in progress at once.
     """
 
@@ -230,12 +237,14 @@ class UplinkReceiver:
             self._event(out, f"model upload: refused message on {topic}: {exc}", "warning", topic=topic)
             return out
         try:
-            decoded = decode_upload(payload)
+            admitted = self.guard.open(payload, UPLOAD) if self.guard is not None and is_sealed(payload) else None
+            body = payload if admitted is None else admitted.body
+            decoded = decode_upload(body)
             message = decoded.message
             if message.upload_id != upload_id:
                 raise UploadRefused(f"message names upload {message.upload_id!r} but came on {topic}")
             if isinstance(message, UploadBegin):
-                self._on_begin(message, out, peek_header(payload))
+                self._on_begin(message, out, peek_header(body), admitted)
             elif isinstance(message, UploadChunk):
                 self._on_chunk(message, decoded.binary, out)
             else:
@@ -257,10 +266,12 @@ class UplinkReceiver:
     # ----------------------------------------------------------------------------------- begin
 
     def _on_begin(
-        self, begin: UploadBegin, out: Outputs, received: dict[str, object] | None = None
+        self, begin: UploadBegin, out: Outputs, received: dict[str, object] | None = None,
+        admitted: Admitted | None = None,
     ) -> None:
         if self.guard is not None:
-            self.guard.check(begin, issued_utc=begin.issued_utc, received=received, what="model upload")
+            self.guard.check(begin, issued_utc=begin.issued_utc, received=received, what="model upload",
+                             kind=UPLOAD, admitted=admitted)
         uid = begin.upload_id
         existing = self.uploads.get(uid)
         if existing is not None:

@@ -18,6 +18,7 @@ import numpy as np
 from ground.client import GroundError
 from ground.model.cli import add_model_parser
 from ground.options import add_global_options, client_from_args, print_json
+from ground.security_cli import add_security_parsers
 from ground.seq import add_seq_parser
 from ground.tlm.cli import add_tlm_parser
 from link.auth import AuthError
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="flightd's TOML configuration: the governor limits to export")
     s.set_defaults(handler=cmd_icd_xtce)
     add_tlm_parser(sub)
+    add_security_parsers(sub)
     return p
 
 

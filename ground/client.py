@@ -29,8 +29,10 @@ from typing import Any, Self
 import aiomqtt
 import numpy as np
 
+from ground.signer import Signer
 from link.auth import sign
 from link.codec import WireError, decode, encode, pack_tensors, unpack_tensors
+from link.envelope import overhead
 from link.messages import (
     AckResult,
     ActivateModel,
@@ -51,7 +53,7 @@ from link.messages import (
 )
 from link.sequence import SequenceAction, SequenceCommand
 from link.topics import TopicMap
-from link.transport import BrokerList, make_client, publish_packet_bytes, refused_filters
+from link.transport import BrokerList, BrokerUrl, TlsFiles, make_client, publish_packet_bytes, refused_filters
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -109,12 +111,20 @@ class GroundClient:
         key: bytes | None = None,
         timeout_s: float = 30.0,
         max_packet_bytes: int | None = None,
+        signer: Signer | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``broker``: a URL or a comma-separated list of a cluster's nodes (link.transport.BrokerList).
+        ``signer``: Ed25519 key that signs every job, command and upload begin (link.envelope);
+        ``key_id``/``key``: the legacy shared HMAC command key (link.auth), used only without a signer.
+        ``tls``: the client's TLS identity for ``mqtts://`` brokers."""
         self.brokers = BrokerList.parse(broker)
         self.url = self.brokers.node(0)  # the node connected to
         self.topics = TopicMap(sat)
         self.key_id = key_id
         self.key = key
+        self.signer = signer
+        self.tls = tls
         self.timeout_s = timeout_s
         self.max_packet_bytes = max_packet_bytes
         """The broker's ``max_packet_size`` (bytes) when known here; else what flightd advertises."""
@@ -133,11 +143,25 @@ class GroundClient:
 
     # ------------------------------------------------------------------------------ connection
 
+    def connection(self, prefix: str = "ground-", url: BrokerUrl | None = None) -> aiomqtt.Client:
+        """A new (not yet connected) connection to ``url`` (default: the node connected to) with this
+        client's TLS identity."""
+        return make_client(url or self.url, identifier=new_id(prefix), tls=self.tls)
+
+    def seal(self, payload: bytes) -> bytes:
+        """``payload`` signed for this satellite under the next sequence number, or as is without a signer.
+        Every publish is sealed anew: a retry is a new message to the satellite's anti-replay window."""
+        return payload if self.signer is None else self.signer.seal(payload, self.topics.sat)
+
+    def wire_bytes(self, payload_bytes: int) -> int:
+        """How many bytes a payload of ``payload_bytes`` takes on the wire once :meth:`seal` wrapped it."""
+        return payload_bytes + (0 if self.signer is None else overhead(self.topics.sat))
+
     async def __aenter__(self) -> Self:
         """Connect to the first node of the broker list that accepts; GroundError when none does."""
         failures: list[str] = []
         for attempt in range(len(self.brokers)):
-            client = make_client(self.brokers.node(attempt), identifier=new_id("ground-"))
+            client = self.connection("ground-", self.brokers.node(attempt))
             try:
                 await client.__aenter__()
             except aiomqtt.MqttError as exc:
@@ -198,7 +222,7 @@ class GroundClient:
         delay = 0.1
         while True:
             self._attempt += 1
-            client = make_client(self.brokers.node(self._attempt), identifier=new_id("ground-"))
+            client = self.connection("ground-", self.brokers.node(self._attempt))
             try:
                 await client.__aenter__()
                 self._client, self.url = client, self.brokers.node(self._attempt)
@@ -305,12 +329,12 @@ class GroundClient:
             submitted_utc=now,
         )
         payload = encode(request, binary)
-        await self.check_publish_size(self.topics.job_submit, len(payload), f"job {job_id}")
+        await self.check_publish_size(self.topics.job_submit, self.wire_bytes(len(payload)), f"job {job_id}")
         queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
         self._job_queues[job_id] = queue
         for attempt in range(1, attempts + 1):
             try:  # no PUBACK (link lost, or a cluster electing a stream leader): ours to send again
-                await self.mqtt.publish(self.topics.job_submit, payload, qos=1, timeout=ack_timeout_s)
+                await self.mqtt.publish(self.topics.job_submit, self.seal(payload), qos=1, timeout=ack_timeout_s)
             except aiomqtt.MqttError:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._connected.wait(), ack_timeout_s)
@@ -431,13 +455,14 @@ class GroundClient:
     async def _request(
         self, command: Command | SequenceCommand, topic: str, action: str, timeout_s: float | None
     ) -> Any:
-        """Sign (when the client holds a key) and send ``command`` on ``topic``; its reply's data."""
-        if self.key is not None and self.key_id is not None:
+        """Send ``command`` on ``topic``, sealed with the client's signing key (or tagged with its legacy
+        HMAC key when it holds only that); its reply's data."""
+        if self.signer is None and self.key is not None and self.key_id is not None:
             command = sign(command, self.key_id, self.key)
         reply_topic = self.topics.command_reply(command.command_id)
         queue = await self._watch(reply_topic, subscribe=False)
         try:
-            await self.mqtt.publish(topic, encode(command), qos=1)
+            await self.mqtt.publish(topic, self.seal(encode(command)), qos=1)
             _, payload = await asyncio.wait_for(queue.get(), timeout_s or self.timeout_s)
         except aiomqtt.MqttError as exc:
             raise GroundError(f"{action}: link to {self.url} lost ({exc}); send it again") from None

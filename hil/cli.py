@@ -1,6 +1,7 @@
 """``hil``: the test rig's command line.
 
     hil plant  --broker URL --sat ID --scenario NAME --warp X [--rate HZ] [--duration S]
+               [--tls-ca F --tls-cert F --tls-key F]  (the plant-<sat> identity on an mqtts:// broker)
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
     hil nats   [--dir DIR] [--nodes 3]    (nats-server cluster with MQTT: the fleet's ground broker)
     hil scenarios                         (list the bundled scenarios)
@@ -18,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ground.tls_options import add_tls_options, tls_from_args
+
 
 def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plant", help="run the plant simulator on MQTT")
@@ -28,11 +31,12 @@ def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rate", type=float, default=None, help="telemetry samples per simulated second")
     p.add_argument("--duration", type=float, default=None, help="stop after this many simulated seconds")
     p.add_argument("--physics-dt", type=float, default=1.0, help="plant integration step, simulated s")
+    add_tls_options(p)  # the plant-<sat> identity of `ground pki init`, for an mqtts:// broker
 
 
 def _add_broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt; no authentication, loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address (127.0.0.0/8, ::1, localhost)")
     p.add_argument("--port", type=int, default=1883)
 
 
@@ -86,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rate_hz=args.rate,
                     duration_s=args.duration,
                     physics_dt_s=args.physics_dt,
+                    tls=tls_from_args(args),
                 )
             )
         elif args.command == "broker":

@@ -3,11 +3,16 @@
 amqtt 0.12 speaks MQTT 3.1.1 only, does not enforce keepalive (a hung client's will never fires) and
 is 2-4x slower than Mosquitto (../shared/reference/boards-and-runtime.md). It is configured
 explicitly: loopback only, anonymous access, no $SYS or logging plugins.
+
+It has no TLS, no authentication and no ACL: anyone who reaches it may publish on any topic. So it
+refuses to listen anywhere but on a loopback address (127.0.0.0/8, ::1); a satellite, a board or
+anything reachable from a network uses the locked Mosquitto of ``ground pki init`` (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Iterator
@@ -29,6 +34,19 @@ class _SnapshotIterDict(dict[Any, Any]):
         return iter(list(super().keys()))
 
 
+def check_loopback(host: str) -> None:
+    """ValueError unless ``host`` is a loopback address (or ``localhost``): the embedded broker admits anyone."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"the embedded broker has no authentication and listens on loopback only, not {host!r}: "
+            "use Mosquitto with `ground pki init` (docs/security.md) for anything reachable from a network"
+        )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on ``host`` a moment ago."""
     with socket.socket() as s:
@@ -41,6 +59,7 @@ class EmbeddedBroker:
     """``async with EmbeddedBroker() as b:`` serves MQTT on ``b.url`` until the block ends."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        check_loopback(host)
         self.host = host
         self.port = port or free_port(host)
         self._broker: Any = None

@@ -17,10 +17,18 @@ Simulated time never runs ahead of what has been delivered (issue 10 item 8, doc
   effective warp drops instead;
 - lock-step (:class:`LockStep`, ``lockstep_s``, used by ``hil sil``): the plant stays at most
   ``lockstep_s`` simulated seconds ahead of the mission time flightd last reported on ``compute``,
-  so a flightd starved of CPU is waited for rather than left behind.
+  so a flightd starved of CPU is waited for rather than left behind. While it holds the plant, the
+  current tone is repeated every :data:`TONE_REPEAT_S` of wall time, so a flightd that (re)starts
+  meanwhile learns the simulated time at once and lets the plant go on.
+
+The tone also carries ``met_s``, the simulator's mission elapsed time (its own simulated seconds),
+which relative sequence delays count on. A clock fault (``clock_jumps``, :class:`ClockJumps`) jumps
+the published mission time ``t_s`` of every sample and tone, never ``met_s``; lock-step maps the
+(jumped) mission time flightd reports back onto the plant's own time before comparing.
 
 The pure parts, :class:`PlantRunner` (``advance_to(t_s)`` returns the samples and tones due),
-:class:`Pacer` and :class:`LockStep`, know nothing of MQTT; :func:`serve` is the I/O shell around them.
+:class:`Pacer`, :class:`LockStep` and :class:`ClockJumps`, know nothing of MQTT; :func:`serve` is the
+I/O shell around them.
 """
 
 from __future__ import annotations
@@ -40,9 +48,9 @@ from hil.plant.telemetry import channel_values
 from hil.scenario import Scenario, load_scenario
 from link.codec import WireError, decode, encode
 from link.messages import Telemetry
-from link.telemetry import BUSY_CORES, CLOCK, COMPUTE, RATE
+from link.telemetry import BUSY_CORES, CLOCK, COMPUTE, MET_S, RATE
 from link.topics import TopicMap
-from link.transport import BrokerUrl, make_client
+from link.transport import BrokerUrl, TlsFiles, make_client
 
 log = logging.getLogger("hil.plant")
 
@@ -53,6 +61,11 @@ steps of a quarter period, so a withheld sample is seen stale within a quarter p
 LOCKSTEP_TIMEOUT_S = 5.0
 """Wall seconds without a ``compute`` sample after which lock-step lets the plant run free (flightd
 gone); until then a silent flightd holds the plant."""
+
+TONE_REPEAT_S = 0.25
+"""Wall seconds between repeats of the current tone while lock-step holds the plant: a flightd that
+starts (or restarts after a crash) then has the simulated time within a quarter second, instead of
+holding the plant, at its uptime, until :data:`LOCKSTEP_TIMEOUT_S` lets it run free."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,9 @@ class Sample:
 
 class PlantRunner:
     """A plant stepped at ``physics_dt_s`` (s) with telemetry every ``period_s`` simulated seconds and a
-    time tone (``rate``: the pace it runs at, simulated s per wall s) at the start, after every
-    telemetry sample and at least every ``period_s / TONES_PER_PERIOD`` (whole physics steps)."""
+    time tone (``rate``: the pace it runs at, simulated s per wall s; ``met_s``: its own simulated
+    time) at the start, after every telemetry sample and at least every ``period_s / TONES_PER_PERIOD``
+    (whole physics steps)."""
 
     def __init__(self, scenario: Scenario, period_s: float, physics_dt_s: float = 1.0, seed: int = 0,
                  rate: float = 1.0) -> None:
@@ -94,9 +108,13 @@ class PlantRunner:
         if math.isfinite(busy_cores):
             self.busy_cores = max(0.0, busy_cores)
 
+    def current_tone(self) -> Sample:
+        """The tone of the plant's current time, outside the tone schedule (a repeat)."""
+        return Sample(CLOCK, self.plant.t_s, {RATE: self.rate, MET_S: self.plant.t_s})
+
     def _tone(self) -> Sample:
         self._next_tone_s = self.plant.t_s + self.tone_period_s
-        return Sample(CLOCK, self.plant.t_s, {RATE: self.rate})
+        return self.current_tone()
 
     def advance_to(self, t_s: float) -> list[Sample]:
         """Step the plant up to ``t_s`` and return the telemetry samples and tones that fell due on the
@@ -178,6 +196,40 @@ class LockStep:
         return (self._t_s if self._t_s is not None else self.start_s) + self.lead_s
 
 
+@dataclass(frozen=True)
+class ClockJumps:
+    """A timebase fault: ``jumps`` are (at, jump) pairs, s: from the plant's simulated time ``at`` on,
+    the mission time it publishes (``t_s``) runs ``jump`` seconds ahead of its own (jumps add up);
+    the tone's ``met_s`` is never touched. Forward jumps only (ValueError otherwise): flightd's
+    mission clock never runs backwards, so a backward jump would only hold it for the jump's length.
+    Pure."""
+
+    jumps: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        for at, jump in self.jumps:
+            if not (math.isfinite(at) and math.isfinite(jump) and jump > 0):
+                raise ValueError(f"clock jump ({at}, {jump}): a jump is a finite time and a positive number of "
+                                 "seconds (flightd's mission clock never runs backwards)")
+        object.__setattr__(self, "jumps", tuple(sorted(self.jumps)))
+
+    def mission(self, t_s: float) -> float:
+        """The mission time published for the plant's own time ``t_s``."""
+        return t_s + sum(jump for at, jump in self.jumps if t_s >= at)
+
+    def own(self, mission_s: float) -> float:
+        """The plant's own time at which it published mission time ``mission_s``: the inverse of
+        :meth:`mission` (a mission time inside a jump, never published, maps to the jump's ``at``)."""
+        offset = 0.0
+        for at, jump in self.jumps:
+            if mission_s < at + offset:
+                break
+            if mission_s < at + offset + jump:
+                return at
+            offset += jump
+        return mission_s - offset
+
+
 async def serve(
     broker: str,
     sat: str,
@@ -188,16 +240,19 @@ async def serve(
     physics_dt_s: float = 1.0,
     lockstep_s: float | None = None,
     clock_jumps: tuple[tuple[float, float], ...] = (),
+    tls: TlsFiles | None = None,
 ) -> Pacer:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
     forever, or until cancelled); returns its :class:`Pacer` (``slips``: times the host fell behind).
     ``rate_hz``: telemetry samples per simulated second (default: the scenario's telemetry period).
     ``lockstep_s``: stay at most this many simulated seconds ahead of flightd's reported mission time
     (None: free-running, for a plant with no flightd). ``clock_jumps``: (at simulated s, jump s)
-    pairs: from ``at`` on, the published mission time ``t_s`` runs ``jump`` seconds off the plant's
-    (a timebase fault)."""
+    pairs: from ``at`` on, the published mission time ``t_s`` runs ``jump`` seconds ahead of the
+    plant's own (a timebase fault, :class:`ClockJumps`; ValueError for a backward one). ``tls``: the
+    ``plant-<sat>`` identity on the locked broker."""
     if warp <= 0:
         raise ValueError("warp must be > 0")
+    jumps = ClockJumps(clock_jumps)
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if duration_s is not None:
         sc.config.orbit.check_span(duration_s)
@@ -208,23 +263,27 @@ async def serve(
     heard = asyncio.Event()
     topics = TopicMap(sat)
     compute_topic = topics.telemetry(COMPUTE)
-    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}") as client:
+    async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}", tls=tls) as client:
         await client.subscribe(compute_topic, qos=0)
-        listener = asyncio.create_task(_listen(client, runner, compute_topic, lock, heard))
+        listener = asyncio.create_task(_listen(client, runner, compute_topic, lock, jumps, heard))
         log.info("plant %s for %s on %s: warp %g, telemetry every %g s, lock-step %s", sc.name, sat, broker, warp,
                  period, "off" if lockstep_s is None else f"{lockstep_s:g} s")
         try:
             end = math.inf if duration_s is None else runner.t_s + duration_s
+            last_tone = time.monotonic()
             while runner.t_s < end:
                 now = time.monotonic()
                 target = min(pacer.target(runner.t_s, now), end)
                 held = lock is not None and lock.limit(now) < target
                 if lock is not None:
                     target = min(target, lock.limit(now))
-                for sample in runner.advance_to(target):
-                    offset = sum(jump for at, jump in clock_jumps if sample.t_s >= at)
-                    message = Telemetry(sat=sat, channel=sample.channel, t_s=sample.t_s + offset, at_utc=time.time(),
-                                        values=sample.values)
+                due = runner.advance_to(target)
+                if held and not due and now - last_tone >= TONE_REPEAT_S:
+                    due = [runner.current_tone()]
+                for sample in due:
+                    last_tone = now if sample.channel == CLOCK else last_tone
+                    message = Telemetry(sat=sat, channel=sample.channel, t_s=jumps.mission(sample.t_s),
+                                        at_utc=time.time(), values=sample.values)
                     await client.publish(topics.telemetry(sample.channel), encode(message), qos=0)
                 wait_s = max(pacer.wall_at(runner.t_s + runner.physics_dt_s) - time.monotonic(), 0.0)
                 if held:  # flightd is behind: wake when it reports (or at the next step, whichever first)
@@ -243,7 +302,7 @@ async def serve(
 
 
 async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str, lock: LockStep | None,
-                  heard: asyncio.Event) -> None:
+                  jumps: ClockJumps, heard: asyncio.Event) -> None:
     cores = runner.plant.board.cores
     warned = False
     async for message in client.messages:
@@ -261,9 +320,9 @@ async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str, lock:
                 warned = True
                 log.warning("flightd reports %.6f busy cores; the board has %d: the plant draws %d cores' power",
                             busy, cores, cores)
-        if lock is not None:
-            lock.heard(tlm.t_s, time.monotonic())
+        if lock is not None:  # flightd's mission time is the published (jumped) one: back onto the plant's
+            lock.heard(jumps.own(tlm.t_s), time.monotonic())
             heard.set()
 
 
-__all__ = ["LockStep", "Pacer", "PlantRunner", "Sample", "serve"]
+__all__ = ["ClockJumps", "LockStep", "Pacer", "PlantRunner", "Sample", "serve"]

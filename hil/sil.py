@@ -179,6 +179,33 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
     )
 
 
+CONTROL_PERIOD_S = 0.05
+"""flightd's control period in a SIL run, wall s."""
+
+
+def sil_telemetry_period_s(scenario: Scenario, warp: float) -> float:
+    """The plant's telemetry period in a SIL run, simulated s: the scenario's, but at least 0.2 s of
+    wall time (at high warp a 1 s simulated period would be hundreds of messages per wall second through
+    one Python process; docs/sil.md). Staleness is judged in the plant's time (its time tone), so the
+    period no longer has to absorb delivery jitter."""
+    return max(scenario.telemetry_period_s, 0.2 * warp)
+
+
+def sil_flightd_env(scenario: Scenario, warp: float, preload: list[str]) -> dict[str, str]:
+    """The ``ORBITD_*`` settings of a SIL run's flightd: the governor configured from the scenario's
+    design data at the SIL telemetry period, the SIL control period, a 1 s heartbeat, ``preload``, the board
+    channel at the plant's period."""
+    gov_config = governor_config_for(scenario.build_plant(), scenario.limits, sil_telemetry_period_s(scenario, warp))
+    return {
+        "ORBITD_GOVERNOR": gov_config.model_dump_json(),
+        "ORBITD_CONTROL_PERIOD_S": str(CONTROL_PERIOD_S),
+        "ORBITD_LINK__HEARTBEAT_S": "1.0",
+        "ORBITD_EXECUTOR__PRELOAD": json.dumps(preload),
+        # the host board's own probes as often as the plant publishes (wall s)
+        "ORBITD_BOARD__PERIOD_S": str(sil_telemetry_period_s(scenario, warp) / warp),
+    }
+
+
 def _board_summary(archive: Archive) -> str:
     """What flightd said of its board in the last status that says it ("" if none did)."""
     summary = ""
@@ -260,12 +287,7 @@ async def run_sil(
     report_dir.mkdir(parents=True, exist_ok=True)
     report_dir = report_dir.resolve()
     models = Path(models or (REPO_MODELS if REPO_MODELS.is_dir() else Path("models"))).resolve()
-    # Telemetry at least every 0.2 s of wall time: at high warp a 1 s simulated period would be hundreds
-    # of messages per wall second through one Python process (docs/sil.md). Staleness is judged in the
-    # plant's time (its time tone), so the period no longer has to absorb delivery jitter.
-    tlm_period_s = max(scenario.telemetry_period_s, 0.2 * warp)
-    gov_config = governor_config_for(plant, scenario.limits, tlm_period_s)
-    control_period = 0.05
+    tlm_period_s = sil_telemetry_period_s(scenario, warp)
 
     async with contextlib.AsyncExitStack() as stack:
         if broker is None:
@@ -278,14 +300,7 @@ async def run_sil(
             record(archive_path, broker, sat=sat, stop=stop_recording, on_ready=lambda _: ready.set())
         )
         await asyncio.wait_for(ready.wait(), 30)
-        env = {
-            **os.environ,
-            "ORBITD_GOVERNOR": gov_config.model_dump_json(),
-            "ORBITD_CONTROL_PERIOD_S": str(control_period),
-            "ORBITD_LINK__HEARTBEAT_S": "1.0",
-            "ORBITD_EXECUTOR__PRELOAD": json.dumps([model]),
-            "ORBITD_BOARD__PERIOD_S": str(tlm_period_s / warp),  # the host board as often as the plant
-        }
+        env = {**os.environ, **sil_flightd_env(scenario, warp, [model])}
         flightd_log = (report_dir / "flightd.log").open("wb")
         flightd = subprocess.Popen(
             [sys.executable, "-m", "flight.cli", "--broker", broker, "--sat", sat,

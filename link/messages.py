@@ -186,6 +186,7 @@ class Status(WireModel):
     instance_id: Identifier | None = None
     boot_id: str | None = Field(default=None, max_length=64)
     started_utc: UtcTime | None = None
+    keys: list[str] = Field(default_factory=list, max_length=256, description="fingerprints of the active signing keys")
     board: BoardStatus | None = None
 
 
@@ -261,8 +262,54 @@ class RollbackModel(LinkModel):
     name: Identifier
 
 
+class Role(StrEnum):
+    """What a signing key may ask for (flight.keyring.PERMISSIONS; docs/security.md)."""
+
+    OPERATOR = "operator"
+    USER = "user"
+
+
+PUBLIC_KEY_PATTERN = r"^[0-9a-fA-F]{64}$"
+"""A raw Ed25519 public key in hex (link.envelope)."""
+FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
+"""A key's fingerprint: the first 8 bytes of SHA-256 over its raw public key, hex (link.envelope)."""
+
+
+class AddKey(LinkModel):
+    """Trust a new signing key (operators only). ``priority_cap``: a user key's highest job priority
+    (default 5); an operator key has none."""
+
+    action: Literal["add_key"] = "add_key"
+    name: Identifier
+    role: Role
+    public_key: str = Field(pattern=PUBLIC_KEY_PATTERN)
+    priority_cap: int | None = Field(default=None, ge=0, le=9)
+
+
+class RotateKey(LinkModel):
+    """Replace a key by ``public_key`` (same name, role and cap); the old one is revoked (operators only)."""
+
+    action: Literal["rotate_key"] = "rotate_key"
+    fingerprint: str = Field(pattern=FINGERPRINT_PATTERN)
+    public_key: str = Field(pattern=PUBLIC_KEY_PATTERN)
+
+
+class RevokeKey(LinkModel):
+    """Stop trusting a key, for good (operators only; the last operator key cannot be revoked)."""
+
+    action: Literal["revoke_key"] = "revoke_key"
+    fingerprint: str = Field(pattern=FINGERPRINT_PATTERN)
+
+
+class ListKeys(LinkModel):
+    """The key ring: fingerprint, name, role, state of every key (no key material)."""
+
+    action: Literal["list_keys"] = "list_keys"
+
+
 CommandAction = Annotated[
-    CancelJob | AckResult | GetJob | ListJobs | Ping | ListModels | ActivateModel | RollbackModel,
+    CancelJob | AckResult | GetJob | ListJobs | Ping | ListModels | ActivateModel | RollbackModel | AddKey
+    | RotateKey | RevokeKey | ListKeys,
     Field(discriminator="action"),
 ]
 
@@ -270,9 +317,10 @@ CommandAction = Annotated[
 class Command(WireModel):
     """Ground -> satellite on ``cmd``. The reply goes to ``cmd/<command_id>/reply``.
 
-    When the satellite holds a command key, ``auth`` must be a valid tag (see :mod:`link.auth`) and
-    ``issued_utc`` must lie within the configured window of the satellite's clock: a command id is
-    accepted once.
+    Sent in a signed envelope (:mod:`link.envelope`) where the satellite holds signing keys: the
+    signer's role must allow ``body`` and ``issued_utc`` must lie within the configured window of
+    the satellite's clock (docs/icd.md, "Request authentication"). ``auth``: the legacy HMAC tag
+    (:mod:`link.auth`), required of unsigned commands where the satellite holds command keys.
     """
 
     command_id: TopicId

@@ -6,18 +6,18 @@ job it submits, as a :class:`link.messages.JobRequest` without its id) and a tri
 - :class:`AtTime` — absolute: ``mission_s`` (mission time, the telemetry's ``t_s``) or ``utc``
   (an aware datetime). Waits for a valid timebase.
 - :class:`After` — relative: ``delay_s`` after the previous entry fired (``of = "previous"``) or
-  after the sequence was armed (``of = "start"``), counted on flightd's monotonic clock scaled to
-  mission seconds, so a jump of the mission or UTC clock does not move it, and a flightd restart on
-  the same boot does not reset it.
+  after the sequence was armed (``of = "start"``), counted on elapsed time (the board's monotonic
+  clock; a simulator's mission elapsed time under one: docs/ops.md, "Which clock"), so a jump of the
+  mission or UTC clock does not move it, and a flightd restart does not reset it.
 - :class:`OrbitEvent` — ``eclipse_entry`` / ``eclipse_exit`` (``sunlit`` of the ``orbit`` channel, or
   ``power``), ``aos`` / ``los`` (acquisition / loss of signal: the ``contact`` flag), ``region_entry``
   / ``region_exit`` (``lat_deg`` / ``lon_deg`` inside a :class:`Region`), ``offset_s`` after the
   event, for ``count`` occurrences (None: every one). Waits for a valid timebase.
-- :class:`Every` — periodic: every ``period_s`` (monotonic, like :class:`After`) or every ``orbits``
+- :class:`Every` — periodic: every ``period_s`` (elapsed time, like :class:`After`) or every ``orbits``
   orbits (the ``orbit`` channel's ``period_s``; waits for a valid timebase), ``count`` times (None:
   until cancelled).
 
-Each firing becomes an ordinary job with the idempotent id ``<sequence_id>.<entry>.<occurrence>``
+Each firing becomes an ordinary job with the idempotent id ``<sequence_id>_<entry>_<occurrence>``
 (:func:`job_id_for`), submitted through flightd's normal intake so that the governor bounds it.
 An occurrence found more than ``late_after_s`` past its due time (a reset, a late timebase) follows
 the entry's ``late`` policy: ``run`` (submit it, late), ``skip`` (do not), ``fail`` (do not, and
@@ -32,14 +32,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 
 from link.messages import Auth, Identifier, TensorName, WireModel
+from link.numbers import INT_MAX, MAX_MISSION_S, Duration, LinkModel, MissionTime, UtcTime
 from link.tensor import Tensor
 
-SHORT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,23}$"
-"""Sequence and entry names: up to 24 characters without dots, so that ``<sequence>.<entry>.<n>`` is
-a valid job id (:data:`link.messages.ID_PATTERN`, 64 characters)."""
+SHORT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9\-]{0,23}$"
+"""Sequence and entry names: up to 24 letters, digits and ``-``, so that ``<sequence>_<entry>_<n>`` is a
+job id (:data:`link.messages.TOPIC_ID_PATTERN`: 64 characters, no ``.``, since job ids are topic
+levels) that no other sequence, entry and occurrence give."""
 
 ShortId = Annotated[str, Field(pattern=SHORT_ID_PATTERN)]
 
@@ -60,11 +62,14 @@ ORBIT_EVENTS: dict[str, tuple[str, str]] = {
 MAX_ENTRIES = 256
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Occurrences = Annotated[int, Field(ge=1, le=INT_MAX)]
+"""How many times a trigger fires (``count``) or how many orbits apart (``orbits``): at least 1."""
+Period = Annotated[float, Field(gt=0.0, le=MAX_MISSION_S)]
+"""A period or a deadline, s: above zero, and no longer than a mission can be (so that a deadline
+counted from now is still a date)."""
 
 
-class Region(_Strict):
+class Region(LinkModel):
     """A latitude/longitude box, deg. ``lon_min > lon_max`` wraps across the antimeridian."""
 
     lat_min: float = Field(ge=-90, le=90)
@@ -85,11 +90,11 @@ class Region(_Strict):
         return self.lat_min <= lat_deg <= self.lat_max and inside_lon
 
 
-class AtTime(_Strict):
+class AtTime(LinkModel):
     """Fire once at mission time ``mission_s`` (s) or at ``utc``: exactly one is given."""
 
     kind: Literal["at"] = "at"
-    mission_s: float | None = None
+    mission_s: MissionTime | None = None
     utc: AwareDatetime | None = None
 
     @model_validator(mode="after")
@@ -99,23 +104,23 @@ class AtTime(_Strict):
         return self
 
 
-class After(_Strict):
-    """Fire once ``delay_s`` (s, monotonic) after the previous entry fired or after the start."""
+class After(LinkModel):
+    """Fire once ``delay_s`` (s, elapsed time) after the previous entry fired or after the start."""
 
     kind: Literal["after"] = "after"
-    delay_s: float = Field(ge=0)
+    delay_s: Duration
     of: Literal["previous", "start"] = "previous"
 
 
-class OrbitEvent(_Strict):
+class OrbitEvent(LinkModel):
     """Fire ``offset_s`` after each ``event`` seen in telemetry, ``count`` times (None: every one)."""
 
     kind: Literal["event"] = "event"
     event: OrbitEventKind
     channel: Identifier = "orbit"
     region: Region | None = None
-    offset_s: float = Field(default=0.0, ge=0)
-    count: int | None = Field(default=1, ge=1)
+    offset_s: Duration = 0.0
+    count: Occurrences | None = 1
 
     @model_validator(mode="after")
     def _region(self) -> OrbitEvent:
@@ -124,15 +129,15 @@ class OrbitEvent(_Strict):
         return self
 
 
-class Every(_Strict):
-    """Fire every ``period_s`` s (monotonic) or every ``orbits`` orbits, ``first_after_s`` after the
+class Every(LinkModel):
+    """Fire every ``period_s`` s (elapsed time) or every ``orbits`` orbits, ``first_after_s`` after the
     start, ``count`` times (None: until cancelled); exactly one of ``period_s`` and ``orbits``."""
 
     kind: Literal["every"] = "every"
-    period_s: float | None = Field(default=None, gt=0)
-    orbits: int | None = Field(default=None, ge=1)
-    first_after_s: float = Field(default=0.0, ge=0)
-    count: int | None = Field(default=None, ge=1)
+    period_s: Period | None = None
+    orbits: Occurrences | None = None
+    first_after_s: Duration = 0.0
+    count: Occurrences | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Every:
@@ -144,7 +149,7 @@ class Every(_Strict):
 Trigger = Annotated[AtTime | After | OrbitEvent | Every, Field(discriminator="kind")]
 
 
-class JobTemplate(_Strict):
+class JobTemplate(LinkModel):
     """The job an entry submits: as :class:`link.messages.JobRequest`, without the id (derived) and
     with ``deadline_s`` relative to the firing instead of an absolute deadline."""
 
@@ -152,7 +157,7 @@ class JobTemplate(_Strict):
     version: Identifier | None = None
     inputs: dict[TensorName, Tensor] = Field(min_length=1, max_length=64)
     priority: int = Field(default=5, ge=0, le=9)
-    deadline_s: float | None = Field(default=None, gt=0)
+    deadline_s: Period | None = None
 
     @model_validator(mode="after")
     def _inline(self) -> JobTemplate:
@@ -161,15 +166,15 @@ class JobTemplate(_Strict):
         return self
 
 
-class SequenceEntry(_Strict):
+class SequenceEntry(LinkModel):
     name: ShortId
     trigger: Trigger
     job: JobTemplate
     late: LatePolicy = "run"
-    late_after_s: float = Field(default=30.0, ge=0, description="grace before an occurrence counts as late, s")
+    late_after_s: Duration = Field(default=30.0, description="grace before an occurrence counts as late, s")
 
 
-class Sequence(_Strict):
+class Sequence(LinkModel):
     """A named plan; ``sequence_id`` is chosen by the ground and is unique onboard."""
 
     sequence_id: ShortId
@@ -187,31 +192,31 @@ class Sequence(_Strict):
 
 def job_id_for(sequence_id: str, entry: str, occurrence: int) -> str:
     """The idempotent job id of an entry's ``occurrence``-th firing (1-based)."""
-    return f"{sequence_id}.{entry}.{occurrence}"
+    return f"{sequence_id}_{entry}_{occurrence}"
 
 
 # ------------------------------------------------------------------------------------ commands
 
 
-class UploadSequence(_Strict):
+class UploadSequence(LinkModel):
     """Store and arm ``sequence`` (refused if a sequence of that id is already onboard)."""
 
     action: Literal["upload_sequence"] = "upload_sequence"
     sequence: Sequence
 
 
-class ListSequences(_Strict):
+class ListSequences(LinkModel):
     action: Literal["list_sequences"] = "list_sequences"
 
 
-class GetSequence(_Strict):
+class GetSequence(LinkModel):
     """The sequence, its state and its firings so far."""
 
     action: Literal["get_sequence"] = "get_sequence"
     sequence_id: ShortId
 
 
-class CancelSequence(_Strict):
+class CancelSequence(LinkModel):
     """Disarm the sequence; jobs it already submitted are not touched."""
 
     action: Literal["cancel_sequence"] = "cancel_sequence"
@@ -228,7 +233,7 @@ class SequenceCommand(WireModel):
     window and one use per ``command_id``), with a sequence body. Reply on ``cmd/<command_id>/reply``."""
 
     command_id: Identifier
-    issued_utc: float
+    issued_utc: UtcTime
     body: SequenceAction
     auth: Auth | None = None
 

@@ -72,6 +72,7 @@ DUTY_CYCLE = "duty_cycle"
 BUDGET_W = "budget_w"
 MODE_CODE = "mode_code"
 RATE = "rate"
+MET_S = "met_s"
 TEMP_C = "temp_c"
 POWER_W = "power_w"
 UNDER_VOLTAGE = "under_voltage"
@@ -243,6 +244,8 @@ CHANNELS: dict[str, Channel] = {
         Channel(CLOCK, "plant simulator (time tone; never in flight)", (
             Measurement(RATE, "s/s", "simulated seconds per wall second the simulator is paced at; t_s is "
                         "its simulated time, which flightd's mission clock follows (docs/sil.md)", low=0.0),
+            Measurement(MET_S, "s", "mission elapsed time: the simulator's own seconds, which no clock fault "
+                        "moves (t_s may jump); relative sequence delays count on it (docs/sil.md)", low=0.0),
         )),
     )
 }

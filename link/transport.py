@@ -8,43 +8,76 @@ undelivered QoS 1 messages) lives in the cluster, not in a node, so the next nod
 TCP_NODELAY is set on the client socket: with Nagle's algorithm against the broker's delayed ACKs a
 QoS 1 round trip took 88 ms on the development machine, 0.5 ms without it
 (../shared/reference/boards-and-runtime.md, "MQTT here"). The protocol is MQTT 3.1.1, the common
-ground of Mosquitto and the embedded amqtt broker.
+ground of Mosquitto and the embedded amqtt broker. ``mqtts://`` URLs speak TLS 1.2+ with a client
+certificate (:class:`TlsFiles`; the broker side is written by ``ground pki init``, docs/security.md).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiomqtt
 
+_TLS_SCHEMES = ("mqtts", "ssl")
+
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """``mqtt://[user:password@]host:port``; port defaults to 1883."""
+    """``mqtt://[user:password@]host:port`` (port 1883) or ``mqtts://host:port`` (TLS, port 8883)."""
 
     host: str
     port: int = 1883
     username: str | None = None
     password: str | None = None
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"unsupported broker URL scheme {parts.scheme!r} (use mqtt://host:port)")
+        if parts.scheme not in ("mqtt", "tcp", *_TLS_SCHEMES):
+            raise ValueError(f"unsupported broker URL scheme {parts.scheme!r} (use mqtt://host:port or mqtts://)")
         if not parts.hostname:
             raise ValueError(f"broker URL {url!r} has no host")
+        tls = parts.scheme in _TLS_SCHEMES
         try:
-            port = parts.port or 1883
+            port = parts.port or (8883 if tls else 1883)
         except ValueError:
             raise ValueError(f"broker URL {url!r} has an invalid port") from None
-        return cls(parts.hostname, port, parts.username, parts.password)
+        return cls(parts.hostname, port, parts.username, parts.password, tls)
 
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A client's TLS material (PEM files, see ``ground pki init``): ``ca`` verifies the broker's
+    certificate; ``cert`` and ``key`` are this client's identity (its certificate's CN is its
+    username on the broker)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A TLS 1.2+ client context that verifies the broker (name and chain) and presents the identity.
+        Raises ValueError naming the file when one is missing or unreadable."""
+        for path in (self.ca, self.cert, self.key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cert is not None:
+                context.load_cert_chain(str(self.cert), None if self.key is None else str(self.key))
+        except ssl.SSLError as exc:
+            raise ValueError(f"unusable TLS files ({self.ca}, {self.cert}, {self.key}): {exc}") from None
+        return context
 
 
 @dataclass(frozen=True)
@@ -87,6 +120,13 @@ def refused_filters(filters: Sequence[tuple[str, int]], granted: Sequence[object
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def check_tls(url: BrokerUrl, tls: TlsFiles | None) -> None:
+    """ValueError unless TLS files come with an ``mqtts://`` URL and only with one (no silent cleartext)."""
+    if url.tls != (tls is not None):
+        need = "needs TLS files (ca, cert, key)" if url.tls else "is cleartext but TLS files were given"
+        raise ValueError(f"broker {url} {need}")
+
+
 def publish_packet_bytes(topic: str, payload_bytes: int, qos: int = 1) -> int:
     """Size in bytes of an MQTT 3.1.1 PUBLISH packet (what a broker's ``max_packet_size`` limits):
     fixed header (1 byte + the remaining length in 1-4 bytes), topic (2-byte length + UTF-8),
@@ -104,8 +144,14 @@ def make_client(
     will: aiomqtt.Will | None = None,
     keepalive_s: int = 10,
     timeout_s: float = 10.0,
+    tls: TlsFiles | None = None,
 ) -> aiomqtt.Client:
-    """An aiomqtt Client (create it inside the running loop) with TCP_NODELAY and MQTT 3.1.1."""
+    """An aiomqtt Client (create it inside the running loop) with TCP_NODELAY and MQTT 3.1.1.
+
+    An ``mqtts://`` URL needs ``tls`` (ValueError otherwise); ``tls`` with a plain ``mqtt://`` URL is
+    a ValueError too, so a configuration never silently falls back to cleartext.
+    """
+    check_tls(url, tls)
     client = aiomqtt.Client(
         url.host,
         url.port,
@@ -119,6 +165,7 @@ def make_client(
         protocol=aiomqtt.ProtocolVersion.V311,
         socket_options=[NODELAY],
         max_inflight_messages=100,
+        tls_context=None if tls is None else tls.context(),
     )
     client.pending_calls_threshold = 1000  # concurrent QoS 1 publishes are normal here, not a leak
     return client

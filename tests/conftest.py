@@ -1,5 +1,5 @@
 """Shared fixtures: a real Mosquitto per test (own config, free loopback port), a three-node nats-server
-cluster, and the embedded broker.
+cluster, the embedded broker, and per module a PKI with its locked Mosquitto (``pki``, ``broker``).
 
 The board install (``pip install orbitd``: link/ and flight/, Python 3.10+) has none of the ground's or
 the simulator's packages; scripts/test.sh runs the link/flight tests in one (``ORBITD_BOARD_TESTS=1``,
@@ -20,6 +20,7 @@ from tests.board_install import BOARD_TESTS, needs_more_than_the_board
 from tests.support import FlightdProcess, wait_online
 
 if TYPE_CHECKING:
+    from ground.pki import Pki
     from hil.embedded_broker import EmbeddedBroker
     from hil.mosquitto_broker import MosquittoBroker
     from hil.nats_cluster import NatsCluster
@@ -66,6 +67,27 @@ async def flightd(mosquitto: MosquittoBroker, tmp_path: Path, models_dir: Path) 
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A PKI of `ground pki init` for satellites sat1 and sat2, shared by a test module (docs/security.md)."""
+    from ground.pki import init_pki
+
+    return init_pki(tmp_path_factory.mktemp("pki") / "orbitd-pki", ["sat1", "sat2"], persistence_dir=None)
+
+
+@pytest.fixture(scope="module")
+def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """The locked Mosquitto of ``pki``: TLS listeners ``url`` (space) and ``ground_url``, the ACL."""
+    from hil.mosquitto_broker import MosquittoBroker
+
+    b = MosquittoBroker(tmp_path_factory.mktemp("locked"), locked=pki.broker_dir)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from hil import child_process
 from hil.embedded_broker import free_port
 
 
@@ -89,13 +90,7 @@ class PrometheusServer:
         return result
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        child_process.stop(self.proc, 10.0)
         self.proc = None
 
     def __enter__(self) -> Self:

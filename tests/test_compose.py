@@ -1,5 +1,7 @@
 """docker-compose.yml is accepted by ``docker-compose config`` (Debian's docker-compose checks a file
-without a container engine), and docker/mosquitto.conf is a configuration Mosquitto loads."""
+without a container engine) and runs everything on the locked broker (TLS, client certificates; the
+files of ``ground pki init``, docs/security.md), and docker/mosquitto.conf is a configuration
+Mosquitto loads."""
 
 from __future__ import annotations
 
@@ -35,14 +37,23 @@ def test_compose_config_accepts_the_file() -> None:
 
     mosquitto = services["mosquitto"]
     assert str(mosquitto["image"]).startswith("eclipse-mosquitto")
-    assert any("/mosquitto/config/mosquitto.conf" in str(v) for v in mosquitto["volumes"])
+    # The broker directory of `ground pki init --config-dir /mosquitto/config` (mosquitto.conf, acl, ...).
+    assert any(str(v).split(":")[0].endswith("secrets/pki/broker") and str(v).split(":")[1] == "/mosquitto/config"
+               for v in mosquitto["volumes"])
+    published = {str(p.get("target") if isinstance(p, dict) else p).split(":")[-1] for p in mosquitto["ports"]}
+    assert published == {"8883", "8884"}, "TLS listeners only: no cleartext 1883"
 
     flightd = services["flightd"]
     assert Path(flightd["build"]["context"]).resolve() == REPO
     assert (REPO / flightd["build"]["dockerfile"]).is_file()
     argv = [*flightd["entrypoint"], *flightd["command"]]
     assert argv[0] == "flightd"
-    assert argv[argv.index("--broker") + 1] == "mqtt://mosquitto:1883"
+    assert argv[argv.index("--broker") + 1] == "mqtts://mosquitto:8883"
+    env = flightd["environment"]
+    tls_dir = next(str(v).split(":")[1] for v in flightd["volumes"] if "secrets/pki/sat1" in str(v))
+    assert {env[f"ORBITD_LINK__TLS_{k}"] for k in ("CA", "CERT", "KEY")} == {
+        f"{tls_dir}/ca.pem", f"{tls_dir}/flightd.pem", f"{tls_dir}/flightd.key"}
+    assert argv[argv.index("--config") + 1] == f"{tls_dir}/flightd.toml"  # its signing keys
     assert argv[argv.index("--data-dir") + 1] == "/var/lib/orbitd"
     assert argv[argv.index("--models") + 1] == "/opt/orbitd/models"
     assert any(str(v).split(":")[1] == "/var/lib/orbitd" for v in flightd["volumes"]), "no journal volume"
@@ -50,7 +61,9 @@ def test_compose_config_accepts_the_file() -> None:
     plant = services["plant"]
     argv = [*plant["entrypoint"], *plant["command"]]
     assert argv[:2] == ["hil", "plant"]
-    assert argv[argv.index("--broker") + 1] == "mqtt://mosquitto:1883"
+    assert argv[argv.index("--broker") + 1] == "mqtts://mosquitto:8883"
+    assert argv[argv.index("--tls-cert") + 1].endswith("/plant.pem")
+    assert argv[argv.index("--tls-key") + 1].endswith("/plant.key")
     assert argv[argv.index("--scenario") + 1] == "nominal-550km"
     assert float(argv[argv.index("--warp") + 1]) == 10.0
     assert plant.get("image") == flightd.get("image")

@@ -125,13 +125,22 @@ async def test_impossible_numbers_are_rejected_naming_the_field_and_never_journa
             await pub.publish(TOPICS.job_submit, job_json(job_id, **fields), qos=1)
         command = b'{"schema_version": 1, "command_id": "nan-cmd", "issued_utc": NaN, "body": {"action": "ping"}}'
         await pub.publish(TOPICS.command, command, qos=1)
-        await wait_until(lambda: all(watch.states(j) for j in cases) and watch.reply("nan-cmd") is not None, 15,
-                         "a state event for every job and a reply to the command")
+        sequence = (b'{"schema_version": 1, "command_id": "nan-seq", "issued_utc": 1.8e9, "body": {"action": '
+                    b'"upload_sequence", "sequence": {"sequence_id": "s", "entries": [{"name": "a", "trigger": '
+                    b'{"kind": "after", "delay_s": NaN}, "job": {"model": "m", "inputs": {"x": {"dtype": '
+                    b'"float32", "shape": [1], "data_b64": "AAAAAA=="}}}}]}}}')
+        await pub.publish(TOPICS.sequence_command, sequence, qos=1)
+        await wait_until(lambda: all(watch.states(j) for j in cases) and watch.reply("nan-cmd") is not None
+                         and watch.reply("nan-seq") is not None, 15,
+                         "a state event for every job and a reply to each command")
         for job_id, (_, reason) in cases.items():
             [event] = watch.states(job_id)
             assert event.state is JobState.REJECTED and event.reason is not None and reason in event.reason, event
         reply = watch.reply("nan-cmd")
         assert reply is not None and not reply.ok and "issued_utc: non-finite number NaN" in (reply.error or "")
+        reply = watch.reply("nan-seq")
+        assert reply is not None and not reply.ok, reply
+        assert "body.sequence.entries.0.trigger.delay_s: non-finite number NaN" in (reply.error or ""), reply
         # the daemon still works
         async with GroundClient(mosquitto.url, "sat1") as ground:
             job = await ground.submit(DIGITS, {"image": np.zeros((1, 1, 8, 8), np.float32)})

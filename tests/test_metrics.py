@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flight import __version__
+from flight.board import BoardSample
 from flight.metrics import FlightMetrics
 from flight.settings import FlightSettings
 from ground.client import GroundClient
@@ -77,6 +78,23 @@ def test_definitions_fed_and_served() -> None:
     assert values[("orbitd_journal_writes_total", ())] == 4
     assert values[("orbitd_board_power_watts", ())] == 6.5
     assert values[("orbitd_board_temperature_celsius", ())] == 61.0
+
+
+def test_a_board_probe_takes_over_the_board_metrics_from_telemetry() -> None:
+    """Telemetry feeds board power and temperature until the board's own probe measures them; a probe
+    without a power sensor (a Raspberry Pi without a PMIC reading) leaves power to telemetry."""
+    m = FlightMetrics("sat1", "0")
+    m.board(power_w=30.0, temperature_c=40.0)
+    m.board_probe(BoardSample(t_s=1.0, temp_c=55.5))
+    m.board(power_w=31.0, temperature_c=41.0)
+    values = _samples(generate_latest(m.registry).decode())
+    assert values[("orbitd_board_temperature_celsius", ())] == 55.5
+    assert values[("orbitd_board_power_watts", ())] == 31.0
+    m.board_probe(BoardSample(t_s=2.0, temp_c=56.0, power_w=7.25))
+    m.board(power_w=32.0, temperature_c=42.0)
+    values = _samples(generate_latest(m.registry).decode())
+    assert values[("orbitd_board_power_watts", ())] == 7.25
+    assert values[("orbitd_board_temperature_celsius", ())] == 56.0
 
 
 def test_unknown_budget_and_board_are_nan_not_zero() -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flight.mission_clock import TONE_TIMEOUT_S, MissionClock
 
@@ -124,3 +126,44 @@ def test_out_of_order_tones_and_bad_rates_are_ignored() -> None:
     assert clock.now(1.5) == 110.0
     # deadlines: 2 s of UTC at the tone's rate of 50 are 100 s of mission time
     assert clock.mission_from_utc(1_700_000_002.0, 1_700_000_000.0, 1.5) == pytest.approx(210.0)
+
+
+# ------------------------------------------------------------------ elapsed: what relative delays count on
+
+
+def test_elapsed_in_flight_is_the_monotonic_clock_whatever_telemetry_says() -> None:
+    clock = MissionClock(start_wall_s=100.0)
+    clock.observe(50.0, 101.0)
+    clock.observe(50.0 + 3600.0, 102.0)  # mission time jumps an hour: the monotonic clock does not
+    assert clock.elapsed(103.0) == 103.0 and not clock.toned
+
+
+def test_elapsed_under_a_simulator_is_the_tones_met_not_its_mission_time() -> None:
+    clock = MissionClock(start_wall_s=0.0)
+    clock.tone(100.0, 1.0, 200.0, met_s=100.0)
+    clock.tone(110.0 + 3600.0, 1.05, 200.0, met_s=110.0)  # mission time +1 h, the MET 10 s on
+    assert clock.toned and clock.elapsed(1.06) == 110.0 and clock.now(1.06) == 3710.0
+    clock.tone(120.0 + 3600.0, 1.1, 200.0, met_s=105.0)  # an earlier MET: out of order, ignored
+    assert clock.elapsed(1.1) == 110.0 and clock.now(1.1) == 3710.0
+    clock.tone(130.0, 1.15, 200.0, met_s=130.0)  # mission time set back: now() holds, the MET goes on
+    assert clock.elapsed(1.15) == 130.0 and clock.now(1.15) == 3710.0
+    clock.tone(140.0, 1.2, 200.0)  # a simulator without a MET: t_s stands in
+    assert clock.elapsed(1.2) == 140.0
+    # the tone lost: elapsed flywheels at the tone's rate, as mission time does, and never goes back
+    assert clock.elapsed(1.2 + TONE_TIMEOUT_S + 1.0) == pytest.approx(140.0 + 200.0 * (TONE_TIMEOUT_S + 1.0))
+    clock.tone(150.0, 10.0, 200.0, met_s=150.0)
+    assert clock.elapsed(10.0) == pytest.approx(140.0 + 200.0 * (TONE_TIMEOUT_S + 1.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(0.0, 20.0), st.floats(0.0, 2.0), st.floats(-7200.0, 7200.0)),
+                      min_size=1, max_size=60))
+def test_elapsed_follows_the_met_through_any_mission_time_jumps(steps: list[tuple[float, float, float]]) -> None:
+    """Tones whose mission time jumps about (forward, back, by up to 2 h) while the MET advances by
+    arbitrary steps at arbitrary wall times (within the tone timeout): elapsed is the latest MET."""
+    clock = MissionClock(start_wall_s=0.0)
+    met, wall, offset = 0.0, 0.0, 10_000.0
+    for d_met, d_wall, jump in steps:
+        met, wall, offset = met + d_met, wall + d_wall, offset + jump
+        clock.tone(max(0.0, met + offset), wall, 200.0, met_s=met)
+        assert clock.elapsed(wall) == met

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hil.mosquitto_broker import MosquittoBroker
 from link.codec import decode, encode
@@ -153,7 +155,7 @@ def test_plant_runner_tones_start_every_quarter_period_and_after_each_sample(tmp
     out = runner.advance_to(5.0) + runner.advance_to(300.0)
     tones = [s.t_s for s in out if s.channel == "clock"]
     assert tones == [float(t) for t in range(0, 301, 10)]
-    assert all(s.values == {"rate": 200.0} for s in out if s.channel == "clock")
+    assert all(s.values == {"rate": 200.0, "met_s": s.t_s} for s in out if s.channel == "clock")
     power = [s.t_s for s in out if s.channel == "power"]
     assert power == [40.0, 80.0, 200.0, 240.0, 280.0]  # 120 and 160 withheld: the dropout is [100, 200)
     for i, s in enumerate(out):
@@ -185,6 +187,89 @@ def test_lockstep_holds_the_plant_near_flightds_time_until_flightd_is_gone() -> 
     lock.heard(100.0, 11.1)  # an older report does not pull the limit back
     assert lock.limit(11.2) == 160.0
     assert lock.limit(16.0) == 160.0 and lock.limit(16.2) == math.inf  # silent > 5 s: gone, no longer held
+
+
+@settings(max_examples=200, deadline=None)
+@given(jumps=st.lists(st.tuples(st.floats(0, 1e5), st.floats(1e-3, 1e5)), max_size=4),
+       t=st.floats(0, 3e5))
+def test_clock_jumps_own_time_inverts_the_published_mission_time(jumps: list[tuple[float, float]], t: float) -> None:
+    from hil.plant_service import ClockJumps
+
+    c = ClockJumps(tuple(jumps))
+    assert c.own(c.mission(t)) == pytest.approx(t, abs=1e-6)
+    assert c.mission(t + 1.0) >= c.mission(t) + 1.0 - 1e-9  # never back
+    for at, jump in c.jumps:  # a mission time inside a jump was never published: it is the jump's instant
+        inside = c.mission(at) - jump / 2
+        assert c.own(inside) == pytest.approx(at)
+
+
+def test_clock_jumps_backwards_or_not_finite_are_refused() -> None:
+    from hil.plant_service import ClockJumps
+
+    for bad in ((100.0, -3600.0), (100.0, 0.0), (math.nan, 10.0), (100.0, math.inf)):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            ClockJumps((bad,))
+
+
+async def test_lockstep_across_a_clock_jump_neither_runs_ahead_nor_stalls(mosquitto: MosquittoBroker) -> None:
+    """A +1 h jump of the published mission time at t = 200 s. A follower (flightd's part of lock-step:
+    report the latest tone's t_s on ``compute``) freezes for 1.5 s of wall time at the first jumped
+    tone: the plant, comparing the reported (jumped) time on its own timebase, must stay within one
+    period of it instead of running an hour ahead; it repeats its tone while held; and when the
+    follower goes on, the plant reaches its end instead of stalling."""
+    from hil.plant_service import TONE_REPEAT_S, serve
+    from hil.scenario import load_scenario
+
+    period, warp, jump_at, jump = 40.0, 200.0, 200.0, 3600.0
+    topics = TopicMap(SAT)
+    tones: list[tuple[float, float, float]] = []  # (wall, t_s, met_s)
+    frozen: list[float] = []  # wall times of the freeze: start, end
+    ready = asyncio.Event()
+
+    async def follower() -> None:
+        async with make_client(BrokerUrl.parse(mosquitto.url), identifier="lockstep-follower") as client:
+            await client.subscribe(topics.telemetry("clock"), qos=0)
+            ready.set()
+
+            async def report() -> None:
+                reported = 0.0
+                while True:
+                    latest = max((t for _, t, _ in tones), default=0.0)
+                    if not frozen and latest >= jump_at + jump:
+                        frozen.append(time.monotonic())  # the freeze begins: reported stays where it is
+                    if len(frozen) == 1 and time.monotonic() - frozen[0] > 1.5:
+                        frozen.append(time.monotonic())  # and ends
+                    if len(frozen) != 1:
+                        reported = latest
+                    msg = Telemetry(sat=SAT, channel="compute", t_s=reported, values={"busy_cores": 0.0})
+                    await client.publish(topics.telemetry("compute"), encode(msg), qos=0)
+                    await asyncio.sleep(0.05)
+
+            reporter = asyncio.create_task(report())
+            try:
+                async for m in client.messages:
+                    tlm = decode(bytes(m.payload), Telemetry).message
+                    tones.append((time.monotonic(), tlm.t_s, tlm.values["met_s"]))
+            finally:
+                reporter.cancel()
+
+    task = asyncio.create_task(follower())
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        scenario = load_scenario("nominal-550km")
+        await asyncio.wait_for(serve(mosquitto.url, SAT, scenario, warp=warp, rate_hz=1.0 / period, duration_s=800.0,
+                                     lockstep_s=period, clock_jumps=((jump_at, jump),)), 60)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(frozen) == 2, "the follower saw the jump and went on"
+    frozen_own = min(t for _, t, _ in tones if t >= jump_at + jump) - jump
+    during = [(w, met) for w, _, met in tones if frozen[0] <= w <= frozen[1]]
+    assert max(met for _, met in during) <= frozen_own + period + 1.0, (frozen_own, during[-5:])
+    late = [w for w, _ in during if w >= frozen[1] - 4 * TONE_REPEAT_S]
+    assert late, "a held plant repeats its tone"
+    assert max(met for _, _, met in tones) == pytest.approx(800.0)
+    assert all(t == pytest.approx(met + (jump if met >= jump_at else 0.0)) for _, t, met in tones)
 
 
 async def test_a_stalled_plant_does_not_send_flightd_safe_but_a_dropout_does(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -12,10 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from flight.mission_clock import MissionClock
 from flight.sequencer import Clocks, Firing, SequenceProgress, Sequencer
+from flight.sequences import resume_shift
 from link.codec import pack_tensors
-from link.messages import Telemetry
-from link.sequence import Region, Sequence
+from link.messages import TOPIC_ID_PATTERN, Telemetry
+from link.sequence import SHORT_ID_PATTERN, Region, Sequence, job_id_for
 
 INPUTS = {name: t.model_dump(exclude_none=True)
           for name, t in pack_tensors({"image": np.zeros((1, 1, 8, 8), np.float32)}, framed=False)[0].items()}
@@ -26,6 +29,10 @@ def seq(*entries: dict[str, Any], sid: str = "s1") -> Sequence:
         "sequence_id": sid,
         "entries": [{"job": {"model": "digits-int8", "inputs": INPUTS}, **e} for e in entries],
     })
+
+
+ORBIT_S = 5760
+"""An orbital period, s (a 550 km circular orbit's is 5739 s; the link refuses one below 5069 s)."""
 
 
 def orbit(t_s: float, sunlit: float, **extra: float) -> Telemetry:
@@ -54,12 +61,24 @@ def test_schema_refuses_what_it_cannot_run() -> None:
         seq({"name": "a", "trigger": {"kind": "every", "period_s": 10, "orbits": 1}})
     with pytest.raises(ValidationError, match="timezone"):
         seq({"name": "a", "trigger": {"kind": "at", "utc": "2026-01-01T00:00:00"}})
-    with pytest.raises(ValidationError):  # dots would make job ids ambiguous
-        seq({"name": "a.b", "trigger": {"kind": "after", "delay_s": 1}})
+    for name in ("a.b", "a_b"):  # no topic level (job ids are), or an ambiguous job id
+        with pytest.raises(ValidationError):
+            seq({"name": name, "trigger": {"kind": "after", "delay_s": 1}})
     with pytest.raises(ValidationError, match="inline"):
         Sequence.model_validate({"sequence_id": "s", "entries": [{"name": "a", "trigger": {
             "kind": "after", "delay_s": 1}, "job": {"model": "m", "inputs": {"x": {
                 "dtype": "float32", "shape": [1], "offset": 0, "nbytes": 4}}}}]})
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.tuples(st.from_regex(SHORT_ID_PATTERN, fullmatch=True), st.from_regex(SHORT_ID_PATTERN, fullmatch=True),
+                   st.integers(1, 10**13)),
+       b=st.tuples(st.from_regex(SHORT_ID_PATTERN, fullmatch=True), st.from_regex(SHORT_ID_PATTERN, fullmatch=True),
+                   st.integers(1, 10**13)))
+def test_job_ids_are_topic_levels_and_name_one_occurrence(a: tuple[str, str, int], b: tuple[str, str, int]) -> None:
+    """Every sequence job id is a valid job id (a topic level: no dots) and no two occurrences share one."""
+    assert re.fullmatch(TOPIC_ID_PATTERN, job_id_for(*a))
+    assert (job_id_for(*a) == job_id_for(*b)) == (a == b)
 
 
 def test_region_box_with_antimeridian_wrap() -> None:
@@ -77,7 +96,7 @@ def test_at_mission_time_waits_for_the_timebase() -> None:
     engine.arm(seq({"name": "a", "trigger": {"kind": "at", "mission_s": 100}}), 0.0)
     assert engine.step(Clocks(500.0, None)) == []  # no timebase: nothing, however late it is
     fired = engine.step(Clocks(501.0, 110.0))
-    assert [(f.job_id, f.action, f.late, f.late_s) for f in fired] == [("s1.a.1", "run", False, 10.0)]
+    assert [(f.job_id, f.action, f.late, f.late_s) for f in fired] == [("s1_a_1", "run", False, 10.0)]
     assert engine.finished()["s1"].state == "done" and engine.armed == []
     assert engine.step(Clocks(502.0, 120.0)) == [] and engine.finished() == {}
 
@@ -123,13 +142,15 @@ def test_aos_los_and_region_events() -> None:
 
 
 def test_period_and_orbits() -> None:
+    """Every 10 s, three times; every 2 orbits (the orbit channel's period, a 550 km orbit's) from 5 s."""
     engine = Sequencer()
     engine.arm(seq({"name": "p", "trigger": {"kind": "every", "period_s": 10, "count": 3}},
                    {"name": "o", "trigger": {"kind": "every", "orbits": 2, "first_after_s": 5, "count": 2}}), 0.0)
-    steps = [(Clocks(float(t), float(t)), [orbit(t, 1, period_s=20.0)] if t == 3 else []) for t in range(0, 60)]
+    times = [*range(0, 60), *range(60, 2 * 2 * ORBIT_S, 5)]
+    steps = [(Clocks(float(t), float(t)), [orbit(t, 1, period_s=ORBIT_S)] if t == 3 else []) for t in times]
     fired = run(engine, steps)
     assert [f.mono_s for f in fired if f.entry == "p"] == [0.0, 10.0, 20.0]
-    assert [f.mono_s for f in fired if f.entry == "o"] == [5.0, 45.0]
+    assert [f.mono_s for f in fired if f.entry == "o"] == [5.0, 5.0 + 2 * ORBIT_S]
 
 
 # ------------------------------------------------------------------------------- late policy
@@ -165,20 +186,66 @@ def test_missed_periods_run_only_the_latest() -> None:
 @given(delay=st.floats(0, 500), dts=st.lists(st.floats(0.01, 40), min_size=1, max_size=80),
        jumps=st.lists(st.floats(-4000, 4000), min_size=80, max_size=80))
 def test_relative_delay_ignores_mission_and_utc_jumps(delay: float, dts: list[float], jumps: list[float]) -> None:
-    """However mission time and UTC jump about, the relative entry fires at the first step whose
-    monotonic time reaches start + delay, exactly once."""
+    """However mission time and UTC jump about (by up to 4000 s either way around a mission time of
+    5000 s), the relative entry fires at the first step whose elapsed time reaches start + delay,
+    exactly once."""
     engine = Sequencer()
     engine.arm(seq({"name": "r", "trigger": {"kind": "after", "delay_s": delay, "of": "start"}}), 0.0)
     mono, fired, first_due = 0.0, [], None
     for dt, jump in zip(dts, jumps, strict=False):
         mono += dt
-        fired += engine.step(Clocks(mono, 1000.0 + jump, 1.7e9 + jump), [orbit(1000.0 + jump, 1)])
+        fired += engine.step(Clocks(mono, 5000.0 + jump, 1.7e9 + jump), [orbit(5000.0 + jump, 1)])
         if first_due is None and mono >= delay:
             first_due = mono
     if first_due is None:
         assert fired == []
     else:
-        assert [(f.job_id, f.mono_s) for f in fired] == [("s1.r.1", first_due)]
+        assert [(f.job_id, f.mono_s) for f in fired] == [("s1_r_1", first_due)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(delay=st.floats(0, 2000), steps=st.lists(st.tuples(st.sampled_from([10.0, 40.0]), st.floats(0.0, 0.3),
+                                                          st.floats(0, 7200), st.booleans()), min_size=1, max_size=80))
+def test_relative_delay_counts_the_simulators_met_through_mission_time_jumps(
+    delay: float, steps: list[tuple[float, float, float, bool]]
+) -> None:
+    """The shell's way under a simulator: the engine's clock is MissionClock.elapsed fed with time
+    tones (MET steps of a quarter or a whole telemetry period, delivered at any wall time, bunched
+    or late), whose mission time jumps forward by up to 2 h at random tones. A relative entry and a
+    periodic one fire when the MET says so, exactly as without any jump; an absolute entry follows
+    mission time (jumps included), as it must."""
+    def drive(with_jumps: bool) -> list[tuple[str, float]]:
+        clock = MissionClock(start_wall_s=0.0)
+        engine = Sequencer()
+        met, wall, offset = 0.0, 0.0, 0.0
+        clock.tone(0.0, wall, 200.0, met_s=0.0)
+        engine.arm(seq({"name": "r", "trigger": {"kind": "after", "delay_s": delay, "of": "start"}},
+                       {"name": "p", "trigger": {"kind": "every", "period_s": 600.0, "count": 3}, "late_after_s": 1e9},
+                       {"name": "a", "trigger": {"kind": "at", "mission_s": 20_000.0}, "late_after_s": 1e9}),
+                   clock.elapsed(wall))
+        out: list[tuple[str, float]] = []
+        for d_met, d_wall, jump, jumps in steps:
+            met, wall = met + d_met, wall + d_wall
+            offset += jump if jumps and with_jumps else 0.0
+            clock.tone(met + offset, wall, 200.0, met_s=met)
+            clocks = Clocks(clock.elapsed(wall), clock.now(wall), 1.7e9 + clock.now(wall))
+            out += [(f.entry, f.mono_s) for f in engine.step(clocks)]
+        return out
+
+    jumped, plain = drive(True), drive(False)
+    assert [f for f in jumped if f[0] != "a"] == [f for f in plain if f[0] != "a"]
+    met_end = sum(d for d, _, _, _ in steps)
+    assert [t for e, t in plain if e == "r"] == ([min(m for m in _prefix_sums(steps) if m >= delay)]
+                                                 if met_end >= delay else [])
+    assert len([e for e, _ in jumped if e == "a"]) <= 1
+
+
+def _prefix_sums(steps: list[tuple[float, float, float, bool]]) -> list[float]:
+    out, total = [], 0.0
+    for d, _, _, _ in steps:
+        total += d
+        out.append(total)
+    return out
 
 
 @settings(max_examples=150, deadline=None)
@@ -200,7 +267,7 @@ def test_events_fire_once_per_edge_and_survive_a_restart(flags: list[bool], coun
     edges = [t for t in range(1, len(flags)) if flags[t] and not flags[t - 1]]
     expected = edges if count is None else edges[:count]
     assert [f.mono_s for f in reference if f.entry == "x"] == [float(t) for t in expected]
-    assert [f.job_id for f in reference if f.entry == "x"] == [f"s1.x.{i}" for i in range(1, len(expected) + 1)]
+    assert [f.job_id for f in reference if f.entry == "x"] == [f"s1_x_{i}" for i in range(1, len(expected) + 1)]
 
     first = Sequencer()
     progress = first.arm(sequence(), 0.0)
@@ -223,6 +290,28 @@ def test_shifted_progress_keeps_remaining_time(delta: float, delay: float) -> No
     other.arm(seq({"name": "r", "trigger": {"kind": "after", "delay_s": delay, "of": "start"}}), 0.0, moved)
     assert other.step(Clocks(10.0 + delta + delay - 0.5)) == []
     assert [f.entry for f in other.step(Clocks(10.0 + delta + delay))] == ["r"]
+
+
+def test_resume_on_the_timebase_that_ran_on_else_estimate_from_utc() -> None:
+    """flight.sequences.resume_shift: what a restarted flightd does with a stored progress."""
+    saved = {"timebase": "monotonic", "boot": "b1", "mono_s": 1000.0, "utc_s": 1.7e9}
+    # same boot: CLOCK_MONOTONIC ran on, nothing to move (however long flightd was down)
+    assert resume_shift(saved, "monotonic", 1500.0, 1.7e9 + 500.0, "b1", 1.0) == (0.0, None)
+    # a reboot: the monotonic clock restarted near 0; 300 s of UTC passed since the save
+    shift, why = resume_shift(saved, "monotonic", 20.0, 1.7e9 + 300.0, "b2", 1.0)
+    assert shift == 20.0 - 1300.0 and why == "the board rebooted"
+    tone = {**saved, "timebase": "tone", "mono_s": 4560.0}
+    # a simulator's MET that ran on (same run): nothing to move, whatever mission time or UTC did
+    assert resume_shift(tone, "tone", 4600.0, 1.7e9 + 3.0, "b1", 200.0) == (0.0, None)
+    # a new simulator run (its MET went back): 3 s of UTC at warp 200
+    shift, why = resume_shift(tone, "tone", 40.0, 1.7e9 + 3.0, "b1", 200.0)
+    assert shift == 40.0 - (4560.0 + 600.0) and why is not None and "went back" in why
+    # stored under a simulator, none now (no tone within the timeout): the monotonic clock, from UTC
+    shift, why = resume_shift(tone, "monotonic", 7000.0, 1.7e9 + 10.0, "b1", 1.0)
+    assert shift == 7000.0 - 4570.0 and why == "stored on the tone timebase, now on the monotonic one"
+    # a progress stored before the timebase was recorded counts as monotonic
+    old = {k: v for k, v in saved.items() if k != "timebase"}
+    assert resume_shift(old, "monotonic", 1500.0, 1.7e9, "b1", 1.0) == (0.0, None)
 
 
 def test_docs_worked_examples_are_valid_sequences() -> None:

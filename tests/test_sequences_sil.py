@@ -1,9 +1,9 @@
-"""Sequences end to end in the SIL loop: the plant (SGP4-free circular orbit, warp 200) on a real
-Mosquitto, flightd (a real process with the governor, killed with SIGKILL and restarted mid-run) and
-the ground. A sequence with an eclipse-exit entry, a relative entry and an absolute entry is
-uploaded from a TOML file; every entry fires exactly once at its simulated time (within one
-control period), and a +1 h jump of the telemetry's mission time during the relative entry's
-delay does not move it."""
+"""Sequences end to end in the SIL loop, on the SIL's own machinery (hil.sil's flightd settings, the
+plant in lock-step with flightd, its time tones carrying the MET): a real Mosquitto, flightd (a real
+process with the governor, killed with SIGKILL and restarted mid-run) and the ground. A sequence
+with an eclipse-exit entry, a relative entry and an absolute entry is uploaded from a TOML file;
+every entry fires exactly once at its simulated time (within one control period), and a +1 h jump of
+the telemetry's mission time during the relative entry's delay does not move it."""
 
 from __future__ import annotations
 
@@ -19,35 +19,35 @@ import pytest
 
 from ground.client import GroundClient
 from ground.seq import load_sequence_file
-from hil.governor_sim import governor_config_for
 from hil.mosquitto_broker import MosquittoBroker
-from hil.plant_service import PlantRunner, serve
-from hil.scenario import load_scenario
+from hil.plant_service import ClockJumps, PlantRunner, serve
+from hil.scenario import Scenario, load_scenario
+from hil.sil import CONTROL_PERIOD_S, sil_flightd_env, sil_telemetry_period_s
 from link.codec import WireError, decode
 from link.messages import Telemetry
 from link.sequence import ListSequences, UploadSequence
+from link.telemetry import CLOCK, MET_S, ORBIT, SUNLIT
 from tests.support import FlightdProcess, copy_bundled, wait_online
 
 WARP = 200.0
-CONTROL_PERIOD_S = 0.05
-PERIOD_SIM_S = CONTROL_PERIOD_S * WARP  # one control period in simulated seconds
-TLM_PERIOD_SIM_S = 0.2 * WARP
+CONTROL_SIM_S = CONTROL_PERIOD_S * WARP
+"""One control period in simulated seconds at most (the plant never runs faster than the warp)."""
 DELAY_S = 2400.0
 JUMP_S = 3600.0
 
 
-def first_eclipse_exit(scenario_name: str) -> float:
+def first_eclipse_exit(scenario: Scenario, period_s: float) -> float:
     """Simulated time of the first sunlit sample after an eclipse, as the plant will publish it."""
-    runner = PlantRunner(load_scenario(scenario_name), TLM_PERIOD_SIM_S)
+    runner = PlantRunner(scenario, period_s)
     previous = None
     t = 0.0
     while t < 20_000:
-        t += TLM_PERIOD_SIM_S
+        t += period_s
         for s in runner.advance_to(t):
-            if s.channel == "orbit":
-                if previous == 0.0 and s.values["sunlit"] == 1.0:
+            if s.channel == ORBIT:
+                if previous == 0.0 and s.values[SUNLIT] == 1.0:
                     return s.t_s
-                previous = s.values["sunlit"]
+                previous = s.values[SUNLIT]
     raise AssertionError("no eclipse exit")
 
 
@@ -80,19 +80,17 @@ job = {{ model = "digits-int8", inputs = {{ image = "frame.npy" }} }}
 @pytest.mark.slow
 async def test_sequence_survives_kill9_and_ignores_a_clock_jump(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     scenario = load_scenario("nominal-550km")
-    exit_s = first_eclipse_exit(scenario.name)
+    period_s = sil_telemetry_period_s(scenario, WARP)
+    exit_s = first_eclipse_exit(scenario, period_s)
     jump_at = exit_s + 300.0                       # during the relative entry's delay
     kill_at = exit_s + 600.0                       # kill -9 flightd during that delay, restart at once
     at_true_s = exit_s + 3200.0                    # the absolute entry, in the plant's own time...
     at_mission_s = at_true_s + JUMP_S              # ...as the jumped mission clock reads it
     end_s = at_true_s + 600.0
+    jumps = ClockJumps(((jump_at, JUMP_S),))
     models = copy_bundled(tmp_path / "models", "digits-int8")
-    plant = scenario.build_plant()
-    governor = governor_config_for(plant, scenario.limits, TLM_PERIOD_SIM_S)
-    env = {"ORBITD_GOVERNOR": governor.model_dump_json(), "ORBITD_CONTROL_PERIOD_S": str(CONTROL_PERIOD_S),
-           "ORBITD_SEQUENCES__TIME_SCALE": str(WARP), "ORBITD_LINK__HEARTBEAT_S": "1.0"}
     data = tmp_path / "data"
-    flightd = FlightdProcess(mosquitto.url, data, models, env=env)
+    flightd = FlightdProcess(mosquitto.url, data, models, env=sil_flightd_env(scenario, WARP, ["digits-int8"]))
     flightd.start()
     samples: list[tuple[float, Telemetry]] = []  # (wall time received, sample)
     try:
@@ -111,17 +109,18 @@ async def test_sequence_survives_kill9_and_ignores_a_clock_jump(mosquitto: Mosqu
 
             recorder = asyncio.create_task(record())
             plant_task = asyncio.create_task(serve(mosquitto.url, "sat1", scenario, warp=WARP, duration_s=end_s,
-                                                   rate_hz=1.0 / TLM_PERIOD_SIM_S, clock_jumps=((jump_at, JUMP_S),)))
-            killed = False
+                                                   rate_hz=1.0 / period_s, lockstep_s=period_s,
+                                                   clock_jumps=jumps.jumps))
+            killed_wall = None
             while not plant_task.done():
-                latest = max((s.t_s for _, s in samples if s.channel == "orbit"), default=0.0)
-                if not killed and latest >= kill_at + JUMP_S:
+                met = max((s.values[MET_S] for _, s in samples if s.channel == CLOCK), default=0.0)
+                if killed_wall is None and met >= kill_at:
                     flightd.kill9()
+                    killed_wall = time.time()
                     flightd.start()
-                    killed = True
                 await asyncio.sleep(0.01)
             await plant_task
-            assert killed, "the plant ended before flightd was killed"
+            assert killed_wall is not None, "the plant ended before flightd was killed"
             await wait_online(mosquitto.url)
             listing = await ground.sequence_command(ListSequences())
             recorder.cancel()
@@ -129,6 +128,7 @@ async def test_sequence_survives_kill9_and_ignores_a_clock_jump(mosquitto: Mosqu
         flightd.stop()
     log = flightd.log()
     assert log.count("re-armed 1 sequence(s): pass1") == 1, log[-3000:]
+    assert "its times moved by" not in log, log[-3000:]  # resumed on the simulator's MET, no estimate
 
     with sqlite3.connect(data / "journal.sqlite3") as db:
         firings = {r[0]: r[1:] for r in db.execute(
@@ -139,33 +139,39 @@ async def test_sequence_survives_kill9_and_ignores_a_clock_jump(mosquitto: Mosqu
     # every entry fired exactly once, as one ordinary job each, and the sequence is done
     assert sorted(firings) == ["at", "exit", "later"], firings
     assert all(f[0] == 1 and f[2] == "run" for f in firings.values()), firings
-    assert sorted(jobs) == ["pass1.at.1", "pass1.exit.1", "pass1.later.1"], jobs
+    assert sorted(jobs) == ["pass1_at_1", "pass1_exit_1", "pass1_later_1"], jobs
     assert all(c <= 1 for c in jobs.values())
     assert state == "done" and listing[0]["state"] == "done"
+    assert any(s.t_s >= jump_at + JUMP_S for _, s in samples), "the mission time jumped"
 
-    def true_sim_time(wall: float) -> float:
-        """The plant's own time at wall time ``wall``, interpolated between received samples."""
-        pts = sorted((w, s.t_s - (JUMP_S if s.t_s >= jump_at + JUMP_S else 0.0))
-                     for w, s in samples if s.channel == "power")
-        walls, sims = zip(*pts, strict=True)
-        return float(np.interp(wall, walls, sims))
+    tones = sorted((w, s.values[MET_S]) for w, s in samples if s.channel == CLOCK)
 
-    exit_seen = min(s.t_s for _, s in samples if s.channel == "orbit" and s.values["sunlit"] == 1.0
-                    and s.t_s > exit_s - TLM_PERIOD_SIM_S)
-    _, _, _, _, exit_mission, exit_wall = firings["exit"]
-    _, _, _, _, _, later_wall = firings["later"]
-    _, _, _, _, at_mission, at_wall = firings["at"]
-    report = json.dumps({"exit_seen": exit_seen, "exit_fired_mission": exit_mission,
-                         "exit_fired_sim": true_sim_time(exit_wall),
-                         "later_minus_exit_sim": (later_wall - exit_wall) * WARP,
-                         "at_fired_mission": at_mission, "at_fired_sim": true_sim_time(at_wall)}, indent=1)
+    def plant_time(wall: float) -> float:
+        """The plant's own time at wall time ``wall``, interpolated between the tones received (a
+        held plant repeats its tone, so a hold is not smeared over)."""
+        walls, mets = zip(*tones, strict=True)
+        return float(np.interp(wall, walls, mets))
+
+    exit_seen = min(s.t_s for _, s in samples if s.channel == ORBIT and s.values[SUNLIT] == 1.0
+                    and s.t_s > exit_s - period_s)
+    fired = {entry: (jumps.own(f[4]), f[5]) for entry, f in firings.items()}  # (plant time at firing, wall)
+    report = json.dumps({"exit_seen": exit_seen, "jump_at": jump_at, "kill_at": kill_at, "at_true": at_true_s,
+                         "fired_own_s": {e: v[0] for e, v in fired.items()},
+                         "fired_sim_by_wall": {e: plant_time(v[1]) for e, v in fired.items()},
+                         "killed_sim_by_wall": plant_time(killed_wall)}, indent=1)
     print(report)
-    # eclipse exit: in the control cycle after the first sunlit sample
-    assert 0.0 <= exit_mission - exit_seen <= PERIOD_SIM_S, report
-    assert abs(true_sim_time(exit_wall) - exit_seen) <= 2 * PERIOD_SIM_S, report
-    # relative: DELAY_S after the exit on the monotonic clock, across the kill -9 and the +1 h jump
-    assert 0.0 <= (later_wall - exit_wall) * WARP - DELAY_S <= PERIOD_SIM_S, report
-    assert abs(true_sim_time(later_wall) - true_sim_time(exit_wall) - DELAY_S) <= 2 * PERIOD_SIM_S, report
-    # absolute: at the (jumped) mission time it names
-    assert 0.0 <= at_mission - at_mission_s <= PERIOD_SIM_S, report
-    assert abs(true_sim_time(at_wall) - at_true_s) <= 2 * PERIOD_SIM_S, report
+    # flightd was killed during the relative entry's delay, after the jump
+    assert jump_at < plant_time(killed_wall) < fired["later"][0], report
+    # Each firing at its simulated time, within one control period, in flightd's own record (the mission
+    # time of the firing, mapped back onto the plant's time); and, as the ground saw the plant when the
+    # job was fired, within lock-step's lead (one telemetry period) of it, wherever delivery lagged.
+    # eclipse exit: in the control cycle of the first sunlit sample (mission time moves in tone steps)
+    assert abs(fired["exit"][0] - exit_seen) <= CONTROL_SIM_S, report
+    assert abs(plant_time(fired["exit"][1]) - exit_seen) <= period_s, report
+    # relative: DELAY_S of the plant's time after the exit, across the kill -9 and the +1 h jump
+    assert 0.0 <= fired["later"][0] - fired["exit"][0] - DELAY_S <= CONTROL_SIM_S, report
+    assert abs(plant_time(fired["later"][1]) - (exit_seen + DELAY_S)) <= period_s, report
+    # absolute: at the (jumped) mission time it names, i.e. the plant's at_true_s
+    assert 0.0 <= firings["at"][4] - at_mission_s <= CONTROL_SIM_S, report
+    assert abs(fired["at"][0] - at_true_s) <= CONTROL_SIM_S, report
+    assert abs(plant_time(fired["at"][1]) - at_true_s) <= period_s, report

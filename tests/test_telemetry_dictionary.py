@@ -33,7 +33,8 @@ def test_dictionary_channels_keys_and_units() -> None:
     assert list(CHANNELS["board"].keys) == ["temp_c", "power_w", "under_voltage", "throttled", "busy_cores"]
     assert [CHANNELS["board"].measurement(k).unit for k in CHANNELS["board"].keys] == ["°C", "W", "flag", "flag",
                                                                                         "cores"]
-    assert list(CHANNELS["clock"].keys) == ["rate"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
+    assert list(CHANNELS["clock"].keys) == ["rate", "met_s"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
+    assert CHANNELS["clock"].measurement("met_s").unit == "s"
     assert PLANT_CHANNELS == ("power", "thermal", "orbit")
     assert list(CHANNELS["power"].keys) == POWER_KEYS
     assert list(CHANNELS["thermal"].keys) == THERMAL_KEYS

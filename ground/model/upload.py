@@ -32,7 +32,6 @@ from ground.model.files import ModelFileError, build_manifest
 from link.auth import sign
 from link.codec import WireError, decode, encode
 from link.manifest import ModelManifest
-from link.transport import make_client
 from link.uplink import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
@@ -121,9 +120,9 @@ class _Uploader:
             n_chunks=self.n_chunks,
             issued_utc=time.time(),
         )
-        if self.client.key is not None and self.client.key_id is not None:
+        if self.client.signer is None and self.client.key is not None and self.client.key_id is not None:
             begin = sign(begin, self.client.key_id, self.client.key)
-        return encode(begin)
+        return self.client.seal(encode(begin))
 
     async def run(self) -> UploadProgress:
         backoff = 0.1
@@ -137,7 +136,7 @@ class _Uploader:
 
     async def _connection(self) -> UploadProgress:
         """One broker connection: begin, ask, send what is missing, ask again... until a verdict."""
-        async with make_client(self.client.url, identifier=new_id("ground-uplink-")) as mqtt:
+        async with self.client.connection("ground-uplink-") as mqtt:
             self.stats.connections += 1
             self.stats.chunk_publishes_by_connection.append(0)
             replies: asyncio.Queue[UploadProgress] = asyncio.Queue()

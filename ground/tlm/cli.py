@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ground.tlm.archive import Archive
+from ground.tls_options import tls_from_args
 from link.topics import LIVE_ROOT, REPLAY_ROOT
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -56,6 +57,7 @@ async def cmd_record(args: argparse.Namespace) -> int:
         synchronous=args.sync.upper(),
         on_ready=lambda rec: announce(rec, subscriptions(sat, root)),
         stop=stop,
+        tls=tls_from_args(args),
     )
     refused = f"; {recorder.refused} not archived (non-finite numbers)" if recorder.refused else ""
     print(f"recorded {recorder.written} messages in {recorder.batches} commits{refused}", file=sys.stderr)
@@ -102,6 +104,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         sats=args.from_sat,
         late_ms=args.late_ms,
         progress=not args.no_progress,
+        tls=tls_from_args(args),
         **bounds(args.t_from, args.t_to),
     )
     print(report.summary(), file=sys.stderr)

@@ -22,7 +22,7 @@ import aiomqtt
 from ground.tlm.archive import Archive, Row, Unarchivable, classify, make_row
 from link.codec import MAGIC, peek_header
 from link.topics import LIVE_ROOT
-from link.transport import BrokerUrl, make_client
+from link.transport import BrokerUrl, TlsFiles, make_client
 
 ResultsPolicy = Literal["full", "header", "none"]
 RECONNECT_S = 1.0
@@ -125,11 +125,13 @@ async def record(
     batch_s: float = 0.2,
     on_ready: Callable[[Recorder], None] | None = None,
     stop: asyncio.Event | None = None,
+    tls: TlsFiles | None = None,
 ) -> Recorder:
     """Record until ``stop`` is set or the task is cancelled (committing what is buffered either
     way), reconnecting when the broker connection is lost; ``on_ready`` is called once the first
     subscriptions are acknowledged. ``sat`` None: all satellites. Messages published while the
-    recorder is disconnected are lost (clean session; telemetry is QoS 0 anyway)."""
+    recorder is disconnected are lost (clean session; telemetry is QoS 0 anyway). ``tls``: the
+    recorder's identity for an ``mqtts://`` broker (``ground-observer`` on the locked broker)."""
     archive = Archive(archive_path, writable=True, synchronous=synchronous)
     recorder = Recorder(archive, batch_messages=batch_messages, batch_s=batch_s, results=results)
 
@@ -151,7 +153,7 @@ async def record(
     try:
         while not stop.is_set():
             try:
-                async with make_client(BrokerUrl.parse(broker_url)) as client:
+                async with make_client(BrokerUrl.parse(broker_url), tls=tls) as client:
                     for topic_filter, qos in subscriptions(sat, root):
                         await client.subscribe(topic_filter, qos=qos)
                     if on_ready is not None and not announced:

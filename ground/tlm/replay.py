@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ground.tlm.archive import Archive, Record
 from link.topics import LIVE_ROOT, REPLAY_ROOT, check_id
-from link.transport import NODELAY, BrokerUrl
+from link.transport import NODELAY, BrokerUrl, TlsFiles, check_tls
 
 LATE_MS = 5.0
 """A message published more than this many ms after its due time counts as late."""
@@ -174,11 +174,16 @@ class PahoPublisher:
 
     SERVICE_EVERY = 64
 
-    def __init__(self, broker_url: str, *, client_id: str = "", timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, broker_url: str, *, client_id: str = "", timeout_s: float = 10.0, tls: TlsFiles | None = None
+    ) -> None:
         url = BrokerUrl.parse(broker_url)
+        check_tls(url, tls)
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=True
         )
+        if tls is not None:
+            self.client.tls_set_context(tls.context())
         if url.username:
             self.client.username_pw_set(url.username, url.password)
         self.client.max_inflight_messages_set(100)
@@ -266,19 +271,20 @@ def replay(
     utc_to: float | None = None,
     late_ms: float = LATE_MS,
     progress: bool = False,
+    tls: TlsFiles | None = None,
 ) -> SlipReport:
     """Publish the archived messages again (blocking; see :func:`replay_async` inside a loop).
 
     ``speed``: 1 real time, 10 ten times faster, ``math.inf`` as fast as possible. ``sat`` rewrites
     the satellite id; ``sats`` selects which recorded satellites to replay; ``channels`` and the time
-    bounds select as in :meth:`Archive.messages`.
+    bounds select as in :meth:`Archive.messages`. ``tls``: the publisher's identity for an ``mqtts://`` broker.
     """
     own = not isinstance(archive, Archive)
     arch = Archive(archive) if not isinstance(archive, Archive) else archive
     try:
         filters: dict[str, Any] = dict(sats=sats, t_from=t_from, t_to=t_to, utc_from=utc_from, utc_to=utc_to)
         total = arch.count(channels, **filters) if progress else 0
-        publisher = PahoPublisher(broker_url)
+        publisher = PahoPublisher(broker_url, tls=tls)
         try:
             slip = SlipAccounting(speed, late_ms)
             source = arch.messages(channels, **filters)
