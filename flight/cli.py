@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flight.daemon import FlightDaemon
+from flight.journal import JournalFault
 from flight.session import EXIT_SESSION_CONFLICT
 from flight.settings import FlightSettings
 from link.codec import describe_validation_error
@@ -49,10 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         await daemon.run()
         return daemon
 
-    daemon = asyncio.run(serve())
+    try:
+        daemon = asyncio.run(serve())
+    except JournalFault as exc:  # the data directory cannot hold the journal: as bad as a configuration error
+        print(f"flightd: {exc}", file=sys.stderr)
+        return 2
     if daemon.conflict is not None:
         print(f"flightd: {daemon.conflict}", file=sys.stderr)
         return EXIT_SESSION_CONFLICT
+    if daemon.failure is not None:
+        print(f"flightd: {daemon.failure}", file=sys.stderr)
+        return 1
     return 0
 
 

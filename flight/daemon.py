@@ -15,10 +15,24 @@ result published, retained, until the ground acknowledges it (``ack_result``).
 Link: an aiomqtt Client, MQTT 3.1.1, persistent session (``clean_session=False``) so the broker keeps
 submissions for us across our own restarts, reconnected with exponential backoff after a disconnect, to
 the next node of the broker list each time (a clustered broker keeps the session on every node);
-subscriptions and retained state are renewed after every connect. The retained ``status`` carries a
-last will of ``offline``; never rely on the broker's keepalive for safety (amqtt does not enforce it).
+subscriptions and retained state are renewed after every connect. flightd never unsubscribes from
+``jobs/submit`` (an unsubscribed session keeps nothing): while it stops it goes on journaling what
+arrives, as ``queued``, without starting it; and it acknowledges a submission to the broker (PUBACK)
+only once the job is journaled or refused, so whatever it had not journaled when it went down, however
+it went down, the broker delivers again (docs/icd.md, "Stopping and starting"). The retained
+``status`` carries a last will of ``offline``; never rely on the broker's keepalive for safety (amqtt
+does not enforce it).
 One flightd per satellite id: before every connection and while connected, flightd checks that no
 other instance serves its satellite id, and stops when one does (:mod:`flight.session`).
+
+Storage faults (docs/icd.md, "Storage faults"): the journal is checked at start and a corrupted one
+moved aside (:mod:`flight.journal_recovery`); a journal that cannot be opened or written at start is a
+start-up error naming the path. At run time a write the storage refuses (disk full, I/O error,
+read-only file system) pauses intake (submissions are ``rejected`` with the reason, the status says
+``intake: paused``) and starting, with an ``error`` event and log line; the job whose write failed
+stays queued, in memory, and a probe write every ``journal.probe_period_s`` resumes everything once
+the storage takes writes again. Every long-running task is restarted when it fails
+(:func:`flight.supervisor.restart_on_failure`); every other task's exception is logged and published.
 """
 
 from __future__ import annotations
@@ -31,7 +45,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 
@@ -44,9 +58,11 @@ from flight.command_guard import Admitted, CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import InferenceExecutor, RunTerminated
 from flight.governor import Decision, Governor, GovernorConfig, Sample
-from flight.governor.admission import RunningJob
+from flight.governor.admission import RunningJob, committed_core_s
+from flight.governor.costs import CostModel
 from flight.health import HealthEntry, HealthReport, TaskState
-from flight.journal import JobJournal, JobRecord
+from flight.journal import JobJournal, JobRecord, JournalFault
+from flight.journal_recovery import JOURNAL_FILE, open_journal
 from flight.journal_writer import JournalWriter
 from flight.keyring import COMMAND, JOB, KeyRefused, KeyRing, change_keys, command_request
 from flight.metrics import FlightMetrics
@@ -58,7 +74,7 @@ from flight.sd_notify import SystemdNotifier
 from flight.sequences import SequenceError, SequenceService
 from flight.session import Instance, announce, read_status, rival
 from flight.settings import FlightSettings
-from flight.supervisor import Supervisor, flightd_health
+from flight.supervisor import Supervisor, flightd_health, restart_on_failure
 from flight.uplink import UplinkReceiver
 from link.auth import AuthError, load_key
 from link.codec import MAGIC, WireError, decode, encode, pack_tensors, peek_field, peek_header, unpack_tensors
@@ -70,6 +86,7 @@ from link.messages import (
     CancelJob,
     Command,
     CommandReply,
+    DispatchOutlook,
     EnergySource,
     Event,
     EventKind,
@@ -106,9 +123,13 @@ from link.telemetry import (
     value_problem,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, make_client, refused_filters
+from link.transport import BrokerList, acknowledge, make_client, subscribe_until_granted
 
 log = logging.getLogger("flightd")
+
+
+RESULT_WRITE_ATTEMPTS = 3
+"""Runs of one job whose result the journal refused (storage faults) before the job is ``failed``."""
 
 
 @dataclass
@@ -121,6 +142,16 @@ class RunningTask:
 
 class CommandError(Exception):
     """A command that cannot be carried out; ``str()`` goes back in the reply."""
+
+
+def _nothing() -> None:
+    """An acknowledgement with no one to send it to (a job flightd submits to itself)."""
+
+
+def _read_quietly(future: asyncio.Future[Any]) -> None:
+    """Read the outcome of a write nobody awaits: a failure is handled where it matters (see caller)."""
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.debug("journal write not awaited failed: %s", exc)
 
 
 def _record_dict(r: JobRecord) -> dict[str, Any]:
@@ -148,11 +179,17 @@ class FlightDaemon:
         self.topics = TopicMap(settings.sat)
         self.brokers = BrokerList.parse(settings.broker)
         self.url = self.brokers.node(0)  # the node of the current (or next) connection
-        journal_path = settings.data_dir / "journal.sqlite3"
+        journal_path = settings.data_dir / JOURNAL_FILE
+        # checked (a corrupted journal moved aside) and shown to take a write; JournalFault if it cannot
+        self.journal_start = open_journal(journal_path, settings.journal.synchronous, settings.journal.check_at_start)
         self.journal = JobJournal(journal_path, settings.journal.synchronous)  # reads (and start-up)
         self.metrics = FlightMetrics(settings.sat, __version__)  # served only when settings.metrics.enabled
         self.writer = JournalWriter(journal_path, settings.journal.synchronous,  # every write at run time
-                                    on_commit=self.metrics.journal_commit)
+                                    on_commit=self.metrics.journal_commit, on_fault=self._on_journal_fault)
+        self.storage_fault: JournalFault | None = None
+        """Why the journal takes no writes now (None: it does): intake and starting are paused."""
+        self._storage_fault_since = 0.0
+        self._result_write_failures: dict[str, int] = {}
         self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
@@ -178,6 +215,7 @@ class FlightDaemon:
             governor_config, board_notes = without_board(governor_config)
         self._board_notes = board_notes
         self.governor = Governor(governor_config) if governor_config is not None else None
+        self._seed_costs = CostModel(GovernorConfig().board.w_per_core)  # job cost estimates without a governor
         self.sequences = SequenceService(self.journal, self.writer, self.registry, self._submit_onboard,
                                          self._event, self.metrics, self.clock, self.mission)
         self._new_samples: list[Telemetry | Sample] = []
@@ -187,15 +225,24 @@ class FlightDaemon:
         self._client: aiomqtt.Client | None = None
         self._queue: dict[str, QueuedJob] = {}
         self._requests: dict[str, bytes] = {}
-        self._accepting: set[str] = set()
+        self._accepting: dict[str, list[Callable[[], None]]] = {}
+        """Jobs being journaled now, with the broker acknowledgements of their duplicates meanwhile."""
         self._running: dict[str, RunningTask] = {}
+        self._cancel_before_run: set[str] = set()
+        self._unsent: set[str] = set()
+        """Jobs a state or result publish of which the broker did not acknowledge (sent again)."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._intake_open = True
+        self._stopping = False
+        """A stop has begun: nothing starts any more; submissions are still journaled (as ``queued``)."""
         self._pending: set[asyncio.Task[Any]] = set()
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
         self.jobs_done = 0
+        self.failure: str | None = None
+        """Why flightd stopped on its own, a task failing again and again (flightd exits with 1)."""
+        self._startup_events: list[Event] = []
+        self._said_offline = False
         self.supervisor = Supervisor(flightd_health(settings), SystemdNotifier(), self._status_line, self._health_event)
 
     def _authenticator(self) -> RequestAuthenticator:
@@ -237,7 +284,8 @@ class FlightDaemon:
     # ================================================================================== lifecycle
 
     def request_stop(self) -> None:
-        """Begin a graceful stop (SIGTERM): stop intake, finish or requeue running jobs, exit."""
+        """Begin a graceful stop (SIGTERM): start nothing more, finish or requeue running jobs, exit.
+        Submissions arriving meanwhile are journaled ``queued`` and run after the restart."""
         self._stop.set()
 
     async def run(self) -> None:
@@ -247,28 +295,50 @@ class FlightDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        link = asyncio.create_task(self._link_loop(), name="link")
-        dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
-        control = asyncio.create_task(self.control.run(), name="control")
-        board = asyncio.create_task(self._board_loop(), name="board")
+        tasks = [self._supervised("link", self._link_loop), self._supervised("dispatcher", self._dispatch_loop),
+                 self._supervised("control", self.control.run), self._supervised("journal probe", self._probe_loop),
+                 self._supervised("board", self._board_loop)]
         self.supervisor.wake_each_tick("dispatcher", self._wake.set)
-        self.supervisor.ping_each_tick("journal", lambda: self.writer.submit(lambda j: None, durable=False))
-        supervisor = asyncio.create_task(self.supervisor.run(), name="supervisor")
+        self.supervisor.ping_each_tick("journal", self._ping_journal)
+        tasks.append(self._supervised("supervisor", self.supervisor.run))
         try:
             await self._stop.wait()
             await self._shutdown()
         finally:
-            for task in (dispatcher, control, link, supervisor, board):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(dispatcher, control, link, supervisor, board, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.executor.shutdown()
             self.metrics.close()
             self.writer.close()
             self.journal.close()
             log.info("flightd stopped")
 
+    def _supervised(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """``run()`` as a task that is started again when it fails (flightd stops with exit code 1
+        when it fails too often: systemd starts a fresh process); a task that returns is done."""
+        return asyncio.create_task(restart_on_failure(name, run, self._task_failed), name=name)
+
+    def _task_failed(self, name: str, exc: BaseException, restart_in_s: float | None) -> None:
+        if restart_in_s is None:
+            self.failure = f"task {name} failed too often, last: {exc!r}"
+            text = f"{self.failure}; flightd stops (exit 1) to be started afresh"
+        else:
+            text = f"task {name} failed: {exc!r}; restarted in {restart_in_s:.1f} s"
+        log.critical("%s", text, exc_info=exc)
+        self._event(EventKind.ERROR, text, severity="critical", task=name)
+        if restart_in_s is None:
+            self._stop.set()
+
     def _start(self) -> None:
         now = self.clock()
+        report = self.journal_start
+        if report.problem is not None:
+            self._startup_events.append(Event(
+                kind=EventKind.ERROR, severity="critical", message=report.describe(), at_utc=now,
+                details={"journal": str(report.path), "moved_to": str(report.moved_to), "problem": report.problem,
+                         "salvaged": dict(report.salvaged), "unreadable": dict(report.unreadable),
+                         "lost_results": list(report.lost_results)}))
         requeued = self.journal.requeue_running(now, "requeued after restart")
         if requeued:
             log.warning("requeued %d job(s) left running by the last stop: %s", len(requeued), ", ".join(requeued))
@@ -319,13 +389,14 @@ class FlightDaemon:
         log.info("metrics on http://%s:%d/metrics", m.host, port)
 
     async def _shutdown(self) -> None:
-        log.info("stopping: intake closed, %d job(s) running", len(self._running))
+        # Still subscribed to jobs/submit: an unsubscribed persistent session would keep nothing for
+        # the restart. What arrives from now on is journaled queued and runs after the restart.
+        log.info("stopping: draining, %d job(s) running; nothing more starts, submissions are journaled "
+                 "for the restart", len(self._running))
         self.supervisor.stopping(f"stopping: {len(self._running)} job(s) running")
-        self._intake_open = False
-        client = self._client
-        if client is not None and self.conflict is None:  # the session is the rival's: leave it as it is
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.unsubscribe(self.topics.job_submit, timeout=2.0)
+        self._stopping = True
+        # intake: draining, awaited so that the offline status below is the last retained one
+        await self._publish(self.topics.status, encode(self._online_status()), retain=True)
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
         if self._running:
             tasks = [r.task for r in self._running.values()]
@@ -337,6 +408,7 @@ class FlightDaemon:
         if self.board is not None:
             for action in await self.board.release():
                 log.info("board: at stop, %s", action.describe())
+        self._said_offline = True  # no heartbeat may follow it: a restart would take it for a rival
         await self._publish(self.topics.status, encode(self._offline_status()), retain=True)
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=5)
@@ -344,10 +416,12 @@ class FlightDaemon:
     # ======================================================================================= link
 
     def _identity(self) -> dict[str, Any]:
-        """What every status says besides the state: the sizes the ground checks, who this flightd is."""
+        """What every status says besides the state: the sizes and model limits the ground checks, who this
+        flightd is."""
         link, me = self.settings.link, self.instance
         return {"max_payload_bytes": link.max_payload_bytes, "broker_max_packet_bytes": link.broker_max_packet_bytes,
-                "instance_id": me.instance_id, "boot_id": me.boot_id, "started_utc": me.started_utc}
+                "instance_id": me.instance_id, "boot_id": me.boot_id, "started_utc": me.started_utc,
+                "model_limits": self.registry.limits}
 
     @property
     def _side_clients(self) -> bool:
@@ -393,6 +467,7 @@ class FlightDaemon:
                 will=will,
                 keepalive_s=self.settings.link.keepalive_s,
                 tls=self.settings.link.tls(),
+                manual_ack=True,  # a submission is acknowledged once journaled (_on_submit)
             )
             attempt += 1
             try:
@@ -410,7 +485,7 @@ class FlightDaemon:
                         self.supervisor.health.check_in("link")
                         if message.topic.matches(self.topics.status) and self._rival_status(message.payload):
                             return  # leave the session at once: take nothing more from it
-                        self._route(message)
+                        self._route(message, self._acknowledger(client, message))
             except aiomqtt.MqttError as exc:
                 if connected_at is not None and time.monotonic() - connected_at >= self.settings.link.stable_s:
                     backoff = self.settings.link.reconnect_min_s  # a connection that held: start again from the minimum
@@ -433,14 +508,27 @@ class FlightDaemon:
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         t = self.topics
         subscriptions = [(t.command, 1), (t.sequence_command, 1), (t.telemetry_all, 0), (t.upload_all, 1),
-                         (t.status, 1)]
-        if self._intake_open:
-            subscriptions.append((t.job_submit, 1))
-        refused = refused_filters(subscriptions, await client.subscribe(subscriptions))
-        if refused:  # e.g. a cluster without a stream leader for a moment: connect again (next node)
+                         (t.status, 1), (t.job_submit, 1)]
+        # A cluster without a stream leader for a moment refuses filters: asked again on this connection
+        # (link.transport.subscribe_until_granted), for half the link's health period, then the next node.
+        give_up_at = time.monotonic() + self.settings.supervision.link_period_s / 2
+        refused = await subscribe_until_granted(client, subscriptions, give_up_at=give_up_at)
+        if refused:
             raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
         log.info("connected to %s; subscribed to %s", self.url, ", ".join(s for s, _ in subscriptions))
         self._heartbeat()
+        for event in self._startup_events:  # said once, to the first broker that hears it
+            self._publish_soon(self.topics.events, encode(event))
+        self._startup_events.clear()
+        try:
+            self._republish()
+        except JournalFault as exc:  # the retained copies on the broker stand meanwhile
+            log.error("states and results not published again after the connect: %s", exc)
+            self._on_journal_fault(exc)
+        self.supervisor.mark_ready()  # the journal is open (since __init__) and the broker connected
+
+    def _republish(self) -> None:
+        """After a connect: the state of every job onboard, and every result not yet acknowledged."""
         for job_id in list(self._queue) + list(self._running):
             record = self.journal.get(job_id)
             if record is not None:
@@ -448,11 +536,11 @@ class FlightDaemon:
         for job_id in self.journal.unacked_results():
             payload = self.journal.result(job_id)
             if payload:
-                self._publish_soon(t.result(job_id), payload, retain=True)
+                self._publish_job(job_id, self.topics.result(job_id), payload)
                 record = self.journal.get(job_id)
                 if record is not None:
                     self._publish_state(record)
-        self.supervisor.mark_ready()  # the journal is open (since __init__) and the broker connected
+        self._resend_unsent()
 
     async def _publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
         """Publish and wait (at most 10 s) for the broker's PUBACK; False when that fails."""
@@ -467,10 +555,13 @@ class FlightDaemon:
         self.supervisor.health.check_in("link")  # the broker acknowledged: the link works
         return True
 
-    def _background(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
-        """Run ``coro`` as a task of its own; an exception is logged and published, never lost."""
-        task = asyncio.create_task(coro)
-        self._pending.add(task)
+    def _background(self, coro: Coroutine[Any, Any, Any], what: str, name: str | None = None,
+                    pending: bool = True) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task of its own; an exception is logged and published, never lost.
+        ``pending``: a stop waits for it (at most 5 s) before flightd disconnects."""
+        task = asyncio.create_task(coro, name=name)
+        if pending:
+            self._pending.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self._pending.discard(t)
@@ -479,12 +570,21 @@ class FlightDaemon:
                 self._event(EventKind.ERROR, f"{what} failed: {exc}", severity="error")
 
         task.add_done_callback(done)
+        return task
 
     def _publish_soon(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Publish without waiting for the PUBACK; order of calls is the order on the wire."""
+        """Publish without waiting for the PUBACK; order of calls is the order on the wire. A
+        failure other than the link's (which :meth:`_publish` absorbs) is logged, not published: an
+        event about a failed publish could fail the same way."""
         task = asyncio.create_task(self._publish(topic, payload, qos, retain))
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                log.error("publish to %s failed: %r", topic, exc, exc_info=exc)
+
+        task.add_done_callback(done)
 
     def _publish_state(self, r: JobRecord, retain: bool = True) -> None:
         event = JobStateEvent(
@@ -497,7 +597,39 @@ class FlightDaemon:
             priority=r.priority,
             deadline_utc=r.deadline_utc,
         )
-        self._publish_soon(self.topics.job_state(r.job_id), encode(event), retain=retain)
+        self._publish_job(r.job_id, self.topics.job_state(r.job_id), encode(event), retain=retain)
+
+    def _publish_job(self, job_id: str, topic: str, payload: bytes, retain: bool = True) -> None:
+        """Publish a job's state or result (QoS 1, in call order). One the broker does not acknowledge
+        is not dropped: the job's latest state, and its result while unacknowledged, are published
+        again at the next heartbeat or connection (:meth:`_resend_unsent`). A cluster electing stream
+        leaders after a node died times publishes out for seconds: a job's acknowledgement lost then
+        left the ground waiting for it (tests/test_nats_cluster.py)."""
+        task = asyncio.create_task(self._publish(topic, payload, 1, retain))
+        self._pending.add(task)
+
+        def done(t: asyncio.Task[bool]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and t.exception() is None and not t.result():
+                self._unsent.add(job_id)
+
+        task.add_done_callback(done)
+
+    def _resend_unsent(self) -> None:
+        """Publish again the latest state (and the unacknowledged result) of every job a publish of
+        which failed; those that fail again stay for the next call."""
+        if self._client is None or not self._unsent:
+            return
+        unsent, self._unsent = self._unsent, set()
+        for job_id in sorted(unsent):
+            record = self.journal.get(job_id)
+            if record is None:
+                continue
+            log.debug("job %s: publishing its %s state again", job_id, record.state)
+            self._publish_state(record)
+            result = self.journal.result(job_id) if record.state is JobState.DONE else None
+            if result:
+                self._publish_job(job_id, self.topics.result(job_id), result)
 
     def _event(self, kind: EventKind, message: str, severity: Severity = "info", **fields: Any) -> None:
         job_id = fields.pop("job_id", None)
@@ -506,16 +638,33 @@ class FlightDaemon:
         )
         self._publish_soon(self.topics.events, encode(event))
 
-    def _route(self, message: aiomqtt.Message) -> None:
-        """Hand an incoming message to its handler; nothing that arrives may take the daemon down."""
+    @staticmethod
+    def _acknowledger(client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
+        """The broker acknowledgement (PUBACK) of ``message``, sent at most once when called."""
+        sent = False
+
+        def ack() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                acknowledge(client, message)
+
+        return ack
+
+    def _route(self, message: aiomqtt.Message, ack: Callable[[], None]) -> None:
+        """Hand an incoming message to its handler; nothing that arrives may take the daemon down.
+
+        ``ack`` acknowledges it to the broker: at once, except a job submission, which
+        :meth:`_on_submit` acknowledges once it is journaled or refused."""
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         payload = bytes(payload)
         topic = message.topic
+        submission = topic.matches(self.topics.job_submit)
         try:
-            if topic.matches(self.topics.job_submit):
-                self._on_submit(payload)
+            if submission:
+                self._on_submit(payload, ack)
             elif topic.matches(self.topics.command):
                 self._background(self._on_command(payload), "command")
             elif topic.matches(self.topics.sequence_command):
@@ -528,6 +677,9 @@ class FlightDaemon:
         except Exception as exc:
             log.exception("unhandled error on %s", topic)
             self._event(EventKind.ERROR, f"internal error handling {topic}: {exc}", severity="error")
+            ack()  # handled, if badly: delivering it again would fail again
+        if not submission:
+            ack()
 
     # ===================================================================================== intake
 
@@ -538,12 +690,21 @@ class FlightDaemon:
             self._publish_soon(self.topics.job_state(job_id), encode(event))
         self._event(EventKind.REJECTED, reason, severity="warning", job_id=job_id, payload_bytes=payload_bytes)
 
-    def _on_submit(self, payload: bytes) -> None:
-        limit = self.settings.link.max_payload_bytes
+    def _on_submit(self, payload: bytes, ack: Callable[[], None] | None = None) -> None:
+        """A job submission: refused (``rejected`` with the reason), or journaled and acknowledged
+        (``queued``). ``ack`` (the broker's PUBACK) is called once the job is journaled or refused, or
+        recognised as one journaled already (a redelivery after a restart is not run again)."""
+        ack = ack or _nothing
         claimed_id = peek_field(peek_body(payload), "job_id")  # unverified: only to name a refusal
+        if self.storage_fault is not None:
+            self._reject(claimed_id, f"intake paused: {self._intake_state()[1]}; send it again later", len(payload))
+            ack()
+            return
+        limit = self.settings.link.max_payload_bytes
         if len(payload) > limit:
             reason = f"payload of {len(payload)} bytes exceeds the {limit}-byte limit"
             self._reject(claimed_id, reason, len(payload))
+            ack()
             return
         try:
             # The signer's advanced window is journaled with the job (one commit), or alone if refused.
@@ -551,18 +712,25 @@ class FlightDaemon:
         except ReplayError as exc:
             # Signed and verified, but seen before: a redelivery of a journaled job is answered as a
             # duplicate (its state again, never a second run); anything else is a refused replay.
-            if claimed_id is not None and self.journal.get(claimed_id) is not None:
+            try:
+                journaled = claimed_id is not None and self.journal.get(claimed_id) is not None
+            except JournalFault as fault:
+                self._journal_unreadable(claimed_id, fault, len(payload))
+                journaled = None
+            if journaled and claimed_id is not None:
                 log.info("job %s: %s; answered as a duplicate", claimed_id, exc)
                 self._duplicate(claimed_id)
-            else:
+            elif journaled is False:
                 self._reject(claimed_id, str(exc), len(payload))
+            ack()
             return
         except AuthError as exc:
             self._reject(claimed_id, str(exc), len(payload))
+            ack()
             return
         accepted = False
         try:
-            accepted = self._intake(admitted, len(payload))
+            accepted = self._intake(admitted, len(payload), ack=ack)
         finally:
             if not accepted:
                 self.guard.write_window(admitted)
@@ -571,15 +739,21 @@ class FlightDaemon:
         """A job flightd asks for itself (a sequence's firing, :mod:`flight.sequences`): the ordinary
         intake (checks, journal, governor) without the guard's signature and role checks, which the
         sequence passed when it was uploaded (a command, with its signer's role)."""
+        if self.storage_fault is not None:
+            self._reject(peek_field(payload, "job_id"), f"intake paused: {self._intake_state()[1]}", len(payload))
+            return
         self._intake(Admitted(payload), len(payload), onboard=True)
 
-    def _intake(self, admitted: Admitted, payload_bytes: int, onboard: bool = False) -> bool:
+    def _intake(self, admitted: Admitted, payload_bytes: int, onboard: bool = False,
+                ack: Callable[[], None] = _nothing) -> bool:
         """Decode, authorise (unless ``onboard``) and check a job the guard let in; True when it goes on
-        to be journaled."""
+        to be journaled (``ack`` is then called by :meth:`_accept`; here on every other way out, but
+        for a copy of a job being journaled now, acknowledged with it)."""
         try:
             decoded = decode(admitted.body, JobRequest)
         except WireError as exc:
             self._reject(peek_field(admitted.body, "job_id"), str(exc), payload_bytes)
+            ack()
             return False
         req = decoded.message
         try:
@@ -588,12 +762,21 @@ class FlightDaemon:
                                  priority=req.priority)
         except AuthError as exc:
             self._reject(req.job_id, str(exc), payload_bytes)
+            ack()
             return False
         if req.job_id in self._accepting:
             log.info("job %s is being journaled already: duplicate ignored", req.job_id)
+            self._accepting[req.job_id].append(ack)  # acknowledged once the first copy is journaled
             return False
-        if self.journal.get(req.job_id) is not None:
+        try:
+            journaled = self.journal.get(req.job_id) is not None
+        except JournalFault as exc:
+            self._journal_unreadable(req.job_id, exc, payload_bytes)
+            ack()
+            return False
+        if journaled:
             self._duplicate(req.job_id)
+            ack()
             return False
         try:
             entry = self.registry.resolve(req.model, req.version)
@@ -601,53 +784,65 @@ class FlightDaemon:
             self.registry.session(entry, self.throttle.intra_op_threads)  # a model ORT cannot load is refused now
         except (ModelError, WireError) as exc:
             self._reject(req.job_id, str(exc), payload_bytes)
+            ack()
             return False
         now = self.clock()
         state = JobState.QUEUED
         reason_text: str | None = None
         if deadline_passed(req.deadline_utc, now):
             state, reason_text = JobState.EXPIRED, f"deadline {req.deadline_utc:.3f} already past at intake ({now:.3f})"
-        self._accepting.add(req.job_id)
+        self._accepting[req.job_id] = [ack]
         self._background(self._accept(req, entry.manifest.version, bytes(admitted.body), now, state, reason_text,
                                       admitted), f"intake of {req.job_id}")
         return True
 
+    def _journal_unreadable(self, job_id: str | None, fault: JournalFault, payload_bytes: int) -> None:
+        """A read of the journal failed at intake: pause intake, and refuse the job with the reason."""
+        self._on_journal_fault(fault)
+        self._reject(job_id, f"intake paused: {fault}; send it again later", payload_bytes)
+
     def _duplicate(self, job_id: str) -> None:
         """A job id journaled before: publish its state (and result) again; it never runs twice."""
-        existing = self.journal.get(job_id)
+        try:
+            existing = self.journal.get(job_id)
+            result = self.journal.result(job_id) if existing is not None and existing.state is JobState.DONE else None
+        except JournalFault as exc:  # the broker's retained copies stand meanwhile
+            self._on_journal_fault(exc)
+            return
         if existing is None:
             return
         log.info("job %s already journaled (%s): not run again", job_id, existing.state)
         self._publish_state(existing)
-        result = self.journal.result(job_id) if existing.state is JobState.DONE else None
         if result:
-            self._publish_soon(self.topics.result(job_id), result, retain=True)
+            self._publish_job(job_id, self.topics.result(job_id), result)
 
     async def _accept(
         self, req: JobRequest, version: str, payload: bytes, now: float, state: JobState, reason: str | None,
         admitted: Admitted | None = None,
     ) -> None:
         """Journal the job (durably, in one transaction with its signer's advanced window and its
-        owner), then acknowledge it with its first state event. ``payload``: the unsigned request."""
+        owner), then acknowledge it with its first state event, and to the broker. ``payload``: the
+        unsigned request."""
         signer = None if admitted is None else admitted.signer
         window = None if admitted is None or admitted.window is None else admitted.window.to_record()
 
-        def journal(j: JobJournal) -> bool:
+        def journal(j: JobJournal) -> tuple[bool, JobRecord | None]:
             if signer is not None and window is not None:
                 j.save_window(signer.fingerprint, window)
-            return j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now, state,
-                         reason, owner=None if signer is None else signer.name)
+            inserted = j.add(req.job_id, req.model, version, req.priority, req.deadline_utc, payload, now, state,
+                             reason, owner=None if signer is None else signer.name)
+            return inserted, j.get(req.job_id)  # read on the writer's connection: what it committed
 
         try:
-            inserted = await self.writer.submit(journal)
+            inserted, record = await self.writer.submit(journal)
         except Exception as exc:
             self._reject(req.job_id, f"journal write failed, job not accepted: {exc}", len(payload))
             return
         finally:
-            self._accepting.discard(req.job_id)
-        record = self.journal.get(req.job_id)
-        assert record is not None
-        self._publish_state(record)
+            for ack in self._accepting.pop(req.job_id, []):
+                ack()
+        if record is not None:
+            self._publish_state(record)
         if inserted and state is JobState.QUEUED:
             self._queue[req.job_id] = QueuedJob(req.job_id, req.priority, req.model, now, req.deadline_utc)
             self._requests[req.job_id] = payload
@@ -664,53 +859,103 @@ class FlightDaemon:
             self.supervisor.health.check_in("dispatcher")  # woken at least every supervisor tick
             await self._wake.wait()
             self._wake.clear()
+            if self.storage_fault is not None:  # nothing to journal a start, an expiry or a rejection in
+                continue
             step = plan_wake(
                 self.clock(),
                 list(self._queue.values()),
                 [r.job for r in self._running.values()],
                 self.throttle,
-                intake_open=self._intake_open,
+                may_start=not self._stopping,
                 governor=self.governor,
                 rate=self.mission.rate,
             )
             for job, reason in step.expire:
                 self._queue.pop(job.job_id, None)
-                self._background(self._finish(job.job_id, JobState.EXPIRED, reason), f"expiry of {job.job_id}")
+                self._background(self._finish(job.job_id, JobState.EXPIRED, reason, job), f"expiry of {job.job_id}")
             for job, reason in step.reject:
                 self._queue.pop(job.job_id, None)
-                self._background(self._finish(job.job_id, JobState.REJECTED, reason), f"rejection of {job.job_id}")
+                self._background(self._finish(job.job_id, JobState.REJECTED, reason, job),
+                                 f"rejection of {job.job_id}")
             for job in step.start:
                 del self._queue[job.job_id]
-                task = asyncio.create_task(self._run_job(job.job_id), name=job.job_id)
+                task = self._background(self._run_job(job), f"run of {job.job_id}", name=job.job_id, pending=False)
                 self._running[job.job_id] = RunningTask(RunningJob(job.job_id, job.model, job.units), task)
 
-    async def _finish(self, job_id: str, state: JobState, reason: str | None) -> None:
-        """Move a queued or running job to a terminal state other than done."""
+    async def _finish(self, job_id: str, state: JobState, reason: str | None, job: QueuedJob | None) -> bool:
+        """Move a queued or running job to a terminal state other than done. When the journal
+        refuses the write the job (``job``, its queue entry) goes back to the queue, to be ended
+        once the journal takes writes again, and False is returned."""
         self._queue.pop(job_id, None)
-        self._requests.pop(job_id, None)
+        request = self._requests.pop(job_id, None)
         now = self.clock()
-        record = await self.writer.submit(lambda j: j.set_state(job_id, state, now, reason))
+        try:
+            record = await self.writer.submit(lambda j: j.set_state(job_id, state, now, reason))
+        except JournalFault as exc:
+            self._keep_queued(job, request, f"not {state.value} ({reason}): {exc.reason}")
+            return False
         log.info("job %s %s: %s", job_id, state, reason)
         self._publish_state(record)
+        self._result_write_failures.pop(job_id, None)
+        return True
 
-    async def _requeue(self, job_id: str, reason: str) -> None:
+    def _keep_queued(self, job: QueuedJob | None, request: bytes | None, why: str,
+                     record: JobRecord | None = None) -> None:
+        """A job whose new state the journal refused stays queued in memory (its journal row still
+        says ``queued`` or ``running``; both run again after a restart): an ``error`` event and a
+        log line say so, and a ``queued`` state event when its last one said otherwise."""
+        if job is None:
+            return
+        self._queue[job.job_id] = job
+        if request is not None:
+            self._requests[job.job_id] = request
+        text = f"job {job.job_id} stays queued, journal write failed: {why}"
+        log.error("%s", text)
+        self._event(EventKind.ERROR, text, severity="error", job_id=job.job_id)
+        if record is not None and record.state is not JobState.QUEUED:
+            self._publish_state(replace(record, state=JobState.QUEUED, updated_utc=self.clock(), reason=why))
+
+    async def _requeue(self, job: QueuedJob, reason: str, record: JobRecord | None) -> None:
         now = self.clock()
-        record = await self.writer.submit(lambda j: j.set_state(job_id, JobState.QUEUED, now, reason))
-        self._queue[job_id] = QueuedJob(job_id, record.priority, record.model, record.received_utc, record.deadline_utc)
+        job_id = job.job_id
+        try:
+            record = await self.writer.submit(lambda j: j.set_state(job_id, JobState.QUEUED, now, reason))
+        except JournalFault as exc:
+            self._keep_queued(job, None, f"requeue ({reason}): {exc.reason}", record)
+            return
+        self._queue[job_id] = job
         log.info("job %s requeued: %s", job_id, reason)
         self._publish_state(record)
 
-    async def _run_job(self, job_id: str) -> None:
+    def _result_not_journaled(self, job: QueuedJob, request: bytes, record: JobRecord, fault: JournalFault) -> None:
+        """The journal refused a result: the job runs again once it takes writes (the result was never
+        published, so the ground sees one result), or fails after :data:`RESULT_WRITE_ATTEMPTS` runs."""
+        failures = self._result_write_failures.get(job.job_id, 0) + 1
+        self._result_write_failures[job.job_id] = failures
+        if failures >= RESULT_WRITE_ATTEMPTS:
+            reason = f"result not journaled in {failures} runs: {fault.reason}"
+            self._background(self._finish(job.job_id, JobState.FAILED, reason, job), f"failure of {job.job_id}")
+            return
+        self._keep_queued(job, request, f"result not journaled ({fault.reason}); runs again once the journal "
+                          "takes writes", record)
+
+    async def _run_job(self, job: QueuedJob) -> None:
+        job_id = job.job_id
         threads = self.throttle.intra_op_threads
         metered = False  # the board's energy meter counts this job as running
+        record: JobRecord | None = None
+        payload: bytes | None = None
         try:
             # The running mark is not waited for (it need not be durable, see JobJournal.set_state):
             # the writer applies it before this job's completion, which is queued after it.
+            if job_id in self._cancel_before_run:  # cancelled between the dispatcher's start and now
+                raise RunTerminated(job_id, "cancel")
             now = self.clock()
             queued = self.journal.get(job_id)  # before the running mark: the writer may apply it at once
             if queued is None:
                 raise KeyError(f"job {job_id} is not in the journal")
-            self.writer.submit(lambda j: j.set_state(job_id, JobState.RUNNING, now), durable=False)
+            mark = self.writer.submit(lambda j: j.set_state(job_id, JobState.RUNNING, now), durable=False)
+            mark.add_done_callback(_read_quietly)  # a fault there fails the completion too, which handles it
             record = replace(queued, state=JobState.RUNNING, updated_utc=now, reason=None, attempt=queued.attempt + 1)
             self._publish_state(record)
             payload = self._requests.pop(job_id, None) or self.journal.request(job_id)
@@ -727,14 +972,17 @@ class FlightDaemon:
             metered = False
         except RunTerminated as exc:
             if exc.reason == "cancel":
-                await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running")
+                await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running", job)
             else:
-                await self._requeue(job_id, f"preempted ({exc.reason})")
+                await self._requeue(job, f"preempted ({exc.reason})", record)
+        except JournalFault as exc:  # the request could not be read
+            self._on_journal_fault(exc)
+            self._keep_queued(job, payload, f"request not read: {exc.reason}", record)
         except (ModelError, WireError, KeyError) as exc:
-            await self._finish(job_id, JobState.FAILED, str(exc))
+            await self._finish(job_id, JobState.FAILED, str(exc), job)
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            await self._finish(job_id, JobState.FAILED, f"inference error: {exc}")
+            await self._finish(job_id, JobState.FAILED, f"inference error: {exc}", job)
         else:
             finished = self.clock()
             started = finished - outcome.run_s
@@ -756,7 +1004,12 @@ class FlightDaemon:
                 energy_source=source,
             )
             result_payload = encode(result, binary)
-            done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
+            try:
+                done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
+            except JournalFault as exc:
+                self._result_not_journaled(job, payload, record, exc)
+                return
+            self._result_write_failures.pop(job_id, None)
             self.jobs_done += 1
             self.metrics.inference(entry.manifest.name, outcome.run_s)
             if self.governor is not None:  # measured energy where the board has a sensor, else the estimate
@@ -764,16 +1017,66 @@ class FlightDaemon:
                                          energy_j=energy_j if source == "measured" else None)
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
-            self._publish_soon(self.topics.result(job_id), result_payload, retain=True)
+            self._publish_job(job_id, self.topics.result(job_id), result_payload)
         finally:
             if metered and self.board is not None:
                 self.board.job_ended(job_id)
             self._running.pop(job_id, None)
+            self._cancel_before_run.discard(job_id)
             self._wake.set()
 
     def preempt_all(self, reason: str) -> list[str]:
         """Stop every running job at its next graph node; they are requeued, never lost."""
         return [job_id for job_id in list(self._running) if self.executor.terminate(job_id, reason)]
+
+    # ============================================================================ storage faults
+
+    def _on_journal_fault(self, fault: JournalFault | None) -> None:
+        """A storage fault (pause intake and starting), found by the writer or by a read, or a probe
+        that committed (resume, if paused). The writer calls it on the loop before the futures of the
+        failing writes settle."""
+        previous = self.storage_fault
+        if fault is not None:
+            self.storage_fault = fault
+            if previous is not None and previous.reason == fault.reason:
+                return
+            if previous is None:
+                self._storage_fault_since = self.clock()
+            text = (f"{fault}: intake paused and no job starts until it takes writes again (probed every "
+                    f"{self.settings.journal.probe_period_s:g} s)")
+            log.error("%s", text)
+            self._event(EventKind.ERROR, text, severity="error", journal=str(fault.path), reason=fault.reason)
+        else:
+            if previous is None:
+                return
+            try:
+                self.journal.reopen()  # the reader, too, may hold a file system that was replaced
+            except JournalFault as exc:
+                log.error("journal writes again but cannot be opened for reading: %s", exc)
+                self.storage_fault = exc
+                return
+            self.storage_fault = None
+            down_s = self.clock() - self._storage_fault_since
+            text = f"journal {previous.path} takes writes again after {down_s:.1f} s: intake resumed"
+            log.warning("%s", text)
+            self._event(EventKind.LIFECYCLE, text, severity="info", journal=str(previous.path), down_s=round(down_s, 3))
+            self._wake.set()
+        self._heartbeat()
+
+    async def _probe_loop(self) -> None:
+        """While the journal is faulted, try a durable write every ``journal.probe_period_s``."""
+        settings = self.settings.journal
+        while True:
+            await asyncio.sleep(settings.probe_period_s)
+            if self.storage_fault is not None:
+                with contextlib.suppress(JournalFault):  # still faulted: the writer said so already
+                    await self.writer.probe(self.clock(), settings.probe_bytes)
+
+    async def _ping_journal(self) -> None:
+        """The supervisor's ping: the writer thread answered. A storage fault is an answer too (the
+        thread is alive; the fault pauses intake, and restarting flightd would not mend the disk)."""
+        with contextlib.suppress(JournalFault):
+            await self.writer.submit(lambda j: None, durable=False)
 
     # =================================================================================== commands
 
@@ -794,7 +1097,9 @@ class FlightDaemon:
                 data = await self.sequences.execute(command.body)
             else:
                 data = await self._execute(command)
-        except (WireError, AuthError, CommandError, ModelError, SequenceError) as exc:
+        except (WireError, AuthError, CommandError, ModelError, SequenceError, JournalFault) as exc:
+            if isinstance(exc, JournalFault):
+                self._on_journal_fault(exc)
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
             self._event(EventKind.ERROR, f"command refused: {exc}", severity="warning", command_id=command_id)
             if command_id is not None:
@@ -855,12 +1160,23 @@ class FlightDaemon:
         raise CommandError(f"unsupported command {body.action}")  # pragma: no cover - union is exhaustive
 
     async def _cancel(self, record: JobRecord) -> dict[str, Any]:
-        if record.state is JobState.QUEUED and record.job_id in self._queue:
-            await self._finish(record.job_id, JobState.CANCELLED, "cancelled by ground command")
-            return {"job_id": record.job_id, "state": JobState.CANCELLED.value}
-        if record.state is JobState.RUNNING and self.executor.terminate(record.job_id, "cancel"):
-            return {"job_id": record.job_id, "state": "cancelling"}
-        raise CommandError(f"job {record.job_id} is {record.state.value}: nothing to cancel")
+        """Cancel a queued job (the reply says ``cancelled`` once the journal holds it: it will never run
+        here, so a fleet dispatcher may send it elsewhere), or stop a running one (``cancelling``: it
+        ends ``cancelled``, or ``done`` if it finished first). Decided on this event loop's own state:
+        the dispatcher takes a job off the queue and creates its run in one step, so a job is either
+        still queued here or already on its way to the executor, never neither. Raises CommandError when
+        the journal refuses the write (the job stays queued)."""
+        job_id = record.job_id
+        if job_id in self._queue:
+            job = self._queue[job_id]
+            if not await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command", job):
+                raise CommandError(f"job {job_id} not cancelled: {self.storage_fault or 'journal write failed'}")
+            return {"job_id": job_id, "state": JobState.CANCELLED.value}
+        if job_id in self._running:
+            if not self.executor.terminate(job_id, "cancel"):  # its run has not reached the executor yet
+                self._cancel_before_run.add(job_id)
+            return {"job_id": job_id, "state": "cancelling"}
+        raise CommandError(f"job {job_id} is {record.state.value}: nothing to cancel")
 
     async def _ack_result(self, record: JobRecord) -> dict[str, Any]:
         now = self.clock()
@@ -894,8 +1210,17 @@ class FlightDaemon:
     def _status_line(self) -> str:
         """systemd's STATUS= (``systemctl status flightd``)."""
         link = "online" if self._client is not None else "link down"
+        intake = "" if self.storage_fault is None else f", INTAKE PAUSED: {self.storage_fault}"
         return (f"{link}, mode {self.throttle.mode.value}, {len(self._queue)} queued, "
-                f"{len(self._running)} running, {self.jobs_done} done")
+                f"{len(self._running)} running, {self.jobs_done} done{intake}")
+
+    def _intake_state(self) -> tuple[Literal["open", "paused", "draining"], str | None]:
+        """The status's ``intake`` and ``intake_reason``."""
+        if self._stopping:
+            return "draining", "flightd is stopping: submissions are journaled and run after the restart"
+        if self.storage_fault is not None:
+            return "paused", f"{self.storage_fault} (since {self._storage_fault_since:.0f} UTC)"
+        return "open", None
 
     def _health_event(self, entry: HealthEntry, report: HealthReport) -> None:
         """A task going late, fatal or back to health, on the wire."""
@@ -908,9 +1233,15 @@ class FlightDaemon:
                     warn_count=entry.warn_count, fatal_count=entry.fatal_count)
 
     def _heartbeat(self) -> None:
+        if self._said_offline:
+            return
+        self._publish_soon(self.topics.status, encode(self._online_status()), retain=True)
+
+    def _online_status(self) -> Status:
         t = self.throttle
         h = self.control.health
-        status = Status(
+        intake, intake_reason = self._intake_state()
+        return Status(
             sat=self.settings.sat,
             state="online",
             at_utc=self.clock(),
@@ -928,10 +1259,34 @@ class FlightDaemon:
             models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
             cycle_slip_ms=h.max_slip_s * 1e3,
             board=self.board.status() if self.board is not None else None,
+            outlook=self._outlook(),
+            intake=intake,
+            intake_reason=intake_reason,
             **self._identity(),
             keys=sorted(e.fingerprint for e in self.guard.ring.active),
         )
-        self._publish_soon(self.topics.status, encode(status), retain=True)
+
+    def _outlook(self) -> DispatchOutlook:
+        """What a fleet dispatcher routes by: the governor's allowance and outlook (copied, not
+        recomputed), this queue's committed work and the cost model's estimates (link.messages)."""
+        costs = self.governor.costs if self.governor is not None else self._seed_costs
+        running = [r.job for r in self._running.values()]
+        committed, running_core_s = committed_core_s(self._queue.values(), running, costs)
+        models = {m["name"] for m in self.registry.listing() if m["active"]}
+        fields: dict[str, Any] = {}
+        if self.governor is not None:
+            o = self.governor.outlook(self.mission.now(time.monotonic()))
+            fields = {"orbit_busy_cores": o.orbit_busy_cores, "in_eclipse": o.in_eclipse,
+                      "phase_left_s": max(0.0, o.phase_left_s), "thermal_headroom_c": o.thermal_headroom_c,
+                      "soc": o.soc}
+        return DispatchOutlook(
+            busy_cores=self.throttle.busy_cores,
+            mission_rate=self.mission.current_rate(),
+            committed_core_s=committed,
+            running_core_s=running_core_s,
+            job_core_s={name: costs.estimate(name).core_s for name in sorted(models)},
+            **fields,
+        )
 
     def _compute_sample(self) -> Telemetry:
         now_m = time.monotonic()
@@ -1001,7 +1356,8 @@ class FlightDaemon:
             await self.board.run(self._on_board_sample, lambda: len(self._running))
 
     def _on_board_sample(self, sample: BoardSample) -> None:
-        """One board sample: on ``tlm/board`` and to the governor."""
+        """One board sample: on ``tlm/board``, to the governor and to the Prometheus metrics."""
+        self.metrics.board_probe(sample)
         values: dict[str, float] = {}
         for key, value in sample.values().items():
             problem = value_problem(BOARD, key, value)
@@ -1026,7 +1382,7 @@ class FlightDaemon:
     async def _control_cycle(self) -> None:
         self.supervisor.health.check_in("control")
         self._govern()
-        if self._intake_open:  # mission time is a timebase once plant telemetry has anchored it
+        if not self._stopping:  # mission time is a timebase once plant telemetry has anchored it
             self.sequences.cycle(self.mission.now(time.monotonic()) if self.telemetry else None)
         t, h = self.throttle, self.control.health
         self.metrics.control_cycle(mode=t.mode, budget_w=t.budget_w, queued=len(self._queue),
@@ -1037,8 +1393,13 @@ class FlightDaemon:
         if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
             self._last_heartbeat = now_m
             self._heartbeat()
-            self.metrics.job_counts(self.journal.counts())
+            self._resend_unsent()
+            try:
+                self.metrics.job_counts(self.journal.counts())
+            except JournalFault as exc:
+                self._on_journal_fault(exc)
             cutoff = self.clock() - self.settings.journal.retention_s
-            self._background(self._purge(cutoff), "journal purge")
+            if self.storage_fault is None:
+                self._background(self._purge(cutoff), "journal purge")
         if self._queue:
             self._wake.set()

@@ -10,7 +10,8 @@ every runnable job is admitted in that order (the same policy without a budget);
 :meth:`flight.governor.Governor.dispatch` walks the same order within the budget, and its started
 and waiting jobs are admitted in that order.
 
-Start limit: nothing starts while intake is closed (flightd is stopping) or in SAFE mode; otherwise
+Start limit: nothing starts while starting is held (``may_start`` false: flightd is stopping, or its
+journal cannot be written) or in SAFE mode; otherwise
 up to ``2 * concurrency`` jobs may be on the executor (``concurrency`` computing plus as many
 waiting for a slot), so inference runs back to back without waiting for the event loop.
 """
@@ -58,9 +59,14 @@ class Throttle:
         """Jobs the executor may compute at once: ``concurrency``, 0 in SAFE mode."""
         return 0 if self.mode is Mode.SAFE else self.concurrency
 
-    def start_limit(self, intake_open: bool) -> int:
+    @property
+    def busy_cores(self) -> float:
+        """Busy cores the executor may use: slots x threads x duty cycle (0 in SAFE mode)."""
+        return self.executor_slots * self.intra_op_threads * self.duty_cycle
+
+    def start_limit(self, may_start: bool) -> int:
         """Most jobs on the executor (computing or waiting for a slot) after a wake; 0 = start none."""
-        return 2 * self.concurrency if intake_open and self.mode is not Mode.SAFE else 0
+        return 2 * self.concurrency if may_start and self.mode is not Mode.SAFE else 0
 
 
 @dataclass
@@ -79,7 +85,7 @@ def plan_wake(
     running: Sequence[RunningJob],
     throttle: Throttle,
     *,
-    intake_open: bool = True,
+    may_start: bool = True,
     governor: Governor | None = None,
     rate: float = 1.0,
 ) -> DispatchStep:
@@ -100,6 +106,6 @@ def plan_wake(
         plan = governor.dispatch(now, live, running, rate=rate)
         step.reject = [(job, f"admission control: {reason}") for job, reason in plan.reject]
         admitted = [*plan.start, *plan.wait]
-    free = max(0, throttle.start_limit(intake_open) - len(running))
+    free = max(0, throttle.start_limit(may_start) - len(running))
     step.start = admitted[:free]
     return step

@@ -6,20 +6,31 @@ nothing: on start, jobs found ``running`` are requeued and results not yet ackno
 are published again. ``completions`` counts how often a job reached ``done`` (the invariant is <= 1).
 Every time written is a finite number (:func:`_finite`): SQLite would store NaN as NULL, and a job
 whose deadline became NULL would lose it across a restart.
+
+Storage faults: whatever fails for a reason of the disk or the file rather than of the data (disk
+full, I/O error, read-only file system, a file that cannot be opened, a corrupted database) raises
+:class:`JournalFault`, which names the journal's path and what failed, from every method (reads,
+writes, the commit, opening). A failed transaction is rolled back (SQLite may already have done it),
+so the connection is usable again as soon as the disk is. :meth:`JobJournal.probe` shows that it is.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from link.messages import JobState
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -64,6 +75,11 @@ CREATE TABLE IF NOT EXISTS results (
     created_utc   REAL NOT NULL,
     acked_utc     REAL
 );
+CREATE TABLE IF NOT EXISTS storage_probe (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    at_utc        REAL NOT NULL,
+    filler        BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS signing_keys (    -- the key ring: flight.keyring.KeyEntry.to_record as JSON
     fingerprint   TEXT PRIMARY KEY,
     record        TEXT NOT NULL,
@@ -80,6 +96,98 @@ _MIGRATIONS = (
     ("jobs", "owner", "ALTER TABLE jobs ADD COLUMN owner TEXT"),  # the key name that signed the job
 )
 """Columns added after a table first shipped: (table, column, statement), applied when missing."""
+
+JOURNAL_TABLES = ("jobs", "results", "sequences", "sequence_firings", "signing_keys", "replay_windows")
+"""The tables that hold the journal's content, parents before children (what a salvage copies): the
+key ring and the anti-replay windows too (a window lost would let an old signed request in again)."""
+
+
+class JournalFault(Exception):
+    """The journal's storage cannot be used: ``reason`` says what failed (SQLite's or the OS's words,
+    with the free space or a read-only file system when that explains it). ``str()`` is one line
+    naming the path: ``journal /var/lib/orbitd/flightd/journal.sqlite3: database or disk is full
+    (0 B free on its file system)``."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"journal {self.path}: {reason}")
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for a failure of the disk or the file (disk full, I/O error, read-only, cannot open,
+    corrupted, locked): SQLite's OperationalError and bare DatabaseError, and OSError. False for an
+    error of the data or of the code (IntegrityError, ProgrammingError, ...), which a retry on a
+    healthy disk would repeat."""
+    if isinstance(exc, JournalFault | OSError):
+        return True
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
+                  | sqlite3.DataError | sqlite3.NotSupportedError):
+        return False
+    return isinstance(exc, sqlite3.DatabaseError)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _os_says(folder: Path) -> OSError | None:
+    """What the kernel answers to a small durable write in ``folder`` (None: it takes it). SQLite
+    reports EROFS and EIO alike as ``disk I/O error``; this tells them apart."""
+    probe = folder / ".journal-probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, bytes(4096))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        with suppress(OSError):
+            probe.unlink()
+        return exc
+    return None
+
+
+def describe_storage_error(exc: BaseException, path: Path) -> str:
+    """``exc`` in words, with what the file system of ``path`` says when it explains it: the kernel's
+    answer to a small write there (``read-only file system``, ``input/output error``, ``no space left
+    on device``) and the free space when it is full."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    folder = Path(path).parent
+    if not folder.is_dir():
+        return text
+    said = exc if isinstance(exc, OSError) else _os_says(folder)
+    notes = []
+    if said is not None and said.strerror and said.strerror.lower() not in text.lower():
+        notes.append(said.strerror.lower())
+    if "full" in text or (said is not None and said.errno == errno.ENOSPC):
+        with suppress(OSError):
+            fs = os.statvfs(folder)
+            notes.append(f"{_size(fs.f_bavail * fs.f_frsize)} free on its file system")
+    return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+def _storage_faults(method: Callable[Concatenate[JobJournal, P], T]) -> Callable[Concatenate[JobJournal, P], T]:
+    """Raise :class:`JournalFault` for a storage error inside a :class:`JobJournal` method."""
+
+    def guarded(self: JobJournal, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except JournalFault:
+            raise
+        except Exception as exc:
+            if is_storage_error(exc):
+                raise self.fault(exc) from exc
+            raise
+
+    guarded.__name__, guarded.__qualname__, guarded.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -150,33 +258,81 @@ def _sequence_record(row: tuple[Any, ...]) -> SequenceRecord:
 
 
 class JobJournal:
-    """Durable job and result store. Single-threaded use: call it from the event loop thread only."""
+    """Durable job and result store. Single-threaded use: call it from the event loop thread only.
 
-    def __init__(self, path: Path, synchronous: str = "FULL", check_same_thread: bool = True) -> None:
+    Opening creates the directory and the file when missing (``create``); :class:`JournalFault`
+    (naming the path) when that or anything after it fails for a reason of the storage."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL", check_same_thread: bool = True,
+                 create: bool = True) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
-        self._sync_now = synchronous
+        self._check_same_thread = check_same_thread
         self._batch_depth = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=check_same_thread)
-        # 64 KiB pages (effective for a new file): a 3 MB request blob commits in 7 ms instead of
-        # 15 ms with 4 KiB pages on the development machine.
-        self._db.execute("PRAGMA page_size=65536")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        for table, column, statement in _MIGRATIONS:
-            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-                self._db.execute(statement)
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise JournalFault(self.path, f"cannot create its directory: {describe_storage_error(exc, self.path)}"
+                                   ) from exc
+        self._db = self._connect(create)
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = None
+        if not create and not self.path.exists():  # never a new, empty journal where the old one was
+            raise JournalFault(self.path, "the journal file is not there (is its file system mounted?)")
+        try:
+            uri = f"{self.path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=self._check_same_thread)
+            # 64 KiB pages (effective for a new file): a 3 MB request blob commits in 7 ms instead of
+            # 15 ms with 4 KiB pages on the development machine.
+            db.execute("PRAGMA page_size=65536")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+            for table, column, statement in _MIGRATIONS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(statement)
+        except Exception as exc:
+            if db is not None:
+                with suppress(sqlite3.Error):
+                    db.close()
+            if is_storage_error(exc):
+                raise self.fault(exc) from exc
+            raise
+        self._sync_now = self.synchronous
+        return db
+
+    def fault(self, exc: BaseException) -> JournalFault:
+        """``exc`` (a storage error) as a :class:`JournalFault` naming this journal."""
+        return exc if isinstance(exc, JournalFault) else JournalFault(self.path, describe_storage_error(exc, self.path))
 
     def close(self) -> None:
-        self._db.close()
+        with suppress(sqlite3.Error):  # a connection on a failed disk may not close cleanly: it is gone anyway
+            self._db.close()
+
+    def reopen(self) -> None:
+        """Open a new connection on the same path and close the old one (after a storage fault: a
+        file system remounted, a disk replaced). The file must be there: a journal is never created
+        anew here, where an unmounted file system would leave an empty directory. JournalFault when
+        the new one cannot be opened; the old one is then kept (it fails with storage errors too,
+        never with a closed connection's)."""
+        fresh = self._connect(create=False)
+        self.close()
+        self._db = fresh
+        self._batch_depth = 0
 
     def _set_sync(self, mode: str) -> None:
         if mode != self._sync_now:
             self._db.execute(f"PRAGMA synchronous={mode}")
             self._sync_now = mode
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already (it does after some errors)."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     @contextmanager
     def batch(self, durable: bool = True) -> Iterator[None]:
@@ -185,6 +341,9 @@ class JobJournal:
         ``durable=False`` commits without waiting for the disk (WAL frames written, not fsynced); the
         change becomes durable with the next durable commit. Use it only where losing the change to
         a power cut is harmless. Operations inside a batch do not commit on their own.
+
+        JournalFault when beginning or committing fails for a reason of the storage; the transaction
+        is then rolled back, and the connection can begin the next one.
         """
         if self._batch_depth:
             self._batch_depth += 1
@@ -193,17 +352,25 @@ class JobJournal:
             finally:
                 self._batch_depth -= 1
             return
-        self._set_sync(self.synchronous if durable else "OFF")
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._set_sync(self.synchronous if durable else "OFF")
+            self._db.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            self._rollback()
+            raise self.fault(exc) if is_storage_error(exc) else exc from exc
         self._batch_depth = 1
         try:
             yield
         except BaseException:
             self._batch_depth = 0
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         self._batch_depth = 0
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except Exception as exc:  # a failed COMMIT may leave the transaction open: never let it block the next
+            self._rollback()
+            raise self.fault(exc) if is_storage_error(exc) else exc from exc
 
     @contextmanager
     def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -212,6 +379,7 @@ class JobJournal:
 
     # ---------------------------------------------------------------------------------- jobs
 
+    @_storage_faults
     def add(
         self,
         job_id: str,
@@ -238,10 +406,12 @@ class JobJournal:
             )
             return cur.rowcount == 1
 
+    @_storage_faults
     def get(self, job_id: str) -> JobRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None else _record(row)
 
+    @_storage_faults
     def request(self, job_id: str) -> bytes:
         """The job's request payload as received."""
         row = self._db.execute("SELECT request FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -249,6 +419,7 @@ class JobJournal:
             raise KeyError(job_id)
         return bytes(row[0])
 
+    @_storage_faults
     def jobs(self, states: list[JobState] | None = None, limit: int = 100_000) -> list[JobRecord]:
         """Jobs, oldest first, optionally only in ``states``."""
         if states:
@@ -263,6 +434,7 @@ class JobJournal:
             ).fetchall()
         return [_record(r) for r in rows]
 
+    @_storage_faults
     def set_state(self, job_id: str, state: JobState, now_utc: float, reason: str | None = None) -> JobRecord:
         """Move a job to ``state``; starting it (``running``) counts an attempt.
 
@@ -280,6 +452,7 @@ class JobJournal:
             raise KeyError(job_id)
         return _record(row)
 
+    @_storage_faults
     def complete(self, job_id: str, result: bytes, now_utc: float) -> JobRecord:
         """Store the result and mark the job ``done`` in one transaction."""
         _finite(now_utc=now_utc)
@@ -297,6 +470,7 @@ class JobJournal:
             raise KeyError(job_id)
         return _record(row)
 
+    @_storage_faults
     def requeue_running(self, now_utc: float, reason: str) -> list[str]:
         """Jobs left ``running`` by a reset go back to ``queued``; returns their ids."""
         _finite(now_utc=now_utc)
@@ -310,14 +484,17 @@ class JobJournal:
 
     # ------------------------------------------------------------------------------- results
 
+    @_storage_faults
     def result(self, job_id: str) -> bytes | None:
         row = self._db.execute("SELECT payload FROM results WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    @_storage_faults
     def unacked_results(self) -> list[str]:
         rows = self._db.execute("SELECT job_id FROM results WHERE acked_utc IS NULL ORDER BY created_utc")
         return [r[0] for r in rows.fetchall()]
 
+    @_storage_faults
     def ack_result(self, job_id: str, now_utc: float) -> bool:
         """The ground holds the result: drop its bytes. False if there was no unacked result."""
         _finite(now_utc=now_utc)
@@ -328,6 +505,7 @@ class JobJournal:
             )
             return cur.rowcount == 1
 
+    @_storage_faults
     def purge(self, older_than_utc: float) -> list[str]:
         """Forget terminal jobs (and their results, acked or expired) last updated before the cutoff."""
         with self._tx() as db:
@@ -344,6 +522,7 @@ class JobJournal:
 
     # ----------------------------------------------------------------------------- sequences
 
+    @_storage_faults
     def add_sequence(self, sequence_id: str, document: str, progress: str, now_utc: float) -> bool:
         """Store a new armed sequence (its JSON ``document`` and engine ``progress``); False (nothing
         written) when ``sequence_id`` is onboard already."""
@@ -355,6 +534,7 @@ class JobJournal:
             )
             return cur.rowcount == 1
 
+    @_storage_faults
     def save_sequence(self, sequence_id: str, state: str, progress: str, now_utc: float,
                       reason: str | None = None, firings: Sequence[tuple[Any, ...]] = ()) -> None:
         """Record a sequence's state and progress, and its new ``firings`` (entry, occurrence,
@@ -371,6 +551,7 @@ class JobJournal:
                 [(sequence_id, *f, now_utc) for f in firings],
             )
 
+    @_storage_faults
     def sequences(self, states: list[str] | None = None) -> list[SequenceRecord]:
         """Stored sequences, oldest first, optionally only in ``states``."""
         query = f"SELECT {_SEQ_COLUMNS} FROM sequences"
@@ -380,10 +561,12 @@ class JobJournal:
             args = tuple(states)
         return [_sequence_record(r) for r in self._db.execute(query + " ORDER BY received_utc", args).fetchall()]
 
+    @_storage_faults
     def get_sequence(self, sequence_id: str) -> SequenceRecord | None:
         row = self._db.execute(f"SELECT {_SEQ_COLUMNS} FROM sequences WHERE sequence_id = ?", (sequence_id,)).fetchone()
         return None if row is None else _sequence_record(row)
 
+    @_storage_faults
     def sequence_firings(self, sequence_id: str) -> list[dict[str, Any]]:
         """The sequence's firings in the order they happened."""
         rows = self._db.execute(
@@ -393,17 +576,20 @@ class JobJournal:
         keys = ("entry", "occurrence", "job_id", "action", "late_s", "mission_s", "due", "fired_utc")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    @_storage_faults
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {str(s): int(n) for s, n in rows}
 
     # ------------------------------------------------------------------------------- security
 
+    @_storage_faults
     def owner(self, job_id: str) -> str | None:
         """The name of the key that signed job ``job_id`` (None: unknown job, or submitted unsigned)."""
         row = self._db.execute("SELECT owner FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
+    @_storage_faults
     def save_keys(self, records: Mapping[str, Mapping[str, Any]], now_utc: float) -> None:
         """Insert or replace key ring entries (fingerprint -> plain record) in one transaction."""
         with self._tx() as db:
@@ -412,11 +598,13 @@ class JobJournal:
                 [(fp, json.dumps(dict(r), sort_keys=True), now_utc) for fp, r in records.items()],
             )
 
+    @_storage_faults
     def keys(self) -> dict[str, dict[str, Any]]:
         """The persisted key ring: fingerprint -> record."""
         rows = self._db.execute("SELECT fingerprint, record FROM signing_keys").fetchall()
         return {str(fp): json.loads(record) for fp, record in rows}
 
+    @_storage_faults
     def save_window(self, fingerprint: str, record: Mapping[str, Any], durable: bool = True) -> None:
         """Persist one key's anti-replay window (``ReplayWindow.to_record``). ``durable=False`` only
         where acting on a replay after a power cut would be harmless (read-only requests)."""
@@ -426,7 +614,48 @@ class JobJournal:
                 (fingerprint, str(record["top"]), str(record["seen"]), int(record["size"])),
             )
 
+    @_storage_faults
     def windows(self) -> dict[str, dict[str, Any]]:
         """Every key's persisted anti-replay window: fingerprint -> record."""
         rows = self._db.execute("SELECT fingerprint, top, seen, size FROM replay_windows").fetchall()
         return {str(fp): {"top": str(top), "seen": str(seen), "size": int(size)} for fp, top, seen, size in rows}
+
+    # ---------------------------------------------------------------------------- the storage
+
+    @_storage_faults
+    def probe(self, now_utc: float, size_bytes: int) -> None:
+        """Commit ``size_bytes`` (zeros) durably in the one row of ``storage_probe``, replacing the
+        previous probe: JournalFault when the storage cannot take a write of that size now."""
+        _finite(now_utc=now_utc)
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO storage_probe (id, at_utc, filler) VALUES (1, ?, zeroblob(?))",
+                       (now_utc, size_bytes))
+
+    # ------------------------------------------------------------------------------ salvage
+
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table`` (one of :data:`JOURNAL_TABLES`), in schema order."""
+        if table not in JOURNAL_TABLES:
+            raise ValueError(f"{table!r} is not a journal table")
+        return [str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")]
+
+    @_storage_faults
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert ``rows`` (values of ``columns``) into ``table`` in one transaction, skipping a row
+        whose key is present already or whose parent row is missing; returns how many went in."""
+        if table not in JOURNAL_TABLES or not set(columns) <= set(self.columns(table)):
+            raise ValueError(f"not columns of journal table {table!r}: {columns}")
+        sql = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+        kept = 0
+        with self._tx() as db:
+            for row in rows:
+                with suppress(sqlite3.IntegrityError):  # e.g. a result whose job row was not salvaged
+                    kept += db.execute(sql, row).rowcount
+        return kept
+
+    @_storage_faults
+    def done_without_result(self) -> list[str]:
+        """Done jobs whose result row is missing (after a salvage: results lost), oldest first."""
+        rows = self._db.execute("SELECT job_id FROM jobs WHERE state = 'done' AND job_id NOT IN"
+                                " (SELECT job_id FROM results) ORDER BY updated_utc").fetchall()
+        return [str(r[0]) for r in rows]

@@ -4,10 +4,16 @@ The registry owns this layout; nothing else writes into ``<models>``:
 
 - a model is loaded only when the sha256 of the bytes handed to ONNX Runtime equals the manifest's:
   the file is read once, hashed, and the session is built from those same bytes;
+- before ONNX Runtime ever opens a file, its bytes pass :mod:`flight.model_intake` (no external data, IR
+  version and opsets this ONNX Runtime loads, no custom-op domain, tensors that fit their shapes, an
+  interface jobs can be checked against) and must be what the manifest says (inputs and outputs by name,
+  dtype and shape); :meth:`ModelRegistry.scan` marks a version that fails as not loadable, and
+  :meth:`ModelRegistry.install` refuses it;
 - the active version of each model is named in ``<models>/<name>/ACTIVE`` (replaced atomically);
   ``PREVIOUS`` keeps the one before, for :meth:`ModelRegistry.rollback`. Without ``ACTIVE`` the
   highest version is active;
-- :meth:`ModelRegistry.install` adds a version from a verified file and its manifest: both are
+- :meth:`ModelRegistry.install` adds a version from a file and its manifest once :meth:`ModelRegistry.check_model`
+  passed it (the checks above, then ONNX Runtime builds a session from its bytes): both are
   written and fsynced in ``<models>/.uplink-<tag>/`` (too shallow for the ``*/*/manifest.json`` scan),
   the model's current active version is pinned in ``ACTIVE`` (a new version never becomes active by
   itself), then the directory is renamed to ``<models>/<name>/<version>`` in one step. So a scan sees
@@ -35,9 +41,11 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from flight.durable import fsync_dir, fsync_file, write_atomic
+from flight.model_intake import MAX_MODEL_BYTES, load_problem, manifest_problems, model_problems, runtime_limits
 from link.codec import describe_validation_error
 from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+from link.messages import ModelLimits
 
 log = logging.getLogger("flightd.registry")
 
@@ -71,15 +79,24 @@ class RegisteredModel:
 
 @dataclass
 class ModelRegistry:
-    """Manifests on disk, active versions, and a cache of verified ONNX Runtime sessions."""
+    """Manifests on disk, active versions, and a cache of verified ONNX Runtime sessions.
+
+    ``max_model_bytes``: the largest model an upload may bring (part of :attr:`limits`).
+    """
 
     root: Path
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    max_model_bytes: int = MAX_MODEL_BYTES
     models: dict[str, dict[str, RegisteredModel]] = field(default_factory=dict)
     _sessions: dict[tuple[str, str, int], ort.InferenceSession] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+
+    @property
+    def limits(self) -> ModelLimits:
+        """What this registry takes: the ONNX Runtime installed here (probed once) and ``max_model_bytes``."""
+        return runtime_limits(self.max_model_bytes)
 
     # ---------------------------------------------------------------------------------- discovery
 
@@ -120,9 +137,36 @@ class ModelRegistry:
         model_path = directory / MODEL_FILE
         if not model_path.is_file():
             entry.problem = f"{MODEL_FILE} is missing"
-        elif (digest := sha256_file(model_path)) != manifest.sha256:
+            return entry
+        try:
+            data = model_path.read_bytes()
+        except OSError as exc:
+            entry.problem = f"{MODEL_FILE} is unreadable: {exc}"
+            return entry
+        if (digest := hashlib.sha256(data).hexdigest()) != manifest.sha256:
             entry.problem = f"sha256 mismatch: file {digest[:16]}..., manifest {manifest.sha256[:16]}..."
+        elif problems := self.file_problems(data, manifest):
+            entry.problem = "; ".join(problems)
         return entry
+
+    def file_problems(self, data: bytes, manifest: ModelManifest) -> list[str]:
+        """Why the model file ``data`` cannot be loaded or checked here, or is not what ``manifest`` says
+        (:mod:`flight.model_intake`; ONNX Runtime does not see the bytes)."""
+        outline, problems = model_problems(data, self.limits)
+        if outline is not None:
+            problems += manifest_problems(manifest, outline, len(data))
+        return problems
+
+    def check_model(self, data: bytes, manifest: ModelManifest) -> None:
+        """ModelError with every reason unless ``data`` passes :meth:`file_problems` and ONNX Runtime then
+        builds a session from it (CPU, one thread)."""
+        ref = f"{manifest.name}/{manifest.version}"
+        problems = self.file_problems(data, manifest)
+        if problems:
+            raise ModelError(f"model {ref} refused: {'; '.join(problems)}")
+        problem = load_problem(data)
+        if problem:
+            raise ModelError(f"model {ref} refused: {problem}")
 
     # ---------------------------------------------------------------------------------- versions
 
@@ -190,23 +234,29 @@ class ModelRegistry:
                 self.activate(name, current)
 
     def install(self, source: Path, manifest: ModelManifest, tag: str) -> RegisteredModel:
-        """Add ``source`` (a model file already checked against ``manifest``) as ``name/version``.
+        """Add the model file ``source`` as ``name/version`` of ``manifest``.
 
-        Assembled in ``<models>/.uplink-<tag>/`` (``tag``: an identifier of this install, the upload id),
-        copied bytes fsynced and hashed again, the current active version pinned, then renamed into
-        place in one step and the registry rescanned (see the module docstring). Returns the new
-        entry. Raises ModelError (the version exists, the copy does not hash to ``manifest.sha256``, or
-        the rescan does not trust it: it is then deleted again) or OSError (disk full, I/O error).
+        The bytes must hash to ``manifest.sha256`` and pass :meth:`check_model`. Assembled in
+        ``<models>/.uplink-<tag>/`` (``tag``: an identifier of this install, the upload id), written bytes
+        fsynced and hashed again, the current active version pinned, then renamed into place in one step
+        and the registry rescanned (see the module docstring). Returns the new entry. Raises ModelError
+        (the version exists, the file is not the manifest's or is refused, or the rescan does not trust
+        the copy: it is then deleted again) or OSError (disk full, I/O error).
         """
         m = manifest
         target = self.root / m.name / m.version
         if target.exists():
             raise ModelError(f"{target} already exists")
+        data = Path(source).read_bytes()
+        if (digest := hashlib.sha256(data).hexdigest()) != m.sha256:
+            raise ModelError(
+                f"the file to install does not hash to the manifest's sha256 ({digest}, manifest {m.sha256})")
+        self.check_model(data, m)
         tmp = self.root / f"{INSTALL_PREFIX}{tag}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            shutil.copyfile(source, tmp / MODEL_FILE)
+            (tmp / MODEL_FILE).write_bytes(data)
             fsync_file(tmp / MODEL_FILE)
             write_atomic(tmp / MANIFEST_FILE, m.model_dump_json(indent=2) + "\n")
             if sha256_file(tmp / MODEL_FILE) != m.sha256:
@@ -293,20 +343,35 @@ class ModelRegistry:
 
 
 def check_inputs(manifest: ModelManifest, arrays: dict[str, np.ndarray[Any, Any]]) -> None:
-    """ModelError unless ``arrays`` are exactly the model's declared inputs with fitting dtype and shape."""
+    """ModelError unless ``arrays`` are exactly the model's declared inputs with fitting dtype and shape.
+
+    A symbolic dimension (a name such as ``"N"``) binds to one size for the whole job: two inputs (or two
+    axes of one) that share it must agree, as ONNX Runtime would otherwise fail the run (a broadcast
+    error) long after intake. Unnamed dynamic dimensions (None) are free.
+    """
     declared = {spec.name: spec for spec in manifest.inputs}
     missing = sorted(set(declared) - set(arrays))
     extra = sorted(set(arrays) - set(declared))
+    ref = f"model {manifest.name}/{manifest.version}"
     if missing or extra:
         parts = []
         if missing:
             parts.append(f"missing input(s) {', '.join(missing)}")
         if extra:
             parts.append(f"unexpected input(s) {', '.join(extra)}")
-        raise ModelError(
-            f"model {manifest.name}/{manifest.version}: {'; '.join(parts)} (declared: {', '.join(declared)})"
-        )
-    for name, array in arrays.items():
-        reason = declared[name].accepts(np.dtype(array.dtype).name, list(array.shape))
+        raise ModelError(f"{ref}: {'; '.join(parts)} (declared: {', '.join(declared)})")
+    bound: dict[str, tuple[int, str, int]] = {}  # symbol -> (size, input, axis) where it was first bound
+    for name, spec in declared.items():
+        array = arrays[name]
+        reason = spec.accepts(np.dtype(array.dtype).name, list(array.shape))
         if reason:
-            raise ModelError(f"model {manifest.name}/{manifest.version}: {reason}")
+            raise ModelError(f"{ref}: {reason}")
+        for axis, (dim, size) in enumerate(zip(spec.shape or [], array.shape, strict=False)):
+            if not isinstance(dim, str):
+                continue
+            first = bound.setdefault(dim, (int(size), name, axis))
+            if first[0] != size:
+                raise ModelError(
+                    f"{ref}: dimension {dim!r} is {first[0]} in input {first[1]!r} axis {first[2]} but {size} in "
+                    f"input {name!r} axis {axis}; inputs that share a symbolic dimension must agree"
+                )

@@ -6,7 +6,7 @@ Nested tables use ``__`` in the environment, e.g. ``ORBITD_EXECUTOR__INTRA_OP_TH
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
@@ -110,10 +110,18 @@ class SecuritySettings(BaseModel):
 
 
 class JournalSettings(BaseModel):
-    """Job journal. ``synchronous = "FULL"`` makes each commit survive a power loss, not only a crash."""
+    """Job journal. ``synchronous = "FULL"`` makes each commit survive a power loss, not only a crash.
+
+    Storage faults (docs/icd.md, "Storage faults"): ``check_at_start`` is the check of an existing
+    journal at start (``quick``: SQLite's quick_check; ``full``: integrity_check; ``off``); a journal
+    that fails it is moved aside. While the journal cannot be written, intake is paused and a durable
+    write of ``probe_bytes`` is tried every ``probe_period_s`` (s); the first that commits resumes it."""
 
     synchronous: str = "FULL"
     retention_s: float = Field(default=24 * 3600.0, gt=0, description="terminal jobs and unacked results kept")
+    check_at_start: Literal["quick", "full", "off"] = "quick"
+    probe_period_s: float = Field(default=5.0, gt=0)
+    probe_bytes: int = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
 
     @field_validator("synchronous")
     @classmethod

@@ -13,13 +13,20 @@ pings its components the same way), evaluates the :class:`~flight.health.HealthT
 ``READY=1`` is sent by :meth:`mark_ready`, which flightd calls once its journal is open and the
 broker connected. The tick is at most 1 s, half the period of each pinged task and half the watchdog
 period (sd_watchdog_enabled(3) recommends keep-alives at half the period).
+
+Each long-running task runs under :func:`restart_on_failure`: a task that raises is logged with its
+traceback, reported and started again after a backoff; one that fails too often in a window stops
+flightd (systemd then starts a fresh process, which recovers from the journal), so a task never dies
+unseen while the others go on without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from flight.health import HealthEntry, HealthReport, HealthTable, TaskState
@@ -30,6 +37,45 @@ log = logging.getLogger("flightd.supervisor")
 
 MAX_TICK_S = 1.0
 CONTROL_FLOOR_S = 1.0
+RESTARTS = 3
+"""Failures of one task within :data:`RESTART_WINDOW_S` that are restarted; one more stops flightd."""
+RESTART_WINDOW_S = 60.0
+RESTART_BACKOFF_S = 0.5
+"""The first restart's delay (s); each failure within the window doubles it."""
+
+
+async def restart_on_failure(
+    name: str,
+    run: Callable[[], Coroutine[Any, Any, None]],
+    on_failure: Callable[[str, BaseException, float | None], None],
+    restarts: int = RESTARTS,
+    window_s: float = RESTART_WINDOW_S,
+    backoff_s: float = RESTART_BACKOFF_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Await ``run()``; when it raises, call ``on_failure(name, exc, delay_s)`` and run it again after
+    ``delay_s`` (``backoff_s`` doubled per earlier failure within ``window_s``). The failure beyond
+    ``restarts`` within ``window_s`` calls ``on_failure(name, exc, None)`` and returns: the caller
+    stops. A ``run()`` that returns is done (the link yields to a rival flightd that way);
+    cancellation passes through."""
+    failures: deque[float] = deque()
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            now = clock()
+            failures.append(now)
+            while failures and now - failures[0] > window_s:
+                failures.popleft()
+            if len(failures) > restarts:
+                on_failure(name, exc, None)
+                return
+            delay = backoff_s * 2 ** (len(failures) - 1)
+            on_failure(name, exc, delay)
+            await asyncio.sleep(delay)
 
 
 def flightd_health(settings: FlightSettings) -> HealthTable:

@@ -11,10 +11,14 @@ A chunk is written to ``data.part`` before its hash goes to the sidecar, so the 
 a chunk that is not on disk; if a write is lost anyway (power cut without fsync), the final check
 finds the chunk whose bytes no longer match the sidecar and asks for it again.
 
-When every chunk is in, the whole file must hash to the manifest's sha256 and ONNX Runtime must build
-a session from it whose input/output names are the manifest's; otherwise the upload is rejected and
-its bytes deleted. Install: :meth:`flight.registry.ModelRegistry.install`, which owns the
-registry's layout: the file and its manifest assembled in ``<models>/.uplink-<upload_id>/``, renamed
+A begin is refused before any chunk when its manifest alone shows that the registry cannot take the model
+(:func:`flight.model_intake.declared_problems`: too large, an IR version or opset ONNX Runtime onboard does
+not load, an input of unknown rank). When every chunk is in, the whole file must hash to the manifest's
+sha256; then :meth:`flight.registry.ModelRegistry.install` checks the bytes before ONNX Runtime opens them
+(:mod:`flight.model_intake`: external data, custom-op domains, versions, damaged tensors, and the real
+inputs and outputs against the manifest's), has ONNX Runtime build a session from them, and installs;
+otherwise the upload is rejected with the reason and its bytes deleted. The registry owns its
+layout: the file and its manifest assembled in ``<models>/.uplink-<upload_id>/``, renamed
 into ``<models>/<name>/<version>`` in one step, so the registry sees a complete, verified version or
 nothing. A newly installed version of a model that already has versions never becomes active by
 itself: the registry pins the current active version first (``ACTIVE`` marker), and the operator
@@ -34,11 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 from flight.command_guard import Admitted, CommandGuard
 from flight.durable import fsync_file, write_atomic
 from flight.keyring import UPLOAD
+from flight.model_intake import declared_problems
 from flight.registry import ModelError, ModelRegistry
 from link.auth import AuthError
 from link.codec import WireError, encode, peek_header
@@ -136,9 +139,8 @@ class UplinkReceiver:
     queries need no signature: the signed manifest's sha256 covers every byte, and a signed chunk or
     query is verified like any signed message. The signer's anti-replay window is journaled by the
     guard's ``persist`` without waiting: a begin only opens a staging area, and the model is
-    installed only after every chunk arrived, long after that write committed. ``max_bytes``: the
-    largest model accepted.
-    ``max_active``: uploads in progress at once.
+    installed only after every chunk arrived, long after that write committed. The largest model
+    accepted is the registry's ``max_model_bytes``. ``max_active``: uploads in progress at once.
     """
 
     def __init__(
@@ -149,7 +151,6 @@ class UplinkReceiver:
         clock: Callable[[], float],
         *,
         guard: CommandGuard | None = None,
-        max_bytes: int = 256 * 1024 * 1024,
         max_active: int = 4,
         progress_every: int = 16,
     ) -> None:
@@ -158,7 +159,6 @@ class UplinkReceiver:
         self.topics = topics
         self.clock = clock
         self.guard = guard
-        self.max_bytes = max_bytes
         self.max_active = max_active
         self.progress_every = max(1, progress_every)
         self.uploads: dict[str, StagedUpload] = {}
@@ -314,8 +314,9 @@ class UplinkReceiver:
     def _admit(self, begin: UploadBegin) -> None:
         """UploadRefused unless a new upload of ``begin`` may start."""
         m = begin.manifest
-        if m.size_bytes > self.max_bytes:
-            raise UploadRefused(f"model of {m.size_bytes} bytes exceeds the {self.max_bytes}-byte limit")
+        problems = declared_problems(m, self.registry.limits)
+        if problems:
+            raise UploadRefused("; ".join(problems))
         if self.registry.has_version(m.name, m.version):
             raise UploadRefused(f"model {m.name}/{m.version} already exists onboard (upload a new version)")
         for other in self.uploads.values():
@@ -381,13 +382,12 @@ class UplinkReceiver:
             self._reject(upload, f"sha256 mismatch: received file hashes to {digest}, manifest says {m.sha256}",
                          out)
             return
-        problem = _load_problem(upload.data_path, begin)
-        if problem is not None:
-            self._reject(upload, problem, out)
-            return
         try:
             self.registry.install(upload.data_path, m, uid)
-        except (OSError, ModelError) as exc:
+        except ModelError as exc:  # refused by the registry's checks (the reason says how to fix the model)
+            self._reject(upload, str(exc), out)
+            return
+        except OSError as exc:
             self._reject(upload, f"install failed: {exc}", out)
             return
         active = self.registry.active_version(m.name)
@@ -430,19 +430,3 @@ class UplinkReceiver:
         self.uploads.pop(upload.begin.upload_id, None)
         self.outcomes[outcome.upload_id] = outcome
 
-
-def _load_problem(path: Path, begin: UploadBegin) -> str | None:
-    """None if ONNX Runtime builds a session from ``path`` with the manifest's input/output names."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types for every kind of bad graph
-        return f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:300]}"
-    m = begin.manifest
-    have = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
-    want = ([s.name for s in m.inputs], [s.name for s in m.outputs])
-    if sorted(have[0]) != sorted(want[0]) or sorted(have[1]) != sorted(want[1]):
-        return f"model interface {have[0]} -> {have[1]} does not match the manifest's {want[0]} -> {want[1]}"
-    return None

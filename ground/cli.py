@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import numpy as np
 
 from ground.client import GroundError
+from ground.fleet.cli import add_fleet_parser
 from ground.model.cli import add_model_parser
-from ground.options import add_global_options, client_from_args, print_json
+from ground.options import add_global_options, client_from_args, load_inputs, print_json, save_outputs
 from ground.security_cli import add_security_parsers
 from ground.seq import add_seq_parser
 from ground.tlm.cli import add_tlm_parser
@@ -26,29 +26,6 @@ from link.codec import WireError
 from link.messages import JobState
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int] | int]
-
-
-def load_inputs(path: Path, input_name: str | None, model_inputs: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Arrays from an ``.npz`` (names are its keys) or an ``.npy`` (one input, named or the model's only one)."""
-    if not path.is_file():
-        raise GroundError(f"input file {path} does not exist")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    array = np.load(path, allow_pickle=False)
-    if input_name is None:
-        if not model_inputs or len(model_inputs) != 1:
-            names = [i["name"] for i in model_inputs or []]
-            raise GroundError(f"model takes inputs {names}: pass an .npz or --input-name")
-        input_name = str(model_inputs[0]["name"])
-    return {input_name: array}
-
-
-def save_outputs(path: Path, outputs: dict[str, Any]) -> None:
-    if len(outputs) == 1 and path.suffix != ".npz":
-        np.save(path, next(iter(outputs.values())))
-    else:
-        np.savez(path, **outputs)
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
@@ -195,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_parser(sub)
     add_seq_parser(sub)
+    add_fleet_parser(sub)
 
     icd = sub.add_parser("icd", help="interface control").add_subparsers(dest="icd_command", required=True)
     s = icd.add_parser("schemas", help="write JSON Schema files of every message")

@@ -53,7 +53,14 @@ from link.messages import (
 )
 from link.sequence import SequenceAction, SequenceCommand
 from link.topics import TopicMap
-from link.transport import BrokerList, BrokerUrl, TlsFiles, make_client, publish_packet_bytes, refused_filters
+from link.transport import (
+    BrokerList,
+    BrokerUrl,
+    TlsFiles,
+    make_client,
+    publish_packet_bytes,
+    subscribe_until_granted,
+)
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -76,6 +83,11 @@ class CommandFailed(GroundError):
     pass
 
 
+class NotAcknowledged(GroundError):
+    """A job flightd never acknowledged after every attempt: it may still arrive there (the broker
+    may hold it), so it must not be sent to another satellite as if it never will."""
+
+
 class PayloadTooLarge(GroundError):
     """A payload the satellite or the broker would refuse for its size; nothing was published."""
 
@@ -91,6 +103,16 @@ class SubmittedJob:
 class FetchedResult:
     result: JobResult
     outputs: Arrays
+
+
+def _fetched(payload: bytes) -> FetchedResult:
+    """A result message decoded, its tensors copied out of the payload; GroundError if undecodable."""
+    try:
+        decoded = decode(payload, JobResult)
+        outputs = unpack_tensors(decoded.message.outputs, decoded.binary)
+    except WireError as exc:
+        raise GroundError(f"undecodable result: {exc}") from None
+    return FetchedResult(decoded.message, {k: v.copy() for k, v in outputs.items()})
 
 
 def new_id(prefix: str = "") -> str:
@@ -202,8 +224,7 @@ class GroundClient:
                     payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
                     if topic == self.topics.status and payload:
                         with contextlib.suppress(WireError):
-                            self._status = decode(payload, Status).message
-                            self._status_seen.set()
+                            self._keep_status(decode(payload, Status).message)
                     queue = self._watched.get(topic)
                     if queue is not None:
                         queue.put_nowait((topic, payload))
@@ -215,7 +236,9 @@ class GroundClient:
     async def _reconnect(self, backoff_max_s: float = 2.0) -> None:
         """Connect to the next node of the list (round robin, backoff from 0.1 s doubling up to
         ``backoff_max_s``) and subscribe again to everything: retained states and results come back,
-        other messages sent meanwhile (command replies) are lost and their callers time out."""
+        other messages sent meanwhile (command replies) are lost and their callers time out. Filters
+        the node refuses are asked for again on the same connection until granted
+        (:func:`link.transport.subscribe_until_granted`); only a lost connection moves to the next node."""
         self._connected.clear()
         with contextlib.suppress(aiomqtt.MqttError):
             await self.mqtt.__aexit__(None, None, None)
@@ -227,8 +250,8 @@ class GroundClient:
                 await client.__aenter__()
                 self._client, self.url = client, self.brokers.node(self._attempt)
                 filters = list(self._subscriptions.items())
-                if filters and (refused := refused_filters(filters, await client.subscribe(filters))):
-                    raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
+                if filters:
+                    await subscribe_until_granted(client, filters, backoff_max_s=backoff_max_s)
             except aiomqtt.MqttError:
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):  # a graceful DISCONNECT may hang
                     await asyncio.wait_for(client.__aexit__(None, None, None), 5.0)
@@ -243,20 +266,12 @@ class GroundClient:
         fails because the link just dropped is made by that reconnection). A filter the broker refuses
         is asked for again (backoff 0.1 s doubling to 2 s) for ``timeout_s``, then GroundError."""
         self._subscriptions.update(filters)
-        deadline = time.monotonic() + self.timeout_s
-        delay = 0.1
-        while True:
-            try:
-                refused = refused_filters(filters, await self.mqtt.subscribe(filters))
-            except aiomqtt.MqttError:
-                return
-            if not refused:
-                return
-            if time.monotonic() + delay > deadline:
-                raise GroundError(f"{self.url} refused the subscription to {', '.join(refused)}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            filters = [(f, q) for f, q in filters if f in refused]
+        try:
+            refused = await subscribe_until_granted(self.mqtt, filters, give_up_at=time.monotonic() + self.timeout_s)
+        except aiomqtt.MqttError:
+            return
+        if refused:
+            raise GroundError(f"{self.url} refused the subscription to {', '.join(refused)}")
 
     async def _unsubscribe(self, topics: list[str]) -> None:
         for t in topics:
@@ -348,7 +363,7 @@ class GroundClient:
                 raise JobRejected(f"job {job_id} rejected: {event.reason}")
             return SubmittedJob(job_id, event, attempt)
         await self._forget(job_id)
-        raise GroundError(f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts")
+        raise NotAcknowledged(f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts")
 
     async def advertised_status(self, wait_s: float = 1.0) -> Status | None:
         """The latest status flightd published (the retained one first), None when there is none; the
@@ -381,9 +396,52 @@ class GroundClient:
                 f"max_packet_size of {broker_limit} bytes ({source}); nothing was sent"
             )
 
+    def _keep_status(self, status: Status) -> None:
+        """Keep ``status`` unless it is older than the one held: a retained status sent again on a
+        resubscription may be older on a cluster (retained messages reach other nodes best-effort)."""
+        held = self._status
+        if held is None or held.at_utc is None or status.at_utc is None or status.at_utc >= held.at_utc:
+            self._status = status
+        self._status_seen.set()
+
+    @property
+    def latest_status(self) -> Status | None:
+        """The latest status received on the subscription this client holds (retained first; None
+        before any): what a fleet dispatcher routes by, without asking again."""
+        return self._status
+
     async def _forget(self, job_id: str) -> None:
         self._job_queues.pop(job_id, None)
         await self._unwatch(self.topics.job_state(job_id), self.topics.result(job_id))
+
+    async def forget(self, job_id: str) -> None:
+        """Stop following ``job_id`` (its queue and, unless all jobs are tracked, its subscriptions)."""
+        await self._forget(job_id)
+
+    async def _job_queue(self, job_id: str) -> asyncio.Queue[tuple[str, bytes]]:
+        queue = self._job_queues.get(job_id)
+        if queue is None:
+            queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
+            self._job_queues[job_id] = queue
+        return queue
+
+    async def next_update(self, job_id: str, timeout_s: float) -> JobStateEvent | FetchedResult | None:
+        """The next state event or the result of ``job_id`` (followed since :meth:`submit`, or from now
+        on), None when nothing arrived within ``timeout_s``; GroundError for an undecodable result."""
+        queue = await self._job_queue(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                topic, payload = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return None
+            if not payload:
+                continue
+            if topic.endswith("/state"):
+                with contextlib.suppress(WireError):
+                    return decode(payload, JobStateEvent).message
+                continue
+            return _fetched(payload)
 
     async def _next_state(self, queue: asyncio.Queue[tuple[str, bytes]]) -> JobStateEvent:
         while True:
@@ -397,10 +455,7 @@ class GroundClient:
 
         With ``ack`` the result is acknowledged, so flightd frees it.
         """
-        queue = self._job_queues.get(job_id)
-        if queue is None:
-            queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
-            self._job_queues[job_id] = queue
+        queue = await self._job_queue(job_id)
         try:
             fetched = await asyncio.wait_for(self._await_result(queue), timeout_s or self.timeout_s)
         except TimeoutError:
@@ -421,12 +476,7 @@ class GroundClient:
                 if event.state.terminal and event.state is not JobState.DONE:
                     raise JobFailed(event)
                 continue
-            try:
-                decoded = decode(payload, JobResult)
-                outputs = unpack_tensors(decoded.message.outputs, decoded.binary)
-            except WireError as exc:
-                raise GroundError(f"undecodable result: {exc}") from None
-            return FetchedResult(decoded.message, {k: v.copy() for k, v in outputs.items()})
+            return _fetched(payload)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobStateEvent]:
         """Every state of ``job_id`` from its current one until a terminal one."""

@@ -7,6 +7,8 @@
     hil scenarios                         (list the bundled scenarios)
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
+    hil fleet  --sats N [--orbits N] [--warp X] [--broker mosquitto|nats-cluster|URL] [--dropout K]
+               [--soc F] [--mqtt-port P] [--report DIR] [--json]
 """
 
 from __future__ import annotations
@@ -62,6 +64,25 @@ def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
 
+def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("fleet", help="a real fleet: N flightd with their plants, the ground fleet dispatcher, report")
+    p.add_argument("--sats", type=int, default=6, help="satellites, phased evenly around one orbit")
+    p.add_argument("--scenario", default="nominal-550km", help="every satellite's scenario (a circular orbit)")
+    p.add_argument("--orbits", type=float, default=2.0)
+    p.add_argument("--warp", type=float, default=300.0, help="simulated seconds per wall-clock second")
+    p.add_argument("--broker", default="mosquitto",
+                   help="mosquitto (default: started for the run), nats-cluster (three nodes started), or a URL list")
+    p.add_argument("--dropout", type=int, metavar="K", help="satellite K loses its telemetry for a quarter of the run")
+    p.add_argument("--soc", type=float, default=0.5, help="every battery's state of charge at the start (0..1)")
+    p.add_argument("--mqtt-port", type=int, help="MQTT port of the broker it starts (a cluster's node i: PORT + i)")
+    p.add_argument("--report", type=Path, help="report directory (default runs/fleet-<sats>-<time>)")
+    p.add_argument("--models", type=Path, help="model registry (default: the bundled models)")
+    p.add_argument("--model", default="tile-fp32", help="bundled model the workload runs")
+    p.add_argument("--tiles", type=int, default=4, help="128x128 tiles per job")
+    p.add_argument("--backlog", type=int, default=12, help="jobs the ground keeps outstanding over the fleet")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="orbitd test rig: plant simulator, brokers, SIL")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -71,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats(sub)
     sub.add_parser("scenarios", help="list the bundled scenarios")
     _add_sil(sub)
+    _add_fleet(sub)
     return parser
 
 
@@ -125,6 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(asdict(report)))
             else:
                 print_report(report)
+        elif args.command == "fleet":
+            import json
+            from dataclasses import asdict
+
+            from hil.fleet_sil import print_fleet_report, run_fleet_sil
+
+            fleet_report = asyncio.run(
+                run_fleet_sil(args.sats, args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
+                              report_dir=args.report, models=args.models, model=args.model, tiles=args.tiles,
+                              backlog=args.backlog, dropout_sat=args.dropout, initial_soc=args.soc,
+                              mqtt_port=args.mqtt_port, progress=not args.json)
+            )
+            if args.json:
+                print(json.dumps(asdict(fleet_report)))
+            else:
+                print_fleet_report(fleet_report)
         elif args.command == "scenarios":
             from hil.scenario import list_scenarios, load_scenario
 

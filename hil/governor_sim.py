@@ -249,6 +249,7 @@ def governor_config_for(plant: Plant, limits: Limits, telemetry_period_s: float)
             bus_heat_to_radiator=1.0,
         ),
         orbit=OrbitFallback(period_s=lp.period_s, eclipse_fraction=min(0.9, lp.eclipse_fraction)),
+        array_peak_w=plant.config.array.peak_w(plant.config.solar_constant_w_m2),
     )
 
 

@@ -23,12 +23,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flight.governor import GovernorConfig
 from ground.client import GroundClient, GroundError
 from ground.tlm.archive import Archive
 from ground.tlm.recorder import record
@@ -39,7 +41,7 @@ from hil.plant_service import serve as serve_plant
 from hil.scenario import Scenario, load_scenario
 from hil.scoring import ViolationTally, sample_durations
 from link.codec import WireError, decode
-from link.messages import Event, EventKind, Mode, Status, Telemetry
+from link.messages import Event, EventKind, Mode, Ping, Status, Telemetry
 from link.telemetry import (
     BOARD,
     BOARD_C,
@@ -104,9 +106,9 @@ class SilReport:
     plot: str = ""
 
 
-def _series(archive: Archive, channel: str) -> list[Telemetry]:
+def series(archive: Archive, channel: str, sat: str | None = None) -> list[Telemetry]:
     out = []
-    for rec in archive.messages(channels=[f"tlm/{channel}"]):
+    for rec in archive.messages(channels=[f"tlm/{channel}"], sats=None if sat is None else [sat]):
         try:
             out.append(decode(rec.payload, Telemetry).message)
         except WireError:
@@ -116,12 +118,14 @@ def _series(archive: Archive, channel: str) -> list[Telemetry]:
 
 
 def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: int, jobs_done: int,
-                        wall_s: float, warp: float, orbits: float) -> SilReport:
+                        wall_s: float, warp: float, orbits: float, sat: str | None = None) -> SilReport:
+    """The report of a run from what the ground recorded (``sat``: one satellite of a fleet's archive)."""
     tally = ViolationTally(scenario.limits)
-    timed = {ch: sample_durations(_series(archive, ch)) for ch in dict.fromkeys((POWER, THERMAL, *tally.channels))}
+    timed = {ch: sample_durations(series(archive, ch, sat))
+             for ch in dict.fromkeys((POWER, THERMAL, *tally.channels))}
     power, thermal = timed[POWER], timed[THERMAL]
     end_s = power[-1][0].t_s + power[-1][1] if power else float("inf")
-    compute = sample_durations([s for s in _series(archive, COMPUTE) if s.t_s <= end_s])
+    compute = sample_durations([s for s in series(archive, COMPUTE, sat) if s.t_s <= end_s])
     for channel in tally.channels:
         for s, dt in timed[channel]:
             tally.observe(s.t_s, dt, {channel: s.values})
@@ -137,7 +141,7 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
         if started and mode is Mode.SAFE:
             safe_after_startup_s += dt
     changes = []
-    for rec in archive.messages(channels=["events"]):
+    for rec in archive.messages(channels=["events"], sats=None if sat is None else [sat]):
         try:
             event = decode(rec.payload, Event).message
         except WireError:
@@ -147,7 +151,7 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
             changes.append({"t_s": event.details.get("t_s"), "mode": event.details.get("mode"),
                             "reasons": event.details.get("reasons", [])})
     sim_s = (power[-1][0].t_s - power[0][0].t_s) if len(power) > 1 else 0.0
-    host = _series(archive, BOARD)
+    host = series(archive, BOARD)
 
     def mean(key: str) -> float:
         values = [s.values[key] for s in host if key in s.values]
@@ -191,19 +195,25 @@ def sil_telemetry_period_s(scenario: Scenario, warp: float) -> float:
     return max(scenario.telemetry_period_s, 0.2 * warp)
 
 
-def sil_flightd_env(scenario: Scenario, warp: float, preload: list[str]) -> dict[str, str]:
-    """The ``ORBITD_*`` settings of a SIL run's flightd: the governor configured from the scenario's
-    design data at the SIL telemetry period, the SIL control period, a 1 s heartbeat, ``preload``, the board
-    channel at the plant's period."""
-    gov_config = governor_config_for(scenario.build_plant(), scenario.limits, sil_telemetry_period_s(scenario, warp))
+def flightd_env(gov_config: GovernorConfig, preload: list[str], control_period_s: float = CONTROL_PERIOD_S,
+                heartbeat_s: float = 1.0) -> dict[str, str]:
+    """The ``ORBITD_*`` settings of a flightd under the plant simulator: the governor configured from
+    the scenario's design, a fast control cycle (wall s) and heartbeat (s), the models in ``preload``."""
     return {
         "ORBITD_GOVERNOR": gov_config.model_dump_json(),
-        "ORBITD_CONTROL_PERIOD_S": str(CONTROL_PERIOD_S),
-        "ORBITD_LINK__HEARTBEAT_S": "1.0",
+        "ORBITD_CONTROL_PERIOD_S": str(control_period_s),
+        "ORBITD_LINK__HEARTBEAT_S": str(heartbeat_s),
         "ORBITD_EXECUTOR__PRELOAD": json.dumps(preload),
-        # the host board's own probes as often as the plant publishes (wall s)
-        "ORBITD_BOARD__PERIOD_S": str(sil_telemetry_period_s(scenario, warp) / warp),
     }
+
+
+def sil_flightd_env(scenario: Scenario, warp: float, preload: list[str]) -> dict[str, str]:
+    """:func:`flightd_env` of a SIL run: the governor configured from the scenario's design data at the
+    SIL telemetry period, the SIL control period, a 1 s heartbeat, the board channel at the plant's period."""
+    period_s = sil_telemetry_period_s(scenario, warp)
+    gov_config = governor_config_for(scenario.build_plant(), scenario.limits, period_s)
+    # the host board's own probes as often as the plant publishes (wall s)
+    return {**flightd_env(gov_config, preload), "ORBITD_BOARD__PERIOD_S": str(period_s / warp)}
 
 
 def _board_summary(archive: Archive) -> str:
@@ -219,18 +229,18 @@ def _board_summary(archive: Archive) -> str:
     return summary
 
 
-def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+def kill_if_running(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
 
 
 class Workload:
-    """Keeps ``backlog`` tile-triage jobs outstanding on the satellite and counts the results."""
+    """Keeps ``backlog`` tile-triage jobs outstanding and counts the results; ``run_job`` submits one
+    job's inputs and returns once its result is in (a satellite's GroundClient, or a fleet dispatcher)."""
 
-    def __init__(
-        self, ground: GroundClient, model: str, input_name: str, backlog: int, tiles: int = 1, seed: int = 0
-    ) -> None:
-        self.ground, self.model, self.input_name, self.backlog = ground, model, input_name, backlog
+    def __init__(self, run_job: Callable[[dict[str, np.ndarray]], Awaitable[object]], input_name: str, backlog: int,
+                 tiles: int = 1, seed: int = 0) -> None:
+        self.run_job, self.input_name, self.backlog = run_job, input_name, backlog
         self.tile = np.random.default_rng(seed).random((tiles, 3, 128, 128), dtype=np.float32)
         self.submitted = 0
         self.done = 0
@@ -238,8 +248,7 @@ class Workload:
 
     async def _one(self) -> None:
         try:
-            job = await self.ground.submit(self.model, {self.input_name: self.tile})
-            await self.ground.wait_result(job.job_id, timeout_s=3600)
+            await self.run_job({self.input_name: self.tile})
             self.done += 1
         except GroundError as exc:
             log.debug("workload job: %s", exc)
@@ -259,7 +268,40 @@ class Workload:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _tile_input_name(models: Path, model: str) -> str:
+def start_flightd(broker: str, sat: str, data_dir: Path, models: Path, env: dict[str, str],
+                  log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """flightd as a child process (its output to ``log_path``) with ``env`` (:func:`flightd_env`) over
+    this process's environment."""
+    out = log_path.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "flight.cli", "--broker", broker, "--sat", sat, "--data-dir", str(data_dir),
+         "--models", str(models)],
+        env={**os.environ, **env}, stdout=out, stderr=out, cwd=cwd,
+    )
+
+
+async def wait_answering(ground: GroundClient, proc: subprocess.Popen[bytes], log_path: Path,
+                         timeout_s: float = 60.0) -> None:
+    """Return once flightd answers a ping; RuntimeError naming its log if it exits or stays silent."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await ground.command(Ping(), timeout_s=2.0)
+            return
+        except GroundError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"flightd did not start; see {log_path}") from None
+
+
+async def stop_flightd(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM (a graceful stop: the offline status) and wait; killed by the caller's stack if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        await asyncio.to_thread(proc.wait, timeout_s)
+
+
+def tile_input_name(models: Path, model: str) -> str:
     manifests = sorted((models / model).glob("*/manifest.json"))
     if not manifests:
         raise FileNotFoundError(f"model {model} not found in {models}")
@@ -300,25 +342,19 @@ async def run_sil(
             record(archive_path, broker, sat=sat, stop=stop_recording, on_ready=lambda _: ready.set())
         )
         await asyncio.wait_for(ready.wait(), 30)
-        env = {**os.environ, **sil_flightd_env(scenario, warp, [model])}
-        flightd_log = (report_dir / "flightd.log").open("wb")
-        flightd = subprocess.Popen(
-            [sys.executable, "-m", "flight.cli", "--broker", broker, "--sat", sat,
-             "--data-dir", str(report_dir / "flightd"), "--models", str(models)],
-            env=env, stdout=flightd_log, stderr=flightd_log, cwd=report_dir,
-        )
-        stack.callback(_kill_if_running, flightd)
+        flightd_log = report_dir / "flightd.log"
+        flightd = start_flightd(broker, sat, report_dir / "flightd", models, sil_flightd_env(scenario, warp, [model]),
+                                flightd_log, report_dir)
+        stack.callback(kill_if_running, flightd)
         ground = await stack.enter_async_context(GroundClient(broker, sat, timeout_s=2.0))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await ground.ping()
-                break
-            except GroundError:
-                if flightd.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"flightd did not start; see {report_dir / 'flightd.log'}") from None
+        await wait_answering(ground, flightd, flightd_log)
         await ground.track_all_jobs()
-        workload = Workload(ground, model, _tile_input_name(models, model), backlog, tiles)
+
+        async def run_job(inputs: dict[str, np.ndarray]) -> None:
+            job = await ground.submit(model, inputs)
+            await ground.wait_result(job.job_id, timeout_s=3600)
+
+        workload = Workload(run_job, tile_input_name(models, model), backlog, tiles)
         workload_task: asyncio.Task[None] | None = None
         pace_slips = 0
 
@@ -336,9 +372,7 @@ async def run_sil(
             if workload_task is not None:
                 workload_task.cancel()
                 await asyncio.gather(workload_task, return_exceptions=True)
-            flightd.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(flightd.wait, 30)
+            await stop_flightd(flightd)
             await asyncio.sleep(0.5)
             stop_recording.set()
             await asyncio.gather(recorder, return_exceptions=True)
@@ -354,24 +388,32 @@ async def run_sil(
     return report
 
 
+async def keep_latest(queue: asyncio.Queue[tuple[str, bytes]], latest: dict[str, Telemetry],
+                      key: Callable[[Telemetry], str]) -> None:
+    """Forever: each telemetry sample from ``queue`` into ``latest`` under ``key(sample)``."""
+    while True:
+        _, payload = await queue.get()
+        with contextlib.suppress(WireError):
+            m = decode(payload, Telemetry).message
+            latest[key(m)] = m
+
+
+def progress_columns() -> tuple[Any, ...]:
+    """The rich progress bar's columns of hil sil and hil fleet."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    return (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+
+
 async def _watch_progress(plant_task: asyncio.Task[Pacer], ground: GroundClient, sim_s: float,
                           workload: Workload, show: bool) -> None:
     """Live progress on stderr from the satellite's own telemetry."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     latest: dict[str, Telemetry] = {}
-    queue = await ground.watch_topic(ground.topics.telemetry_all)
-
-    async def drain() -> None:
-        while True:
-            _, payload = await queue.get()
-            with contextlib.suppress(WireError):
-                m = decode(payload, Telemetry).message
-                latest[m.channel] = m
-
-    drainer = asyncio.create_task(drain())
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    with Progress(*columns, disable=not show, transient=False) as bar:
+    drainer = asyncio.create_task(keep_latest(await ground.watch_topic(ground.topics.telemetry_all), latest,
+                                              lambda m: m.channel))
+    with Progress(*progress_columns(), disable=not show, transient=False) as bar:
         task = bar.add_task("sim", total=sim_s, info="")
         while not plant_task.done():
             p, th, c = latest.get(POWER), latest.get(THERMAL), latest.get(COMPUTE)

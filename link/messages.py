@@ -153,6 +153,59 @@ class BoardStatus(LinkModel):
     actuators: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=32)
 
 
+Domain = Annotated[str, Field(max_length=128)]
+"""An ONNX operator set domain; "" is the default one (ai.onnx)."""
+
+
+class ModelLimits(LinkModel):
+    """What one satellite's model registry accepts (flightd advertises it in :class:`Status`).
+
+    ``onnxruntime``: the version onboard; ``max_model_bytes``: the largest model file an upload may carry;
+    ``max_ir_version``: the newest ONNX IR version that ONNX Runtime loads; ``opsets``: every operator
+    domain it implements ("" = ai.onnx) -> the newest opset version it loads. A model that uses a domain
+    not listed needs a custom-op library, which flightd never loads.
+    """
+
+    onnxruntime: str = Field(max_length=64)
+    max_model_bytes: Count
+    max_ir_version: Count
+    opsets: dict[Domain, Count]
+
+
+PRIORITY_LEVELS = 10
+"""Job priorities 0..9 (:attr:`JobRequest.priority`)."""
+NonNegative = Annotated[float, Field(ge=0.0)]
+
+
+class DispatchOutlook(LinkModel):
+    """What a fleet's ground dispatcher reads in a satellite's retained status to route a job there
+    (docs/fleet.md, "The real fleet"; ``ground.fleet``), filled by flightd from its governor's decision
+    and outlook and from its queue, at every heartbeat.
+
+    ``busy_cores``: the busy cores the governor allows now (its budget to the next eclipse, thermal
+    headroom and battery voltage included; 0 in SAFE). ``orbit_busy_cores``: the orbit-average busy
+    cores the power system sustains (None until known). ``in_eclipse``, ``phase_left_s``: the current
+    phase and the mission seconds to its end (None without a governor). ``mission_rate``: mission
+    seconds per second of wall time (1 in flight; the warp under a plant simulator), to turn
+    ``phase_left_s`` into the ground's seconds. ``committed_core_s``: queued work per priority, busy
+    core-seconds as the onboard cost model estimates them (index = priority 0..9);
+    ``running_core_s``: the work left of the running jobs. ``job_core_s``: one job's busy
+    core-seconds per model name, as estimated onboard. ``thermal_headroom_c``: the smaller of
+    (ceiling - temperature) of board and radiator, °C (negative beyond a ceiling). ``soc``: the
+    latest state of charge."""
+
+    busy_cores: NonNegative
+    orbit_busy_cores: NonNegative | None = None
+    in_eclipse: bool | None = None
+    phase_left_s: Duration | None = None
+    mission_rate: float = Field(default=1.0, gt=0.0)
+    committed_core_s: list[NonNegative] = Field(min_length=PRIORITY_LEVELS, max_length=PRIORITY_LEVELS)
+    running_core_s: NonNegative = 0.0
+    job_core_s: dict[Identifier, NonNegative] = Field(default_factory=dict, max_length=256)
+    thermal_headroom_c: float | None = None
+    soc: Fraction | None = None
+
+
 class Status(WireModel):
     """Satellite -> ground, retained on ``status``; the broker publishes ``state="offline"`` as the
     last will when flightd's connection dies. Heartbeat period is ``heartbeat_s``.
@@ -163,7 +216,13 @@ class Status(WireModel):
     publishing: ``instance_id`` (one flightd process), ``boot_id`` (the board's boot, from Linux's
     /proc/sys/kernel/random/boot_id) and ``started_utc``; a flightd that finds another instance
     online under its satellite id stops (docs/icd.md, "One flightd per satellite id"). The offline
-    status (last will, clean stop) carries the sizes and the identity too."""
+    status (last will, clean stop) carries the sizes and the identity too. ``model_limits``: what the model
+    registry accepts, so that ``ground model upload`` refuses a model before its first chunk. ``outlook``: what a fleet
+    dispatcher routes by (:class:`DispatchOutlook`; online statuses only).
+
+    ``intake``: ``open``; ``paused`` while the journal cannot be written (``intake_reason`` says why:
+    a submission is then ``rejected`` with that reason, docs/icd.md "Storage faults"); ``draining``
+    while flightd stops (submissions are journaled and run after the restart)."""
 
     sat: TopicId
     state: Literal["online", "offline"]
@@ -187,6 +246,10 @@ class Status(WireModel):
     boot_id: str | None = Field(default=None, max_length=64)
     started_utc: UtcTime | None = None
     keys: list[str] = Field(default_factory=list, max_length=256, description="fingerprints of the active signing keys")
+    model_limits: ModelLimits | None = None
+    outlook: DispatchOutlook | None = None
+    intake: Literal["open", "paused", "draining"] | None = None
+    intake_reason: str | None = Field(default=None, max_length=2000)
     board: BoardStatus | None = None
 
 

@@ -14,8 +14,10 @@ certificate (:class:`TlsFiles`; the broker side is written by ``ground pki init`
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,37 @@ def refused_filters(filters: Sequence[tuple[str, int]], granted: Sequence[object
     return [f for (f, _), code in zip(filters, codes, strict=True) if code >= 0x80]
 
 
+async def subscribe_until_granted(
+    client: aiomqtt.Client,
+    filters: Sequence[tuple[str, int]],
+    *,
+    give_up_at: float | None = None,
+    backoff_min_s: float = 0.1,
+    backoff_max_s: float = 2.0,
+) -> list[str]:
+    """Subscribe ``client`` to ``filters`` ((topic filter, QoS) pairs) and ask again, on the same
+    connection, for those the broker refuses (SUBACK 0x80), backing off from ``backoff_min_s`` doubling
+    to ``backoff_max_s``, until every filter is granted (returns []) or the monotonic time
+    ``give_up_at`` has passed (returns the filters still refused). aiomqtt.MqttError when the
+    connection is lost.
+
+    The connection is kept while filters are refused: on a nats-server cluster each QoS 1 filter is a
+    JetStream consumer whose creation may time out (4 s each, one after the other) while streams elect
+    leaders after a node died. A client that dropped the connection whenever one filter of several was
+    refused created them all again on the next node and, on a loaded host, never had all at once
+    (tests/test_nats_cluster.py, the ground's reconnections after a node kill)."""
+    pending = list(filters)
+    delay = backoff_min_s
+    while pending:
+        refused = set(refused_filters(pending, await client.subscribe(pending)))
+        pending = [(f, q) for f, q in pending if f in refused]
+        if not pending or (give_up_at is not None and time.monotonic() + delay > give_up_at):
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, backoff_max_s)
+    return [f for f, _ in pending]
+
+
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -145,11 +178,17 @@ def make_client(
     keepalive_s: int = 10,
     timeout_s: float = 10.0,
     tls: TlsFiles | None = None,
+    manual_ack: bool = False,
 ) -> aiomqtt.Client:
     """An aiomqtt Client (create it inside the running loop) with TCP_NODELAY and MQTT 3.1.1.
 
     An ``mqtts://`` URL needs ``tls`` (ValueError otherwise); ``tls`` with a plain ``mqtt://`` URL is
     a ValueError too, so a configuration never silently falls back to cleartext.
+
+    ``manual_ack``: a QoS 1 message received is not acknowledged to the broker (PUBACK) until
+    :func:`acknowledge` is called for it. A message never acknowledged stays the broker's: it sends it
+    again (DUP) when the same persistent session connects next. flightd acknowledges a job submission
+    only once it is journaled, so a crash between receipt and journal loses nothing.
     """
     check_tls(url, tls)
     client = aiomqtt.Client(
@@ -168,4 +207,14 @@ def make_client(
         tls_context=None if tls is None else tls.context(),
     )
     client.pending_calls_threshold = 1000  # concurrent QoS 1 publishes are normal here, not a leak
+    if manual_ack:
+        client._client.manual_ack_set(True)  # paho's switch; aiomqtt 2.x does not expose it
     return client
+
+
+def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Send the PUBACK of ``message`` (QoS 1) on ``client``, the connection it arrived on, which must
+    have been made with ``manual_ack``; nothing for QoS 0. Call it on the event loop's thread. On a
+    connection closed meanwhile nothing is sent: the broker delivers the message again on the next."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)

@@ -12,10 +12,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from link.manifest import MODEL_FILE
+
+if TYPE_CHECKING:
+    import onnx
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = REPO / "models"
@@ -29,29 +33,29 @@ def copy_bundled(models_dir: Path, *names: str) -> Path:
     return models_dir
 
 
-def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, channels: int = 64) -> Path:
-    """A conv stack (float32 [1, C, 64, 64] -> same shape) that takes about 85 ms per run on 2 cores."""
-    import onnx  # the ground's model tools: imported here so the board-install tests can import this module
-    from onnx import TensorProto, helper, numpy_helper
+def _conv_stack(rng: np.random.Generator, first: str, last: str, layers: int, channels: int
+                ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``layers`` 3x3 convolutions of ``channels`` channels from tensor ``first`` to tensor ``last``."""
+    from onnx import helper, numpy_helper  # the ground's model tools: imported here so the board-install
+    # tests (no onnx there) can import this module
 
-    from ground.model.files import build_manifest, write_manifest
-
-    rng = np.random.default_rng(0)
     nodes, inits = [], []
-    prev = "x"
+    prev = first
     for i in range(layers):
         w = (rng.standard_normal((channels, channels, 3, 3)) * (1.0 / (3 * channels**0.5))).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        out = "y" if i == layers - 1 else f"h{i}"
+        out = last if i == layers - 1 else f"h{i}"
         nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [out], pads=[1, 1, 1, 1]))
         prev = out
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 64, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 64, 64])],
-        inits,
-    )
+    return nodes, inits
+
+
+def _save_model(models_dir: Path, name: str, graph: onnx.GraphProto) -> Path:
+    import onnx
+    from onnx import helper
+
+    from ground.model.files import build_manifest, write_manifest
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9  # what ONNX Runtime 1.18+ loads
     directory = models_dir / name / "1.0.0"
@@ -59,6 +63,42 @@ def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, cha
     onnx.save(model, str(directory / MODEL_FILE))
     write_manifest(build_manifest(directory / MODEL_FILE, name=name, version="1.0.0"), directory)
     return directory
+
+
+def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, channels: int = 64) -> Path:
+    """A conv stack (float32 [1, C, 64, 64] -> same shape) that takes about 85 ms per run on 2 cores."""
+    from onnx import TensorProto, helper
+
+    nodes, inits = _conv_stack(np.random.default_rng(0), "x", "y", layers, channels)
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 64, 64])],
+        inits,
+    )
+    return _save_model(models_dir, name, graph)
+
+
+def build_long_model(models_dir: Path, name: str = "long", tile: int = 64, layers: int = 60) -> Path:
+    """A job that runs for seconds from a 16 kB input: float32 x [1, 16, 16, 16] tiled to
+    [1, 16, 16 * tile, 16 * tile], through ``layers`` 3x3 convolutions, averaged to y [1, 16]. About
+    2 s per run with the defaults on the 2-core development machine (more under load)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    channels, side = 16, 16
+    repeats = numpy_helper.from_array(np.array([1, 1, tile, tile], dtype=np.int64), "repeats")
+    stack, inits = _conv_stack(np.random.default_rng(0), "big", "h", layers, channels)
+    nodes = [helper.make_node("Tile", ["x", "repeats"], ["big"]), *stack,
+             helper.make_node("ReduceMean", ["h"], ["y"], axes=[2, 3], keepdims=0)]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels])],
+        [repeats, *inits],
+    )
+    return _save_model(models_dir, name, graph)
 
 
 class ManualClock:

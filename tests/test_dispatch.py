@@ -45,7 +45,7 @@ def test_without_a_governor_every_runnable_job_is_admitted_in_policy_order_up_to
 def test_nothing_starts_in_safe_mode_or_while_stopping_but_expiry_goes_on() -> None:
     queue = [job("a"), job("late", deadline=NOW - 5)]
     safe = plan_wake(NOW, queue, [], Throttle(2, 1, mode=Mode.SAFE))
-    stopping = plan_wake(NOW, queue, [], Throttle(2, 1), intake_open=False)
+    stopping = plan_wake(NOW, queue, [], Throttle(2, 1), may_start=False)
     for step in (safe, stopping):
         assert step.start == [] and ids([j for j, _ in step.expire]) == ["late"]
 

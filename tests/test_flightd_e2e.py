@@ -266,7 +266,7 @@ async def test_sigterm_requeues_or_finishes_running_job_and_exits_0(
         assert proc.terminate() == 0
         rows = journal_rows(proc.data_dir)
         assert all(rows[i][0] in ("queued", "done") for i in ids), rows
-        assert "intake closed" in proc.log()
+        assert "stopping: draining" in proc.log()
         proc.start()
         async with GroundClient(mosquitto.url, "sat1") as ground:
             await asyncio.gather(*(ground.wait_result(i, timeout_s=60) for i in ids))

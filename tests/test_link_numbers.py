@@ -30,7 +30,8 @@ from link.uplink import UPLOAD_MESSAGES
 SHA = "ab" * 32
 TENSOR = {"dtype": "float32", "shape": [1, 2], "offset": 0, "nbytes": 8}
 SPEC = {"name": "x", "dtype": "float32", "shape": [1, 2]}
-MANIFEST = {"name": "m", "version": "1", "sha256": SHA, "size_bytes": 2048, "inputs": [SPEC], "outputs": [SPEC]}
+MANIFEST = {"name": "m", "version": "1", "sha256": SHA, "size_bytes": 2048, "inputs": [SPEC], "outputs": [SPEC],
+            "ir_version": 9, "opset_import": {"": 17}}
 
 EXAMPLES: dict[str, dict[str, Any]] = {
     "JobRequest": {"job_id": "j1", "model": "m", "inputs": {"x": TENSOR}, "priority": 5,
@@ -44,6 +45,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                "queue_depth": 0, "concurrency": 1, "intra_op_threads": 2, "duty_cycle": 0.5, "budget_w": 40.0,
                "cycle_slip_ms": 1.5, "max_payload_bytes": 8388608, "broker_max_packet_bytes": 65536,
                "instance_id": "i1", "started_utc": 1.8e9,
+               "model_limits": {"onnxruntime": "1.32.0", "max_model_bytes": 268435456, "max_ir_version": 14,
+                                "opsets": {"": 28}},
+               "outlook": {"busy_cores": 1.5, "orbit_busy_cores": 1.2, "in_eclipse": False, "phase_left_s": 900.0,
+                           "mission_rate": 200.0, "committed_core_s": [0.0] * 9 + [2.5], "running_core_s": 0.5,
+                           "job_core_s": {"m": 0.02}, "thermal_headroom_c": 30.0, "soc": 0.7},
                "board": {"kind": "jetson", "model": "m", "summary": "s", "notes": ["n"], "actuators": ["a"]}},
     "Telemetry": {"sat": "sat1", "channel": "power", "t_s": 12.0, "at_utc": 1.8e9,
                   "values": {"soc": 0.8, "battery_v": 15.8, "solar_w": 80.0}},

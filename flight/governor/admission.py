@@ -85,6 +85,26 @@ class DispatchPlan:
     verdicts: list[Verdict] = field(default_factory=list)
 
 
+PRIORITIES = 10
+"""Priority classes 0..9 (link.messages.JobRequest.priority)."""
+
+
+def _units_left(r: RunningJob) -> float:
+    return r.units * (1.0 - min(1.0, max(0.0, r.done_fraction)))
+
+
+def committed_core_s(queued: Iterable[QueuedJob], running: Sequence[RunningJob],
+                     costs: CostModel) -> tuple[list[float], float]:
+    """The work this satellite has committed to, as the cost model estimates it (busy core-s): queued
+    work per priority (a list of :data:`PRIORITIES`, index = priority) and the remaining work of the
+    running jobs. What a fleet dispatcher adds up as the work ahead of a job (``Status.outlook``)."""
+    per_priority = [0.0] * PRIORITIES
+    for job in queued:
+        per_priority[min(PRIORITIES - 1, max(0, job.priority))] += job.units * costs.estimate(job.model).core_s
+    running_core_s = sum(_units_left(r) * costs.estimate(r.model).core_s for r in running)
+    return per_priority, running_core_s
+
+
 def plan_dispatch(
     now: float,
     queued: Iterable[QueuedJob],
@@ -107,7 +127,7 @@ def plan_dispatch(
     energy_ahead = 0.0
     for r in running:
         c = costs.estimate(r.model)
-        left = r.units * (1.0 - min(1.0, max(0.0, r.done_fraction)))
+        left = _units_left(r)
         core_ahead += left * c.core_s
         energy_ahead += left * c.energy_j
     for job in policy_order(queued):

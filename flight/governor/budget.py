@@ -25,8 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from flight.governor.config import ThermalModelConfig
+
+FloatOrArray = TypeVar("FloatOrArray", float, npt.NDArray[np.float64])
 
 SIGMA_W_M2_K4 = 5.670374e-8
 """Stefan-Boltzmann constant (physics.md, "Thermal")."""
@@ -67,6 +73,49 @@ class OrbitPhase:
         """Seconds to the next eclipse exit while in eclipse (0 in sunlight)."""
         t = self.t_orbit_s % self.period_s
         return max(0.0, self.period_s - t) if t >= self.sunlit_s else 0.0
+
+
+def phase_left_s(t_orbit_s: FloatOrArray, period_s: FloatOrArray, eclipse_fraction: FloatOrArray) -> FloatOrArray:
+    """Seconds to the end of the current phase (eclipse entry in sunlight, eclipse exit in eclipse) at
+    ``t_orbit_s`` since the last eclipse exit, sunlight first (:class:`OrbitPhase`'s convention); with
+    no eclipse, to the end of the orbit. Floats or numpy arrays (the fleet simulator's satellites)."""
+    t = np.mod(t_orbit_s, period_s)
+    sun_s = (1.0 - eclipse_fraction) * period_s
+    left = np.where(t < sun_s, sun_s - t, period_s - t)
+    return left if isinstance(left, np.ndarray) and left.ndim else float(left)  # type: ignore[return-value]
+
+
+def sustainable_busy_cores(
+    peak_solar_w: float,
+    bus_w: float,
+    idle_w: float,
+    w_per_core: float,
+    n_cores: float,
+    eta: float,
+    eclipse_fraction: FloatOrArray,
+    period_s: FloatOrArray,
+) -> FloatOrArray:
+    """Orbit-average busy cores an orbit's energy sustains: full compute in sunlight as far as the array
+    (``peak_solar_w``, W) carries it above the bus and the idle board, plus what the sunlit surplus,
+    through the battery at ``eta`` = eta_c * eta_d, carries through the eclipse::
+
+        c_sun = clip((P_peak - P_bus - P_idle) / w_core, 0, n)
+        c_ecl = clip(((P_peak - P_bus - P_idle - w_core c_sun) T_sun eta - (P_bus + P_idle) T_ecl)
+                     / (w_core T_ecl), 0, n)                     (n when there is no eclipse)
+        rate  = (c_sun T_sun + c_ecl T_ecl) / T
+
+    The fleet dispatcher's ``r_orbit`` (:mod:`ground.fleet.dispatch`): the simulator computes it for
+    every satellite from the design, flightd's governor for its own satellite (``Outlook``). Floats or
+    numpy arrays for ``eclipse_fraction`` and ``period_s``."""
+    t_sun, t_ecl = (1.0 - eclipse_fraction) * period_s, eclipse_fraction * period_s
+    c_sun = np.clip((peak_solar_w - bus_w - idle_w) / w_per_core, 0.0, n_cores)
+    surplus = peak_solar_w - bus_w - idle_w - w_per_core * c_sun
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c_ecl = np.where(np.asarray(t_ecl) > 0, (surplus * t_sun * eta - (bus_w + idle_w) * t_ecl)
+                         / (w_per_core * t_ecl), n_cores)
+    c_ecl = np.clip(c_ecl, 0.0, n_cores)
+    rate = (c_sun * t_sun + c_ecl * t_ecl) / period_s
+    return rate if isinstance(rate, np.ndarray) and rate.ndim else float(rate)  # type: ignore[return-value]
 
 
 class OrbitEstimator:

@@ -132,6 +132,9 @@ class GovernorConfig(_Cfg):
     mode_min_dwell_s: float = Field(default=60.0, ge=0.0)
     safe_min_dwell_s: float = Field(default=10.0, ge=0.0)
     cost_ema_alpha: float = Field(default=0.2, gt=0.0, le=1.0)
+    array_peak_w: float | None = Field(
+        default=None, gt=0.0,
+        description="solar array power at normal incidence (W, design); None: the most seen in sunlight")
 
     def limit(self, name: str) -> LimitConfig | None:
         return next((lim for lim in self.limits if lim.name == name), None)

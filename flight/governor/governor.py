@@ -9,6 +9,7 @@ Interface (what flightd calls once per control cycle)::
     # if decision.mode_changed: publish Event(kind=MODE, message=..., details={"reasons": decision.reasons})
     plan = gov.dispatch(now, queued_jobs, running_jobs, rate)   # which queued jobs to start / defer / reject
     gov.record_run(model, wall_s, threads, units=..., busy_core_s=..., energy_j=...)  # learn job costs
+    outlook = gov.outlook(now_s)     # the orbit ahead, for a fleet dispatcher (flightd's Status.outlook)
 
 ``now_s`` is mission time on the clock of ``Telemetry.t_s`` (simulated time under the plant
 simulator); there is no clock, sleep or I/O inside. ``samples`` are objects with ``channel: str``,
@@ -48,6 +49,8 @@ from flight.governor.budget import (
     OrbitPhase,
     ThermalPredictor,
     energy_budget_w,
+    phase_left_s,
+    sustainable_busy_cores,
 )
 from flight.governor.config import BoardProfile, GovernorConfig
 from flight.governor.costs import CostModel, ModelCost
@@ -106,6 +109,25 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Outlook:
+    """What the governor expects of the orbit ahead, for a fleet dispatcher (flightd copies it into its
+    retained ``Status.outlook``; ground/fleet routes with it): ``in_eclipse`` and ``phase_left_s``
+    (mission s to the end of this sunlit or eclipse phase, from the orbit phase the budget uses);
+    ``orbit_busy_cores``, the orbit-average busy cores the power system sustains
+    (:func:`flight.governor.budget.sustainable_busy_cores`: the design array peak, else the most solar
+    power seen in sunlight; None before either is known); ``thermal_headroom_c``, the smaller of
+    (ceiling - temperature) of board and radiator, °C (None without thermal telemetry); ``soc``, the
+    latest state of charge (0..1, None without power telemetry). A query (:meth:`Governor.outlook`), not
+    part of every :class:`Decision`: flightd asks for it once per heartbeat."""
+
+    in_eclipse: bool
+    phase_left_s: float
+    orbit_busy_cores: float | None
+    thermal_headroom_c: float | None
+    soc: float | None
+
+
+@dataclass(frozen=True)
 class Decision:
     """One control decision (see the module docstring)."""
 
@@ -160,6 +182,8 @@ class Governor:
         self.latest: dict[str, tuple[float, dict[str, float]]] = {}
         self.started_s: float | None = None
         self.capacity_wh = cfg.battery.capacity_wh
+        self.peak_solar_w = cfg.array_peak_w
+        """Array power at normal incidence, W: the design's, else the most seen in sunlight."""
         self.last: Decision | None = None
         soc_lim = cfg.limit(SOC_FLOOR)
         self.soc_floor = soc_lim.threshold if soc_lim is not None else 0.30
@@ -192,6 +216,9 @@ class Governor:
         if SUNLIT in values:
             self.orbit_estimator.observe(t_s, values[SUNLIT] >= 0.5)
         if s.channel == POWER:
+            solar = values.get(SOLAR_W)
+            if self.config.array_peak_w is None and solar and values.get(SUNLIT, 0.0) >= 0.5:
+                self.peak_solar_w = max(self.peak_solar_w or 0.0, solar)  # no design value: the most seen
             soc, wh = values.get(SOC), values.get(BATTERY_WH)
             if soc is not None and wh is not None and soc > 0.2:
                 self.capacity_wh = wh / soc
@@ -278,6 +305,25 @@ class Governor:
             notes.append(why)
         p, binding = min(candidates, key=lambda c: c[0])
         return p, binding, notes
+
+    def outlook(self, now_s: float) -> Outlook:
+        """The orbit ahead as a fleet dispatcher needs it (see :class:`Outlook`)."""
+        cfg, board = self.config, self.config.board
+        orbit = self.orbit_phase(now_s)
+        power = self.latest.get(POWER, (now_s, {}))[1]
+        thermal = self.latest.get(THERMAL, (now_s, {}))[1]
+        orbit_cores = None
+        if self.peak_solar_w is not None:
+            orbit_cores = sustainable_busy_cores(
+                self.peak_solar_w, power.get(BUS_W, 0.0), board.idle_w, board.w_per_core, board.n_cores,
+                cfg.battery.charge_efficiency * cfg.battery.discharge_efficiency, orbit.eclipse_fraction,
+                orbit.period_s)
+        headroom = None
+        if BOARD_C in thermal and RADIATOR_C in thermal:
+            headroom = min(self.board_ceiling - thermal[BOARD_C], self.radiator_ceiling - thermal[RADIATOR_C])
+        return Outlook(in_eclipse=orbit.in_eclipse(),
+                       phase_left_s=phase_left_s(orbit.t_orbit_s, orbit.period_s, orbit.eclipse_fraction),
+                       orbit_busy_cores=orbit_cores, thermal_headroom_c=headroom, soc=power.get(SOC))
 
     # --------------------------------------------------------------------------- update
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from flight.radiation.model_proto import (
+from flight.model_proto import (
     Node,
     encode_int_attribute,
     encode_node,

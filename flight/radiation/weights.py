@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from flight.radiation.model_proto import Initializer, ModelGraph, read_graph
+from flight.model_proto import Initializer, ModelGraph, read_graph
 
 BLOCK_BYTES = 8192
 """Default scrub block, bytes: short enough for CRC-32 to catch every 1-3 bit error in it (Koopman 2002)."""

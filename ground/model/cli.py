@@ -213,22 +213,23 @@ async def cmd_model_upload(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-    client = client_from_args(args)
     size = Path(args.file).stat().st_size if Path(args.file).is_file() else 0
     console = Console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
-    ) as bar:
-        task = bar.add_task(f"{args.name}/{args.version}", total=size)
+    # connected, so that the checks before the first chunk see the limits flightd advertises in its status
+    async with client_from_args(args) as client:
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=console, transient=False,
+        ) as bar:
+            task = bar.add_task(f"{args.name}/{args.version}", total=size)
 
-        def on_progress(done: int, total: int) -> None:
-            bar.update(task, completed=min(size, done * args.chunk_bytes) if done < total else size)
+            def on_progress(done: int, total: int) -> None:
+                bar.update(task, completed=min(size, done * args.chunk_bytes) if done < total else size)
 
-        verdict = await upload_model(
-            client, args.file, args.name, args.version, chunk_bytes=args.chunk_bytes, window=args.window,
-            timeout_s=args.upload_timeout, progress=on_progress, quantization=args.quantization,
-        )
+            verdict = await upload_model(
+                client, args.file, args.name, args.version, chunk_bytes=args.chunk_bytes, window=args.window,
+                timeout_s=args.upload_timeout, progress=on_progress, quantization=args.quantization,
+            )
     if verdict.state is not UploadState.INSTALLED:
         print(f"{args.name}/{args.version} {verdict.state.value}: {verdict.reason}", file=sys.stderr)
         return 1

@@ -7,53 +7,45 @@ A registry version is ``<root>/<name>/<version>/model.onnx`` + ``manifest.json``
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import onnx
 
+from flight.model_intake import EXTERNAL_FIX, interface
+from flight.model_proto import ModelOutline, ModelProtoError, read_outline
 from link.digest import sha256_file
-from link.manifest import MANIFEST_FILE, MODEL_FILE, ManifestDim, ModelManifest, TensorSpec
-from link.tensor import SUPPORTED_DTYPES, DType
+from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest, TensorSpec
 
 SHA256SUMS_FILE = "SHA256SUMS"
 
 
 class ModelFileError(ValueError):
-    """A model file cannot be described by a manifest (unsupported dtype, unknown rank, bad path)."""
+    """A model file cannot be described by a manifest (not ONNX, external data, an interface jobs cannot
+    carry, a bad path)."""
 
 
-def _value_info_spec(info: onnx.ValueInfoProto) -> TensorSpec:
-    tensor_type = info.type.tensor_type
-    if not info.type.HasField("tensor_type"):
-        raise ModelFileError(f"{info.name!r} is not a tensor; only tensor inputs/outputs are supported")
-    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-    dtype = np_dtype.name
-    if dtype not in SUPPORTED_DTYPES:
-        raise ModelFileError(f"{info.name!r} has dtype {dtype}, not one of {', '.join(SUPPORTED_DTYPES)}")
-    if not tensor_type.HasField("shape"):
-        raise ModelFileError(f"{info.name!r} has no declared shape (unknown rank)")
-    shape: list[ManifestDim] = []
-    for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            shape.append(int(dim.dim_value))
-        elif dim.HasField("dim_param") and dim.dim_param:
-            shape.append(dim.dim_param)
-        else:
-            shape.append(None)
-    dtype_lit: DType = dtype  # type: ignore[assignment]  # checked against SUPPORTED_DTYPES above
-    return TensorSpec(name=info.name, dtype=dtype_lit, shape=shape)
+def _outline(data: bytes) -> ModelOutline:
+    try:
+        return read_outline(data)
+    except ModelProtoError as exc:
+        raise ModelFileError(f"not an ONNX model, or cut short: {exc}") from None
 
 
-def interface_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """(inputs, outputs) of a graph as :class:`TensorSpec`; initializers listed as inputs are skipped."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [_value_info_spec(v) for v in model.graph.input if v.name not in initializers]
-    outputs = [_value_info_spec(v) for v in model.graph.output]
+def interface_specs(model: onnx.ModelProto | bytes) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of a model as :class:`TensorSpec`, read as the onboard registry reads them
+    (:func:`flight.model_intake.interface`; initializers listed as inputs are skipped). Raises
+    :class:`ModelFileError` when jobs could not be checked against them (not tensors, an element type
+    the link does not carry, an input of unknown rank)."""
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    inputs, outputs, problems = interface(_outline(data))
+    if problems:
+        raise ModelFileError("; ".join(problems))
     return inputs, outputs
 
 
 def build_manifest(
-    model_path: Path,
+    model: Path | bytes,
     *,
     name: str,
     version: str,
@@ -61,20 +53,28 @@ def build_manifest(
     description: str = "",
     provenance: dict[str, str] | None = None,
 ) -> ModelManifest:
-    """Manifest of the ONNX file at ``model_path``: sha256, size (bytes) and interface from the graph."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    inputs, outputs = interface_specs(model)
+    """Manifest of an ONNX model (a file's path, or its bytes): sha256, size (bytes), interface, IR version
+    and opsets. Raises :class:`ModelFileError` for a model whose sha256 would not cover it (external data)
+    or whose interface jobs could not carry, OSError when the file cannot be read."""
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
+    outline = _outline(data)
+    if outline.external:
+        raise ModelFileError(f"{', '.join(outline.external[:3])} keep(s) data in an external file, which the "
+                             f"manifest's sha256 would not cover: {EXTERNAL_FIX}")
+    inputs, outputs = interface_specs(data)
     return ModelManifest.model_validate(
         {
             "name": name,
             "version": version,
-            "sha256": sha256_file(model_path),
-            "size_bytes": model_path.stat().st_size,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size_bytes": len(data),
             "inputs": [s.model_dump() for s in inputs],
             "outputs": [s.model_dump() for s in outputs],
             "quantization": quantization,
             "description": description,
             "provenance": dict(provenance or {}),
+            "ir_version": outline.ir_version,
+            "opset_import": outline.opset_import,
         }
     )
 

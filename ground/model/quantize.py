@@ -155,7 +155,7 @@ def _check_calibration(calib: Feeds, inputs: Sequence[TensorSpec]) -> int:
     counts = set()
     for spec in inputs:
         array = calib[spec.name]
-        if array.ndim != len(spec.shape):
+        if spec.shape is not None and array.ndim != len(spec.shape):
             raise CalibrationError(
                 f"calibration array {spec.name!r} has rank {array.ndim} {list(array.shape)}, "
                 f"the model wants rank {len(spec.shape)} {spec.shape}"
@@ -167,7 +167,7 @@ def _check_calibration(calib: Feeds, inputs: Sequence[TensorSpec]) -> int:
                 raise CalibrationError(
                     f"calibration array {spec.name!r} is {array.dtype}, the model wants {spec.dtype}"
                 )
-        for axis, want in enumerate(spec.shape):
+        for axis, want in enumerate(spec.shape or []):
             if axis > 0 and isinstance(want, int) and array.shape[axis] != want:
                 raise CalibrationError(
                     f"calibration array {spec.name!r} has shape {list(array.shape)}, "
@@ -226,7 +226,7 @@ def synthetic_feeds(inputs: Sequence[TensorSpec], seed: int = 0) -> Feeds:
     rng = np.random.default_rng(seed)
     feeds: Feeds = {}
     for spec in inputs:
-        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape or []]  # inputs have a rank (interface_specs)
         dtype = np.dtype(spec.dtype)
         if np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)

@@ -8,6 +8,13 @@ a fresh one re-sends the (idempotent) begin, asks again and resends only the mis
 upload id is derived from the name, version, sha256 and chunk size, so running the same command
 again after the ground itself died resumes the same upload.
 
+Before anything is published, the file must pass the onboard registry's own checks
+(:mod:`flight.model_intake`) against the limits the satellite advertises in its status (its ONNX Runtime's
+IR version and opsets, its operator domains, its largest model; without an advertised status, against the
+ONNX Runtime installed here), the manifest must describe the file, and ONNX Runtime here must build a session
+from its bytes: a model that could never run onboard is refused with the reason and how to fix it, and no
+message reaches the broker (:func:`preflight`).
+
 The uploader opens its own MQTT connection(s) from the :class:`GroundClient`'s broker URL, satellite
 and command key, so it can reconnect without disturbing the client.
 """
@@ -27,11 +34,13 @@ from typing import Any
 
 import aiomqtt
 
+from flight.model_intake import load_problem, manifest_problems, model_problems, runtime_limits, size_problem
 from ground.client import GroundClient, GroundError, new_id
 from ground.model.files import ModelFileError, build_manifest
 from link.auth import sign
 from link.codec import WireError, decode, encode
 from link.manifest import ModelManifest
+from link.messages import ModelLimits
 from link.uplink import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
@@ -55,6 +64,12 @@ ProgressFn = Callable[[int, int], None]
 
 class UploadFailed(GroundError):
     """The upload did not finish (time out, unreadable file); a rejection is a result, not this."""
+
+
+BEGIN_ATTEMPTS = 5
+"""Begins sent in a row that the satellite answers with "no such upload" before the upload fails: it is
+refusing the begin itself (a message it cannot read, such as a manifest field an older flightd does not
+know), and sending it again would only repeat the refusal as fast as the link allows."""
 
 
 class _LinkLost(aiomqtt.MqttError):
@@ -107,6 +122,8 @@ class _Uploader:
         self.topic = client.topics.upload(upload_id)
         self.progress_topic = client.topics.upload_progress(upload_id)
         self.delivered: set[int] = set()
+        self.refusal: str | None = None
+        """The latest "refused message" reason the satellite gave for this upload."""
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -146,12 +163,19 @@ class _Uploader:
                 await mqtt.publish(self.topic, self._begin_payload(), qos=1)
                 reply = await self._ask(mqtt, reader, replies)
                 self.stats.received_on_connect.append(reply.received)
+                unknown = 0
                 while True:
                     if reply.state.terminal:
                         return reply
                     if reply.state is UploadState.UNKNOWN:  # the begin was lost: send it again
+                        unknown += 1
+                        if unknown >= BEGIN_ATTEMPTS:
+                            raise UploadFailed(
+                                f"upload {self.upload_id}: {self.client.topics.sat} did not take the begin "
+                                f"{unknown} times in a row: {self.refusal or reply.reason}")
                         await mqtt.publish(self.topic, self._begin_payload(), qos=1)
                     else:
+                        unknown = 0
                         missing = from_ranges(reply.missing)
                         self.delivered = set(range(self.n_chunks)) - set(missing)
                         self._report()
@@ -201,6 +225,8 @@ class _Uploader:
                     break
                 if reply.upload_id != self.upload_id:
                     continue
+                if reply.reason and reply.reason.startswith("refused message"):
+                    self.refusal = reply.reason
                 if reply.query_id == query_id or reply.state.terminal:
                     return reply
             log.info("upload %s: no answer from %s within %.1f s; asking again", self.upload_id,
@@ -231,6 +257,53 @@ class _Uploader:
             os.close(fd)
 
 
+async def satellite_limits(client: GroundClient) -> tuple[ModelLimits, str]:
+    """The model limits the satellite advertises in its status, else those of the ONNX Runtime installed
+    here; and a phrase saying which."""
+    status = await client.advertised_status()
+    sat = client.topics.sat
+    if status is not None and status.model_limits is not None:
+        return status.model_limits, f"as {sat} advertises (ONNX Runtime {status.model_limits.onnxruntime})"
+    limits = runtime_limits()
+    return limits, f"judged by ONNX Runtime {limits.onnxruntime} here: {sat} advertises no model limits"
+
+
+async def preflight(
+    client: GroundClient,
+    path: Path,
+    name: str,
+    version: str,
+    *,
+    manifest: ModelManifest | None = None,
+    quantization: str = "fp32",
+) -> ModelManifest:
+    """The manifest to upload ``path`` with (``manifest``, or one built from the file) once the file passed
+    every check the onboard registry makes (:mod:`flight.model_intake`, against :func:`satellite_limits`),
+    the manifest describes it (all but the sha256, which the satellite checks), and ONNX Runtime here loads
+    it. Raises :class:`UploadFailed` naming every problem and how to fix it; nothing is published."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UploadFailed(f"model file {path} cannot be read: {exc}") from None
+    limits, whose = await satellite_limits(client)
+    outline, problems = model_problems(data, limits)
+    problems = [p for p in (size_problem(len(data), limits),) if p] + problems
+    if outline is not None and not problems:
+        if manifest is None:
+            try:
+                manifest = build_manifest(data, name=name, version=version, quantization=quantization)
+            except ModelFileError as exc:
+                problems.append(str(exc))
+        else:
+            problems += manifest_problems(manifest, outline, len(data))
+    if not problems and (loading := load_problem(data)):
+        problems.append(loading)
+    if problems or manifest is None:
+        lines = "".join(f"\n  - {p}" for p in problems)
+        raise UploadFailed(f"{path} cannot run on {client.topics.sat} ({whose}); nothing was sent:{lines}")
+    return manifest
+
+
 async def upload_model(
     client: GroundClient,
     path: Path,
@@ -249,9 +322,9 @@ async def upload_model(
     """Upload the ONNX file at ``path`` as ``name``/``version``; returns the satellite's verdict
     (state ``installed`` or ``rejected`` with its reason).
 
-    ``manifest`` defaults to the one built from the file (sha256, size, interface). Raises
-    :class:`UploadFailed` when no verdict arrives within ``timeout_s`` (s), across any number of
-    reconnections.
+    ``manifest`` defaults to the one built from the file (sha256, size, interface, IR version, opsets).
+    Raises :class:`UploadFailed` before anything is sent when :func:`preflight` refuses the file, and when
+    no verdict arrives within ``timeout_s`` (s), across any number of reconnections.
     """
     path = Path(path)
     if not path.is_file():
@@ -260,13 +333,7 @@ async def upload_model(
         raise UploadFailed(f"chunk size must be {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES} bytes, not {chunk_bytes}")
     if window < 1:
         raise UploadFailed("window must be at least 1")
-    if manifest is None:
-        try:
-            manifest = build_manifest(path, name=name, version=version, quantization=quantization)
-        except (ModelFileError, ValueError, OSError) as exc:
-            raise UploadFailed(f"{path} is not a usable ONNX model: {exc}") from None
-        except Exception as exc:  # onnx raises protobuf's DecodeError for a file that is not ONNX
-            raise UploadFailed(f"{path} is not an ONNX model: {exc}") from None
+    manifest = await preflight(client, path, name, version, manifest=manifest, quantization=quantization)
     upload_id = upload_id_for(manifest, chunk_bytes)
     chunk_message = chunk_message_bytes(upload_id, min(chunk_bytes, manifest.size_bytes))
     try:

@@ -331,9 +331,76 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     ax_mode.set_xlim(t0 / scale, t1 / scale)
     ax_mode.set_xlabel(f"mission time ({unit})")
     sats_text = ", ".join(data.sats) if data.sats else "no satellite"
-    fig.suptitle(title or f"{Path(archive.path).name} — {sats_text}", fontsize=13)
+    return _save(fig, out, title or f"{Path(archive.path).name} — {sats_text}")
+
+
+def _save(fig: Any, out: str | Path, title: str) -> Path:
+    """Title, lay out, write (110 dpi) and close ``fig``; the path written."""
+    fig.suptitle(title, fontsize=13)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
+    path = Path(out)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def _known_eclipses(data: PlotData) -> list[tuple[float, float]]:
+    """Eclipse spans from the ``sunlit`` flag, cut where telemetry is missing (a gap of more than three
+    median sample spacings: a dropout must not read as one long eclipse)."""
+    s = data.series(POWER, SUNLIT)
+    if s is None or len(s[0]) < 2:
+        return []
+    t, flag = s
+    step = float(np.median(np.diff(t)))
+    cuts = np.flatnonzero(np.diff(t) > 3 * step) + 1
+    out: list[tuple[float, float]] = []
+    for seg_t, seg_flag in zip(np.split(t, cuts), np.split(flag, cuts), strict=True):
+        out += spans(seg_t, seg_flag < 0.5)
     return out
+
+
+def plot_fleet(archive: Archive, out: str | Path, sats: Sequence[str] | None = None, *,
+               title: str | None = None) -> Path:
+    """Write a fleet's overview PNG to ``out``: per satellite (one colour each) its state of charge
+    with its eclipses, its jobs done (the ``compute`` channel's ``jobs_done`` counter) and its governor
+    mode as a band, over each satellite's own mission time. Returns the path."""
+    names = list(sats) if sats else archive.sats()
+    per_sat = {sat: extract(archive, [sat]) for sat in names}
+    ends = [t for d in per_sat.values() for ch in d.tlm.values() for s in ch.values() for t in (s.t[:1] + s.t[-1:])]
+    t0, t1 = (min(ends), max(ends)) if ends else (0.0, 1.0)
+    t1 = max(t1, t0 + 1.0)
+    scale, unit = _time_scale(t1 - t0)
+    fig, (ax_soc, ax_jobs, ax_mode) = plt.subplots(
+        3, 1, figsize=(14, 9 + 0.25 * len(names)), sharex=True,
+        gridspec_kw={"height_ratios": [3, 2.4, 0.35 * max(len(names), 1) + 0.6]})
+    colours = plt.get_cmap("tab10")
+    for i, (sat, data) in enumerate(per_sat.items()):
+        colour = colours(i % 10)
+        soc = data.series(POWER, SOC)
+        if soc is not None:
+            ax_soc.plot(soc[0] / scale, soc[1] * 100.0, color=colour, lw=1.3, label=sat)
+            for start, end in _known_eclipses(data):
+                ax_soc.plot([start / scale, end / scale], [1.5 + 1.2 * i] * 2, color=colour, lw=3,
+                            solid_capstyle="butt")
+        done = data.series(COMPUTE, JOBS_DONE)
+        if done is not None:
+            ax_jobs.step(done[0] / scale, done[1], where="post", color=colour, lw=1.3, label=sat)
+        for start, end, mode in mode_spans(data, t1):
+            ax_mode.broken_barh([(start / scale, (end - start) / scale)], (i - 0.4, 0.8),
+                                color=MODE_COLOURS.get(mode, MODE_COLOURS["unknown"]), lw=0)
+    ax_soc.set_ylabel("SoC (%)")
+    ax_soc.set_ylim(0, 105)
+    ax_jobs.set_ylabel("jobs done")
+    for ax, heading in ((ax_soc, "bars: eclipses"), (ax_jobs, None)):
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title=heading, title_fontsize=8, **LEGEND)
+        else:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
+    ax_mode.set_yticks(range(len(names)), names)
+    ax_mode.set_ylim(-0.6, len(names) - 0.4)
+    ax_mode.invert_yaxis()
+    ax_mode.legend(handles=[Patch(color=MODE_COLOURS[m], label=m) for m in MODES], **LEGEND)
+    ax_mode.set_xlim(t0 / scale, t1 / scale)
+    ax_mode.set_xlabel(f"mission time ({unit}), each satellite's own")
+    return _save(fig, out, title or f"{Path(archive.path).name}: {len(names)} satellites")

@@ -52,10 +52,12 @@ import numpy.typing as npt
 
 from flight.governor.admission import Allocation
 from flight.governor.admission import plan_dispatch as governor_plan_dispatch
+from flight.governor.budget import phase_left_s, sustainable_busy_cores
 from flight.governor.costs import CostModel
 from flight.governor.governor import allocation_for
 from flight.governor.limits import Limits
 from flight.queue_policy import QueuedJob
+from ground.fleet.dispatch import choose_satellite, predicted_finish_s
 from hil.fleet.governor import FleetDecision, FleetGovernor, FleetTelemetry
 from hil.fleet.sim import QUEUED, FleetSim
 
@@ -255,17 +257,11 @@ class OrbitdPolicy(_Policy):
         self._board, self._eta = board, eta
 
     def orbit_rate(self, eclipse_fraction: FloatArray, period_s: FloatArray) -> FloatArray:
-        """Orbit-average sustainable busy cores: full compute in sunlight as far as the array carries
-        it, and what the sunlit surplus (through the battery at eta_c * eta_d) carries in eclipse."""
-        b, bus = self._board, self.sc.plant.loads.bus_w
-        t_sun, t_ecl = (1.0 - eclipse_fraction) * period_s, eclipse_fraction * period_s
-        c_sun = np.clip((self.peak_solar_w - bus - b.idle_w) / b.w_per_core, 0.0, b.n_cores)
-        surplus = self.peak_solar_w - bus - b.idle_w - b.w_per_core * c_sun
-        with np.errstate(divide="ignore", invalid="ignore"):
-            c_ecl = np.where(t_ecl > 0, (surplus * t_sun * self._eta - (bus + b.idle_w) * t_ecl)
-                             / (b.w_per_core * t_ecl), b.n_cores)
-        c_ecl = np.clip(c_ecl, 0.0, b.n_cores)
-        rate: FloatArray = (c_sun * t_sun + c_ecl * t_ecl) / period_s
+        """Orbit-average sustainable busy cores of every satellite
+        (:func:`flight.governor.budget.sustainable_busy_cores`, what flightd's governor reports)."""
+        b = self._board
+        rate: FloatArray = sustainable_busy_cores(self.peak_solar_w, self.sc.plant.loads.bus_w, b.idle_w, b.w_per_core,
+                                                  b.n_cores, self._eta, eclipse_fraction, period_s)
         return rate
 
     def _next_priority(self, now_s: float) -> npt.NDArray[np.int64]:
@@ -283,9 +279,7 @@ class OrbitdPolicy(_Policy):
         self.r_now_exempt = d.busy_cores
         self.r_now = d.tier_busy_cores[0]
         ecl, period = tel.eclipse_fraction, tel.period_s
-        t = np.mod(tel.t_orbit_s, period)
-        sun_s = (1.0 - ecl) * period
-        self.tau = np.where(t < sun_s, sun_s - t, period - t)
+        self.tau = phase_left_s(tel.t_orbit_s, period, ecl)
         self.r_orbit = self.orbit_rate(ecl, period)
         exempt = self._next_priority(now_s) >= self.params.reserve_exempt_priority
         return np.where(exempt, self.r_now_exempt, self.r_now)
@@ -293,7 +287,8 @@ class OrbitdPolicy(_Policy):
     def predicted_finish(self, js: npt.NDArray[np.int64], now_s: float, src: int,
                          cand: npt.NDArray[np.int64] | None) -> FloatArray:
         """Predicted finish times (len(js), len(cand)) of jobs ``js`` (now at ``src``) on each satellite
-        of ``cand`` (all if None); see the module docstring."""
+        of ``cand`` (all if None): :func:`ground.fleet.dispatch.predicted_finish_s`, the arithmetic the
+        real fleet's ground dispatcher routes with."""
         sim, jobs = self.sim, self.sc.jobs
         c = np.arange(self.n) if cand is None else cand
         prio = jobs.priority[js]
@@ -301,23 +296,15 @@ class OrbitdPolicy(_Policy):
         work = sim.committed[c][:, prio].T + sim.remaining[c][None, :] + jobs.core_s[js][:, None]
         exempt = (prio >= self.params.reserve_exempt_priority)[:, None]
         r_now = np.where(exempt, self.r_now_exempt[c][None, :], self.r_now[c][None, :])
-        tau, r_orbit = self.tau[c][None, :], self.r_orbit[c][None, :]
         delay = self.sc.isl.transfer_s(self.sc.constellation.hops[src, c][None, :], jobs.input_bytes[js][:, None])
-        first = r_now * tau
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_now = np.where(r_now > 0, work / r_now, math.inf)
-            t_later = tau + np.where(r_orbit > 0, (work - first) / r_orbit, math.inf)
-        finish: FloatArray = now_s + delay + np.where(work <= first, t_now, t_later)
-        return finish
+        return predicted_finish_s(now_s, work, r_now, self.tau[c][None, :], self.r_orbit[c][None, :], delay)
 
     def route(self, j: int, now_s: float) -> int:
         src = int(self.sc.entry[j])
         finish = self.predicted_finish(np.array([j]), now_s, src, None)[0]
-        dl = float(self.sc.jobs.deadline_s[j])
-        ok = finish <= dl
-        if ok.any():
-            finish = np.where(ok, finish, math.inf)
-        return int(np.argmin(finish))
+        s = choose_satellite(finish, float(self.sc.jobs.deadline_s[j]))
+        assert s is not None  # every satellite is a candidate
+        return s
 
     def _allocation(self, s: int, exempt: bool) -> Allocation:
         """The executor allocation of satellite ``s`` for urgent (``exempt``) or other work."""
