@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ground.client import GroundClient
+from hil.embedded_broker import free_port
 from hil.mosquitto_broker import MosquittoBroker
 from link.codec import decode
 from link.messages import Event, EventKind, Mode, Telemetry
@@ -32,12 +35,23 @@ def set_vdd_in(root: Path, millivolts: int, milliamps: int) -> None:
     (root / VDD_IN / "curr1_input").write_text(f"{milliamps}\n")
 
 
-def flightd_config(path: Path, root: Path, governor: str) -> Path:
-    """flightd's TOML: probes on ``root``, sampled every 0.2 s (power every 0.05 s during a job)."""
+def flightd_config(path: Path, root: Path, governor: str, metrics_port: int | None = None) -> Path:
+    """flightd's TOML: probes on ``root``, sampled every 0.2 s (power every 0.05 s during a job);
+    Prometheus metrics on ``metrics_port`` where given."""
+    metrics = f"[metrics]\nenabled = true\nport = {metrics_port}\n\n" if metrics_port is not None else ""
     path.write_text(
-        f'[board]\nroot = "{root}"\nperiod_s = 0.2\nenergy_period_s = 0.05\nidle_w = {IDLE_W}\n\n' + governor
+        f'[board]\nroot = "{root}"\nperiod_s = 0.2\nenergy_period_s = 0.05\nidle_w = {IDLE_W}\n\n'
+        + metrics + governor
     )
     return path
+
+
+def board_gauges(port: int) -> tuple[float, float]:
+    """(``orbitd_board_power_watts``, ``orbitd_board_temperature_celsius``) scraped from flightd."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    values = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    return values["orbitd_board_power_watts"], values["orbitd_board_temperature_celsius"]
 
 
 BOARD_ONLY_GOVERNOR = """\
@@ -77,7 +91,8 @@ async def test_energy_of_a_job_comes_from_the_ina3221(mosquitto: MosquittoBroker
                                                       models_dir: Path) -> None:
     root = orin_nano_tree(tmp_path / "orin")
     set_vdd_in(root, 5000, 1000)  # 5.0 W: the configured idle power
-    config = flightd_config(tmp_path / "flightd.toml", root, BOARD_ONLY_GOVERNOR)
+    port = free_port()
+    config = flightd_config(tmp_path / "flightd.toml", root, BOARD_ONLY_GOVERNOR, metrics_port=port)
     async with (running_flightd(mosquitto.url, tmp_path / "data", models_dir, config=config) as proc,
                 GroundClient(mosquitto.url, "sat1", timeout_s=30.0) as ground):
         status = await ground.status()
@@ -89,9 +104,12 @@ async def test_energy_of_a_job_comes_from_the_ina3221(mosquitto: MosquittoBroker
         board = await ground.watch_topic(ground.topics.telemetry(BOARD))
         sample = await next_board_sample(board, until=IDLE_W)
         assert sample.values[TEMP_C] == pytest.approx(48.062)  # tj-thermal
+        # Prometheus serves the board's own readings (no plant telemetry here to feed them)
+        assert board_gauges(port) == (pytest.approx(IDLE_W), pytest.approx(48.062))
 
         set_vdd_in(root, 5000, 4000)  # 20 W while the job runs
         await next_board_sample(board, until=20.0)
+        await wait_until(lambda: board_gauges(port)[0] == pytest.approx(20.0), 5.0, "20 W on /metrics")
         job = await ground.submit("slow", {"x": np.ones((1, 64, 64, 64), np.float32)})
         result = (await ground.wait_result(job.job_id)).result
         set_vdd_in(root, 5000, 1000)
