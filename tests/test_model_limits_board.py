@@ -13,14 +13,30 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from flight.model_intake import load_problem, model_problems, runtime_limits, version_problems
-from flight.model_proto import encode_graph, encode_model, encode_node, encode_tensor, encode_value_info
+from flight.model_intake import (
+    NESTING_LOAD_BUDGET_S,
+    load_problem,
+    model_problems,
+    runtime_graph_depth,
+    runtime_limits,
+    version_problems,
+)
+from flight.model_proto import (
+    MAX_GRAPH_DEPTH,
+    encode_graph,
+    encode_model,
+    encode_nested_ifs,
+    encode_node,
+    encode_tensor,
+    encode_value_info,
+)
 from link.manifest import MODEL_FILE
 from tests.support import BUNDLED, REPO
 
@@ -94,3 +110,19 @@ def test_external_data_is_refused_before_onnx_runtime_sees_it(location: str, tmp
     assert outline is not None
     assert any("external file" in p and location in p for p in problems), problems
     assert load_problem(_add_model(LIMITS.max_ir_version, {"": 17})) is None  # the same model, weights inside
+
+
+def test_nesting_is_limited_to_what_this_onnx_runtime_loads_promptly() -> None:
+    """ORT before 1.32 needs time doubling with each nested If level (1.23.2: 12 s at 18 levels): the
+    reader refuses a model one level deeper than this ORT loads within the budget."""
+    depth = runtime_graph_depth()
+    assert 10 <= depth <= MAX_GRAPH_DEPTH
+    start = time.perf_counter()
+    assert load_problem(encode_nested_ifs(depth)) is None
+    assert time.perf_counter() - start < 4 * NESTING_LOAD_BUDGET_S
+    assert model_problems(encode_nested_ifs(depth), LIMITS)[1] == []
+    deeper = model_problems(encode_nested_ifs(depth + 1), LIMITS)
+    assert deeper[0] is None and f"nested more than {depth} deep" in deeper[1][0], deeper[1]
+    assert "flatten the control flow" in deeper[1][0]
+    if tuple(int(p) for p in re.findall(r"\d+", ort.__version__)[:2]) <= (1, 27):  # measured slow: 12-23 s at 18 levels
+        assert depth < 18
