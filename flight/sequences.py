@@ -299,6 +299,7 @@ class SequenceService:
         doc = self._stored(progress, self.mono_s(), now)
         await self.writer.submit(lambda j: j.save_sequence(body.sequence_id, "cancelled", doc, now,
                                                            "cancelled by ground command"))
+        log.info("sequence %s cancelled by ground command", body.sequence_id)
         self.event(EventKind.SEQUENCE, f"sequence {body.sequence_id} cancelled", sequence_id=body.sequence_id)
         return self._summary(body.sequence_id)
 
@@ -329,6 +330,7 @@ class SequenceService:
         if not inserted:
             raise SequenceError(f"sequence {sid} is onboard already (cancel it, or upload under a new id)")
         self.engine.arm(sequence, mono, progress)
+        log.info("sequence %s armed: %d entries", sid, len(sequence.entries))
         self.event(EventKind.SEQUENCE, f"sequence {sid} armed ({len(sequence.entries)} entries)", sequence_id=sid)
         return self._summary(sid)
 

@@ -38,20 +38,21 @@ async def cmd_submit(args: argparse.Namespace) -> int:
                 raise GroundError(f"model {args.model!r} is not onboard {args.sat}")
             model_inputs = match[0]["inputs"]
         inputs = load_inputs(args.input, args.input_name, model_inputs)
-        job = await ground.submit(
-            args.model,
-            inputs,
-            job_id=args.job_id,
-            version=args.version,
-            priority=args.priority,
-            deadline_s=args.deadline,
-            framed=not args.json_encoding,
-        )
-        print(f"{job.job_id} {job.ack.state.value}" + (f" ({job.ack.reason})" if job.ack.reason else ""))
+        options = {"job_id": args.job_id, "version": args.version, "priority": args.priority,
+                   "deadline_s": args.deadline, "framed": not args.json_encoding}
+        if args.queue_only:  # store and forward: the ground broker holds it for the next contact
+            prepared = await ground.prepare_job(args.model, inputs, **options)
+            await ground.send_job(prepared)
+            job_id = prepared.job_id
+            print(f"{job_id} sent: the ground broker holds it until {args.sat} takes it")
+        else:
+            job = await ground.submit(args.model, inputs, **options)
+            job_id = job.job_id
+            print(f"{job_id} {job.ack.state.value}" + (f" ({job.ack.reason})" if job.ack.reason else ""))
         if args.wait or args.output:
-            fetched = await ground.wait_result(job.job_id, args.timeout)
+            fetched = await ground.wait_result(job_id, args.timeout)
             r = fetched.result
-            print(f"{job.job_id} done in {r.run_ms:.2f} ms on {r.provider}")
+            print(f"{job_id} done in {r.run_ms:.2f} ms on {r.provider}")
             if args.output:
                 save_outputs(args.output, fetched.outputs)
                 print(f"wrote {args.output}")
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="wait for the result")
     s.add_argument("-o", "--output", type=Path, help="write the result here (.npy, or .npz for several)")
     s.add_argument("--json-encoding", action="store_true", help="send tensors as JSON+base64, not framed")
+    s.add_argument("--queue-only", action="store_true",
+                   help="return once the ground broker holds the job, without waiting for the satellite "
+                   "(out of contact the bridge delivers it at the next pass; follow it with `ground watch`)")
     s.set_defaults(handler=cmd_submit)
 
     s = sub.add_parser("jobs", help="list jobs onboard")

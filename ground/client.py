@@ -6,7 +6,16 @@
 
 A submission counts as accepted once flightd's first state event for it arrives (it is journaled by
 then). Until then the client publishes the same request again (job ids are idempotent onboard, so a
-retry never runs a job twice).
+retry never runs a job twice); if none arrives, :class:`NotAcknowledged` names the job id, which may
+still run (it waits on the ground broker for the next contact): send it again under the same id, never
+under a new one.
+
+Across a space link with passes (docs/hil.md), waiting for the satellite is the wrong shape:
+:meth:`GroundClient.send_job` returns once the *ground broker* holds the job (its PUBACK), the bridge
+carries it at the next acquisition, and the caller follows states and results as they come down
+(:meth:`GroundClient.watch_topic` on the job trees), acknowledging results with
+:meth:`GroundClient.send_command` (no reply awaited). Receivers drop duplicates by job id: delivery
+through the bridge is at least once.
 
 Sizes are checked on the ground before anything is published (:meth:`GroundClient.check_publish_size`):
 a payload larger than the limit flightd advertises in its retained status (``max_payload_bytes``), or
@@ -84,8 +93,14 @@ class CommandFailed(GroundError):
 
 
 class NotAcknowledged(GroundError):
-    """A job flightd never acknowledged after every attempt: it may still arrive there (the broker
-    may hold it), so it must not be sent to another satellite as if it never will."""
+    """No state event for a submitted job within the attempts: the satellite may be out of contact, and
+    the job may still arrive there (the broker may hold it) and run, so it must not be sent to another
+    satellite as if it never will. ``job_id``: send it again under this id (flightd runs an id once),
+    never under a new one."""
+
+    def __init__(self, job_id: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class PayloadTooLarge(GroundError):
@@ -97,6 +112,14 @@ class SubmittedJob:
     job_id: str
     ack: JobStateEvent
     submit_attempts: int
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job request encoded for the wire: its id and the payload published (again) for it."""
+
+    job_id: str
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -313,6 +336,52 @@ class GroundClient:
 
     # ------------------------------------------------------------------------------------ jobs
 
+    async def prepare_job(
+        self,
+        model: str,
+        inputs: Arrays,
+        *,
+        job_id: str | None = None,
+        version: str | None = None,
+        priority: int = 5,
+        deadline_s: float | None = None,
+        framed: bool = True,
+    ) -> PreparedJob:
+        """Encode a job request (``deadline_s`` relative to now); PayloadTooLarge when flightd or the
+        broker would refuse its size."""
+        job_id = job_id or new_id("job-")
+        now = time.time()
+        tensors, binary = pack_tensors(inputs, framed=framed)
+        request = JobRequest(
+            job_id=job_id,
+            model=model,
+            version=version,
+            inputs=tensors,
+            priority=priority,
+            deadline_utc=None if deadline_s is None else now + deadline_s,
+            submitted_utc=now,
+        )
+        payload = encode(request, binary)
+        await self.check_publish_size(self.topics.job_submit, self.wire_bytes(len(payload)), f"job {job_id}")
+        return PreparedJob(job_id, payload)
+
+    async def send_job(self, job: PreparedJob, timeout_s: float | None = None) -> None:
+        """Publish ``job`` (QoS 1) and return once the broker holds it (its PUBACK), without waiting for
+        the satellite: store and forward across a link with passes. After a lost connection it is
+        published again once reconnected (the same id: flightd runs it once). GroundError when the
+        broker has not taken it within ``timeout_s`` (default: the client's)."""
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        while True:
+            try:
+                await self.mqtt.publish(self.topics.job_submit, self.seal(job.payload), qos=1, timeout=5.0)
+                return
+            except aiomqtt.MqttError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise GroundError(f"job {job.job_id}: broker {self.url} did not take it ({exc})") from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._connected.wait(), left)
+
     async def submit(
         self,
         model: str,
@@ -329,27 +398,17 @@ class GroundClient:
         """Send a job and wait for flightd's acknowledgement (its first state event).
 
         Raises JobRejected with flightd's reason when the job is refused, PayloadTooLarge (before
-        publishing) when it is larger than flightd or the broker accepts. ``deadline_s`` is relative to now.
+        publishing) when it is larger than flightd or the broker accepts, NotAcknowledged (naming the
+        job id, which may still run) when no state event came. ``deadline_s`` is relative to now.
         """
-        job_id = job_id or new_id("job-")
-        now = time.time()
-        tensors, binary = pack_tensors(inputs, framed=framed)
-        request = JobRequest(
-            job_id=job_id,
-            model=model,
-            version=version,
-            inputs=tensors,
-            priority=priority,
-            deadline_utc=None if deadline_s is None else now + deadline_s,
-            submitted_utc=now,
-        )
-        payload = encode(request, binary)
-        await self.check_publish_size(self.topics.job_submit, self.wire_bytes(len(payload)), f"job {job_id}")
+        job = await self.prepare_job(model, inputs, job_id=job_id, version=version, priority=priority,
+                                     deadline_s=deadline_s, framed=framed)
+        job_id = job.job_id
         queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
         self._job_queues[job_id] = queue
         for attempt in range(1, attempts + 1):
             try:  # no PUBACK (link lost, or a cluster electing a stream leader): ours to send again
-                await self.mqtt.publish(self.topics.job_submit, self.seal(payload), qos=1, timeout=ack_timeout_s)
+                await self.mqtt.publish(self.topics.job_submit, self.seal(job.payload), qos=1, timeout=ack_timeout_s)
             except aiomqtt.MqttError:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._connected.wait(), ack_timeout_s)
@@ -363,7 +422,12 @@ class GroundClient:
                 raise JobRejected(f"job {job_id} rejected: {event.reason}")
             return SubmittedJob(job_id, event, attempt)
         await self._forget(job_id)
-        raise NotAcknowledged(f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts")
+        raise NotAcknowledged(
+            job_id,
+            f"job {job_id}: no acknowledgement from {self.topics.sat} after {attempts} attempts; it may still "
+            f"be delivered and run (out of contact it waits on the ground broker): follow it with `ground watch "
+            f"{job_id}`, and if you send it again use --job-id {job_id}, never a new id",
+        )
 
     async def advertised_status(self, wait_s: float = 1.0) -> Status | None:
         """The latest status flightd published (the retained one first), None when there is none; the
@@ -502,13 +566,31 @@ class GroundClient:
         command = SequenceCommand(command_id=new_id("cmd-"), issued_utc=time.time(), body=body)
         return await self._request(command, self.topics.sequence_command, body.action, timeout_s)
 
+    async def send_command(self, body: CommandAction) -> str:
+        """Send a command (signed when the client holds a key) without waiting for its reply: across a
+        link with passes the reply comes down at the next contact, if ever wanted. Returns the command
+        id. With keys, mind flightd's freshness window (``security.command_window_s``): a command that
+        waits out a long gap on the ground broker arrives stale and is refused."""
+        command = self._signed(Command(command_id=new_id("cmd-"), issued_utc=time.time(), body=body))
+        try:
+            await self.mqtt.publish(self.topics.command, self.seal(encode(command)), qos=1)
+        except aiomqtt.MqttError as exc:
+            raise GroundError(f"{body.action}: link to {self.url} lost ({exc}); send it again") from None
+        return command.command_id
+
+    def _signed(self, command: Command | SequenceCommand) -> Command | SequenceCommand:
+        """``command`` with the legacy HMAC tag when the client holds only that key (a signer seals the
+        encoded command instead: :meth:`seal`)."""
+        if self.signer is None and self.key is not None and self.key_id is not None:
+            return sign(command, self.key_id, self.key)
+        return command
+
     async def _request(
         self, command: Command | SequenceCommand, topic: str, action: str, timeout_s: float | None
     ) -> Any:
         """Send ``command`` on ``topic``, sealed with the client's signing key (or tagged with its legacy
         HMAC key when it holds only that); its reply's data."""
-        if self.signer is None and self.key is not None and self.key_id is not None:
-            command = sign(command, self.key_id, self.key)
+        command = self._signed(command)
         reply_topic = self.topics.command_reply(command.command_id)
         queue = await self._watch(reply_topic, subscribe=False)
         try:

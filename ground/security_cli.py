@@ -38,7 +38,13 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
     out: Path = args.out
     config_dir = args.config_dir or str((out / "broker").resolve())
     listeners = BrokerListeners(config_dir, args.space_port, args.ground_port, args.bind)
-    pki = init_pki(out, args.sat, hosts=args.host or DEFAULT_HOSTS, ground=ground, listeners=listeners)
+    # Mosquitto's store: the container's volume where the broker runs in one (--config-dir), else
+    # beside its files on this machine (made with them).
+    persistence = "/mosquitto/data/" if args.config_dir else f"{(out / 'broker' / 'data').resolve()}/"
+    pki = init_pki(out, args.sat, hosts=args.host or DEFAULT_HOSTS, ground=ground, listeners=listeners,
+                   persistence_dir=persistence)
+    if not args.config_dir:
+        (out / "broker" / "data").mkdir(mode=0o700, exist_ok=True)
     print(f"wrote {pki.root}:")
     print("  ca/          the two certificate authorities: keep their .key files offline")
     print(f"  broker/      Mosquitto: mosquitto.conf (TLS on {args.space_port} space, {args.ground_port} ground), acl")

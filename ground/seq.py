@@ -10,6 +10,7 @@ model registry directory (``--models DIR``) or the satellite's list (``--online`
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import tomllib
 from pathlib import Path
@@ -22,7 +23,7 @@ from ground.client import GroundError
 from ground.options import client_from_args, print_json
 from link.codec import describe_validation_error, pack_tensors
 from link.manifest import TensorSpec
-from link.sequence import CancelSequence, GetSequence, ListSequences, Sequence, UploadSequence
+from link.sequence import AtTime, CancelSequence, GetSequence, ListSequences, Sequence, UploadSequence
 
 
 class SequenceFileError(GroundError):
@@ -85,6 +86,19 @@ def check_models(sequence: Sequence, listing: list[dict[str, Any]]) -> list[str]
     return problems
 
 
+def past_entries(sequence: Sequence, now: datetime.datetime) -> list[str]:
+    """Warnings for ``at`` entries whose UTC time is already before ``now`` (an aware datetime): onboard
+    they are late at once and their ``late`` policy decides (``fail`` ends the sequence)."""
+    warnings = []
+    for entry in sequence.entries:
+        trigger = entry.trigger
+        if isinstance(trigger, AtTime) and trigger.utc is not None and trigger.utc < now:
+            days = (now - trigger.utc).total_seconds() / 86_400
+            warnings.append(f"entry {entry.name}: at {trigger.utc.isoformat()} is {days:.1f} days in the past: "
+                            f"late at once onboard (late = {entry.late})")
+    return warnings
+
+
 def _registry_listing(models_dir: Path) -> list[dict[str, Any]]:
     from flight.registry import ModelRegistry
 
@@ -102,6 +116,8 @@ async def cmd_validate(args: argparse.Namespace) -> int:
         async with client_from_args(args) as ground:
             listing = await ground.models()
     problems = check_models(sequence, listing) if listing is not None else []
+    for warning in past_entries(sequence, datetime.datetime.now(datetime.UTC)):
+        print(f"{args.file}: warning: {warning}")
     for p in problems:
         print(f"{args.file}: {p}")
     if problems:
@@ -113,6 +129,8 @@ async def cmd_validate(args: argparse.Namespace) -> int:
 
 async def cmd_upload(args: argparse.Namespace) -> int:
     sequence = load_sequence_file(args.file)
+    for warning in past_entries(sequence, datetime.datetime.now(datetime.UTC)):
+        print(f"{args.file}: warning: {warning}")
     async with client_from_args(args) as ground:
         data = await ground.sequence_command(UploadSequence(sequence=sequence))
     print(f"{data['sequence_id']} {data['state']} ({data['entries']} entries)")

@@ -1,12 +1,15 @@
 """``hil``: the test rig's command line.
 
     hil plant  --broker URL --sat ID --scenario NAME --warp X [--rate HZ] [--duration S]
+               [--warp-schedule JSON] [--lockstep S] [--json]
                [--tls-ca F --tls-cert F --tls-key F]  (the plant-<sat> identity on an mqtts:// broker)
     hil broker [--host H] [--port P]      (embedded amqtt broker, zero-setup path)
     hil nats   [--dir DIR] [--nodes 3]    (nats-server cluster with MQTT: the fleet's ground broker)
     hil scenarios                         (list the bundled scenarios)
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
+               [--link passes|relay [--contact-warp X] [--board auto|netns|loopback|ssh]]
+               [--ssh [USER@]HOST --board-address A --ground-address A [--board-python P]]  (--board ssh)
     hil fleet  --sats N [--orbits N] [--warp X] [--broker mosquitto|nats-cluster|URL] [--dropout K]
                [--soc F] [--mqtt-port P] [--report DIR] [--json]
 """
@@ -20,8 +23,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ground.tls_options import add_tls_options, tls_from_args
+
+if TYPE_CHECKING:
+    from hil.link.board import SshBoard
 
 
 def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +40,11 @@ def _add_plant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rate", type=float, default=None, help="telemetry samples per simulated second")
     p.add_argument("--duration", type=float, default=None, help="stop after this many simulated seconds")
     p.add_argument("--physics-dt", type=float, default=1.0, help="plant integration step, simulated s")
+    p.add_argument("--warp-schedule", help='warp by simulated time, replaces --warp: '
+                   '{"base": W, "spans": [[start_s, end_s, warp], ...]} (hil.plant_service.WarpSchedule)')
+    p.add_argument("--lockstep", type=float, default=None,
+                   help="stay at most this many simulated s ahead of flightd's reported mission time")
+    p.add_argument("--json", action="store_true", help="at the end, print {wall_s, pace_slips} as JSON")
     add_tls_options(p)  # the plant-<sat> identity of `ground pki init`, for an mqtts:// broker
 
 
@@ -62,6 +74,24 @@ def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", default="tile-fp32", help="bundled model the workload runs")
     p.add_argument("--tiles", type=int, default=4, help="128x128 tiles per job (a frame)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument("--link", choices=["passes", "relay"],
+                   help="run across the space link of the scenario's [link] table: board side (flightd, onboard "
+                   "Mosquitto, plant) bridged to the ground broker through the link emulator (docs/hil.md); "
+                   "default: the perfect link")
+    p.add_argument("--contact-warp", type=float, default=10.0,
+                   help="--link: warp while in contact (Mosquitto's bridge retries every 1-2 s of wall time; keep it "
+                   "<= 10 for passes); --warp applies in the gaps")
+    p.add_argument("--board", choices=["auto", "netns", "loopback", "ssh"], default="auto",
+                   help="--link: where the board side runs (auto: its own network namespace when root; ssh: a board "
+                   "reached by ssh, with --ssh, --board-address, --ground-address)")
+    p.add_argument("--ssh", metavar="[USER@]HOST", help="--board ssh: the board's ssh destination (key login; "
+                   "options from ~/.ssh/config)")
+    p.add_argument("--board-address", help="--board ssh: the board's address on the bench network (its broker)")
+    p.add_argument("--ground-address", help="--board ssh: this host's address on the bench network (the relay)")
+    p.add_argument("--board-python", default="python3",
+                   help="--board ssh: the board's interpreter with orbitd installed (default python3)")
+    p.add_argument("--resend-contact", type=float, default=300.0,
+                   help="--link: contact seconds without an acknowledgement before a job is sent again")
 
 
 def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +113,19 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
 
+def board_from_args(args: argparse.Namespace) -> str | SshBoard:
+    """``--board``: a name (auto, netns, loopback) or, for ssh, the board side from ``--ssh`` and the
+    two addresses (SystemExit naming what is missing)."""
+    if args.board != "ssh":
+        return str(args.board)
+    missing = [f"--{n.replace('_', '-')}" for n in ("ssh", "board_address", "ground_address") if not getattr(args, n)]
+    if missing:
+        raise SystemExit(f"hil sil --board ssh needs {', '.join(missing)}")
+    from hil.link.board import SshBoard
+
+    return SshBoard(args.ssh, args.board_address, args.ground_address, python=args.board_python)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="orbitd test rig: plant simulator, brokers, SIL")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -101,20 +144,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         if args.command == "plant":
-            from hil.plant_service import serve
+            import json
 
-            asyncio.run(
+            from hil.plant_service import WarpSchedule, serve
+
+            wall0 = time.monotonic()
+            pacer = asyncio.run(
                 serve(
                     args.broker,
                     args.sat,
                     args.scenario,
-                    warp=args.warp,
+                    warp=WarpSchedule.from_json(args.warp_schedule) if args.warp_schedule else args.warp,
                     rate_hz=args.rate,
                     duration_s=args.duration,
                     physics_dt_s=args.physics_dt,
+                    lockstep_s=args.lockstep,
                     tls=tls_from_args(args),
                 )
             )
+            if args.json:
+                print(json.dumps({"wall_s": time.monotonic() - wall0, "pace_slips": pacer.slips}), flush=True)
         elif args.command == "broker":
             from hil.embedded_broker import serve_forever
 
@@ -136,12 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             import json
             from dataclasses import asdict
 
-            from hil.sil import print_report, run_sil
+            from hil.sil import LinkOptions, print_report, run_sil
 
+            link = None if args.link is None else LinkOptions(
+                args.link, contact_warp=args.contact_warp, board=board_from_args(args),
+                resend_contact_s=args.resend_contact)
             report = asyncio.run(
                 run_sil(args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
                         report_dir=args.report, models=args.models, model=args.model, backlog=args.backlog,
-                        tiles=args.tiles, progress=not args.json)
+                        tiles=args.tiles, progress=not args.json, link=link)
             )
             if args.json:
                 print(json.dumps(asdict(report)))

@@ -134,7 +134,7 @@ class MosquittoBroker:
             [*self.launcher, mosquitto_binary(), "-c", str(self.config_path)],
             stdout=log,
             stderr=log,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # kept open: a remote launcher (ssh) stops mosquitto when it closes
         )
         deadline = time.monotonic() + timeout_s
         waiting = [p for p in (self.port, self.ground_port) if p is not None]

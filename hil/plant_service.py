@@ -19,7 +19,11 @@ Simulated time never runs ahead of what has been delivered (issue 10 item 8, doc
   ``lockstep_s`` simulated seconds ahead of the mission time flightd last reported on ``compute``,
   so a flightd starved of CPU is waited for rather than left behind. While it holds the plant, the
   current tone is repeated every :data:`TONE_REPEAT_S` of wall time, so a flightd that (re)starts
-  meanwhile learns the simulated time at once and lets the plant go on.
+  meanwhile learns the simulated time at once and lets the plant go on;
+- a warp schedule (:class:`WarpSchedule`, used by ``hil sil --link passes``): the warp may change with
+  simulated time, e.g. 10 in contact with a ground station, where Mosquitto's wall-clock bridge timers
+  and real-time inference set what a pass carries, and 200 in the silent gaps between passes; each
+  tone declares the warp it runs at.
 
 The tone also carries ``met_s``, the simulator's mission elapsed time (its own simulated seconds),
 which relative sequence delays count on. A clock fault (``clock_jumps``, :class:`ClockJumps`) jumps
@@ -27,17 +31,19 @@ the published mission time ``t_s`` of every sample and tone, never ``met_s``; lo
 (jumped) mission time flightd reports back onto the plant's own time before comparing.
 
 The pure parts, :class:`PlantRunner` (``advance_to(t_s)`` returns the samples and tones due),
-:class:`Pacer`, :class:`LockStep` and :class:`ClockJumps`, know nothing of MQTT; :func:`serve` is the
-I/O shell around them.
+:class:`Pacer`, :class:`LockStep`, :class:`ClockJumps` and :class:`WarpSchedule`, know nothing of
+MQTT; :func:`serve` is the I/O shell around them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiomqtt
@@ -166,6 +172,68 @@ class Pacer:
         t0 = self._t0_s if self._t0_s is not None else t_s
         return self._wall0_s + (t_s - t0) / self.warp
 
+    def rewarp(self, warp: float, t_s: float, wall_s: float) -> None:
+        """Run at ``warp`` from simulated ``t_s`` at ``wall_s`` on (a new anchor, not a slip)."""
+        if warp <= 0:
+            raise ValueError(f"warp {warp} must be > 0")
+        self.warp, self._t0_s, self._wall0_s = warp, t_s, wall_s
+
+
+@dataclass(frozen=True)
+class WarpSchedule:
+    """The warp by simulated time: ``spans`` of (start_s, end_s, warp), sorted and not overlapping, and
+    ``base`` outside them. Pure; raises ValueError for a warp <= 0 or spans out of order."""
+
+    base: float
+    spans: tuple[tuple[float, float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or any(w <= 0 for _, _, w in self.spans):
+            raise ValueError("every warp must be > 0")
+        ends = [x for a, b, _ in self.spans for x in (a, b)]
+        if ends != sorted(ends) or any(b <= a for a, b, _ in self.spans):
+            raise ValueError(f"warp spans must be sorted, non-empty and not overlap: {self.spans}")
+
+    @classmethod
+    def around(cls, windows: Sequence[tuple[float, float]], inside: float, outside: float,
+               lead_s: float = 0.0) -> WarpSchedule:
+        """``inside`` within each window (from ``lead_s`` before it starts), ``outside`` elsewhere;
+        windows closer than that merge."""
+        spans: list[list[float]] = []
+        for a, b in sorted(windows):
+            start = a - lead_s
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], b)
+            else:
+                spans.append([start, b])
+        return cls(outside, tuple((a, b, inside) for a, b in spans if math.isfinite(a) or math.isfinite(b)))
+
+    def warp_at(self, t_s: float) -> float:
+        for a, b, w in self.spans:
+            if a <= t_s < b:
+                return w
+        return self.base
+
+    def next_change(self, t_s: float) -> float:
+        """The first span edge strictly after ``t_s`` (inf when none)."""
+        return min((x for a, b, _ in self.spans for x in (a, b) if x > t_s), default=math.inf)
+
+    @property
+    def max_warp(self) -> float:
+        return max([self.base, *(w for _, _, w in self.spans)])
+
+    def to_json(self) -> str:
+        return json.dumps({"base": self.base, "spans": [list(s) for s in self.spans]})
+
+    @classmethod
+    def from_json(cls, text: str) -> WarpSchedule:
+        """ValueError for anything but ``{"base": W, "spans": [[start_s, end_s, warp], ...]}``."""
+        try:
+            doc = json.loads(text)
+            return cls(float(doc["base"]), tuple((float(a), float(b), float(w)) for a, b, w in doc.get("spans", [])))
+        except (TypeError, KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"warp schedule {text!r}: {exc}") from None
+
 
 @dataclass
 class LockStep:
@@ -234,7 +302,7 @@ async def serve(
     broker: str,
     sat: str,
     scenario: str | Scenario,
-    warp: float = 1.0,
+    warp: float | WarpSchedule = 1.0,
     rate_hz: float | None = None,
     duration_s: float | None = None,
     physics_dt_s: float = 1.0,
@@ -244,21 +312,21 @@ async def serve(
 ) -> Pacer:
     """Run the plant on ``broker`` for satellite ``sat`` until ``duration_s`` simulated seconds (None:
     forever, or until cancelled); returns its :class:`Pacer` (``slips``: times the host fell behind).
+    ``warp``: simulated seconds per wall second, or a :class:`WarpSchedule`.
     ``rate_hz``: telemetry samples per simulated second (default: the scenario's telemetry period).
     ``lockstep_s``: stay at most this many simulated seconds ahead of flightd's reported mission time
     (None: free-running, for a plant with no flightd). ``clock_jumps``: (at simulated s, jump s)
     pairs: from ``at`` on, the published mission time ``t_s`` runs ``jump`` seconds ahead of the
     plant's own (a timebase fault, :class:`ClockJumps`; ValueError for a backward one). ``tls``: the
     ``plant-<sat>`` identity on the locked broker."""
-    if warp <= 0:
-        raise ValueError("warp must be > 0")
+    schedule = warp if isinstance(warp, WarpSchedule) else WarpSchedule(warp)
     jumps = ClockJumps(clock_jumps)
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if duration_s is not None:
         sc.config.orbit.check_span(duration_s)
     period = 1.0 / rate_hz if rate_hz else sc.telemetry_period_s
-    runner = PlantRunner(sc, period, physics_dt_s, rate=warp)
-    pacer = Pacer(warp, max_lag_s=period)
+    runner = PlantRunner(sc, period, physics_dt_s, rate=schedule.warp_at(0.0))
+    pacer = Pacer(runner.rate, max_lag_s=period)
     lock = LockStep(lockstep_s, start_s=runner.t_s) if lockstep_s is not None else None
     heard = asyncio.Event()
     topics = TopicMap(sat)
@@ -266,14 +334,17 @@ async def serve(
     async with make_client(BrokerUrl.parse(broker), identifier=f"hil-plant-{sat}", tls=tls) as client:
         await client.subscribe(compute_topic, qos=0)
         listener = asyncio.create_task(_listen(client, runner, compute_topic, lock, jumps, heard))
-        log.info("plant %s for %s on %s: warp %g, telemetry every %g s, lock-step %s", sc.name, sat, broker, warp,
-                 period, "off" if lockstep_s is None else f"{lockstep_s:g} s")
+        log.info("plant %s for %s on %s: warp %s, telemetry every %g s, lock-step %s", sc.name, sat, broker,
+                 schedule, period, "off" if lockstep_s is None else f"{lockstep_s:g} s")
         try:
             end = math.inf if duration_s is None else runner.t_s + duration_s
             last_tone = time.monotonic()
             while runner.t_s < end:
                 now = time.monotonic()
-                target = min(pacer.target(runner.t_s, now), end)
+                if (w := schedule.warp_at(runner.t_s)) != pacer.warp:
+                    pacer.rewarp(w, runner.t_s, now)
+                    runner.rate = w  # the next tones declare it
+                target = min(pacer.target(runner.t_s, now), end, schedule.next_change(runner.t_s))
                 held = lock is not None and lock.limit(now) < target
                 if lock is not None:
                     target = min(target, lock.limit(now))
@@ -282,8 +353,11 @@ async def serve(
                     due = [runner.current_tone()]
                 for sample in due:
                     last_tone = now if sample.channel == CLOCK else last_tone
+                    # a tone declares the warp from its instant on (one at a schedule's edge: the new one)
+                    values = ({**sample.values, RATE: schedule.warp_at(sample.t_s)} if sample.channel == CLOCK
+                              else sample.values)
                     message = Telemetry(sat=sat, channel=sample.channel, t_s=jumps.mission(sample.t_s),
-                                        at_utc=time.time(), values=sample.values)
+                                        at_utc=time.time(), values=values)
                     await client.publish(topics.telemetry(sample.channel), encode(message), qos=0)
                 wait_s = max(pacer.wall_at(runner.t_s + runner.physics_dt_s) - time.monotonic(), 0.0)
                 if held:  # flightd is behind: wake when it reports (or at the next step, whichever first)
@@ -325,4 +399,4 @@ async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str, lock:
             heard.set()
 
 
-__all__ = ["ClockJumps", "LockStep", "Pacer", "PlantRunner", "Sample", "serve"]
+__all__ = ["ClockJumps", "LockStep", "Pacer", "PlantRunner", "Sample", "WarpSchedule", "serve"]

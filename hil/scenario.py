@@ -12,6 +12,8 @@ line2, epoch_utc optional: a TOML offset date-time or an ISO 8601 string *with* 
 battery_v_floor, board_max_c, radiator_max_c; what the governor is configured with and a run is
 scored against; battery_v_floor defaults to 3.3 V per cell times the pack's ``series``);
 ``[[faults]]`` (kind, t_s, until_s and the kind's fields, see :mod:`hil.plant.faults`);
+``[link]`` (the space link: ground stations, rates, delays, loss; :mod:`hil.link.config`, docs/hil.md;
+the plant ignores it, ``hil sil --link`` uses it);
 top level: name, description, telemetry_period_s, duration_s, solar_constant_w_m2.
 
 A TLE orbit is checked when the scenario loads: its text column by column (:mod:`hil.plant.tle`:
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flight.governor.limits import CELL_V_FLOOR_V, Limits
+from hil.link.config import LinkConfig, parse_link
 from hil.plant.battery import BatteryParams
 from hil.plant.faults import Fault, FaultSchedule
 from hil.plant.loads import BoardProfile, LoadModel
@@ -42,7 +45,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 @dataclass(frozen=True)
 class Scenario:
     """A loaded scenario: the plant's configuration, its faults, telemetry period (simulated s),
-    nominal duration (s) and limits."""
+    nominal duration (s), limits and its space link (None: the scenario declares no ``[link]``)."""
 
     name: str
     description: str
@@ -52,6 +55,7 @@ class Scenario:
     duration_s: float
     limits: Limits
     path: Path | None = None
+    link: LinkConfig | None = None
 
     def build_plant(self, t0_s: float = 0.0) -> Plant:
         return Plant(self.config, FaultSchedule(self.faults), t0_s)
@@ -142,6 +146,7 @@ def parse_scenario(doc: dict[str, Any], path: Path | None = None) -> Scenario:
         limits=_build(Limits, {"battery_v_floor": CELL_V_FLOOR_V * battery.series, **doc.get("limits", {})},
                       "[limits]"),
         path=path,
+        link=parse_link(doc["link"]) if "link" in doc else None,
     )
 
 

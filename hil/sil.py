@@ -10,6 +10,12 @@ development box usually busy cores alone, on a Pi or a Jetson its temperature, p
 sampled as often as the plant publishes (in wall time); the report summarises it beside the plant's
 numbers and the plot draws it. The plant's board is the simulated one: the governor does not take the
 host's temperature for it (``board_inputs.temperature_as_board_c`` stays off).
+
+``link`` ("passes" or "relay"): the topology as flown (docs/hil.md): flightd, an onboard Mosquitto and
+the plant on the board side (its own network namespace when this host allows it), the ground
+Mosquitto, the workload and the recorder here, the onboard broker bridged to the ground broker
+through the link emulator under the scenario's contact plan. Without it (the default) everything
+shares one broker: the perfect link of the zero-setup main job.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +43,16 @@ from ground.tlm.archive import Archive
 from ground.tlm.recorder import record
 from hil.embedded_broker import EmbeddedBroker
 from hil.governor_sim import governor_config_for
-from hil.plant_service import Pacer
+from hil.link.board import BoardSide, LoopbackBoard, SshBoard
+from hil.link.config import MODES as LINK_MODES
+from hil.link.contact import ContactPlan
+from hil.link.model import LinkParams
+from hil.link.netns import NetnsBoard, NetnsError
+from hil.link.relay import LinkStats
+from hil.link.report import link_report
+from hil.link.rig import LinkRig
+from hil.link.workload import PassWorkload
+from hil.plant_service import Pacer, WarpSchedule
 from hil.plant_service import serve as serve_plant
 from hil.scenario import Scenario, load_scenario
 from hil.scoring import ViolationTally, sample_durations
@@ -104,6 +120,11 @@ class SilReport:
     board_mean_power_w: float = float("nan")
     archive: str = ""
     plot: str = ""
+    link: dict[str, Any] | None = None
+    """``hil sil --link``: passes, bytes, latencies, bridge backlog, telemetry gaps (hil.link.report);
+    the figures above then come from the onboard recording (``onboard_archive``), the plot from the
+    ground's (``archive``, with gaps)."""
+    onboard_archive: str = ""
 
 
 def series(archive: Archive, channel: str, sat: str | None = None) -> list[Telemetry]:
@@ -301,11 +322,90 @@ async def stop_flightd(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -
         await asyncio.to_thread(proc.wait, timeout_s)
 
 
-def tile_input_name(models: Path, model: str) -> str:
+def _model_input(models: Path, model: str) -> dict[str, Any]:
+    """The first input of the model's latest version, as its manifest describes it."""
     manifests = sorted((models / model).glob("*/manifest.json"))
     if not manifests:
         raise FileNotFoundError(f"model {model} not found in {models}")
-    return str(json.loads(manifests[-1].read_text())["inputs"][0]["name"])
+    doc: dict[str, Any] = json.loads(manifests[-1].read_text())["inputs"][0]
+    return doc
+
+
+def tile_input_name(models: Path, model: str) -> str:
+    """The name of the first input of the model's latest version."""
+    return str(_model_input(models, model)["name"])
+
+
+def job_inputs(models: Path, model: str, batch: int, seed: int = 0) -> tuple[str, np.ndarray[Any, Any]]:
+    """(input name, a random input of ``batch`` items) for ``model``: its manifest's shape with the
+    batch dimension (the first, when not a number) set to ``batch``; float inputs uniform in [0, 1)."""
+    spec = _model_input(models, model)
+    shape = [d if isinstance(d, int) else batch for d in spec["shape"]]
+    array = np.random.default_rng(seed).random(shape).astype(np.dtype(spec["dtype"]))
+    return str(spec["name"]), array
+
+
+def _report_dir(report_dir: Path | None, scenario: Scenario) -> Path:
+    out = Path(report_dir or Path("runs") / f"sil-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+def _models_dir(models: Path | None) -> Path:
+    return Path(models or (REPO_MODELS if REPO_MODELS.is_dir() else Path("models"))).resolve()
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """``hil sil --link``: ``mode`` "passes" (the scenario's stations) or "relay"; the plant runs at
+    ``contact_warp`` in contact (and a telemetry period before each acquisition) and at the run's warp
+    in the gaps; ``board`` "netns" (its own network namespace: needs root and iproute2), "loopback" or
+    "auto" (netns when possible). ``plan``: a contact plan instead of the scenario's; ``schedule``:
+    mission times of open-loop submissions (empty: the backlog is kept outstanding);
+    ``resend_contact_s``: contact seconds without an acknowledgement before a job is sent again;
+    ``during``: a coroutine run alongside the run with the rig (a test's kill -9); ``params``: the
+    link's rates and loss instead of the scenario's. ``board`` may also be a board side of its own
+    (:class:`hil.link.board.SshBoard`: a real board, or the emulated Pi's root, reached by ssh)."""
+
+    mode: str = "passes"
+    contact_warp: float = 10.0
+    board: str | BoardSide = "auto"
+    plan: ContactPlan | None = None
+    schedule: tuple[float, ...] = ()
+    resend_contact_s: float = 300.0
+    bridge_restart_s: int = 1
+    during: Callable[[LinkRig], Coroutine[Any, Any, None]] | None = None
+    params: LinkParams | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in LINK_MODES:
+            raise ValueError(f"unknown link mode {self.mode!r} (one of {', '.join(LINK_MODES)})")
+        if isinstance(self.board, str) and self.board not in BOARDS:
+            raise ValueError(f"unknown board side {self.board!r} (one of {', '.join(BOARDS)})")
+        if self.contact_warp <= 0 or self.resend_contact_s <= 0:
+            raise ValueError("contact_warp and resend_contact_s must be > 0")
+
+
+BOARDS = ("auto", "netns", "loopback")
+
+
+def netns_possible() -> bool:
+    """Root and iproute2: what a board side in its own network namespace needs."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+def _board_side(choice: str | BoardSide, stack: contextlib.ExitStack) -> tuple[BoardSide, str]:
+    """The board side and its kind for the report (netns, loopback, ssh)."""
+    if not isinstance(choice, str):
+        return choice, "ssh" if isinstance(choice, SshBoard) else type(choice).__name__
+    if choice == "netns" or (choice == "auto" and netns_possible()):
+        try:
+            return stack.enter_context(NetnsBoard(f"s{os.getpid() % 10**6}")), "netns"
+        except NetnsError:
+            if choice == "netns":
+                raise
+            log.warning("no network namespace for the board side; it shares this host's loopback")
+    return LoopbackBoard(), "loopback"
 
 
 async def run_sil(
@@ -320,15 +420,19 @@ async def run_sil(
     backlog: int = 8,
     tiles: int = 4,
     progress: bool = True,
+    link: LinkOptions | None = None,
 ) -> SilReport:
+    """One SIL run (see the module docstring); ``link``: across the space link instead of the perfect
+    one (``broker`` is then not used: the rig starts its own two brokers)."""
     scenario = load_scenario(scenario_name)
     plant = scenario.build_plant()
     sim_s = orbits * plant.linear_parameters().period_s
     scenario.config.orbit.check_span(sim_s)  # a TLE orbit that decays within the run: refused now, with the hour
-    report_dir = Path(report_dir or Path("runs") / f"sil-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    report_dir.mkdir(parents=True, exist_ok=True)
-    report_dir = report_dir.resolve()
-    models = Path(models or (REPO_MODELS if REPO_MODELS.is_dir() else Path("models"))).resolve()
+    report_dir = _report_dir(report_dir, scenario)
+    models = _models_dir(models)
+    if link is not None:
+        return await _run_across_link(scenario, orbits, sim_s, warp, report_dir, sat, models, model, backlog, tiles,
+                                      progress, link)
     tlm_period_s = sil_telemetry_period_s(scenario, warp)
 
     async with contextlib.AsyncExitStack() as stack:
@@ -388,6 +492,111 @@ async def run_sil(
     return report
 
 
+async def _run_across_link(
+    scenario: Scenario, orbits: float, sim_s: float, warp: float, report_dir: Path, sat: str, models: Path,
+    model: str, backlog: int, tiles: int, progress: bool, opts: LinkOptions,
+) -> SilReport:
+    """``hil sil --link``: the rig of :mod:`hil.link.rig` around flightd, the plant and the workload."""
+    link_cfg = scenario.link
+    if opts.plan is None and link_cfg is None:
+        raise ValueError(f"scenario {scenario.name} declares no [link] table: --link needs its stations and "
+                         "rates (docs/hil.md)")
+    end_s = sim_s + 1.0
+    plan = opts.plan or link_cfg.plan(opts.mode, scenario.config.orbit, 0.0, end_s)  # type: ignore[union-attr]
+    params = opts.params or (link_cfg.params(0.0, end_s) if link_cfg is not None else LinkParams())
+    # Telemetry period as in the perfect-link run, from the fastest warp of the run (docs/sil.md).
+    fastest = opts.contact_warp if plan.mode == "relay" else max(warp, opts.contact_warp)
+    tlm_period_s = sil_telemetry_period_s(scenario, fastest)
+    schedule = (WarpSchedule(opts.contact_warp) if plan.mode == "relay"
+                else WarpSchedule.around(plan.contacts, opts.contact_warp, warp, lead_s=tlm_period_s))
+    input_name, inputs = job_inputs(models, model, tiles)
+    ground_archive, onboard_archive = report_dir / "telemetry.sqlite3", report_dir / "onboard.sqlite3"
+
+    with contextlib.ExitStack() as sync_stack:
+        board, board_kind = _board_side(opts.board, sync_stack)
+        async with contextlib.AsyncExitStack() as stack:
+            rig = await stack.enter_async_context(LinkRig(
+                board, plan, report_dir, sat=sat, params=params, lead_s=tlm_period_s / 4,
+                bridge_restart_s=opts.bridge_restart_s, models=models,
+                flightd_env=sil_flightd_env(scenario, fastest, [model])))
+            stop_recording = asyncio.Event()
+            recorders = []
+            for path, url in ((ground_archive, rig.ground_url), (onboard_archive, rig.onboard_url)):
+                ready = asyncio.Event()
+                recorders.append(asyncio.create_task(record(path, url, sat=sat, stop=stop_recording,
+                                                            on_ready=_setter(ready))))
+                await asyncio.wait_for(ready.wait(), 30)
+            rig.start_flightd()
+            await rig.wait_online()
+            ground = await stack.enter_async_context(GroundClient(rig.ground_url, sat, timeout_s=10.0))
+            workload = PassWorkload(ground, rig.clock, plan, model, input_name, inputs, backlog=backlog,
+                                    schedule=opts.schedule, resend_contact_s=opts.resend_contact_s)
+            wall0 = time.monotonic()
+            rig.start_plant(scenario.path or scenario.name, sim_s, tlm_period_s, schedule, lockstep_s=tlm_period_s)
+            side_tasks = [asyncio.create_task(workload.run())]
+            if opts.during is not None:
+                side_tasks.append(asyncio.create_task(opts.during(rig)))
+            plant_done = asyncio.create_task(rig.wait_plant())
+            try:
+                await _watch_clock(plant_done, rig, sim_s, workload, side_tasks, progress)
+                summary = await plant_done
+                await asyncio.sleep(1.0)  # what is on its way settles
+                wall_s = time.monotonic() - wall0
+                end_t = min(rig.clock.now(), end_s)
+                waiting = rig.backlog.waiting()
+                stats = rig.relay.stats if rig.relay else LinkStats()
+            finally:
+                for task in side_tasks:
+                    task.cancel()
+                await asyncio.gather(*side_tasks, return_exceptions=True)
+                await rig.stop_flightd()
+                await asyncio.sleep(0.5)
+                stop_recording.set()
+                await asyncio.gather(*recorders, return_exceptions=True)
+
+    onboard = Archive(onboard_archive)
+    report = report_from_archive(onboard, scenario, workload.submitted, workload.done, wall_s, warp, orbits)
+    report.pace_slips = int(summary.get("pace_slips", 0))
+    ground_view = Archive(ground_archive)
+    report.link = link_report(
+        plan, stats, workload.ledger, waiting, end_t, board=board_kind, contact_warp=opts.contact_warp,
+        gap_warp=opts.contact_warp if plan.mode == "relay" else warp,
+        ground_times_s=[m.t_s for m in series(ground_view, POWER)], period_s=tlm_period_s).to_dict()
+    (report_dir / "jobs.json").write_text(json.dumps(
+        [asdict(j) | {"runs": sorted(j.runs)} for j in workload.ledger.jobs.values()], indent=1) + "\n")
+    (report_dir / "link-events.json").write_text(json.dumps([asdict(e) for e in stats.events]) + "\n")
+    from ground.tlm.plot import plot
+
+    contacts = [(a, min(b, end_s)) for a, b in plan.contacts if a < end_s]
+    png = plot(ground_view, report_dir / "sil.png", contacts=contacts, span=(0.0, sim_s),
+               title=f"hil sil --link {plan.mode}: {scenario.name}, {orbits:g} orbits, what the ground saw")
+    report.archive, report.onboard_archive, report.plot = str(ground_archive), str(onboard_archive), str(png)
+    (report_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return report
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _: event.set()
+
+
+async def _watch_clock(plant_done: asyncio.Task[Any], rig: LinkRig, sim_s: float, workload: PassWorkload,
+                       side_tasks: list[asyncio.Task[Any]], show: bool) -> None:
+    """Progress on stderr from the link's clock; a side task that fails ends the run with its error."""
+    from rich.progress import Progress
+
+    with Progress(*progress_columns(), disable=not show, transient=False) as bar:
+        task = bar.add_task("sim", total=sim_s, info="")
+        while not plant_done.done():
+            for side in side_tasks:
+                if side.done() and not side.cancelled() and side.exception() is not None:
+                    raise RuntimeError(f"the run failed: {side.exception()!r}") from side.exception()
+            now = rig.clock.now()
+            contact = "in contact" if rig.plan.in_contact(now) else "no contact"
+            bar.update(task, completed=now, info=f"{contact:10s} jobs {workload.done} / {workload.submitted}")
+            await asyncio.sleep(0.25)
+        bar.update(task, completed=sim_s)
+
+
 async def keep_latest(queue: asyncio.Queue[tuple[str, bytes]], latest: dict[str, Telemetry],
                       key: Callable[[Telemetry], str]) -> None:
     """Forever: each telemetry sample from ``queue`` into ``latest`` under ``key(sample)``."""
@@ -439,6 +648,26 @@ def _board_row(report: SilReport) -> str:
     return ", ".join(parts)
 
 
+def _link_rows(link: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if link is None:
+        return []
+    lat, check = link["latency_s"], link["plan_check"]
+
+    def s(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0f} s"
+
+    return [
+        (f"link ({link['mode']}, board side: {link['board']})", f"{len(link['passes'])} contacts"),
+        ("bridge bytes up / down", f"{link['bridge_bytes_up']:,} / {link['bridge_bytes_down']:,}"),
+        ("unanswered / ran twice / re-sent", f"{link['unanswered']} / {link['duplicated']} / {link['resends']}"),
+        ("latency p50 / p99 / max", f"{s(lat['p50'])} / {s(lat['p99'])} / {s(lat['max'])}"),
+        ("answered in their first contact",
+         f"{check['in_contact_same_pass'] + check['out_of_contact_next_pass']} of "
+         f"{check['in_contact'] + check['out_of_contact']}"),
+        ("waiting in the bridge up / down", f"{link['bridge_waiting_up']} / {link['bridge_waiting_down']}"),
+    ]
+
+
 def print_report(report: SilReport) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -458,6 +687,7 @@ def print_report(report: SilReport) -> None:
         ("SAFE after start-up", f"{report.safe_after_startup_s:.0f} s"),
         ("plant slowed for the host", f"{report.pace_slips} times"),
         ("host board (own sensors)", _board_row(report)),
+        *_link_rows(report.link),
         ("plot", report.plot),
     ]
     for k, v in rows:

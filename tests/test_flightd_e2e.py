@@ -278,7 +278,9 @@ async def test_sigterm_requeues_or_finishes_running_job_and_exits_0(
 async def test_cancel_and_deadline(mosquitto: MosquittoBroker, flightd: FlightdProcess) -> None:
     x = np.random.default_rng(5).standard_normal((1, 64, 64, 64)).astype(np.float32)
     async with GroundClient(mosquitto.url, "sat1") as ground:
-        jobs = [await ground.submit("slow", {"x": x}) for _ in range(3)]
+        # More jobs than the executor takes at once (2 x concurrency): the last stays queued even when
+        # the first has finished by the time of the cancel on a loaded machine.
+        jobs = [await ground.submit("slow", {"x": x}) for _ in range(6)]
         last = jobs[-1].job_id
         assert (await ground.cancel(last))["state"] == "cancelled"
         states = [e.state async for e in ground.watch(last)]

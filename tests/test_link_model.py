@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from hil.link.config import LinkConfig, LossConfig, parse_link, scenario_link
+from hil.link.config import LinkConfig, LossConfig, parse_link
 from hil.link.model import Direction, LossBursts, TcpRecovery, TokenBucket, arrival_s
 from hil.scenario import load_scenario, parse_scenario
 
@@ -150,12 +150,16 @@ def test_bad_link_tables_are_refused_with_the_key(table: dict[str, object], matc
 
 def test_bundled_scenario_declares_its_link_and_still_loads() -> None:
     scenario = load_scenario("nominal-550km")
-    link = scenario_link(scenario)
+    link = scenario.link
     assert link is not None and len(link.stations) >= 3
     plan = link.plan("passes", scenario.config.orbit, 0.0, 6 * 3600.0)
     assert len(plan.contacts) >= 4
-    assert scenario.path is not None
-    with scenario.path.open("rb") as fh:
-        assert "link" in tomllib.load(fh)  # and parse_scenario ignored it: the plant is unchanged
-    assert parse_scenario({"orbit": {"altitude_km": 550.0}, "array": {"area_m2": 0.4}, "link": {"x": 1}}).name
+    base = {"orbit": {"altitude_km": 550.0}, "array": {"area_m2": 0.4}}
+    assert parse_scenario(base).link is None  # no [link]: the perfect link only
+    with_link = parse_scenario({**base, "link": {"relay_delay_s": 0.2}})
+    assert with_link.link is not None and with_link.link.relay_delay_s == 0.2
+    with pytest.raises(ValueError, match="unknown keys"):  # a bad [link] is refused when the scenario loads
+        parse_scenario({**base, "link": {"x": 1}})
+    with pytest.raises(ValueError, match="no UTC offset"):
+        parse_scenario({**base, "link": {"epoch_utc": "2026-03-20T00:00:00"}})
     assert LossConfig() == LossConfig(0.0, 2.0, 0)

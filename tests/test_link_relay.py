@@ -219,3 +219,44 @@ async def test_stream_integrity_backpressure_and_half_close() -> None:
     assert elapsed >= 2_000_000 / 8e6
     assert relay.stats.bytes[Direction.DOWN] == len(payload) and relay.stats.bytes[Direction.UP] == 32
     assert [e.kind for e in relay.stats.events] == ["accepted", "closed"]
+
+
+async def test_held_out_of_contact_relays_from_the_acquisition_on() -> None:
+    """``out_of_contact="hold"``: a connection opened in the gap is accepted locally (a terminal's PEP),
+    what it sends waits, and reaches the far side at the acquisition, not before; one closed by its
+    client while held is let go. Plan at warp 100: gap [0, 100) s, contact from 100 s."""
+    arrived: list[tuple[float, bytes]] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1000):
+            arrived.append((clock.now(), data))
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    target = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    plan = ContactPlan(0.0, 1000.0, (ContactWindow("a", 100.0, 1000.0),), 0.0)
+    clock = WarpClock(warp=100.0)
+    async with server, LinkRelay(target, plan, clock, out_of_contact="hold") as relay:
+        quitter = await asyncio.open_connection("127.0.0.1", relay.port)
+        quitter[1].write(b"never")
+        await quitter[1].drain()
+        quitter[1].close()  # gives up before the acquisition
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"hello ")
+        await writer.drain()
+        await clock.sleep_until(50.0)
+        writer.write(b"satellite")
+        await writer.drain()
+        echoed = b""
+        async with asyncio.timeout(5.0):
+            while len(echoed) < len(b"hello satellite"):
+                echoed += await reader.read(1000)
+        writer.close()
+    assert echoed == b"hello satellite"
+    assert arrived and arrived[0][0] >= 100.0 and b"".join(d for _, d in arrived) == b"hello satellite"
+    kinds = [e.kind for e in relay.stats.events]
+    assert kinds.count("held") == 2 and kinds.count("gave_up") == 1 and kinds.count("accepted") == 1
+    assert "refused" not in kinds
+    assert relay.stats.contact_bytes[0] == {Direction.DOWN: 15, Direction.UP: 15}  # the client is the satellite

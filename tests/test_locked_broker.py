@@ -271,6 +271,16 @@ def test_ground_pki_cli_writes_a_broker_config_for_the_container(tmp_path: Path,
     assert "refusing to replace" in capsys.readouterr().err
 
 
+def test_ground_pki_cli_keeps_a_local_brokers_store_beside_its_files(tmp_path: Path) -> None:
+    """Without --config-dir the broker runs on this machine: its store is an existing folder there, not
+    the container's /mosquitto/data/ (Mosquitto fails to save its store to a missing folder)."""
+    assert main(["pki", "init", "--out", str(tmp_path / "pki"), "--sat", "sat7"]) == 0
+    broker = (tmp_path / "pki" / "broker").resolve()
+    conf = (broker / "mosquitto.conf").read_text()
+    assert f"persistence_location {broker / 'data'}/" in conf and "/mosquitto/" not in conf
+    assert (broker / "data").is_dir()
+
+
 # ------------------------------------------------------------------ the onboard broker's bridge
 
 

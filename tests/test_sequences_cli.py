@@ -58,6 +58,19 @@ def test_validate_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert seq.entries[0].job.inputs["image"].shape == [1, 1, 8, 8]
 
 
+def test_validate_warns_of_an_absolute_time_already_past(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "x.npz", image=np.zeros((1, 1, 8, 8), np.float32))
+    path = tmp_path / "past.toml"
+    entry = '[[entries]]\nname = "{n}"\nlate = "fail"\ntrigger = {{ kind = "at", utc = {t} }}\n' \
+            'job = {{ model = "digits-int8", inputs = "x.npz" }}\n'
+    path.write_text('sequence_id = "past"\n' + entry.format(n="old", t="2020-01-01T00:00:00Z")
+                    + entry.format(n="new", t="2099-01-01T00:00:00Z"))
+    assert ground_main(["seq", "validate", str(path)]) == 0  # a warning, not a refusal: the satellite decides
+    out = capsys.readouterr().out
+    assert "warning: entry old: at 2020-01-01T00:00:00+00:00 is" in out and "(late = fail)" in out
+    assert "entry new" not in out
+
+
 def test_upload_list_show_cancel_signed(mosquitto: MosquittoBroker, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "flightd.toml"
@@ -98,4 +111,6 @@ def test_upload_list_show_cancel_signed(mosquitto: MosquittoBroker, tmp_path: Pa
         assert [s["state"] for s in json.loads(capsys.readouterr().out)] == ["cancelled"]
     finally:
         proc.stop()
-    assert "re-armed" not in proc.log()
+    log = proc.log()
+    assert "re-armed" not in log
+    assert "sequence night armed: 2 entries" in log and "sequence night cancelled by ground command" in log

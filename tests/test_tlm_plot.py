@@ -11,7 +11,7 @@ import numpy as np
 
 from ground.tlm.archive import Archive, topic_row
 from ground.tlm.cli import main
-from ground.tlm.plot import eclipses, extract, mode_spans
+from ground.tlm.plot import CONTACT_COLOUR, eclipses, extract, mode_spans, plot, with_gaps
 from link.codec import encode
 from link.messages import Event, EventKind, JobState, JobStateEvent, Telemetry
 from link.topics import TopicMap
@@ -136,3 +136,43 @@ def test_plot_writes_a_nontrivial_png(tmp_path: Path) -> None:
     assert len(raw) > 60_000
     blank = zlib.compress(b"\xff" * (width * height * 4))
     assert len(raw) > 5 * len(blank)
+
+
+def test_lines_break_at_gaps_in_the_telemetry() -> None:
+    t = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0])  # out of contact from 3 s to 10 s
+    v = t * 2.0
+    tg, vg = with_gaps(t, v)
+    assert np.isnan(tg[4]) and np.isnan(vg[4])
+    assert list(tg[:4]) == [0.0, 1.0, 2.0, 3.0] and list(tg[5:]) == [10.0, 11.0, 12.0]
+    regular = np.arange(10.0)
+    assert len(with_gaps(regular, regular)[0]) == 10  # no gap, no break
+
+
+def contact_columns(png: Path) -> np.ndarray:
+    """Pixel columns of ``png`` holding the contact band's colour (CONTACT_COLOUR at alpha 0.8 on white)."""
+    from matplotlib import colors, image
+
+    rgb = image.imread(png)[..., :3]
+    band = 0.8 * np.array(colors.to_rgb(CONTACT_COLOUR)) + 0.2
+    hit = np.all(np.abs(rgb - band) < 0.02, axis=-1)
+    return np.flatnonzero(hit.sum(axis=0) >= 10)  # a column of the band on the panels, not a legend swatch
+
+
+def test_contact_windows_are_marked_where_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    build(path)
+    span = (0.0, ORBITS * PERIOD_S)
+    with Archive(path) as archive:
+        plain = plot(archive, tmp_path / "plain.png", span=span)
+        marked = plot(archive, tmp_path / "marked.png", span=span,
+                      contacts=[(1000.0, 1600.0), (7000.0, 7600.0)])  # in sunlight: no eclipse shade over them
+    assert len(contact_columns(plain)) == 0
+    cols = contact_columns(marked)
+    # two bands, each a 600 s window of the 17,100 s shown: about 3.5 % of the axes' width apiece
+    groups = np.split(cols, np.flatnonzero(np.diff(cols) > 5) + 1)  # a curve may cross a band
+    assert len(groups) == 2, [(g[0], g[-1]) for g in groups]
+    first, second = (float(g.mean()) for g in groups)
+    widths = [int(g[-1] - g[0]) + 1 for g in groups]
+    axes_px = (second - first) / (6000.0 / span[1])  # the bands' centres are 6000 s apart
+    assert abs(widths[0] - widths[1]) <= 2
+    assert abs(widths[0] / axes_px - 600.0 / span[1]) < 0.01

@@ -1,7 +1,9 @@
 """An overview picture of an archive: state of charge, temperatures, power, compute, job throughput
-and governor mode over mission time, with eclipses shaded (matplotlib, Agg backend). The board's own
-sensors (the ``board`` channel: temperature, measured power, busy cores) join the temperature, power
-and compute panels where the archive has them.
+and governor mode over mission time, with eclipses shaded and, when given, the contact windows of a
+space link marked (matplotlib, Agg backend). A line is broken where its samples stop for more than
+:data:`GAP_PERIODS` of its usual spacing (out of contact, a dropout): a gap in the telemetry is drawn
+as a gap, not bridged by a straight line. The board's own sensors (the ``board`` channel: temperature,
+measured power, busy cores) join the temperature, power and compute panels where the archive has them.
 
 The x axis is mission time ``t_s`` (from the telemetry). Messages that carry no ``t_s`` (job states)
 are placed by their receive time, mapped onto mission time through the telemetry's (rx_utc, t_s)
@@ -59,6 +61,9 @@ MODES = tuple(mode.value for mode in MODE_CODES)
 """Governor modes in code order (nominal, throttled, safe)."""
 MODE_COLOURS = {"nominal": "#4caf50", "throttled": "#ff9800", "safe": "#e53935", "unknown": "#bdbdbd"}
 ECLIPSE_COLOUR = "#37474f"
+CONTACT_COLOUR = "#0288d1"
+GAP_PERIODS = 3.0
+"""A line breaks where consecutive samples are more than this many median spacings apart."""
 LEGEND: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "frameon": False}
 """Legends sit right of their panel, never over the data."""
 BIN_CHOICES_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0)
@@ -203,13 +208,27 @@ def _time_scale(span_s: float) -> tuple[float, str]:
     return 1.0, "s"
 
 
+def with_gaps(t: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``t``, ``v`` with a NaN inserted wherever consecutive samples are more than :data:`GAP_PERIODS`
+    median spacings apart, so that a plotted line breaks there."""
+    if len(t) < 3:
+        return t, v
+    dt = np.diff(t)
+    positive = dt[dt > 0]
+    if not len(positive):
+        return t, v
+    cut = np.flatnonzero(dt > GAP_PERIODS * float(np.median(positive))) + 1
+    return np.insert(t, cut, np.nan), np.insert(v, cut, np.nan)
+
+
 def _lines(ax: Axes, data: PlotData, specs: Sequence[tuple[str, str, str, float]], scale: float) -> bool:
     drawn = False
     for channel, name, label, factor in specs:
         s = data.series(channel, name)
         if s is None:
             continue
-        ax.plot(s[0] / scale, s[1] * factor, label=label, linewidth=1.3)
+        t, v = with_gaps(*s)
+        ax.plot(t / scale, v * factor, label=label, linewidth=1.3)
         drawn = True
     if drawn:
         ax.legend(**LEGEND)
@@ -218,12 +237,15 @@ def _lines(ax: Axes, data: PlotData, specs: Sequence[tuple[str, str, str, float]
     return drawn
 
 
-def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None, title: str | None = None) -> Path:
-    """Write the overview PNG of ``archive`` to ``out``; returns its path."""
+def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None, title: str | None = None,
+         contacts: Sequence[tuple[float, float]] | None = None, span: tuple[float, float] | None = None) -> Path:
+    """Write the overview PNG of ``archive`` to ``out``; returns its path. ``contacts``: (start, end)
+    mission seconds of the space link's contact windows, marked on every panel; ``span``: the mission
+    time shown (default: what the archive holds)."""
     data = extract(archive, sats)
     all_t = [t for ch in data.tlm.values() for s in ch.values() for t in (s.t[:1] + s.t[-1:])]
     all_t += data.jobs_done_t + [t for t, _ in data.mode_events]
-    t0, t1 = (min(all_t), max(all_t)) if all_t else (0.0, 1.0)
+    t0, t1 = span or ((min(all_t), max(all_t)) if all_t else (0.0, 1.0))
     if t1 <= t0:
         t1 = t0 + 1.0
     scale, unit = _time_scale(t1 - t0)
@@ -316,18 +338,18 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
         ax_mode.text(0.5, 0.5, "no mode data", transform=ax_mode.transAxes, ha="center", va="center", color="grey")
 
     shade = eclipses(data)
+    windows = [(a, min(b, t1)) for a, b in (contacts or []) if a < t1 and b > t0]
     for ax in axes[:-1]:
         for start, end in shade:
             ax.axvspan(start / scale, end / scale, color=ECLIPSE_COLOUR, alpha=0.13, lw=0)
+        for start, end in windows:  # a band along the top of the panel: in contact with the ground
+            ax.axvspan(start / scale, end / scale, ymin=0.94, ymax=1.0, color=CONTACT_COLOUR, alpha=0.8, lw=0)
         ax.grid(True, alpha=0.3)
-    if shade:
-        ax_soc.legend(
-            handles=[
-                *ax_soc.get_legend_handles_labels()[0],
-                Patch(color=ECLIPSE_COLOUR, alpha=0.25, label="eclipse"),
-            ],
-            **LEGEND,
-        )
+    extra = [Patch(color=ECLIPSE_COLOUR, alpha=0.25, label="eclipse")] if shade else []
+    if contacts is not None:
+        extra.append(Patch(color=CONTACT_COLOUR, alpha=0.8, label=f"in contact ({len(windows)})"))
+    if extra:
+        ax_soc.legend(handles=[*ax_soc.get_legend_handles_labels()[0], *extra], **LEGEND)
     ax_mode.set_xlim(t0 / scale, t1 / scale)
     ax_mode.set_xlabel(f"mission time ({unit})")
     sats_text = ", ".join(data.sats) if data.sats else "no satellite"

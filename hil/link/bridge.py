@@ -4,10 +4,13 @@ Pure: a :class:`~link.topics.TopicMap` and an address in, config lines out. The 
 onboard broker (flightd only ever talks to its local broker) and connects out through the link:
 
 * ground -> satellite trees ("in": the bridge subscribes on the ground broker): job submissions,
-  commands, model uploads — QoS 1.
+  commands, sequence commands, model uploads — QoS 1.
 * satellite -> ground trees ("out"): job states, results, command replies, upload progress, status,
   events — QoS 1; telemetry — QoS 0 (TopicMap: fresh data beats stale retransmissions; what is
-  published out of contact is not queued, and the ground archive shows the gap).
+  published while the bridge is down is not queued, and the ground archive shows the gap). While a
+  connection attempt is pending (a link proxy holding it until the acquisition, see
+  :mod:`hil.link.relay`), Mosquitto does keep QoS 0 messages for it, in memory, and sends them once
+  connected: the telemetry of the attempt's last keepalive of wall time comes down late.
 
 ``cleansession false`` with a fixed ``remote_clientid``: the ground broker keeps the bridge's
 subscriptions and queues QoS 1 messages for it across loss of signal; the onboard broker keeps the
@@ -52,7 +55,7 @@ class BridgeTopic:
 
 def bridge_topics(topics: TopicMap) -> tuple[BridgeTopic, ...]:
     """The ground -> satellite ("in") and satellite -> ground ("out") trees of one satellite."""
-    up = (topics.job_submit, topics.command, topics.upload_all)
+    up = (topics.job_submit, topics.command, topics.sequence_command, topics.upload_all)
     down = (
         topics.job_state_all,
         topics.result_all,
@@ -66,6 +69,11 @@ def bridge_topics(topics: TopicMap) -> tuple[BridgeTopic, ...]:
         *(BridgeTopic(p, "out", 1) for p in down),
         BridgeTopic(topics.telemetry_all, "out", 0),
     )
+
+
+def bridge_name(topics: TopicMap) -> str:
+    """The bridge connection's default name, also its client id on both brokers: ``orbitd-<sat>``."""
+    return f"orbitd-{topics.sat}"
 
 
 def connection_state_topic(remote_clientid: str) -> str:
@@ -89,7 +97,7 @@ def bridge_config(
     Raises ValueError for a keepalive below Mosquitto's 5 s minimum, a non-positive restart timeout or a
     name Mosquitto would not take as a client id.
     """
-    name = name or f"orbitd-{topics.sat}"
+    name = name or bridge_name(topics)
     if not _CLIENT_ID.match(name):
         raise ValueError(f"bridge name {name!r} must match {_CLIENT_ID.pattern}")
     if keepalive_s < 5:

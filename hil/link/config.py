@@ -1,6 +1,6 @@
 """The scenario's ``[link]`` table: ground stations, rates, delays and loss, and the plans built from it.
 
-Proposed layout (units in the key names, as in the rest of a scenario; docs/hil.md)::
+Layout (units in the key names, as in the rest of a scenario; docs/hil.md)::
 
     [link]
     epoch_utc = 2026-03-20T00:00:00Z   # circular orbits: UTC of mission t = 0 (TLE orbits keep their own)
@@ -23,14 +23,12 @@ Proposed layout (units in the key names, as in the rest of a scenario; docs/hil.
     elevation_mask_deg = 5.0
 
 The mode is chosen when the run starts (``hil sil --link passes|relay``), so one table serves both.
-Parsing lives here until ``hil/scenario.py`` takes it over; :func:`scenario_link` reads the table from a
-loaded scenario's file.
+:func:`hil.scenario.parse_scenario` parses the table with :func:`parse_link` into ``Scenario.link``.
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -40,7 +38,6 @@ from hil.link.geometry import GroundStation
 from hil.link.model import LinkParams, LossBursts
 from hil.link.track import track_for
 from hil.plant.orbit import CircularOrbit, TleOrbit
-from hil.scenario import Scenario
 
 MODES = ("passes", "relay")
 
@@ -125,11 +122,19 @@ def _checked(table: dict[str, Any], known: set[str], where: str) -> dict[str, An
 
 
 def _epoch(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
+    """An instant: a date-time with its UTC offset (a local one would be read in this machine's zone)."""
+    if value is None:
+        return None
     if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    raise ValueError(f"[link] epoch_utc must be a date-time, not {value!r}")
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"[link] epoch_utc {value!r} is not an ISO 8601 date-time") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"[link] epoch_utc must be a date-time, not {value!r}")
+    if value.utcoffset() is None:
+        raise ValueError(f"[link] epoch_utc {value.isoformat()} has no UTC offset: write {value.isoformat()}Z")
+    return value
 
 
 def parse_link(table: dict[str, Any]) -> LinkConfig:
@@ -147,12 +152,3 @@ def parse_link(table: dict[str, Any]) -> LinkConfig:
     loss = LossConfig(**_checked(t.pop("loss", {}), {f.name for f in fields(LossConfig)}, "[link.loss]"))
     epoch = _epoch(t.pop("epoch_utc", None))
     return LinkConfig(stations=stations, epoch=epoch, loss=loss, **t)
-
-
-def scenario_link(scenario: Scenario) -> LinkConfig | None:
-    """The ``[link]`` table of a loaded scenario's file, or None if it has none (or no file)."""
-    if scenario.path is None:
-        return None
-    with scenario.path.open("rb") as fh:
-        doc = tomllib.load(fh)
-    return parse_link(doc["link"]) if "link" in doc else None

@@ -100,6 +100,23 @@ class ContactPlan:
         """Total time in contact within the span, s."""
         return sum(b - a for a, b in self.contacts)
 
+    def contact_s_between(self, t0_s: float, t1_s: float) -> float:
+        """Time in contact within [t0_s, t1_s), s (0 for an empty interval)."""
+        return sum(max(0.0, min(b, t1_s) - max(a, t0_s)) for a, b in self.contacts)
+
+    def first_contact_from(self, t_s: float) -> int | None:
+        """Index of the contact holding ``t_s``, else of the next one; None when no contact is left."""
+        i = self.contact_index(t_s)
+        if i is not None:
+            return i
+        j = bisect.bisect_right(self._starts, t_s)
+        return j if j < len(self.contacts) else None
+
+    def stations_of(self, index: int) -> tuple[str, ...]:
+        """Names of the stations whose windows make up contact ``index``, in order of acquisition."""
+        a, b = self.contacts[index]
+        return tuple(dict.fromkeys(w.station for w in self.windows if w.aos_s < b and w.los_s > a))
+
 
 def merge_windows(windows: Sequence[ContactWindow], start_s: float, end_s: float) -> tuple[tuple[float, float], ...]:
     """Union of the windows' [aos, los) intervals clipped to [start_s, end_s), sorted; touching

@@ -14,7 +14,7 @@ the pair are removed on exit, as are the processes started in the namespace.
 
 A :class:`NetnsBoard` is a :class:`hil.link.board.BoardSide`: ``launcher`` runs a command on the board,
 ``board_address`` is where the board's services listen, ``ground_address`` is where the board reaches
-the ground side (the relay). A board reached by ssh, or the emulated Pi, provides the same three.
+the ground side (the relay). A board reached by ssh (:class:`hil.link.board.SshBoard`) provides the same.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import subprocess
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
+
+from hil.link.board import LaunchedHere
 
 _TAG = re.compile(r"^[a-z0-9]{1,8}$")
 
@@ -64,7 +66,7 @@ def _routes() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-class NetnsBoard:
+class NetnsBoard(LaunchedHere):
     """``with NetnsBoard("t1") as board:`` a namespace ``orbitd-t1`` with a veth pair (host end
     ``obh-t1`` at ``ground_address``, board end ``obb-t1`` at ``board_address``) and loopback up.
 

@@ -12,10 +12,17 @@ link's clock (:mod:`hil.link.clock`, mission time under warp):
   bytes of each pass. It meters TCP payload (MQTT bytes), not IP/TCP headers.
 * Loss bursts: bytes sent in a burst reach the far side when TCP's retransmission gets through
   (:func:`hil.link.model.arrival_s`); if TCP would give up, the connection is cut.
-* Outages follow the contact plan: a connection accepted out of contact is reset at once (the client
-  sees ECONNRESET, as good as refused: no MQTT session can start); at loss of signal every connection
-  is reset (RST both ways) and bytes still in flight on the link are dropped. Bytes whose arrival
-  would fall after the loss of signal are dropped as they are read.
+* Outages follow the contact plan: at loss of signal every connection is reset (RST both ways) and
+  bytes still in flight on the link are dropped; bytes whose arrival would fall after the loss of
+  signal are dropped as they are read. A connection opened out of contact is either reset at once
+  (``out_of_contact="reset"``: the client sees ECONNRESET, as good as refused) or held
+  (``"hold"``): accepted locally, as a satellite terminal's performance-enhancing proxy terminates
+  TCP on its own side, its bytes kept, and relayed from the next acquisition on (the client sees a
+  server that is slow to answer, and gives up by its own timeout). Held, Mosquitto's bridge makes one
+  connection attempt per keepalive instead of one per ``restart_timeout``, and each attempt queues
+  every retained message of its "out" topics again (Mosquitto 2.0.11, eclipse-mosquitto/mosquitto
+  issue 2248): reset, a 5 h gap at warp 200 re-sent every retained job state ~55 times at the next
+  pass; held, once or twice, and the bridge is up at the acquisition itself.
 
 The relay terminates TCP on both sides (a split-connection proxy, like a satellite link's Performance
 Enhancing Proxy, RFC 3135): an endpoint's kernel acknowledges bytes the relay later drops at a cut, so
@@ -50,7 +57,8 @@ message progressively rather than all at once."""
 
 @dataclass(frozen=True)
 class LinkEvent:
-    """Something the relay did, at mission time ``t_s``: kind is "accepted", "refused", "cut_los",
+    """Something the relay did, at mission time ``t_s``: kind is "accepted", "refused", "held" (opened
+    out of contact, kept for the next acquisition), "gave_up" (a held client closed), "cut_los",
     "cut_loss", "closed" (an end closed its connection, or the relay stopped), "failed" (an end reset
     its connection) or "target_unreachable"."""
 
@@ -104,6 +112,8 @@ class _Pipe:
         self.reader = reader
         self.writer = writer
         self.bucket = TokenBucket(self.relay.params.rate(direction), self.relay.params.bucket_depth_bytes)
+        self.initial = b""
+        """Bytes read before the session started (a held connection's), relayed first."""
         self.queue: deque[tuple[float, bytes]] = deque()
         self.queued_bytes = 0
         self.last_arrival = -float("inf")
@@ -115,7 +125,7 @@ class _Pipe:
         relay = self.relay
         delay = relay.plan.one_way_delay_s
         while True:
-            data = await self.reader.read(READ_BYTES)
+            data, self.initial = (self.initial, b"") if self.initial else (await self.reader.read(READ_BYTES), b"")
             now = relay.clock.now()
             if not data:
                 self.queue.append((max(now + delay, self.last_arrival), b""))
@@ -181,6 +191,7 @@ class _Session:
         client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         server: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         contact_end_s: float,
+        held: bytes = b"",
     ) -> None:
         self.relay = relay
         self.number = number
@@ -189,6 +200,7 @@ class _Session:
         self.server_writer = server[1]
         c2s, s2c = relay.directions
         self.pipes = (_Pipe(self, c2s, client[0], server[1]), _Pipe(self, s2c, server[0], client[1]))
+        self.pipes[0].initial = held
         self.tasks: list[asyncio.Task[None]] = []
         self.done = False
 
@@ -241,7 +253,8 @@ class _Session:
 
 class LinkRelay:
     """``async with LinkRelay(target, plan, clock) as relay:`` listens on ``relay.port`` and relays to
-    ``target`` (host, port) under ``plan`` and ``params``.
+    ``target`` (host, port) under ``plan`` and ``params``. ``out_of_contact``: "reset" or "hold" a
+    connection opened out of contact (see the module docstring).
 
     ``client_side`` says which end connects to the relay: "sat" (the onboard broker's bridge; the
     client -> target direction is the downlink) or "ground". ``buffer_bytes`` bounds what the relay
@@ -257,6 +270,7 @@ class LinkRelay:
         listen: tuple[str, int] = ("127.0.0.1", 0),
         client_side: Literal["sat", "ground"] = "sat",
         buffer_bytes: int = 256 * 1024,
+        out_of_contact: Literal["reset", "hold"] = "reset",
     ) -> None:
         self.target = target
         self.plan = plan
@@ -265,11 +279,13 @@ class LinkRelay:
         self.listen = listen
         self.directions = (Direction.DOWN, Direction.UP) if client_side == "sat" else (Direction.UP, Direction.DOWN)
         self.buffer_bytes = buffer_bytes
+        self.out_of_contact = out_of_contact
         self.stats = LinkStats()
         self.sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
         self._watch: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._holding: set[asyncio.Task[object]] = set()
         self._numbers = 0
 
     @property
@@ -307,6 +323,8 @@ class LinkRelay:
             self._server.close()
         for s in list(self.sessions):
             s.cut("closed")
+        for task in list(self._holding):  # held for an acquisition that will not come now
+            task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
@@ -343,14 +361,60 @@ class LinkRelay:
             if task is not None:
                 self._handlers.discard(task)
 
+    async def _hold(self, reader: asyncio.StreamReader, aos_s: float) -> bytes | None:
+        """Keep a connection opened out of contact until ``aos_s``: the bytes it sent meanwhile (up to
+        ``buffer_bytes``; then it is no longer read), or None when the client closed it first."""
+        chunks: list[bytes] = []
+        held = 0
+        wake = asyncio.create_task(self.clock.sleep_until(aos_s))
+        try:
+            while True:
+                if held >= self.buffer_bytes:
+                    await wake
+                    return b"".join(chunks)
+                read = asyncio.create_task(reader.read(READ_BYTES))
+                await asyncio.wait({wake, read}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    await asyncio.gather(read, return_exceptions=True)
+                if read.done() and not read.cancelled():
+                    data = read.result()
+                    if not data:
+                        return None
+                    chunks.append(data)
+                    held += len(data)
+                if wake.done():
+                    return b"".join(chunks)
+        finally:
+            wake.cancel()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._numbers += 1
         number = self._numbers
         contact = self.plan.contact_index(self.clock.now())
+        held = b""
         if contact is None:
-            self.event("refused", number)
-            _reset(writer)
-            return
+            aos = self.plan.next_change(self.clock.now())
+            if self.out_of_contact == "reset" or aos is None:
+                self.event("refused", number)
+                _reset(writer)
+                return
+            self.event("held", number)
+            me = asyncio.current_task()
+            if me is not None:
+                self._holding.add(me)
+            try:
+                kept = await self._hold(reader, aos)
+            except (ConnectionError, OSError):
+                kept = None
+            finally:
+                self._holding.discard(me)
+            contact = self.plan.contact_index(self.clock.now())
+            if kept is None or contact is None:
+                self.event("gave_up" if kept is None else "refused", number)
+                _reset(writer)
+                return
+            held = kept
         try:
             server = await asyncio.open_connection(*self.target)
         except OSError as exc:
@@ -365,7 +429,7 @@ class LinkRelay:
             _reset(writer)
             _reset(server[1])
             return
-        session = _Session(self, number, (reader, writer), server, self.plan.contacts[contact][1])
+        session = _Session(self, number, (reader, writer), server, self.plan.contacts[contact][1], held)
         self.sessions.add(session)
         self.event("accepted", number)
         await session.run()
