@@ -18,7 +18,7 @@
 
 ``verify_us`` and ``sign_us`` are CPU time of the measuring thread (``time.thread_time``), least of
 several alternating rounds, so other work on a shared machine does not inflate them
-(bench.radiation.alternate).
+(bench.radiation_inprocess.alternate).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.dispatch import MODEL, timed_job
-from bench.harness import REPO, progress, rig
-from bench.radiation import alternate, cpu_description
+from bench.harness import REPO, cpu_info, progress, rig
+from bench.radiation_inprocess import alternate
 from flight.antireplay import ReplayWindow
 from flight.keyring import KeyEntry, KeyRing
 from ground.client import GroundClient
@@ -101,7 +101,7 @@ def measure(seconds: float) -> dict[str, Any]:
         "verify_us_by_message": by_message,
         "sign_us": round(cost["sign"] * 1e6, 1),
         "signature": "Ed25519 (cryptography, OpenSSL)",
-        **cpu_description(),
+        "cpu": cpu_info(),
     }
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import aiomqtt
 
-from bench.radiation import cpu_description
+from bench.harness import cpu_info
 from hil.mosquitto_broker import MosquittoBroker
 from hil.nats_cluster import NatsCluster, nats_server_version
 from link.transport import BrokerList, BrokerUrl, make_client
@@ -148,7 +148,7 @@ def measure(starts: int, messages: int) -> dict[str, Any]:
             mosquitto_start_s = time.monotonic() - t0
             mosq = asyncio.run(one_way_latency(mosquitto.url, mosquitto.url, messages, "mosquitto"))
     return {
-        **cpu_description(),
+        "cpu": cpu_info(),
         "nats_server": ".".join(map(str, nats_server_version())),
         "start_s": round(statistics.median(start_s), 2),
         "start_s_all": [round(s, 2) for s in start_s],

@@ -25,6 +25,13 @@ does not enforce it).
 One flightd per satellite id: before every connection and while connected, flightd checks that no
 other instance serves its satellite id, and stops when one does (:mod:`flight.session`).
 
+Soft errors (:mod:`flight.radiation.service`, docs/radiation.md): the control cycle scrubs the weights
+flightd holds; each job runs under its redundancy mode (the job's, its model's or priority's default,
+raised by the governor in a high-flux region) and its result says how it was checked; stored requests
+and results are checked against their sha256 when read back, and a result that fails it, or one
+computed on weights found corrupt afterwards, is computed again (:meth:`FlightDaemon._recompute`),
+never republished wrong.
+
 Storage faults (docs/icd.md, "Storage faults"): the journal is checked at start and a corrupted one
 moved aside (:mod:`flight.journal_recovery`); a journal that cannot be opened or written at start is a
 start-up error naming the path. At run time a write the storage refuses (disk full, I/O error,
@@ -56,20 +63,22 @@ from flight.board import BoardSample
 from flight.board_monitor import BoardMonitor, without_board
 from flight.command_guard import Admitted, CommandGuard
 from flight.dispatch import Throttle, plan_wake
-from flight.executor import InferenceExecutor, RunTerminated
+from flight.executor import InferenceExecutor, RunOutcome, RunsDisagree, RunTerminated
 from flight.governor import Decision, Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob, committed_core_s
 from flight.governor.costs import CostModel
 from flight.health import HealthEntry, HealthReport, TaskState
-from flight.journal import JobJournal, JobRecord, JournalFault
+from flight.journal import JobJournal, JobRecord, JournalFault, StoredCorruption
 from flight.journal_recovery import JOURNAL_FILE, open_journal
 from flight.journal_writer import JournalWriter
 from flight.keyring import COMMAND, JOB, KeyRefused, KeyRing, change_keys, command_request
 from flight.metrics import FlightMetrics
 from flight.mission_clock import MissionClock
 from flight.queue_policy import QueuedJob, deadline_passed
+from flight.radiation.redundancy import same, strongest
+from flight.radiation.service import InjectionRefused, SoftErrorService
 from flight.rate_group import RateGroup
-from flight.registry import ModelError, ModelRegistry, check_inputs
+from flight.registry import ModelError, ModelRegistry, RegisteredModel, check_inputs
 from flight.sd_notify import SystemdNotifier
 from flight.sequences import SequenceError, SequenceService
 from flight.session import Instance, announce, read_status, rival
@@ -91,6 +100,7 @@ from link.messages import (
     Event,
     EventKind,
     GetJob,
+    InjectFault,
     JobRequest,
     JobResult,
     JobState,
@@ -100,6 +110,7 @@ from link.messages import (
     ListModels,
     Mode,
     Ping,
+    Redundancy,
     RevokeKey,
     RollbackModel,
     RotateKey,
@@ -114,9 +125,11 @@ from link.telemetry import (
     CLOCK,
     COMPUTE,
     COMPUTE_W,
+    FLIGHTD_CHANNELS,
     MET_S,
     POWER,
     RATE,
+    SOFT_ERRORS,
     THERMAL,
     compute_values,
     unreadable_values,
@@ -190,7 +203,8 @@ class FlightDaemon:
         """Why the journal takes no writes now (None: it does): intake and starting are paused."""
         self._storage_fault_since = 0.0
         self._result_write_failures: dict[str, int] = {}
-        self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers))
+        self.registry = ModelRegistry(settings.models_dir, providers=list(settings.executor.providers),
+                                      radiation=settings.radiation)
         self.executor = InferenceExecutor(settings.executor.max_concurrency)
         self.throttle = Throttle(settings.executor.max_concurrency, settings.executor.intra_op_threads)
         keys = {kid: load_key(hexkey) for kid, hexkey in settings.security.command_keys.items()}
@@ -239,6 +253,9 @@ class FlightDaemon:
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
         self.jobs_done = 0
+        self.soft_errors = SoftErrorService(settings.radiation, self.registry, self._event, self._recompute_soon,
+                                            step_s=settings.control_period_s)
+        self._recomputing: set[str] = set()
         self.failure: str | None = None
         """Why flightd stopped on its own, a task failing again and again (flightd exits with 1)."""
         self._startup_events: list[Event] = []
@@ -343,7 +360,7 @@ class FlightDaemon:
         if requeued:
             log.warning("requeued %d job(s) left running by the last stop: %s", len(requeued), ", ".join(requeued))
         for r in self.journal.jobs([JobState.QUEUED]):
-            self._queue[r.job_id] = QueuedJob(r.job_id, r.priority, r.model, r.received_utc, r.deadline_utc)
+            self._queue[r.job_id] = self._queued(r)
         problems = self.registry.scan()
         self.sequences.load()
         for spec in self.settings.executor.preload:
@@ -365,6 +382,8 @@ class FlightDaemon:
                 log.info("board: %s", line)
         for note in self._board_notes if self.board is None else self.board.notes:
             log.info("board: %s", note)
+        if self.soft_errors.injector is not None:
+            log.warning("TEST-ONLY fault injection is ENABLED (radiation.test_fault_injection): never in flight")
         log.info(
             "flightd %s (python %s) sat=%s broker=%s queued=%d models=%s problems=%d",
             __version__,
@@ -517,6 +536,7 @@ class FlightDaemon:
             raise aiomqtt.MqttError(f"{self.url} refused the subscription to {', '.join(refused)}")
         log.info("connected to %s; subscribed to %s", self.url, ", ".join(s for s, _ in subscriptions))
         self._heartbeat()
+        self.soft_errors.announce()
         for event in self._startup_events:  # said once, to the first broker that hears it
             self._publish_soon(self.topics.events, encode(event))
         self._startup_events.clear()
@@ -534,7 +554,7 @@ class FlightDaemon:
             if record is not None:
                 self._publish_state(record)
         for job_id in self.journal.unacked_results():
-            payload = self.journal.result(job_id)
+            payload = self._stored_result(job_id)
             if payload:
                 self._publish_job(job_id, self.topics.result(job_id), payload)
                 record = self.journal.get(job_id)
@@ -627,7 +647,7 @@ class FlightDaemon:
                 continue
             log.debug("job %s: publishing its %s state again", job_id, record.state)
             self._publish_state(record)
-            result = self.journal.result(job_id) if record.state is JobState.DONE else None
+            result = self._stored_result(job_id) if record.state is JobState.DONE else None
             if result:
                 self._publish_job(job_id, self.topics.result(job_id), result)
 
@@ -805,7 +825,7 @@ class FlightDaemon:
         """A job id journaled before: publish its state (and result) again; it never runs twice."""
         try:
             existing = self.journal.get(job_id)
-            result = self.journal.result(job_id) if existing is not None and existing.state is JobState.DONE else None
+            result = self._stored_result(job_id) if existing is not None and existing.state is JobState.DONE else None
         except JournalFault as exc:  # the broker's retained copies stand meanwhile
             self._on_journal_fault(exc)
             return
@@ -844,7 +864,9 @@ class FlightDaemon:
         if record is not None:
             self._publish_state(record)
         if inserted and state is JobState.QUEUED:
-            self._queue[req.job_id] = QueuedJob(req.job_id, req.priority, req.model, now, req.deadline_utc)
+            asked = req.redundancy or self.settings.radiation.default_redundancy(req.model, req.priority)
+            self._queue[req.job_id] = QueuedJob(req.job_id, req.priority, req.model, now, req.deadline_utc,
+                                                redundancy=asked)
             self._requests[req.job_id] = payload
             self._wake.set()
 
@@ -877,10 +899,12 @@ class FlightDaemon:
                 self._queue.pop(job.job_id, None)
                 self._background(self._finish(job.job_id, JobState.REJECTED, reason, job),
                                  f"rejection of {job.job_id}")
+            floor = self._floor()
             for job in step.start:
                 del self._queue[job.job_id]
                 task = self._background(self._run_job(job), f"run of {job.job_id}", name=job.job_id, pending=False)
-                self._running[job.job_id] = RunningTask(RunningJob(job.job_id, job.model, job.units), task)
+                running = RunningJob(job.job_id, job.model, job.units, redundancy=strongest(job.redundancy, floor))
+                self._running[job.job_id] = RunningTask(running, task)
 
     async def _finish(self, job_id: str, state: JobState, reason: str | None, job: QueuedJob | None) -> bool:
         """Move a queued or running job to a terminal state other than done. When the journal
@@ -927,6 +951,71 @@ class FlightDaemon:
         log.info("job %s requeued: %s", job_id, reason)
         self._publish_state(record)
 
+    def _queued(self, r: JobRecord) -> QueuedJob:
+        """A journaled job back on the queue, with the redundancy it asks for (its request's, else its
+        model's and priority's default)."""
+        asked: Redundancy | None = None
+        with contextlib.suppress(KeyError, StoredCorruption, ValueError):
+            header = peek_header(self._requests.get(r.job_id) or self.journal.request(r.job_id)) or {}
+            value = header.get("redundancy")
+            asked = Redundancy(value) if isinstance(value, str) else None
+        mode = asked or self.settings.radiation.default_redundancy(r.model, r.priority)
+        return QueuedJob(r.job_id, r.priority, r.model, r.received_utc, r.deadline_utc, redundancy=mode)
+
+    def _floor(self) -> Redundancy:
+        """The governor's high-flux redundancy floor (none without a governor)."""
+        last = self.governor.last if self.governor is not None else None
+        return last.redundancy if last is not None else Redundancy.NONE
+
+    def _result(self, job_id: str, entry: RegisteredModel, outcome: RunOutcome, mode: Redundancy, attempt: int,
+                request_payload: bytes, recomputed: str | None = None, energy_j: float | None = None,
+                energy_source: EnergySource | None = None) -> tuple[bytes, float]:
+        """The encoded result of a run (saying how it was checked, and its energy in J where known) and
+        its finish time."""
+        finished = self.clock()
+        tensors, binary = pack_tensors(outcome.outputs, framed=request_payload[: len(MAGIC)] == MAGIC)
+        result = JobResult(
+            job_id=job_id,
+            model=entry.manifest.name,
+            version=entry.manifest.version,
+            outputs=tensors,
+            started_utc=finished - outcome.run_s,
+            finished_utc=finished,
+            run_ms=outcome.run_s * 1e3,
+            provider=outcome.provider,
+            attempt=attempt,
+            redundancy=mode,
+            check=outcome.verdict.status,  # "unresolved" raised RunsDisagree: never here
+            runs=outcome.verdict.runs,
+            weights_scrubbed=self.soft_errors.scrubbed(entry, outcome.provider),
+            recomputed=recomputed,
+            energy_j=energy_j,
+            energy_source=energy_source,
+        )
+        return encode(result, binary), finished
+
+    async def _checked_run(self, job_id: str, entry: RegisteredModel, feeds: dict[str, Any], threads: int,
+                           mode: Redundancy) -> RunOutcome:
+        """Run a job's inference under ``mode`` (with the TEST-ONLY fault hooks, and their accounting)."""
+        soft = self.soft_errors
+        hooks = soft.hooks(job_id, entry.manifest.name)
+        try:
+            outcome = await self.executor.run(job_id, soft.sessions(entry, threads), feeds, threads, mode, hooks)
+        except RunsDisagree as exc:
+            soft.disagreed(job_id, entry, mode, exc.verdict)
+            if soft.injector is not None:
+                soft.injector.settle(job_id, None, [], None)
+            raise
+        soft.account(job_id, entry, mode, outcome, threads)
+        injector = soft.injector
+        if injector is not None and injector.pending(job_id):  # TEST-ONLY: what did the injected fault do?
+            reference = None
+            if outcome.verdict.status == "single":
+                clean = await self.executor.run(f"{job_id}-reference", soft.sessions(entry, threads), feeds, threads)
+                reference = clean.outputs
+            injector.settle(job_id, outcome.verdict, outcome.runs, reference)
+        return outcome
+
     def _result_not_journaled(self, job: QueuedJob, request: bytes, record: JobRecord, fault: JournalFault) -> None:
         """The journal refused a result: the job runs again once it takes writes (the result was never
         published, so the ground sees one result), or fails after :data:`RESULT_WRITE_ATTEMPTS` runs."""
@@ -962,12 +1051,12 @@ class FlightDaemon:
             decoded = decode(payload, JobRequest)
             req = decoded.message
             entry = self.registry.resolve(req.model, record.version)
-            session = self.registry.session(entry, threads)
+            mode = self.soft_errors.mode(req, record.priority, self._floor())
             feeds = unpack_tensors(req.inputs, decoded.binary)
             if self.board is not None:
                 self.board.job_started(job_id, len(self._running))
                 metered = True
-            outcome = await self.executor.run(job_id, session, feeds, threads)
+            outcome = await self._checked_run(job_id, entry, feeds, threads, mode)
             energy_j = await self.board.job_finished(job_id, len(self._running)) if metered and self.board else None
             metered = False
         except RunTerminated as exc:
@@ -978,32 +1067,23 @@ class FlightDaemon:
         except JournalFault as exc:  # the request could not be read
             self._on_journal_fault(exc)
             self._keep_queued(job, payload, f"request not read: {exc.reason}", record)
+        except StoredCorruption as exc:
+            self.soft_errors.ledger.stored_corrupt += 1
+            self._event(EventKind.SOFT_ERROR, str(exc), severity="error", job_id=job_id, stored="request")
+            await self._finish(job_id, JobState.FAILED, f"{exc}: the input is lost, the job cannot run", job)
+        except RunsDisagree as exc:
+            await self._finish(job_id, JobState.FAILED, f"{exc}: no result is trusted (soft error)", job)
         except (ModelError, WireError, KeyError) as exc:
             await self._finish(job_id, JobState.FAILED, str(exc), job)
         except Exception as exc:
             log.exception("job %s failed", job_id)
             await self._finish(job_id, JobState.FAILED, f"inference error: {exc}", job)
         else:
-            finished = self.clock()
-            started = finished - outcome.run_s
             source: EnergySource | None = "measured" if energy_j is not None else None
             if energy_j is None and self.governor is not None:  # no power sensor: the board profile's estimate
                 energy_j, source = outcome.run_s * threads * self.governor.config.board.w_per_core, "estimated"
-            tensors, binary = pack_tensors(outcome.outputs, framed=payload[: len(MAGIC)] == MAGIC)
-            result = JobResult(
-                job_id=job_id,
-                model=entry.manifest.name,
-                version=entry.manifest.version,
-                outputs=tensors,
-                started_utc=started,
-                finished_utc=finished,
-                run_ms=outcome.run_s * 1e3,
-                provider=outcome.provider,
-                attempt=record.attempt,
-                energy_j=energy_j,
-                energy_source=source,
-            )
-            result_payload = encode(result, binary)
+            result_payload, finished = self._result(job_id, entry, outcome, mode, record.attempt, payload,
+                                                    energy_j=energy_j, energy_source=source)
             try:
                 done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
             except JournalFault as exc:
@@ -1012,9 +1092,11 @@ class FlightDaemon:
             self._result_write_failures.pop(job_id, None)
             self.jobs_done += 1
             self.metrics.inference(entry.manifest.name, outcome.run_s)
-            if self.governor is not None:  # measured energy where the board has a sensor, else the estimate
-                self.governor.record_run(entry.manifest.name, outcome.run_s, threads,
-                                         energy_j=energy_j if source == "measured" else None)
+            if self.governor is not None:  # one inference's cost (the governor multiplies by the mode's runs):
+                runs = outcome.verdict.runs  # measured energy where the board has a sensor, else the estimate
+                self.governor.record_run(entry.manifest.name, outcome.run_s / runs, threads,
+                                         energy_j=energy_j / runs if energy_j is not None and source == "measured"
+                                         else None)
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_job(job_id, self.topics.result(job_id), result_payload)
@@ -1024,6 +1106,121 @@ class FlightDaemon:
             self._running.pop(job_id, None)
             self._cancel_before_run.discard(job_id)
             self._wake.set()
+
+    # ================================================================= results computed again
+
+    def _stored_result(self, job_id: str) -> bytes | None:
+        """The journal's result of ``job_id``; one that fails its checksum is never returned: it is
+        counted, reported and computed again (:meth:`_recompute`), and None returned meanwhile."""
+        try:
+            return self.journal.result(job_id)
+        except StoredCorruption as exc:
+            self.soft_errors.ledger.stored_corrupt += 1
+            self._event(EventKind.SOFT_ERROR, str(exc), severity="warning", job_id=job_id, stored="result")
+            self._recompute_soon([job_id], "its stored result failed its checksum")
+            return None
+
+    def _recompute_soon(self, job_ids: list[str], reason: str) -> None:
+        """Compute ``job_ids`` again (:meth:`_recompute`); those whose result the ground acknowledged, and
+        whose input is therefore gone, are flagged in one event instead (all of them when the journal
+        cannot be read: a storage fault pauses intake meanwhile)."""
+        try:
+            onboard = set(self.journal.unacked_results())
+            why_not = "their results were acknowledged and their inputs are no longer onboard"
+        except JournalFault as exc:
+            self._on_journal_fault(exc)
+            onboard, why_not = set(), f"the journal cannot be read ({exc.reason})"
+        flagged = [job_id for job_id in job_ids if job_id not in onboard]
+        if flagged:
+            self._event(EventKind.SOFT_ERROR, f"{len(flagged)} job(s): {reason}; {why_not}: flagged, not re-run",
+                        severity="warning", flagged=len(flagged), jobs=flagged[:100])
+        for job_id in job_ids:
+            if job_id in onboard and job_id not in self._recomputing:
+                self._recomputing.add(job_id)
+                self._background(self._recompute(job_id, reason), f"recompute of {job_id}")
+
+    async def _recompute(self, job_id: str, reason: str) -> None:
+        """Compute a finished job again because ``reason``; store and republish the result when it
+        differs from the stored one (or that one is corrupt). A job whose input is no longer onboard (its
+        result acknowledged) is flagged in an event; one whose stored result is corrupt and cannot be
+        computed again fails (its retained result cleared), so no wrong result is ever republished."""
+        try:
+            record = self.journal.get(job_id)
+            if record is None or record.state is not JobState.DONE:
+                return
+            try:
+                old: bytes | None = self.journal.result(job_id)
+            except StoredCorruption:
+                old = None
+            try:
+                payload = self.journal.request(job_id)
+            except KeyError:
+                self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; its result was acknowledged and its "
+                            "input is no longer onboard: flagged, not re-run", severity="warning", job_id=job_id,
+                            flagged=1)
+                return
+            except StoredCorruption as exc:
+                self.soft_errors.ledger.stored_corrupt += 1
+                if old is None:
+                    await self._fail_done(job_id, f"stored result corrupted and not computed again: {exc}")
+                else:
+                    self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; cannot re-run it ({exc}): flagged",
+                                severity="warning", job_id=job_id, flagged=1)
+                return
+            try:
+                decoded = decode(payload, JobRequest)
+                entry = self.registry.resolve(decoded.message.model, record.version)
+                mode = self.soft_errors.mode(decoded.message, record.priority, self._floor())
+                threads = self.throttle.intra_op_threads
+                feeds = unpack_tensors(decoded.message.inputs, decoded.binary)
+                outcome = await self._checked_run(job_id, entry, feeds, threads, mode)
+            except (ModelError, WireError, RunsDisagree, RunTerminated) as exc:
+                if old is None:
+                    await self._fail_done(job_id, f"stored result corrupted and not computed again: {exc}")
+                else:
+                    self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; could not re-run it ({exc}): "
+                                "flagged", severity="warning", job_id=job_id, flagged=1)
+                return
+            await self._replace_result(job_id, entry, record, outcome, mode, payload, old, reason)
+        except JournalFault as exc:  # a corrupt stored result is never published meanwhile (_stored_result)
+            self._on_journal_fault(exc)
+            self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; not computed again, journal fault: "
+                        f"{exc.reason}", severity="warning", job_id=job_id, flagged=1)
+        finally:
+            self._recomputing.discard(job_id)
+
+    async def _replace_result(self, job_id: str, entry: RegisteredModel, record: JobRecord, outcome: RunOutcome,
+                              mode: Redundancy, payload: bytes, old: bytes | None, reason: str) -> None:
+        previous = None
+        if old:
+            with contextlib.suppress(WireError):
+                stored = decode(old, JobResult)
+                previous = unpack_tensors(stored.message.outputs, stored.binary)
+        if previous is not None and same(previous, outcome.outputs):
+            log.info("job %s computed again (%s): same result", job_id, reason)
+            self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; computed again, same result",
+                        severity="info", job_id=job_id, changed=False)
+            return
+        result_payload, finished = self._result(job_id, entry, outcome, mode, record.attempt, payload,
+                                                recomputed=reason)
+        if not await self.writer.submit(lambda j: j.replace_result(job_id, result_payload, finished)):
+            self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; acknowledged meanwhile: flagged",
+                        severity="warning", job_id=job_id, flagged=1)
+            return
+        if previous is not None:
+            self.soft_errors.ledger.reruns_changed += 1
+        log.warning("job %s computed again (%s): result replaced", job_id, reason)
+        self._event(EventKind.SOFT_ERROR, f"job {job_id}: {reason}; computed again, corrected result published",
+                    severity="warning", job_id=job_id, changed=True)
+        self._publish_job(job_id, self.topics.result(job_id), result_payload)
+
+    async def _fail_done(self, job_id: str, reason: str) -> None:
+        """A done job whose result is lost: failed, its retained result cleared."""
+        now = self.clock()
+        record = await self.writer.submit(lambda j: j.set_state(job_id, JobState.FAILED, now, reason))
+        log.error("job %s failed: %s", job_id, reason)
+        self._publish_state(record)
+        self._publish_soon(self.topics.result(job_id), b"", retain=True)
 
     def preempt_all(self, reason: str) -> list[str]:
         """Stop every running job at its next graph node; they are requeued, never lost."""
@@ -1097,7 +1294,7 @@ class FlightDaemon:
                 data = await self.sequences.execute(command.body)
             else:
                 data = await self._execute(command)
-        except (WireError, AuthError, CommandError, ModelError, SequenceError, JournalFault) as exc:
+        except (WireError, AuthError, CommandError, ModelError, SequenceError, InjectionRefused, JournalFault) as exc:
             if isinstance(exc, JournalFault):
                 self._on_journal_fault(exc)
             log.warning("command %s refused: %s", command_id or "<unreadable id>", exc)
@@ -1146,6 +1343,8 @@ class FlightDaemon:
             version = self.registry.rollback(body.name)
             self._event(EventKind.MODEL, f"model {body.name} rolled back to {version}")
             return {"name": body.name, "active": version}
+        if isinstance(body, InjectFault):
+            return await self._inject(body)
         if isinstance(body, ListKeys):
             return self.guard.ring.summary()
         if isinstance(body, AddKey | RotateKey | RevokeKey):
@@ -1158,6 +1357,20 @@ class FlightDaemon:
             self._event(EventKind.LIFECYCLE, change.message, severity="warning", command_id=command.command_id)
             return change.reply()
         raise CommandError(f"unsupported command {body.action}")  # pragma: no cover - union is exhaustive
+
+    async def _inject(self, body: InjectFault) -> dict[str, Any]:
+        """TEST-ONLY fault injection (refused unless flightd was started with it); the reply says what was
+        flipped, with flightd's clock (``at_utc``) for latency measurements."""
+        if body.target.value.startswith("stored_"):
+            what = body.target.value.removeprefix("stored_")
+            positions = self.soft_errors.stored_positions(body)
+            job_id = str(body.job_id)
+            size = await self.writer.submit(lambda j: j.flip_stored_bits(job_id, what, positions))
+            if not size:
+                raise CommandError(f"job {job_id} has no stored {what} to corrupt")
+            return {"target": body.target.value, "job_id": job_id, "bits": len(positions), "blob_bits": size,
+                    "at_utc": self.clock()}
+        return {**self.soft_errors.inject(body), "at_utc": self.clock()}
 
     async def _cancel(self, record: JobRecord) -> dict[str, Any]:
         """Cancel a queued job (the reply says ``cancelled`` once the journal holds it: it will never run
@@ -1193,13 +1406,13 @@ class FlightDaemon:
         except WireError as exc:
             log.warning("bad telemetry: %s", exc)
             channel = peek_field(payload, "channel")
-            if channel is not None and channel not in (COMPUTE, BOARD):  # garbage fails its limits (flight.governor)
+            if channel is not None and channel not in FLIGHTD_CHANNELS:  # garbage fails its limits (flight.governor)
                 now_s = self.mission.now(time.monotonic())
                 self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
             return
         if sample.channel == CLOCK:  # a simulator's time tone: the mission clock only, not the governor
             self.mission.tone(sample.t_s, time.monotonic(), sample.values.get(RATE), sample.values.get(MET_S))
-        elif sample.channel not in (COMPUTE, BOARD):  # not our own channels, echoed by the broker
+        elif sample.channel not in FLIGHTD_CHANNELS:
             self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
@@ -1381,6 +1594,7 @@ class FlightDaemon:
 
     async def _control_cycle(self) -> None:
         self.supervisor.health.check_in("control")
+        self.soft_errors.scrub()
         self._govern()
         if not self._stopping:  # mission time is a timebase once plant telemetry has anchored it
             self.sequences.cycle(self.mission.now(time.monotonic()) if self.telemetry else None)
@@ -1393,6 +1607,9 @@ class FlightDaemon:
         if now_m - self._last_heartbeat >= self.settings.link.heartbeat_s:
             self._last_heartbeat = now_m
             self._heartbeat()
+            errors = Telemetry(sat=self.settings.sat, channel=SOFT_ERRORS, t_s=self.mission.now(now_m),
+                               at_utc=self.clock(), values=self.soft_errors.sample())
+            self._publish_soon(self.topics.telemetry(SOFT_ERRORS), encode(errors), qos=0)
             self._resend_unsent()
             try:
                 self.metrics.job_counts(self.journal.counts())

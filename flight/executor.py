@@ -14,6 +14,12 @@ graph nodes, or before it starts (the flag stays set once raised,
 (run time x intra-op threads, from the moment a run really starts to the moment ``session.run``
 returns or raises) give ``busy_cores``: :meth:`InferenceExecutor.busy_core_seconds` counts them up to
 the instant the caller divides by, so that busy cores over a window never exceed the threads granted.
+
+Redundant execution (docs/radiation.md): a job's runs under ``dmr`` or ``tmr`` execute back to back in
+one slot, run ``i`` on the session ``sessions(i, used)`` returns (another weight replica), until
+:func:`flight.radiation.redundancy.run_checked` has a verdict (runs on weights repaired meanwhile are
+made again); runs with no majority raise :class:`RunsDisagree`. ``hooks`` (TEST-ONLY fault injection)
+may alter a run's input copy or outputs.
 """
 
 from __future__ import annotations
@@ -21,14 +27,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
+from flight.radiation.redundancy import Verdict, run_checked
+from link.messages import Redundancy
+
 Arrays = dict[str, np.ndarray[Any, Any]]
+SessionFor = Callable[[int, set[int]], tuple[int, ort.InferenceSession, frozenset[int]]]
+"""(run number, slots the job's runs read so far) -> (slot, session) the run executes on, and the slots
+whose weights were found corrupt and repaired just now (earlier runs on them no longer count)."""
 
 
 class RunTerminated(RuntimeError):
@@ -44,11 +57,39 @@ class _StoppedBeforeStart(RuntimeError):
     pass
 
 
+SINGLE = Verdict("single", 0, 1)
+"""The verdict of one unchecked run."""
+
+
+class RunsDisagree(RuntimeError):
+    """A checked job whose runs gave no majority answer (``verdict.status == "unresolved"``)."""
+
+    def __init__(self, job_id: str, verdict: Verdict) -> None:
+        super().__init__(f"job {job_id}: {verdict.runs} redundant runs and no majority answer among them")
+        self.verdict = verdict
+
+
+class RunHooks(Protocol):
+    """TEST-ONLY fault injection around each run: ``before`` may return an altered copy of the feeds,
+    ``after`` may alter the outputs (``run``: the job's run number, ``slot``: the replica it read)."""
+
+    def before(self, job_id: str, run: int, slot: int, feeds: Arrays) -> Arrays: ...
+
+    def after(self, job_id: str, run: int, slot: int, outputs: Arrays) -> Arrays: ...
+
+
 @dataclass(frozen=True)
 class RunOutcome:
+    """``outputs`` of the winning run; ``run_s`` busy time of all runs (s), ``run_times`` each run's,
+    ``slots`` the replica each run read, ``verdict`` how the runs compared."""
+
     outputs: Arrays
     run_s: float
     provider: str
+    verdict: Verdict = SINGLE
+    run_times: tuple[float, ...] = ()
+    slots: tuple[int, ...] = (0,)
+    runs: list[Arrays] = field(default_factory=list, compare=False)
 
 
 @dataclass
@@ -57,6 +98,13 @@ class _Run:
     threads: int
     start: float | None = None
     end: float | None = None
+
+
+def _one_session(session: ort.InferenceSession) -> SessionFor:
+    def sessions(run: int, used: set[int]) -> tuple[int, ort.InferenceSession, frozenset[int]]:
+        return 0, session, frozenset()
+
+    return sessions
 
 
 class InferenceExecutor:
@@ -82,7 +130,8 @@ class InferenceExecutor:
             self._duty = min(1.0, max(duty_cycle, 1e-3))
             self._slots.notify_all()
 
-    def _run_blocking(self, job_id: str, session: ort.InferenceSession, feeds: Arrays) -> tuple[Arrays, float]:
+    def _run_blocking(self, job_id: str, sessions: SessionFor, feeds: Arrays, mode: Redundancy,
+                      hooks: RunHooks | None) -> RunOutcome:
         with self._slots:
             while self._active >= self._limit and job_id not in self._terminated:
                 self._slots.wait(0.1)
@@ -92,25 +141,53 @@ class InferenceExecutor:
             self._active += 1
             run.start = time.monotonic()
             duty = self._duty
-        try:
+        times: list[float] = []
+        slots: list[int] = []
+        providers: list[str] = []
+        chosen: dict[int, tuple[int, ort.InferenceSession]] = {}
+
+        def discard(i: int) -> list[int]:
+            slot, session, repaired = sessions(i, set(slots))
+            chosen[i] = (slot, session)
+            return [k for k, s in enumerate(slots) if s in repaired]
+
+        def one(i: int) -> Arrays:
+            slot, session = chosen.pop(i)
             names = [o.name for o in session.get_outputs()]
+            given = hooks.before(job_id, i, slot, feeds) if hooks is not None else feeds
+            t0 = time.monotonic()
+            values = session.run(names, given, run.options)
+            times.append(time.monotonic() - t0)
+            slots.append(slot)
+            providers.append(session.get_providers()[0])
+            outputs = dict(zip(names, values, strict=True))
+            return hooks.after(job_id, i, slot, outputs) if hooks is not None else outputs
+
+        try:
             try:
-                values = session.run(names, feeds, run.options)
+                checked = run_checked(mode, one, discard)
             finally:  # a terminated or failed run stops counting when it stops, not when the loop notices
                 end = time.monotonic()
                 with self._lock:
                     run.end = end
-            run_s = end - run.start
+            run_s = end - run.start  # every run and what lies between them: the busy time counted
             if duty < 1.0:
                 time.sleep(run_s * (1.0 - duty) / duty)
-            return dict(zip(names, values, strict=True)), run_s
+            if checked.outputs is None:
+                raise RunsDisagree(job_id, checked.verdict)
+            return RunOutcome(checked.outputs, run_s, providers[0], checked.verdict, tuple(times), tuple(slots),
+                              checked.runs)
         finally:
             with self._slots:
                 self._active -= 1
                 self._slots.notify_all()
 
-    async def run(self, job_id: str, session: ort.InferenceSession, feeds: Arrays, threads: int) -> RunOutcome:
-        """Run ``session`` on ``feeds`` once a slot is free; RunTerminated if stopped by :meth:`terminate`."""
+    async def run(self, job_id: str, session: ort.InferenceSession | SessionFor, feeds: Arrays, threads: int,
+                  mode: Redundancy = Redundancy.NONE, hooks: RunHooks | None = None) -> RunOutcome:
+        """Run ``feeds`` once a slot is free, on ``session`` (or, run by run, on the sessions ``session(i,
+        used)`` gives) as often as ``mode`` needs; RunTerminated if stopped by :meth:`terminate`,
+        RunsDisagree if the runs have no majority."""
+        sessions = _one_session(session) if isinstance(session, ort.InferenceSession) else session
         options = ort.RunOptions()
         options.log_severity_level = 3
         run = _Run(options, threads)
@@ -118,7 +195,10 @@ class InferenceExecutor:
             self._runs[job_id] = run
         loop = asyncio.get_running_loop()
         try:
-            outputs, run_s = await loop.run_in_executor(self._pool, self._run_blocking, job_id, session, feeds)
+            outcome = await loop.run_in_executor(self._pool, self._run_blocking, job_id, sessions, feeds, mode, hooks)
+        except RunsDisagree:
+            self._terminated.pop(job_id, None)
+            raise
         except Exception as exc:
             reason = self._terminated.pop(job_id, None)
             if reason is not None:
@@ -130,7 +210,7 @@ class InferenceExecutor:
                 if run.start is not None:
                     self._core_s_done += ((run.end or time.monotonic()) - run.start) * threads
         self._terminated.pop(job_id, None)
-        return RunOutcome(outputs, run_s, session.get_providers()[0])
+        return outcome
 
     def terminate(self, job_id: str, reason: str) -> bool:
         """Stop the run of ``job_id`` at its next graph node, or before it starts; False if unknown."""

@@ -7,6 +7,13 @@ are published again. ``completions`` counts how often a job reached ``done`` (th
 Every time written is a finite number (:func:`_finite`): SQLite would store NaN as NULL, and a job
 whose deadline became NULL would lose it across a restart.
 
+Every stored request and result carries its sha256 (:func:`payload_digest`, columns ``request_sha256``
+and ``payload_sha256``), checked whenever it is read back: a blob the disk or memory corrupted raises
+:class:`StoredCorruption` instead of being returned (docs/radiation.md, "Storage"). A job's request is
+kept until the ground acknowledges its result, so that flightd can compute a result again (a stored
+result that fails its checksum, a job run on weights found corrupt afterwards); the acknowledgement
+drops both. Rows written before the checksum columns existed have none and are read unchecked.
+
 Storage faults: whatever fails for a reason of the disk or the file rather than of the data (disk
 full, I/O error, read-only file system, a file that cannot be opened, a corrupted database) raises
 :class:`JournalFault`, which names the journal's path and what failed, from every method (reads,
@@ -17,6 +24,7 @@ so the connection is usable again as soon as the disk is. :meth:`JobJournal.prob
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -94,8 +102,31 @@ CREATE TABLE IF NOT EXISTS replay_windows (  -- flight.antireplay.ReplayWindow p
 """
 _MIGRATIONS = (
     ("jobs", "owner", "ALTER TABLE jobs ADD COLUMN owner TEXT"),  # the key name that signed the job
+    ("jobs", "request_sha256", "ALTER TABLE jobs ADD COLUMN request_sha256 TEXT"),  # storage checksums
+    ("results", "payload_sha256", "ALTER TABLE results ADD COLUMN payload_sha256 TEXT"),
 )
 """Columns added after a table first shipped: (table, column, statement), applied when missing."""
+
+class StoredCorruption(ValueError):
+    """A stored request or result whose bytes no longer hash to the checksum written with them."""
+
+    def __init__(self, job_id: str, what: str) -> None:
+        super().__init__(f"job {job_id}: stored {what} failed its sha256 check (corrupted on disk or in memory)")
+        self.job_id = job_id
+        self.what = what
+
+
+def payload_digest(data: bytes) -> str:
+    """The checksum stored with a request or result: lower-case hex sha256 (sha256 rather than a CRC:
+    a blob of megabytes, where a CRC-32 lets 2^-32 of the patterns through; about 2 ms per MB here)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _checked(job_id: str, what: str, data: bytes, digest: str | None) -> bytes:
+    if digest is not None and payload_digest(data) != digest:
+        raise StoredCorruption(job_id, what)
+    return data
+
 
 JOURNAL_TABLES = ("jobs", "results", "sequences", "sequence_firings", "signing_keys", "replay_windows")
 """The tables that hold the journal's content, parents before children (what a salvage copies): the
@@ -400,9 +431,10 @@ class JobJournal:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO jobs (job_id, state, model, version, priority, deadline_utc,"
-                " received_utc, updated_utc, reason, request, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " received_utc, updated_utc, reason, request, owner, request_sha256)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, state.value, model, version, priority, deadline_utc, now_utc, now_utc, reason, request,
-                 owner),
+                 owner, payload_digest(request)),
             )
             return cur.rowcount == 1
 
@@ -413,11 +445,12 @@ class JobJournal:
 
     @_storage_faults
     def request(self, job_id: str) -> bytes:
-        """The job's request payload as received."""
-        row = self._db.execute("SELECT request FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        """The job's request payload as received; KeyError when there is none (unknown job, or its result
+        acknowledged), StoredCorruption when it fails its checksum."""
+        row = self._db.execute("SELECT request, request_sha256 FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None or row[0] is None:
             raise KeyError(job_id)
-        return bytes(row[0])
+        return _checked(job_id, "request", bytes(row[0]), row[1])
 
     @_storage_faults
     def jobs(self, states: list[JobState] | None = None, limit: int = 100_000) -> list[JobRecord]:
@@ -454,16 +487,17 @@ class JobJournal:
 
     @_storage_faults
     def complete(self, job_id: str, result: bytes, now_utc: float) -> JobRecord:
-        """Store the result and mark the job ``done`` in one transaction."""
+        """Store the result (with its checksum) and mark the job ``done`` in one transaction; the request
+        stays until the result is acknowledged."""
         _finite(now_utc=now_utc)
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO results (job_id, payload, created_utc) VALUES (?,?,?)",
-                (job_id, result, now_utc),
+                "INSERT OR REPLACE INTO results (job_id, payload, created_utc, payload_sha256) VALUES (?,?,?,?)",
+                (job_id, result, now_utc, payload_digest(result)),
             )
             row = db.execute(
-                "UPDATE jobs SET state = 'done', updated_utc = ?, reason = NULL, completions = completions + 1,"
-                f" request = NULL WHERE job_id = ? RETURNING {_COLUMNS}",
+                "UPDATE jobs SET state = 'done', updated_utc = ?, reason = NULL, completions = completions + 1"
+                f" WHERE job_id = ? RETURNING {_COLUMNS}",
                 (now_utc, job_id),
             ).fetchone()
         if row is None:
@@ -486,8 +520,37 @@ class JobJournal:
 
     @_storage_faults
     def result(self, job_id: str) -> bytes | None:
-        row = self._db.execute("SELECT payload FROM results WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+        """The stored result (None: none; empty: acknowledged); StoredCorruption when it fails its checksum."""
+        row = self._db.execute("SELECT payload, payload_sha256 FROM results WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else _checked(job_id, "result", bytes(row[0]), row[1])
+
+    @_storage_faults
+    def replace_result(self, job_id: str, result: bytes, now_utc: float) -> bool:
+        """Store a result computed again in place of the job's unacknowledged one (and its checksum); the
+        job's completions do not change. False if it has none left to replace (acknowledged, or none)."""
+        _finite(now_utc=now_utc)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE results SET payload = ?, payload_sha256 = ?, created_utc = ? WHERE job_id = ?"
+                " AND acked_utc IS NULL", (result, payload_digest(result), now_utc, job_id))
+            return cur.rowcount == 1
+
+    @_storage_faults
+    def flip_stored_bits(self, job_id: str, what: str, bits: list[int]) -> int:
+        """TEST-ONLY fault injection: invert ``bits`` (indices modulo the blob's size in bits) of the job's
+        stored ``request`` or ``result`` without touching its checksum, as a disk or memory upset would;
+        returns the blob's size in bits (0: nothing stored, nothing flipped)."""
+        table, column, key = ("jobs", "request", "job_id") if what == "request" else ("results", "payload", "job_id")
+        with self._tx() as db:
+            row = db.execute(f"SELECT {column} FROM {table} WHERE {key} = ?", (job_id,)).fetchone()
+            if row is None or not row[0]:
+                return 0
+            blob = bytearray(row[0])
+            for bit in bits:
+                index = bit % (len(blob) * 8)
+                blob[index // 8] ^= 1 << (index % 8)
+            db.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (bytes(blob), job_id))
+            return len(blob) * 8
 
     @_storage_faults
     def unacked_results(self) -> list[str]:
@@ -496,14 +559,18 @@ class JobJournal:
 
     @_storage_faults
     def ack_result(self, job_id: str, now_utc: float) -> bool:
-        """The ground holds the result: drop its bytes. False if there was no unacked result."""
+        """The ground holds the result: drop its bytes and the request's. False if there was no unacked result."""
         _finite(now_utc=now_utc)
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE results SET acked_utc = ?, payload = x'' WHERE job_id = ? AND acked_utc IS NULL",
+                "UPDATE results SET acked_utc = ?, payload = x'', payload_sha256 = NULL"
+                " WHERE job_id = ? AND acked_utc IS NULL",
                 (now_utc, job_id),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            db.execute("UPDATE jobs SET request = NULL, request_sha256 = NULL WHERE job_id = ?", (job_id,))
+            return True
 
     @_storage_faults
     def purge(self, older_than_utc: float) -> list[str]:

@@ -21,12 +21,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from link.messages import Redundancy
+
 
 @dataclass(frozen=True)
 class QueuedJob:
     """A job waiting to run. ``priority`` 0..9; ``enqueued_s`` when it entered the queue and
     ``deadline_s`` its deadline (None: none), both on the caller's clock (s); ``units`` work units
-    (batch size) for the per-unit cost model."""
+    (batch size) for the per-unit cost model; ``redundancy`` the mode it asks for (or its default: the
+    governor may raise it, flight.governor.costs.checked_units counts it)."""
 
     job_id: str
     priority: int
@@ -34,6 +37,7 @@ class QueuedJob:
     enqueued_s: float
     deadline_s: float | None = None
     units: float = 1.0
+    redundancy: Redundancy = Redundancy.NONE
 
 
 def order_key(job: QueuedJob) -> tuple[int, float, float]:

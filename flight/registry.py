@@ -22,6 +22,12 @@ The registry owns this layout; nothing else writes into ``<models>``:
 
 Execution providers come from configuration in order of preference (TensorRT -> CUDA -> CPU); those
 not available in this build of ONNX Runtime are skipped and CPU is always the last resort.
+
+Soft errors (docs/radiation.md): the weights of a model configured ``owned_weights`` are held in
+flightd's memory and scrubbed (:class:`flight.radiation.held.HeldWeights`, built over this registry's
+:meth:`ModelRegistry.verified_bytes`, which checks the file's sha256 again before every load and every
+reload); a session is cached per (model, version, intra-op threads, replica slot), the slot being the
+weight replica (or, for a model not held, the independent session) a redundant run executes on.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import json
 import logging
 import re
 import shutil
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,8 @@ from pydantic import ValidationError
 
 from flight.durable import fsync_dir, fsync_file, write_atomic
 from flight.model_intake import MAX_MODEL_BYTES, load_problem, manifest_problems, model_problems, runtime_limits
+from flight.radiation.held import HeldWeights
+from flight.settings import RadiationSettings
 from link.codec import describe_validation_error
 from link.digest import sha256_file
 from link.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
@@ -86,12 +96,16 @@ class ModelRegistry:
 
     root: Path
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    radiation: RadiationSettings = field(default_factory=RadiationSettings)
     max_model_bytes: int = MAX_MODEL_BYTES
     models: dict[str, dict[str, RegisteredModel]] = field(default_factory=dict)
-    _sessions: dict[tuple[str, str, int], ort.InferenceSession] = field(default_factory=dict)
+    _sessions: dict[tuple[str, str, int, int], ort.InferenceSession] = field(default_factory=dict)
+    held: HeldWeights = field(init=False)
+    _lock: threading.RLock = field(init=False, default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        self.held = HeldWeights(self.radiation, self.verified_bytes, time.monotonic)
 
     @property
     def limits(self) -> ModelLimits:
@@ -103,7 +117,9 @@ class ModelRegistry:
     def scan(self) -> list[str]:
         """Re-read every manifest and check every file's hash; returns one line per problem found."""
         self.models = {}
-        self._sessions.clear()
+        with self._lock:
+            self._sessions.clear()
+            self.held.drop()
         problems: list[str] = []
         if not self.root.is_dir():
             return [f"models directory {self.root} does not exist"]
@@ -308,16 +324,46 @@ class ModelRegistry:
             chosen.append("CPUExecutionProvider")
         return chosen
 
-    def session(self, entry: RegisteredModel, intra_op_threads: int) -> ort.InferenceSession:
-        """A session of ``entry`` with ``intra_op_threads`` (cached), built from hash-verified bytes."""
-        key = (entry.manifest.name, entry.manifest.version, intra_op_threads)
-        cached = self._sessions.get(key)
-        if cached is not None:
-            return cached
-        data = (entry.directory / MODEL_FILE).read_bytes()
+    def verified_bytes(self, ref: str) -> bytes:
+        """The bytes of ``ref``'s (``name/version``) model file, read now and trusted only if their sha256
+        is the manifest's; ModelError (and the entry marked not loadable) otherwise. Every load and every
+        reload of weights from the file goes through here."""
+        name, _, version = ref.partition("/")
+        entry = self.models.get(name, {}).get(version)
+        if entry is None:
+            raise ModelError(f"model {ref} is not registered")
+        return self._verified(entry)
+
+    @staticmethod
+    def _verified(entry: RegisteredModel) -> bytes:
+        try:
+            data = (entry.directory / MODEL_FILE).read_bytes()
+        except OSError as exc:
+            entry.problem = f"{MODEL_FILE} unreadable: {exc}"
+            raise ModelError(f"model {entry.ref} is not loadable: {entry.problem}") from exc
         if hashlib.sha256(data).hexdigest() != entry.manifest.sha256:
             entry.problem = "sha256 mismatch at load time (file changed on disk)"
             raise ModelError(f"model {entry.ref} is not loadable: {entry.problem}")
+        return data
+
+    def session(self, entry: RegisteredModel, intra_op_threads: int, slot: int = 0) -> ort.InferenceSession:
+        """A session of ``entry`` with ``intra_op_threads`` (cached), built from hash-verified bytes; ``slot``
+        is the weight replica (or independent session) it computes from (:meth:`HeldWeights.slot_for`).
+        Safe to call from the executor's threads."""
+        key = (entry.manifest.name, entry.manifest.version, intra_op_threads, slot)
+        with self._lock:
+            cached = self._sessions.get(key)
+            if cached is not None:
+                return cached
+            return self._load(entry, intra_op_threads, slot, key)
+
+    def _load(self, entry: RegisteredModel, intra_op_threads: int, slot: int,
+              key: tuple[str, str, int, int]) -> ort.InferenceSession:
+        data = self._verified(entry)
+        try:
+            store = self.held.store(entry.ref, entry.manifest.name, data)
+        except ValueError as exc:  # weights a store cannot hold (external data, sparse initializers)
+            raise ModelError(f"model {entry.ref}: its weights cannot be held for scrubbing: {exc}") from exc
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
@@ -327,7 +373,7 @@ class ModelRegistry:
         last_error: Exception | None = None
         for i, provider in enumerate(self.available_providers()):
             try:
-                session = ort.InferenceSession(data, sess_options=options, providers=[provider])
+                session = self.held.session(store, data, options, provider, slot)
             except Exception as exc:  # a provider that fails to initialise: try the next one
                 log.warning("model %s: provider %s failed (%s), falling back", entry.ref, provider, exc)
                 last_error = exc
@@ -339,7 +385,21 @@ class ModelRegistry:
         raise ModelError(f"model {entry.ref} could not be loaded: {last_error}")
 
     def providers_in_use(self) -> list[str]:
-        return sorted({s.get_providers()[0] for s in self._sessions.values()})
+        with self._lock:
+            return sorted({s.get_providers()[0] for s in self._sessions.values()})
+
+    def unload(self, ref: str, reason: str) -> None:
+        """Drop ``ref``'s sessions and held weights and mark it not loadable (weights that could not be
+        repaired); a rescan (an install, a restart) looks at the file again."""
+        name, _, version = ref.partition("/")
+        with self._lock:
+            for key in [k for k in self._sessions if (k[0], k[1]) == (name, version)]:
+                del self._sessions[key]
+            self.held.drop(ref)
+        entry = self.models.get(name, {}).get(version)
+        if entry is not None:
+            entry.problem = reason
+        log.error("model %s unloaded: %s", ref, reason)
 
 
 def check_inputs(manifest: ModelManifest, arrays: dict[str, np.ndarray[Any, Any]]) -> None:

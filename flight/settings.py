@@ -18,7 +18,8 @@ from pydantic_settings import (
 
 from flight.antireplay import DEFAULT_WINDOW, MAX_WINDOW
 from flight.keyring import KINDS, KeyEntry
-from link.messages import ID_PATTERN, TOPIC_ID_PATTERN, Role
+from flight.radiation.redundancy import strongest
+from link.messages import ID_PATTERN, TOPIC_ID_PATTERN, Redundancy, Role
 from link.transport import BrokerList, TlsFiles
 
 
@@ -176,6 +177,55 @@ class MetricsSettings(BaseModel):
     port: int = Field(default=9470, ge=0, le=65535, description="TCP port; 0 picks a free one (logged)")
 
 
+class ModelRadiation(BaseModel):
+    """Soft-error protection of one model (docs/radiation.md).
+
+    ``owned_weights``: flightd holds the weights in memory of its own, CRC-checked per block and
+    scrubbed every ``radiation.scrub_period_s``; ONNX Runtime then runs without pre-packing at graph
+    optimisation EXTENDED at most, which costs x1.2-1.5 CPU time per inference for the bundled FP32
+    models and x3.2 for tile-int8 (bench.radiation), so it is a choice per model. ``replicas``: copies of
+    owned weights (a DMR run's second inference reads the second copy); a model not owned gets an
+    independent ONNX Runtime session per redundant run instead. ``redundancy``: the model's default mode
+    (a job's own ``redundancy`` overrides it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owned_weights: bool = False
+    replicas: int = Field(default=2, ge=1, le=3)
+    redundancy: Redundancy = Redundancy.NONE
+
+
+class RadiationSettings(BaseModel):
+    """Soft errors (docs/radiation.md). ``models``: protection per model name; ``default``: for models
+    not listed. ``priority_redundancy``: a job of at least this priority runs at least this mode
+    (e.g. ``{"9": "dmr"}``). ``suspect_results``: what happens to the jobs that ran on weights the
+    scrubber later finds corrupt (since the block last verified clean): ``rerun`` computes them again on
+    the repaired weights and replaces a result that changed; ``flag`` reports them in an event.
+
+    ``test_fault_injection``: TEST-ONLY. Accept the ``inject_fault`` command, which flips bits in the
+    weights, runs and stored jobs; flightd logs a warning at start when it is on. Never set it in flight.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    scrub_period_s: float = Field(default=10.0, gt=0, description="a flip in owned weights is found within this "
+                                  "(the sweep runs one control period faster)")
+    models: dict[str, ModelRadiation] = Field(default_factory=dict)
+    default: ModelRadiation = Field(default_factory=ModelRadiation)
+    priority_redundancy: dict[int, Redundancy] = Field(default_factory=dict)
+    suspect_results: Literal["rerun", "flag"] = "rerun"
+    test_fault_injection: bool = False
+
+    def model(self, name: str) -> ModelRadiation:
+        """The protection of model ``name``."""
+        return self.models.get(name, self.default)
+
+    def default_redundancy(self, model: str, priority: int) -> Redundancy:
+        """The mode of a job that names none: the stronger of the model's default and the priority's."""
+        by_priority = [mode for floor, mode in self.priority_redundancy.items() if priority >= floor]
+        return strongest(self.model(model).redundancy, *by_priority)
+
+
 class FlightSettings(BaseSettings):
     """Everything flightd needs to run."""
 
@@ -197,6 +247,7 @@ class FlightSettings(BaseSettings):
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     board: BoardSettings = Field(default_factory=BoardSettings)
+    radiation: RadiationSettings = Field(default_factory=RadiationSettings)
     governor: dict[str, Any] | None = Field(
         default=None, description="governor configuration (flight.governor); absent: no throttling"
     )

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiomqtt
 import numpy as np
@@ -57,8 +57,10 @@ from link.messages import (
     ListJobs,
     ListModels,
     Ping,
+    Redundancy,
     RollbackModel,
     Status,
+    WireModel,
 )
 from link.sequence import SequenceAction, SequenceCommand
 from link.topics import TopicMap
@@ -72,6 +74,7 @@ from link.transport import (
 )
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+M = TypeVar("M", bound=WireModel)
 
 
 class GroundError(RuntimeError):
@@ -318,6 +321,18 @@ class GroundClient:
         await self._subscribe([(topic, 1)])
         return queue
 
+    async def watch_messages(self, topic: str, kind: type[M]) -> AsyncIterator[M]:
+        """Every message on ``topic`` (wildcards allowed) that decodes as ``kind``, from the subscription
+        on (made when the iteration starts); payloads that do not decode are skipped."""
+        queue = await self.watch_topic(topic)
+        while True:
+            _, payload = await queue.get()
+            try:
+                message = decode(payload, kind).message
+            except WireError:
+                continue
+            yield message
+
     async def track_all_jobs(self) -> None:
         """Subscribe once to every job's state and result (wildcards) instead of per job: for a
         dispatcher with many jobs in flight. Retained results not yet acknowledged arrive too."""
@@ -346,9 +361,10 @@ class GroundClient:
         priority: int = 5,
         deadline_s: float | None = None,
         framed: bool = True,
+        redundancy: Redundancy | None = None,
     ) -> PreparedJob:
-        """Encode a job request (``deadline_s`` relative to now); PayloadTooLarge when flightd or the
-        broker would refuse its size."""
+        """Encode a job request (``deadline_s`` relative to now, ``redundancy`` None: the satellite's
+        default); PayloadTooLarge when flightd or the broker would refuse its size."""
         job_id = job_id or new_id("job-")
         now = time.time()
         tensors, binary = pack_tensors(inputs, framed=framed)
@@ -360,6 +376,7 @@ class GroundClient:
             priority=priority,
             deadline_utc=None if deadline_s is None else now + deadline_s,
             submitted_utc=now,
+            redundancy=redundancy,
         )
         payload = encode(request, binary)
         await self.check_publish_size(self.topics.job_submit, self.wire_bytes(len(payload)), f"job {job_id}")
@@ -394,15 +411,17 @@ class GroundClient:
         framed: bool = True,
         ack_timeout_s: float = 5.0,
         attempts: int = 3,
+        redundancy: Redundancy | None = None,
     ) -> SubmittedJob:
         """Send a job and wait for flightd's acknowledgement (its first state event).
 
         Raises JobRejected with flightd's reason when the job is refused, PayloadTooLarge (before
         publishing) when it is larger than flightd or the broker accepts, NotAcknowledged (naming the
-        job id, which may still run) when no state event came. ``deadline_s`` is relative to now.
+        job id, which may still run) when no state event came. ``deadline_s`` is relative to now;
+        ``redundancy`` how the result is checked (None: the satellite's default; docs/radiation.md).
         """
         job = await self.prepare_job(model, inputs, job_id=job_id, version=version, priority=priority,
-                                     deadline_s=deadline_s, framed=framed)
+                                     deadline_s=deadline_s, framed=framed, redundancy=redundancy)
         job_id = job.job_id
         queue = await self._watch(self.topics.job_state(job_id), self.topics.result(job_id))
         self._job_queues[job_id] = queue

@@ -240,18 +240,25 @@ class _ArgumentTypes:
     def for_field(self, command: str, name: str, field: FieldInfo) -> str:
         """The argument type name for one pydantic field; TypeError when it has no mapping."""
         annotation = _optional_inner(field.annotation)
+        metadata = list(field.metadata)
+        if typing.get_origin(annotation) is typing.Annotated:  # an optional constrained type: X | None
+            annotation, *extra = typing.get_args(annotation)
+            for item in extra:
+                metadata += getattr(item, "metadata", [item])
         if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
             return self.enumeration(annotation)
         if typing.get_origin(annotation) is list:
             (item,) = typing.get_args(annotation)
             if isinstance(item, type) and issubclass(item, enum.Enum):
                 return self.array_of(self.enumeration(item), len(list(item)))
+        if annotation is bool:
+            return self.boolean()
         if annotation is str:
-            pattern = next((m.pattern for m in field.metadata if hasattr(m, "pattern") and m.pattern), None)
+            pattern = next((m.pattern for m in metadata if hasattr(m, "pattern") and m.pattern), None)
             return self.string(pattern)
         if annotation is int:
-            lo = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
-            hi = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+            lo = next((m.ge for m in metadata if isinstance(m, annotated_types.Ge)), None)
+            hi = next((m.le for m in metadata if isinstance(m, annotated_types.Le)), None)
             return self.integer(lo, hi)
         if annotation is float:
             return self.floating()
@@ -289,6 +296,12 @@ class _ArgumentTypes:
             if lo is not None or hi is not None:
                 bounds = {k: str(v) for k, v in (("minInclusive", lo), ("maxInclusive", hi)) if v is not None}
                 _sub(_sub(element, "ValidRangeSet"), "ValidRange", **bounds)
+        return name
+
+    def boolean(self) -> str:
+        name = "flag_type"
+        if self._new(name):
+            _sub(self.type_set, "BooleanArgumentType", name=name)
         return name
 
     def floating(self) -> str:

@@ -8,6 +8,7 @@
     hil scenarios                         (list the bundled scenarios)
 
     hil sil    --scenario NAME [--orbits N] [--warp X] [--broker URL] [--report DIR] [--json]
+               [--radiation [--upset-scale K] [--run-upset-scale K] [--scrub-period S]]
                [--link passes|relay [--contact-warp X] [--board auto|netns|loopback|ssh]]
                [--ssh [USER@]HOST --board-address A --ground-address A [--board-python P]]  (--board ssh)
     hil fleet  --sats N [--orbits N] [--warp X] [--broker mosquitto|nats-cluster|URL] [--dropout K]
@@ -74,6 +75,14 @@ def _add_sil(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", default="tile-fp32", help="bundled model the workload runs")
     p.add_argument("--tiles", type=int, default=4, help="128x128 tiles per job (a frame)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument("--radiation", action="store_true", help="inject upsets at the plant's rate into flightd's "
+                   "held weights and runs (TEST-ONLY fault injection) and report them (docs/radiation.md)")
+    p.add_argument("--upset-scale", type=float, default=10.0, help="with --radiation: upset rate multiplier for "
+                   "the held weights")
+    p.add_argument("--run-upset-scale", type=float, default=3.0, help="with --radiation: upset rate multiplier "
+                   "for runs (hil/upsets.py says why it is lower)")
+    p.add_argument("--scrub-period", type=float, default=2.0, help="with --radiation: flightd's scrub period, "
+                   "wall s")
     p.add_argument("--link", choices=["passes", "relay"],
                    help="run across the space link of the scenario's [link] table: board side (flightd, onboard "
                    "Mosquitto, plant) bridged to the ground broker through the link emulator (docs/hil.md); "
@@ -193,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = asyncio.run(
                 run_sil(args.scenario, orbits=args.orbits, warp=args.warp, broker=args.broker,
                         report_dir=args.report, models=args.models, model=args.model, backlog=args.backlog,
-                        tiles=args.tiles, progress=not args.json, link=link)
+                        tiles=args.tiles, progress=not args.json, link=link, radiation=args.radiation,
+                        upset_scale=args.upset_scale, run_upset_scale=args.run_upset_scale,
+                        scrub_period_s=args.scrub_period)
             )
             if args.json:
                 print(json.dumps(asdict(report)))

@@ -1,8 +1,10 @@
 """``hil plant``: the plant simulator on MQTT.
 
 Steps a :class:`hil.plant.Plant` in simulated time at up to ``warp`` simulated seconds per wall
-second, publishes Telemetry on the ``power``, ``thermal`` and ``orbit`` channels every ``1 / rate_hz``
-simulated seconds (QoS 0; dropout/stuck/noisy faults applied to what is published), publishes its
+second, publishes Telemetry on the ``power``, ``thermal``, ``orbit`` and ``radiation`` channels every
+``1 / rate_hz`` simulated seconds (QoS 0; dropout/stuck/noisy faults applied to what is published; the
+radiation environment from the satellite's position, :class:`hil.plant.radiation.RadiationFeed`, when
+the ``hil`` extra's ``ppigrf`` is installed), publishes its
 simulated time as a *time tone* on the ``clock`` channel, and takes the compute load from flightd's
 ``compute`` channel (``busy_cores``, held until the next sample).
 
@@ -50,11 +52,12 @@ import aiomqtt
 
 from hil.plant.faults import FaultSchedule, TelemetryFaults
 from hil.plant.plant import Plant
+from hil.plant.radiation import RadiationFeed
 from hil.plant.telemetry import channel_values
 from hil.scenario import Scenario, load_scenario
 from link.codec import WireError, decode, encode
 from link.messages import Telemetry
-from link.telemetry import BUSY_CORES, CLOCK, COMPUTE, MET_S, RATE
+from link.telemetry import BUSY_CORES, CLOCK, COMPUTE, MET_S, RADIATION, RATE
 from link.topics import TopicMap
 from link.transport import BrokerUrl, TlsFiles, make_client
 
@@ -88,10 +91,11 @@ class PlantRunner:
     """A plant stepped at ``physics_dt_s`` (s) with telemetry every ``period_s`` simulated seconds and a
     time tone (``rate``: the pace it runs at, simulated s per wall s; ``met_s``: its own simulated
     time) at the start, after every telemetry sample and at least every ``period_s / TONES_PER_PERIOD``
-    (whole physics steps)."""
+    (whole physics steps).
+    ``radiation``: publish the ``radiation`` channel too (skipped, with a warning, without ppigrf)."""
 
     def __init__(self, scenario: Scenario, period_s: float, physics_dt_s: float = 1.0, seed: int = 0,
-                 rate: float = 1.0) -> None:
+                 rate: float = 1.0, radiation: bool = True) -> None:
         if period_s <= 0 or physics_dt_s <= 0:
             raise ValueError("telemetry period and physics step must be > 0")
         self.scenario = scenario
@@ -102,6 +106,7 @@ class PlantRunner:
         self.rate = rate
         self.faults = TelemetryFaults(FaultSchedule(scenario.faults), seed)
         self.busy_cores = 0.0
+        self.radiation = radiation_feed(scenario) if radiation else None
         self._next_sample_s = self.plant.t_s + period_s
         self._next_tone_s: float | None = None  # None: the start's tone is still due
 
@@ -134,13 +139,26 @@ class PlantRunner:
             sampled = state.t_s >= self._next_sample_s - 1e-9
             if sampled:
                 self._next_sample_s += self.period_s
-                for channel, values in channel_values(state).items():
+                channels = channel_values(state)
+                if self.radiation is not None:
+                    channels[RADIATION] = self.radiation.at(state.t_s)
+                for channel, values in channels.items():
                     published = self.faults.apply(state.t_s, channel, values)
                     if published is not None:
                         out.append(Sample(channel, state.t_s, published))
             if sampled or (self._next_tone_s is not None and state.t_s >= self._next_tone_s - 1e-9):
                 out.append(self._tone())
         return out
+
+
+def radiation_feed(scenario: Scenario) -> RadiationFeed | None:
+    """The radiation environment along the scenario's orbit; None (logged) without the ``hil`` extra."""
+    try:
+        import ppigrf  # noqa: F401  (the hil extra: pure Python, pulls pandas)
+    except ImportError:
+        log.warning("ppigrf is not installed (pip install 'orbitd[hil]'): no radiation channel")
+        return None
+    return RadiationFeed(scenario.config.orbit)
 
 
 @dataclass

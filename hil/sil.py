@@ -11,6 +11,13 @@ sampled as often as the plant publishes (in wall time); the report summarises it
 numbers and the plot draws it. The plant's board is the simulated one: the governor does not take the
 host's temperature for it (``board_inputs.temperature_as_board_c`` stays off).
 
+Radiation (``radiation=True``, ``hil sil --radiation``; docs/radiation.md): flightd holds the workload
+model's weights (two replicas, scrubbed every ``scrub_period_s`` wall seconds), re-runs the jobs a
+corrupt block makes suspect, and accepts the TEST-ONLY ``inject_fault`` command, through which
+:class:`hil.upsets.UpsetInjector` flips bits at the plant's upset rate (times ``upset_scale``). The
+governor raises jobs to DMR where the flux proxy exceeds 1 (its default policy, on in every run). The
+report's ``radiation`` section counts upsets injected, detected, corrected and escaped.
+
 ``link`` ("passes" or "relay"): the topology as flown (docs/hil.md): flightd, an onboard Mosquitto and
 the plant on the board side (its own network namespace when this host allows it), the ground
 Mosquitto, the workload and the recorder here, the onboard broker bridged to the ground broker
@@ -56,6 +63,7 @@ from hil.plant_service import Pacer, WarpSchedule
 from hil.plant_service import serve as serve_plant
 from hil.scenario import Scenario, load_scenario
 from hil.scoring import ViolationTally, sample_durations
+from hil.upsets import RUN_MBIT, RUN_SCALE, SCALE, UpsetInjector, UpsetModel
 from link.codec import WireError, decode
 from link.messages import Event, EventKind, Mode, Ping, Status, Telemetry
 from link.telemetry import (
@@ -68,8 +76,10 @@ from link.telemetry import (
     MODE_CODES,
     POWER,
     POWER_W,
+    RADIATION,
     RADIATOR_C,
     SOC,
+    SOFT_ERRORS,
     TEMP_C,
     THERMAL,
     mode_from_code,
@@ -89,7 +99,8 @@ class SilReport:
     ``mode_s``, ``mode_changes`` cover the simulated span (to the last ``power`` sample plus one period;
     after it the simulator has stopped); ``safe_after_startup_s``: SAFE seconds after flightd first
     left SAFE; ``pace_slips``: times the plant fell behind the wall clock and slowed down instead of
-    rushing simulated time (a busy host; docs/sil.md).
+    rushing simulated time (a busy host; docs/sil.md). ``radiation``: the environment seen and the soft
+    errors counted (:func:`radiation_summary`); None when flightd published no ``soft_errors``.
 
     The host board, from flightd's ``board`` channel and status: ``board`` (what flightd found),
     ``board_samples``, ``board_busy_cores`` (mean, /proc/stat), ``board_max_temp_c`` and
@@ -118,6 +129,7 @@ class SilReport:
     board_busy_cores: float = float("nan")
     board_max_temp_c: float = float("nan")
     board_mean_power_w: float = float("nan")
+    radiation: dict[str, Any] | None = None
     archive: str = ""
     plot: str = ""
     link: dict[str, Any] | None = None
@@ -201,7 +213,56 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
         board_busy_cores=mean(BUSY_CORES),
         board_max_temp_c=max((s.values[TEMP_C] for s in host if TEMP_C in s.values), default=float("nan")),
         board_mean_power_w=mean(POWER_W),
+        radiation=radiation_summary(archive, end_s),
     )
+
+
+def radiation_summary(archive: Archive, end_s: float) -> dict[str, Any] | None:
+    """The radiation environment the plant published (mean flux, share of the time above 1) and flightd's
+    last ``soft_errors`` counters, with what they add up to (docs/radiation.md):
+
+    - weights: ``bits_injected`` (flightd's count), ``bits_corrected`` (restored by the scrubber),
+      ``bits_escaped`` (injected, not restored by the end: still in memory after the final scrub);
+    - runs: ``injected`` (applied to a run), ``changed`` (its outputs), ``detected`` (by redundant runs),
+      ``escaped`` (a changed answer returned unchecked);
+    - jobs: ``checked`` (dmr/tmr), ``suspect`` (ran on weights found corrupt later), ``rerun_corrected``,
+      ``flagged`` (suspect but their input no longer onboard), ``unresolved``;
+    - ``redundant_energy_share``: core-seconds of redundant runs over those of first runs (DMR everywhere: 1).
+    None without ``soft_errors`` telemetry."""
+    errors = series(archive, SOFT_ERRORS)  # the last ones come after the plant stopped: the final sweeps
+    if not errors:
+        return None
+    last = errors[-1].values
+    radiation = sample_durations([s for s in series(archive, RADIATION) if s.t_s <= end_s])
+    total = sum(dt for _, dt in radiation)
+    flux_mean = sum(s.values.get("flux", 0.0) * dt for s, dt in radiation) / total if total else float("nan")
+    high = sum(dt for s, dt in radiation if s.values.get("flux", 0.0) > 1.0) / total if total else float("nan")
+    flagged = 0
+    for rec in archive.messages(channels=["events"]):
+        with contextlib.suppress(WireError):
+            event = decode(rec.payload, Event).message
+            count = event.details.get("flagged") if event.kind is EventKind.SOFT_ERROR else 0
+            flagged += count if isinstance(count, int) else 0
+    injected, repaired = int(last.get("injected_weight_bits", 0)), int(last.get("bits_repaired", 0))
+    first = last.get("first_run_core_s", 0.0)
+    return {
+        "flux_mean": flux_mean,
+        "high_flux_share": high,
+        "weights": {"bits_injected": injected, "blocks_corrupt": int(last.get("blocks_corrupt", 0)),
+                    "bits_corrected": repaired, "bits_escaped": max(0, injected - repaired),
+                    "repairs_failed": int(last.get("repairs_failed", 0))},
+        "runs": {"injected": int(last.get("injected_run_faults", 0)),
+                 "changed": int(last.get("run_faults_changed", 0)),
+                 "detected": int(last.get("run_faults_detected", 0)),
+                 "escaped": int(last.get("run_faults_escaped", 0))},
+        "jobs": {"checked": int(last.get("checked_jobs", 0)), "mismatches": int(last.get("mismatches", 0)),
+                 "unresolved": int(last.get("unresolved", 0)), "suspect": int(last.get("suspect_jobs", 0)),
+                 "rerun_corrected": int(last.get("reruns_changed", 0)), "flagged": flagged,
+                 "stored_corrupt": int(last.get("stored_corrupt", 0))},
+        "redundant_energy_share": last.get("redundant_core_s", 0.0) / first if first > 0 else 0.0,
+        "scrub_cpu_s": last.get("scrub_cpu_s", 0.0),
+        "weight_bytes": int(last.get("weight_bytes", 0)),
+    }
 
 
 CONTROL_PERIOD_S = 0.05
@@ -420,6 +481,11 @@ async def run_sil(
     backlog: int = 8,
     tiles: int = 4,
     progress: bool = True,
+    radiation: bool = False,
+    upset_scale: float = SCALE,
+    run_upset_scale: float = RUN_SCALE,
+    run_mbit: float = RUN_MBIT,
+    scrub_period_s: float = 2.0,
     link: LinkOptions | None = None,
 ) -> SilReport:
     """One SIL run (see the module docstring); ``link``: across the space link instead of the perfect
@@ -431,6 +497,9 @@ async def run_sil(
     report_dir = _report_dir(report_dir, scenario)
     models = _models_dir(models)
     if link is not None:
+        if radiation:
+            raise ValueError("--radiation runs on the perfect link only (not with --link): the upset injector "
+                             "talks to flightd through the ground broker in real time")
         return await _run_across_link(scenario, orbits, sim_s, warp, report_dir, sat, models, model, backlog, tiles,
                                       progress, link)
     tlm_period_s = sil_telemetry_period_s(scenario, warp)
@@ -446,9 +515,13 @@ async def run_sil(
             record(archive_path, broker, sat=sat, stop=stop_recording, on_ready=lambda _: ready.set())
         )
         await asyncio.wait_for(ready.wait(), 30)
+        flightd_env = sil_flightd_env(scenario, warp, [model])
+        if radiation:  # TEST-ONLY fault injection: flightd logs a warning that it is on
+            flightd_env["ORBITD_RADIATION"] = json.dumps({
+                "scrub_period_s": scrub_period_s, "suspect_results": "rerun", "test_fault_injection": True,
+                "models": {model: {"owned_weights": True, "replicas": 2}}})
         flightd_log = report_dir / "flightd.log"
-        flightd = start_flightd(broker, sat, report_dir / "flightd", models, sil_flightd_env(scenario, warp, [model]),
-                                flightd_log, report_dir)
+        flightd = start_flightd(broker, sat, report_dir / "flightd", models, flightd_env, flightd_log, report_dir)
         stack.callback(kill_if_running, flightd)
         ground = await stack.enter_async_context(GroundClient(broker, sat, timeout_s=2.0))
         await wait_answering(ground, flightd, flightd_log)
@@ -461,6 +534,9 @@ async def run_sil(
         workload = Workload(run_job, tile_input_name(models, model), backlog, tiles)
         workload_task: asyncio.Task[None] | None = None
         pace_slips = 0
+        upsets = (UpsetInjector(ground, UpsetModel(upset_scale, run_upset_scale, run_mbit), plant.board.cores)
+                  if radiation else None)
+        upsets_task = asyncio.create_task(upsets.run()) if upsets is not None else None
 
         wall0 = time.monotonic()
         plant_run = serve_plant(broker, sat, scenario, warp=warp, duration_s=sim_s, rate_hz=1.0 / tlm_period_s,
@@ -473,9 +549,12 @@ async def run_sil(
         finally:
             wall_s = time.monotonic() - wall0
             await workload.stop()
-            if workload_task is not None:
-                workload_task.cancel()
-                await asyncio.gather(workload_task, return_exceptions=True)
+            for task in (workload_task, upsets_task):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            if upsets is not None:  # the last flips are found by the next sweeps; their counts go out after
+                await asyncio.sleep(2 * scrub_period_s + 1.5)
             await stop_flightd(flightd)
             await asyncio.sleep(0.5)
             stop_recording.set()
@@ -484,9 +563,18 @@ async def run_sil(
     archive = Archive(archive_path)
     report = report_from_archive(archive, scenario, workload.submitted, workload.done, wall_s, warp, orbits)
     report.pace_slips = pace_slips
+    if upsets is not None and report.radiation is not None:
+        report.radiation["injection"] = {
+            "upset_scale": upset_scale, "run_upset_scale": run_upset_scale, "run_mbit": run_mbit,
+            "scrub_period_s": scrub_period_s,
+            "weight_bits_sent": upsets.weight_bits, "run_faults_armed": upsets.run_faults,
+            "expected_weight_upsets": upsets.expected_weight, "expected_run_upsets": upsets.expected_run,
+            "refused": upsets.refused}
     from ground.tlm.plot import plot
 
-    png = plot(archive, report_dir / "sil.png", title=f"hil sil: {scenario.name}, {orbits:g} orbits, governor on")
+    title = f"hil sil: {scenario.name}, {orbits:g} orbits, governor on" + (
+        f", upsets x{upset_scale:g} (runs x{run_upset_scale:g})" if radiation else "")
+    png = plot(archive, report_dir / "sil.png", title=title)
     report.archive, report.plot = str(archive_path), str(png)
     (report_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
@@ -687,9 +775,30 @@ def print_report(report: SilReport) -> None:
         ("SAFE after start-up", f"{report.safe_after_startup_s:.0f} s"),
         ("plant slowed for the host", f"{report.pace_slips} times"),
         ("host board (own sensors)", _board_row(report)),
+        *_radiation_rows(report.radiation),
         *_link_rows(report.link),
         ("plot", report.plot),
     ]
     for k, v in rows:
         table.add_row(k, v)
     Console(stderr=True).print(table)
+
+
+def _radiation_rows(r: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if r is None:
+        return []
+    w, runs, jobs = r["weights"], r["runs"], r["jobs"]
+    rows = [("flux proxy: mean / share > 1", f"{r['flux_mean']:.2f} / {r['high_flux_share'] * 100:.1f} %")]
+    if "injection" in r:
+        rows.append(("upsets accelerated: weights / runs", f"x{r['injection']['upset_scale']:g} / "
+                                                           f"x{r['injection']['run_upset_scale']:g}"))
+    rows += [
+        ("weight bits injected / corrected / escaped", f"{w['bits_injected']} / {w['bits_corrected']} / "
+                                                       f"{w['bits_escaped']}"),
+        ("run faults injected / changed / detected / escaped", f"{runs['injected']} / {runs['changed']} / "
+                                                              f"{runs['detected']} / {runs['escaped']}"),
+        ("jobs checked (dmr/tmr) / suspect / re-run corrected / flagged",
+         f"{jobs['checked']} / {jobs['suspect']} / {jobs['rerun_corrected']} / {jobs['flagged']}"),
+        ("redundant runs' energy share", f"{r['redundant_energy_share'] * 100:.1f} %"),
+    ]
+    return rows

@@ -76,12 +76,30 @@ class JobState(StrEnum):
         return self not in (JobState.QUEUED, JobState.RUNNING)
 
 
+class Redundancy(StrEnum):
+    """How a job's inference is checked against soft errors (docs/radiation.md): ``none`` one run;
+    ``dmr`` two runs on independent weight memory, compared bit for bit, a third run votes on a
+    mismatch; ``tmr`` three runs, the majority wins. Ordered none < dmr < tmr."""
+
+    NONE = "none"
+    DMR = "dmr"
+    TMR = "tmr"
+
+
+CheckStatus = Literal["single", "agreed", "voted"]
+"""How a result was checked: ``single`` (one run, unchecked), ``agreed`` (every run gave the same
+outputs), ``voted`` (runs disagreed and the majority's answer was taken). Runs that disagree with no
+majority fail the job; they never give a result."""
+
+
 class JobRequest(WireModel):
     """Ground -> satellite: run ``model`` on ``inputs``.
 
     ``job_id`` is chosen by the ground and is idempotent: a job id seen before is never run twice.
     ``priority`` 0..9, 9 most important. ``deadline_utc``: the result is worthless after this time,
-    and the job expires instead of running.
+    and the job expires instead of running. ``redundancy``: how the result is checked (None: the
+    satellite's default for the model and priority); the governor may raise it while the spacecraft
+    is in a high-flux region, never lower it (docs/radiation.md).
     """
 
     job_id: TopicId
@@ -91,6 +109,7 @@ class JobRequest(WireModel):
     priority: int = Field(default=5, ge=0, le=9)
     deadline_utc: UtcTime | None = None
     submitted_utc: UtcTime | None = None
+    redundancy: Redundancy | None = None
     auth: Auth | None = None
 
 
@@ -121,7 +140,13 @@ class JobResult(WireModel):
     """Satellite -> ground, retained on ``results/<id>`` until the ground acknowledges it.
 
     ``energy_j``: the run's energy above the board's idle power (J), from ``energy_source``; None when
-    flightd has neither a power sensor nor a governor's board profile to estimate it with."""
+    flightd has neither a power sensor nor a governor's board profile to estimate it with.
+    How it was checked (docs/radiation.md): ``redundancy`` the mode it ran under (the job's, or the
+    governor's in a high-flux region), ``check`` the verdict, ``runs`` the inferences made,
+    ``weights_scrubbed`` whether the model's weights are held in flightd's memory and scrubbed.
+    ``recomputed``: why this result replaces an earlier one (the weights were found corrupt after the
+    first run, or the stored result failed its checksum); None for a first result.
+    """
 
     job_id: TopicId
     model: Identifier
@@ -134,6 +159,11 @@ class JobResult(WireModel):
     attempt: Count = 1
     energy_j: Joules | None = None
     energy_source: EnergySource | None = None
+    redundancy: Redundancy = Redundancy.NONE
+    check: CheckStatus = "single"
+    runs: Count = 1
+    weights_scrubbed: bool = False
+    recomputed: str | None = None
 
 
 # -------------------------------------------------------------------------------- status, telemetry
@@ -370,9 +400,39 @@ class ListKeys(LinkModel):
     action: Literal["list_keys"] = "list_keys"
 
 
+class FaultTarget(StrEnum):
+    """Where :class:`InjectFault` flips bits: a model's weights held by flightd (until the scrubber repairs
+    them), the input copy or the outputs of the next run of a model (one run, transient), a job's stored
+    request or result in the journal (on disk)."""
+
+    WEIGHTS = "weights"
+    RUN_INPUT = "run_input"
+    RUN_OUTPUT = "run_output"
+    STORED_REQUEST = "stored_request"
+    STORED_RESULT = "stored_result"
+
+
+class InjectFault(LinkModel):
+    """TEST-ONLY fault injection (docs/radiation.md): ``count`` upsets of ``bits`` bits each (within one
+    64-bit word when ``adjacent``) at random places of ``target``. ``model``: whose weights or runs
+    (None: any model flightd holds); ``replica``: which weight replica (None: random); ``job_id``: the
+    stored job for ``stored_*``; ``seed``: reproducible positions. flightd refuses it unless started with
+    ``radiation.test_fault_injection = true``; the reply says what was flipped."""
+
+    action: Literal["inject_fault"] = "inject_fault"
+    target: FaultTarget
+    model: Identifier | None = None
+    replica: int | None = Field(default=None, ge=0, le=15)
+    job_id: TopicId | None = None
+    count: int = Field(default=1, ge=1, le=1000)
+    bits: int = Field(default=1, ge=1, le=64)
+    adjacent: bool = False
+    seed: int | None = Field(default=None, ge=0)
+
+
 CommandAction = Annotated[
     CancelJob | AckResult | GetJob | ListJobs | Ping | ListModels | ActivateModel | RollbackModel | AddKey
-    | RotateKey | RevokeKey | ListKeys,
+    | RotateKey | RevokeKey | ListKeys | InjectFault,
     Field(discriminator="action"),
 ]
 
@@ -413,6 +473,7 @@ class EventKind(StrEnum):
     LIMIT = "limit"
     SEQUENCE = "sequence"
     BOARD = "board"
+    SOFT_ERROR = "soft_error"
 
 
 Severity = Literal["debug", "info", "warning", "error", "critical"]
@@ -420,7 +481,7 @@ Severity = Literal["debug", "info", "warning", "error", "critical"]
 
 class Event(WireModel):
     """Satellite -> ground on ``events``: something an operator should see (errors, rejected input,
-    mode changes, model activation, start/stop)."""
+    mode changes, model activation, start/stop, soft errors found and what was done about them)."""
 
     kind: EventKind
     severity: Severity = "info"

@@ -5,15 +5,17 @@ Code names channels and values by the constants below (``POWER``, ``SOC``, ``BOA
 by bare strings; :data:`CHANNELS` holds each :class:`Channel` with its measurements in the order
 their publisher writes them on the wire; docs/icd.md's telemetry table is generated from it
 (``python -m ground.icd docs/icd.md``, checked by tests/test_telemetry_dictionary.py). The plant
-simulator publishes the plant channels (:data:`PLANT_CHANNELS`, ``hil.plant.telemetry``) and its
-time tone on ``clock`` (``hil.plant_service``), flightd the ``compute`` channel (:func:`compute_values`) and
-the ``board`` channel (what its board's own sensors read, :meth:`flight.board.BoardSample.values`; a value
-the board does not measure is left out).
+simulator publishes the plant channels (:data:`PLANT_CHANNELS`, ``hil.plant.telemetry``), the
+radiation environment on ``radiation`` and its time tone on ``clock`` (``hil.plant_service``), flightd
+the ``compute`` channel (:func:`compute_values`) and its soft-error counters on ``soft_errors``
+(:data:`FLIGHTD_CHANNELS`; docs/radiation.md), and the ``board`` channel (what its board's own sensors
+read, :meth:`flight.board.BoardSample.values`; a value the board does not measure is left out).
 
-Units: ``V``, ``A``, ``W``, ``Wh``, ``°C``, ``deg``, ``s``; ``fraction`` (0..1), ``flag`` (0 or 1),
-``count``, ``cores`` (busy cores, 0..n), ``code`` (an enumeration given in the description), ``s/s``
-(simulated seconds per wall-clock second). Every value travels as a number
-(``link.messages.Telemetry.values``).
+Units: ``V``, ``A``, ``W``, ``Wh``, ``°C``, ``deg``, ``s``, ``nT`` (magnetic field), ``GV`` (rigidity),
+``R_E`` (Earth radii), ``bytes``; ``fraction`` (0..1), ``flag`` (0 or 1), ``count``, ``cores`` (busy
+cores, 0..n), ``code`` (an enumeration given in the description), ``s/s`` (simulated seconds per
+wall-clock second), ``ratio`` (a dimensionless quantity that may exceed 1), ``/Mbit/day`` (events per
+10^6 bits per day). Every value travels as a number (``link.messages.Telemetry.values``).
 
 Physical ranges: every measurement has the range a real value can take (:attr:`Measurement.low`,
 :attr:`Measurement.high`, inclusive): a state of charge or a flag outside 0..1, a temperature below
@@ -41,6 +43,8 @@ ORBIT = "orbit"
 COMPUTE = "compute"
 CLOCK = "clock"
 BOARD = "board"
+RADIATION = "radiation"
+SOFT_ERRORS = "soft_errors"
 
 # ------------------------------------------------------------------------------------- values
 
@@ -77,6 +81,30 @@ TEMP_C = "temp_c"
 POWER_W = "power_w"
 UNDER_VOLTAGE = "under_voltage"
 THROTTLED = "throttled"
+B_NT = "b_nt"
+L_SHELL = "l_shell"
+CUTOFF_GV = "cutoff_gv"
+FLUX = "flux"
+UPSET_RATE = "upset_rate_per_mbit_day"
+WEIGHT_BYTES = "weight_bytes"
+SCRUB_CPU = "scrub_cpu"
+SCRUB_CPU_S = "scrub_cpu_s"
+BLOCKS_CORRUPT = "blocks_corrupt"
+BITS_REPAIRED = "bits_repaired"
+REPAIRS_FAILED = "repairs_failed"
+SUSPECT_JOBS = "suspect_jobs"
+RERUNS_CHANGED = "reruns_changed"
+CHECKED_JOBS = "checked_jobs"
+MISMATCHES = "mismatches"
+UNRESOLVED = "unresolved"
+FIRST_RUN_CORE_S = "first_run_core_s"
+REDUNDANT_CORE_S = "redundant_core_s"
+STORED_CORRUPT = "stored_corrupt"
+INJECTED_WEIGHT_BITS = "injected_weight_bits"
+INJECTED_RUN_FAULTS = "injected_run_faults"
+RUN_FAULTS_CHANGED = "run_faults_changed"
+RUN_FAULTS_DETECTED = "run_faults_detected"
+RUN_FAULTS_ESCAPED = "run_faults_escaped"
 
 # ------------------------------------------------------------------------------------- modes
 
@@ -247,12 +275,53 @@ CHANNELS: dict[str, Channel] = {
             Measurement(MET_S, "s", "mission elapsed time: the simulator's own seconds, which no clock fault "
                         "moves (t_s may jump); relative sequence delays count on it (docs/sil.md)", low=0.0),
         )),
+        Channel(RADIATION, "plant / radiation environment (hil.plant.radiation; a dosimeter in flight)", (
+            Measurement(B_NT, "nT", "geomagnetic field strength at the spacecraft (IGRF)", low=0.0),
+            Measurement(L_SHELL, "R_E", "dipole McIlwain L shell", low=1.0),
+            Measurement(CUTOFF_GV, "GV", "vertical geomagnetic cutoff rigidity (Störmer)", low=0.0),
+            Measurement(FLUX, "ratio", "flux proxy: upset rate over the reference orbit's mean (1.0 = Alsat-1's "
+                        "average; > 1 in the South Atlantic Anomaly)", low=0.0),
+            Measurement(UPSET_RATE, "/Mbit/day", "single-event upsets per 10^6 memory bits per day here", low=0.0),
+        )),
+        Channel(SOFT_ERRORS, "flightd (counts since start; docs/radiation.md)", (
+            Measurement(WEIGHT_BYTES, "bytes", "model weights held in flightd's memory and scrubbed, all replicas",
+                        low=0.0),
+            Measurement(SCRUB_CPU, "fraction", "share of one core the scrubber used since the last sample",
+                        low=0.0, high=1.0),
+            Measurement(SCRUB_CPU_S, "s", "CPU time spent scrubbing", low=0.0),
+            Measurement(BLOCKS_CORRUPT, "count", "weight blocks the scrubber found corrupt", low=0.0),
+            Measurement(BITS_REPAIRED, "count", "weight bits the scrubber restored", low=0.0),
+            Measurement(REPAIRS_FAILED, "count", "repairs that failed (model file untrusted: model unloaded)",
+                        low=0.0),
+            Measurement(SUSPECT_JOBS, "count", "jobs run on weights later found corrupt (re-run or flagged)",
+                        low=0.0),
+            Measurement(RERUNS_CHANGED, "count", "re-runs whose result differed: the result was corrected", low=0.0),
+            Measurement(CHECKED_JOBS, "count", "jobs run under dmr or tmr", low=0.0),
+            Measurement(MISMATCHES, "count", "checked jobs whose runs disagreed (voted or unresolved)", low=0.0),
+            Measurement(UNRESOLVED, "count", "checked jobs with no majority (failed, never answered)", low=0.0),
+            Measurement(FIRST_RUN_CORE_S, "s", "core-seconds of every job's first run", low=0.0),
+            Measurement(REDUNDANT_CORE_S, "s", "core-seconds of runs beyond a job's first (redundancy's cost)",
+                        low=0.0),
+            Measurement(STORED_CORRUPT, "count", "stored job inputs or results that failed their checksum",
+                        low=0.0),
+            Measurement(INJECTED_WEIGHT_BITS, "count", "TEST-ONLY: weight bits flipped by fault injection", low=0.0),
+            Measurement(INJECTED_RUN_FAULTS, "count", "TEST-ONLY: injected run faults applied to a run", low=0.0),
+            Measurement(RUN_FAULTS_CHANGED, "count", "TEST-ONLY: injected run faults that changed the run's outputs",
+                        low=0.0),
+            Measurement(RUN_FAULTS_DETECTED, "count", "TEST-ONLY: injected run faults a redundant run caught",
+                        low=0.0),
+            Measurement(RUN_FAULTS_ESCAPED, "count", "TEST-ONLY: injected run faults that changed a result "
+                        "returned unchecked", low=0.0),
+        )),
     )
 }
 """Every telemetry channel by name."""
 
 PLANT_CHANNELS: tuple[str, ...] = (POWER, THERMAL, ORBIT)
 """The channels the plant (power system, sensors, ADCS; the simulator under ``hil``) publishes."""
+
+FLIGHTD_CHANNELS: tuple[str, ...] = (COMPUTE, SOFT_ERRORS, BOARD)
+"""The channels flightd publishes itself: it hears them back on ``tlm/+`` and feeds them to nothing."""
 
 
 def _measurement(channel: str, key: str) -> Measurement | None:

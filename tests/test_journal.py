@@ -68,8 +68,7 @@ def test_complete_stores_result_and_counts_completions(journal: JobJournal) -> N
     r = journal.complete("a", b"RESULT-A", 3.0)
     assert (r.state, r.completions, r.attempt, r.updated_utc, r.reason) == (JobState.DONE, 1, 1, 3.0, None)
     assert journal.result("a") == b"RESULT-A"
-    with pytest.raises(KeyError):
-        journal.request("a")  # the request bytes are dropped once the job is done
+    assert journal.request("a") == b"request of a"  # kept until the result is acknowledged (to recompute it)
     assert journal.unacked_results() == ["a"]
     # the journal counts honestly: a second completion is visible (the daemon's invariant is <= 1)
     assert journal.complete("a", b"RESULT-A2", 4.0).completions == 2
@@ -88,7 +87,10 @@ def test_ack_result(journal: JobJournal) -> None:
     assert journal.ack_result("queued-job-without-result", 14.0) is False
     assert journal.unacked_results() == ["c", "b"]
     assert journal.result("a") == b""  # bytes dropped, row kept
+    with pytest.raises(KeyError):
+        journal.request("a")  # the request bytes are dropped once the ground holds the result
     assert journal.result("b") == b"B"
+    assert journal.request("b") == b"request of b"
 
 
 def test_requeue_running_after_reopen(tmp_path: Path) -> None:
@@ -203,3 +205,53 @@ def test_kill9_after_commit_loses_nothing(tmp_path: Path) -> None:
         assert all(r.completions == (1 if r.state is JobState.DONE else 0) for r in j.jobs())
     finally:
         j.close()
+
+
+def test_stored_request_and_result_are_checked_when_read_back(tmp_path: Path) -> None:
+    """A bit flipped in a stored blob (here behind the journal's back, as the disk would) is refused on
+    read; replace_result stores a new result with its own checksum and leaves completions alone."""
+    from flight.journal import StoredCorruption, payload_digest
+
+    path = tmp_path / "j.sqlite3"
+    j = JobJournal(path)
+    add(j, "a", 1.0)
+    j.complete("a", b"RESULT-A", 2.0)
+    with sqlite3.connect(path) as db:
+        req_sum = db.execute("SELECT request_sha256 FROM jobs WHERE job_id = 'a'").fetchone()[0]
+        res_sum = db.execute("SELECT payload_sha256 FROM results WHERE job_id = 'a'").fetchone()[0]
+        assert (req_sum, res_sum) == (payload_digest(b"request of a"), payload_digest(b"RESULT-A"))
+        db.execute("UPDATE jobs SET request = ? WHERE job_id = 'a'", (b"request of b",))
+        db.execute("UPDATE results SET payload = ? WHERE job_id = 'a'", (b"RESULT-B",))
+    with pytest.raises(StoredCorruption, match="stored request failed its sha256"):
+        j.request("a")
+    with pytest.raises(StoredCorruption, match="stored result failed its sha256") as caught:
+        j.result("a")
+    assert (caught.value.job_id, caught.value.what) == ("a", "result")
+    assert j.replace_result("a", b"RESULT-A again", 3.0) is True
+    assert j.result("a") == b"RESULT-A again" and j.get("a").completions == 1  # type: ignore[union-attr]
+    # the TEST-ONLY flip changes the blob, not its checksum
+    assert j.flip_stored_bits("a", "result", [0, 9]) == len(b"RESULT-A again") * 8
+    with pytest.raises(StoredCorruption):
+        j.result("a")
+    assert j.flip_stored_bits("nope", "request", [1]) == 0
+    j.ack_result("a", 4.0)
+    assert j.replace_result("a", b"late", 5.0) is False and j.result("a") == b""
+    j.close()
+
+
+def test_a_journal_from_before_the_checksums_gets_the_columns_and_reads_its_old_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema as it was, one job done
+        db.executescript(
+            "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, state TEXT NOT NULL, model TEXT NOT NULL, version TEXT,"
+            " priority INTEGER NOT NULL, deadline_utc REAL, received_utc REAL NOT NULL, updated_utc REAL NOT NULL,"
+            " attempt INTEGER NOT NULL DEFAULT 0, completions INTEGER NOT NULL DEFAULT 0, reason TEXT, request BLOB);"
+            "CREATE TABLE results (job_id TEXT PRIMARY KEY REFERENCES jobs(job_id), payload BLOB NOT NULL,"
+            " created_utc REAL NOT NULL, acked_utc REAL);"
+            "INSERT INTO jobs VALUES ('old', 'done', 'm', '1', 5, NULL, 1.0, 2.0, 1, 1, NULL, x'01');"
+            "INSERT INTO results VALUES ('old', x'0203', 2.0, NULL);")
+    j = JobJournal(path)
+    assert j.result("old") == b"\x02\x03" and j.request("old") == b"\x01"  # no checksum: read unchecked
+    add(j, "new", 3.0)
+    assert j.request("new") == b"request of new"
+    j.close()

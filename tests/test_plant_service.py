@@ -158,8 +158,9 @@ def test_plant_runner_tones_start_every_quarter_period_and_after_each_sample(tmp
     assert all(s.values == {"rate": 200.0, "met_s": s.t_s} for s in out if s.channel == "clock")
     power = [s.t_s for s in out if s.channel == "power"]
     assert power == [40.0, 80.0, 200.0, 240.0, 280.0]  # 120 and 160 withheld: the dropout is [100, 200)
+    assert [s.t_s for s in out if s.channel == "radiation"] == power  # the environment at the same instants
     for i, s in enumerate(out):
-        if s.channel == "orbit":  # the last channel of a sample instant: the tone of that instant follows
+        if s.channel == "radiation":  # the last channel of a sample instant: the tone of that instant follows
             assert (out[i + 1].channel, out[i + 1].t_s) == ("clock", s.t_s)
 
 

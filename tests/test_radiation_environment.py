@@ -124,3 +124,19 @@ def test_table_for_the_nominal_scenario() -> None:
     values = table.at(1234.5)
     assert set(values) == {"b_nt", "l_shell", "cutoff_gv", "flux", "upset_rate_per_mbit_day"}
     assert values["flux"] == pytest.approx(float(flux[123]))
+
+
+def test_feed_extends_its_table_as_time_advances(env: RadiationEnvironment) -> None:
+    """The plant service's feed: tables of 1 h here, computed as time advances, give what one table of the
+    whole span gives at every instant (the grid is the same), and every value is a valid reading."""
+    from hil.plant.radiation import RadiationFeed
+    from link.telemetry import RADIATION, value_problem
+
+    orbit = load_scenario("nominal-550km").config.orbit
+    feed = RadiationFeed(orbit, step_s=10.0, chunk_s=3600.0, env=env)
+    whole = RadiationTable.for_orbit(orbit, 4 * 3600.0, step_s=10.0, env=env)
+    for t in np.arange(0.0, 4 * 3600.0, 97.0):
+        got = feed.at(float(t))
+        assert got == pytest.approx(whole.at(float(t)), rel=1e-9)
+        assert [value_problem(RADIATION, k, v) for k, v in got.items()] == [None] * 5
+    assert feed.at(4 * 3600.0 + 5.0)["b_nt"] > 0  # past the first chunks: computed on demand

@@ -9,8 +9,9 @@ import onnxruntime as ort
 import pytest
 
 from flight.radiation.abft import ConvChecksums, GemmChecksum, ModelChecksums
-from flight.radiation.redundancy import Redundancy, Verdict, decide, replica_for, run_checked, same
+from flight.radiation.redundancy import Verdict, decide, replica_for, run_checked, same
 from flight.radiation.weights import WeightStore
+from link.messages import Redundancy
 from tests.test_radiation_weights import feeds, model_bytes, session
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -177,3 +178,35 @@ def test_conv_checksums_see_a_flip_in_any_convolution() -> None:
 def test_conv_checksums_need_float_convolutions() -> None:
     with pytest.raises(ValueError, match="no float32 Conv"):
         ConvChecksums.for_model(WeightStore("tile-int8", model_bytes("tile-int8")))
+
+
+def test_runs_on_weights_repaired_meanwhile_are_made_again() -> None:
+    """Both replicas corrupted, differently: the two first runs disagree; the check before the vote repairs
+    both, so both runs are dropped and two new ones agree (no unresolved verdict, the right answer)."""
+    clean = run_checked(Redundancy.DMR, lambda i: out(1.0), lambda i: [0] if i == 1 else [])
+    assert clean.verdict.status == "agreed" and clean.verdict.runs == 3  # dropped, but it agreed: "agreed"
+    good, bad0, bad1 = out(1.0), out(2.0), out(3.0)
+    corrupt = {0: True, 1: True}
+    answers: list[int] = []
+
+    def run(i: int) -> Arrays:
+        slot = i % 2
+        answers.append(slot)
+        return (bad0 if slot == 0 else bad1) if corrupt[slot] else good
+
+    def discard(i: int) -> list[int]:
+        if i >= 2 and any(corrupt.values()):  # the vote's check repairs every replica
+            corrupt.update({0: False, 1: False})
+            return [0, 1]
+        return []
+
+    checked = run_checked(Redundancy.DMR, run, discard)  # the dropped runs disagreed: "voted", not "agreed"
+    assert checked.verdict.status == "voted" and checked.verdict.runs == 4 and checked.verdict.winner == 2
+    assert checked.outputs is not None and same(checked.outputs, good) and len(checked.runs) == 4
+    # without the check the vote reads corrupt replica 0 again and its wrong answer wins: why the check is made
+    corrupt.update({0: True, 1: True})
+    unchecked = run_checked(Redundancy.DMR, run, lambda i: [])
+    assert unchecked.verdict.status == "voted" and unchecked.outputs is not None and same(unchecked.outputs, bad0)
+    # runs are bounded
+    always = run_checked(Redundancy.DMR, lambda i: out(float(i)), lambda i: [i - 1] if i else [], max_runs=6)
+    assert always.verdict.status == "unresolved" and always.verdict.runs == 6

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.radiation import model_bytes, verified_reload
+from bench.radiation_inprocess import model_bytes, verified_reload
 from flight.model_proto import ModelProtoError, read_graph, with_graph_outputs
 from flight.radiation.scrubber import Scrubber
 from flight.radiation.weights import WeightStore, ownership_probe

@@ -26,10 +26,16 @@ THERMAL_KEYS = ["board_c", "radiator_c"]
 ORBIT_KEYS = ["sunlit", "beta_deg", "period_s", "eclipse_fraction", "t_orbit_s", "illumination"]
 COMPUTE_KEYS = ["busy_cores", "running", "queued", "jobs_done", "concurrency", "intra_op_threads", "duty_cycle",
                 "mode_code", "budget_w"]
+RADIATION_KEYS = ["b_nt", "l_shell", "cutoff_gv", "flux", "upset_rate_per_mbit_day"]
+SOFT_ERROR_KEYS = ["weight_bytes", "scrub_cpu", "scrub_cpu_s", "blocks_corrupt", "bits_repaired", "repairs_failed",
+                   "suspect_jobs", "reruns_changed", "checked_jobs", "mismatches", "unresolved", "first_run_core_s",
+                   "redundant_core_s", "stored_corrupt", "injected_weight_bits", "injected_run_faults",
+                   "run_faults_changed", "run_faults_detected", "run_faults_escaped"]
 
 
 def test_dictionary_channels_keys_and_units() -> None:
-    assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "board", "clock"]
+    assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "board", "clock", "radiation",
+                             "soft_errors"]
     assert list(CHANNELS["board"].keys) == ["temp_c", "power_w", "under_voltage", "throttled", "busy_cores"]
     assert [CHANNELS["board"].measurement(k).unit for k in CHANNELS["board"].keys] == ["°C", "W", "flag", "flag",
                                                                                         "cores"]
@@ -40,6 +46,10 @@ def test_dictionary_channels_keys_and_units() -> None:
     assert list(CHANNELS["thermal"].keys) == THERMAL_KEYS
     assert list(CHANNELS["orbit"].keys) == ORBIT_KEYS
     assert list(CHANNELS["compute"].keys) == COMPUTE_KEYS
+    assert list(CHANNELS["radiation"].keys) == RADIATION_KEYS
+    assert list(CHANNELS["soft_errors"].keys) == SOFT_ERROR_KEYS
+    assert CHANNELS["radiation"].measurement("b_nt").unit == "nT"
+    assert CHANNELS["radiation"].measurement("upset_rate_per_mbit_day").unit == "/Mbit/day"
     for channel in CHANNELS.values():
         assert all(m.unit and m.description for m in channel.measurements), channel.name
     units = {(ch, m.key): m.unit for ch, c in CHANNELS.items() for m in c.measurements}

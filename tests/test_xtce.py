@@ -128,7 +128,8 @@ def test_commands_and_their_arguments() -> None:
     commands = {m.get("name"): m for m in root.findall("x:CommandMetaData/x:MetaCommandSet/x:MetaCommand", NS)}
     actions = [b.model_fields["action"].default for b in command_bodies()]
     assert set(actions) == {"cancel", "ack_result", "get_job", "list_jobs", "ping", "list_models",
-                            "activate_model", "rollback_model", "list_keys", "add_key", "rotate_key", "revoke_key"}
+                            "activate_model", "rollback_model", "list_keys", "add_key", "rotate_key", "revoke_key",
+                            "inject_fault"}
     assert list(commands) == ["Command", *actions]
     assert commands["Command"].get("abstract") == "true"
     envelope = [a.get("name") for a in commands["Command"].findall("x:ArgumentList/x:Argument", NS)]

@@ -17,6 +17,9 @@ the current allocation with the per-model costs of :class:`flight.governor.costs
 - defer: it cannot finish before its deadline within the current budget behind the work ahead
   (it stays queued and is re-examined next cycle, when the budget may be larger);
 - start: admitted, and a concurrency slot is free.
+
+A job's work is its units times the runs of its mode (:func:`flight.governor.costs.checked_units`):
+the stronger of the mode it asks for and ``floor``, the governor's high-flux mode (docs/radiation.md).
 Every deferral and rejection carries its reason, with durations in mission seconds (the governor's
 time base, in which the cost model's estimates are taken).
 
@@ -33,18 +36,22 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from flight.governor.costs import CostModel
+from flight.governor.costs import CostModel, checked_units
 from flight.queue_policy import QueuedJob, policy_order
+from flight.radiation.redundancy import strongest
+from link.messages import Redundancy
 
 
 @dataclass(frozen=True)
 class RunningJob:
-    """A job on the executor; ``done_fraction`` of its work is done (0 if unknown)."""
+    """A job on the executor; ``done_fraction`` of its work is done (0 if unknown); ``redundancy`` the mode
+    it runs under."""
 
     job_id: str
     model: str
     units: float = 1.0
     done_fraction: float = 0.0
+    redundancy: Redundancy = Redundancy.NONE
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,8 @@ PRIORITIES = 10
 
 
 def _units_left(r: RunningJob) -> float:
-    return r.units * (1.0 - min(1.0, max(0.0, r.done_fraction)))
+    """Work units a running job has left, its redundant runs counted."""
+    return checked_units(r.units, r.redundancy) * (1.0 - min(1.0, max(0.0, r.done_fraction)))
 
 
 def committed_core_s(queued: Iterable[QueuedJob], running: Sequence[RunningJob],
@@ -100,7 +108,8 @@ def committed_core_s(queued: Iterable[QueuedJob], running: Sequence[RunningJob],
     running jobs. What a fleet dispatcher adds up as the work ahead of a job (``Status.outlook``)."""
     per_priority = [0.0] * PRIORITIES
     for job in queued:
-        per_priority[min(PRIORITIES - 1, max(0, job.priority))] += job.units * costs.estimate(job.model).core_s
+        units = checked_units(job.units, job.redundancy)
+        per_priority[min(PRIORITIES - 1, max(0, job.priority))] += units * costs.estimate(job.model).core_s
     running_core_s = sum(_units_left(r) * costs.estimate(r.model).core_s for r in running)
     return per_priority, running_core_s
 
@@ -112,10 +121,12 @@ def plan_dispatch(
     alloc: Allocation,
     costs: CostModel,
     rate: float = 1.0,
+    floor: Redundancy = Redundancy.NONE,
 ) -> DispatchPlan:
     """Decide what to start, defer and reject now (pure; see the module docstring).
 
-    ``now``: on the queue's clock; ``rate``: mission seconds per second of that clock (> 0).
+    ``now``: on the queue's clock; ``rate``: mission seconds per second of that clock (> 0); ``floor``:
+    the mode no job runs below now.
     ``Verdict.finish_estimate_s`` is on the queue's clock."""
     if rate <= 0:
         raise ValueError(f"rate must be > 0, got {rate}")
@@ -132,7 +143,8 @@ def plan_dispatch(
         energy_ahead += left * c.energy_j
     for job in policy_order(queued):
         c = costs.estimate(job.model)
-        core_job, energy_job = job.units * c.core_s, job.units * c.energy_j
+        units = checked_units(job.units, strongest(job.redundancy, floor))
+        core_job, energy_job = units * c.core_s, units * c.energy_j
         alone_full = now + core_job / alloc.full_cores / rate if alloc.full_cores > 0 else math.inf
         if cores > 0 and compute_w > 0:
             finish = now + max((core_ahead + core_job) / cores, (energy_ahead + energy_job) / compute_w) / rate

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from flight.governor.limits import LimitConfig, Limits, LimitSeverity, board_flag_limits
+from link.messages import Redundancy
 from link.telemetry import POWER, THERMAL, Mode
 
 
@@ -110,6 +111,17 @@ class ActuatorPolicy(_Cfg):
         return {Mode.NOMINAL: 1.0, Mode.THROTTLED: self.throttled_frequency_fraction, Mode.SAFE: 0.0}[mode]
 
 
+class RadiationPolicy(_Cfg):
+    """Redundancy scheduled by orbit (docs/radiation.md): while the plant's ``radiation`` channel reads a
+    flux proxy above ``high_flux`` (1.0 = the reference orbit's mean upset rate; the South Atlantic
+    Anomaly reads 2-50), every job runs at least ``mode``. On the nominal 550 km, 53 deg orbit, flux > 1
+    holds 7.3 % of the day and 80 % of its upsets (bench.radiation). A radiation sample older than the
+    governor's staleness limit no longer raises anything; ``mode = "none"`` turns the policy off."""
+
+    high_flux: float = Field(default=1.0, ge=0.0)
+    mode: Redundancy = Redundancy.DMR
+
+
 class GovernorConfig(_Cfg):
     """Everything the governor needs. See docs/governor.md for the meaning of each margin."""
 
@@ -135,6 +147,7 @@ class GovernorConfig(_Cfg):
     array_peak_w: float | None = Field(
         default=None, gt=0.0,
         description="solar array power at normal incidence (W, design); None: the most seen in sunlight")
+    radiation: RadiationPolicy = RadiationPolicy()
 
     def limit(self, name: str) -> LimitConfig | None:
         return next((lim for lim in self.limits if lim.name == name), None)

@@ -6,11 +6,19 @@ INT8 static-QDQ 7-conv CNN, 3x128x128, 496 inf/s at 2 intra-op threads, batch 1,
 development machine (/work/shared/reference/boards-and-runtime.md, "Measured on the development
 machine"). So one tile costs 1/496 s of wall time at 2 threads = 2/496 core-seconds, and
 ``core_s * w_per_core`` joules above the board's idle power.
+
+Redundant execution (docs/radiation.md) multiplies a job's work: :func:`checked_units` counts a job run
+under ``dmr`` as two units per unit and under ``tmr`` as three (the third run a DMR mismatch adds is
+rare and not foreseen). Measured runs are folded in per run, so a model's cost stays that of one
+inference whatever modes its jobs ran under.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from flight.radiation.redundancy import RUNS_FIRST
+from link.messages import Redundancy
 
 TILE_MODEL_INF_PER_S = 496.0
 """INT8 tile CNN inferences per second at 2 threads (boards-and-runtime.md)."""
@@ -34,6 +42,11 @@ class ModelCost:
         if duty_cycle <= 0.0 or threads < 1:
             return float("inf")
         return units * self.core_s / (threads * duty_cycle)
+
+
+def checked_units(units: float, mode: Redundancy) -> float:
+    """Work units of a job of ``units`` run under ``mode``: x1 none, x2 dmr, x3 tmr (time and energy)."""
+    return units * RUNS_FIRST[mode]
 
 
 def seed_cost(w_per_core: float) -> ModelCost:

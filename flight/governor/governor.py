@@ -26,7 +26,9 @@ included), ``concurrency`` (jobs at once, >= 0), ``intra_op_threads`` (>= 1), ``
 (0..1, fraction of time the executor may run), ``preempt`` (stop running jobs now: True while
 SAFE), ``reasons`` (why this mode/budget), ``mode_changed`` (this update changed the mode), plus
 ``busy_cores`` (the allowed busy cores = concurrency * threads * duty), ``binding`` (which
-constraint set the budget) and ``mode_code`` (0/1/2 for the ``compute`` channel).
+constraint set the budget), ``mode_code`` (0/1/2 for the ``compute`` channel) and ``redundancy`` (the
+mode no job runs below now: ``config.radiation.mode`` while the ``radiation`` channel's flux proxy
+exceeds ``config.radiation.high_flux``, else none; its runs are counted in admission's budget).
 
 Mode rules (issue 5): SAFE at once on a tripped hard limit (after its debounce count) or when a
 required channel is missing or older than ``stale_periods`` telemetry periods; SAFE is left only
@@ -65,7 +67,7 @@ from flight.governor.limits import (
 )
 from flight.governor.modes import ModeInputs, ModeMachine
 from flight.queue_policy import QueuedJob
-from link.messages import Mode
+from link.messages import Mode, Redundancy
 from link.telemetry import (
     BATTERY_V,
     BATTERY_WH,
@@ -74,11 +76,13 @@ from link.telemetry import (
     BUS_W,
     COMPUTE_W,
     ECLIPSE_FRACTION,
+    FLUX,
     LOAD_W,
     MODE_CODES,
     ORBIT,
     PERIOD_S,
     POWER,
+    RADIATION,
     RADIATOR_C,
     SOC,
     SOLAR_W,
@@ -144,6 +148,7 @@ class Decision:
     limit_events: list[str] = field(default_factory=list)
     frequency_fraction: float | None = None
     power_mode: str | None = None
+    redundancy: Redundancy = Redundancy.NONE
 
     @property
     def mode_code(self) -> int:
@@ -266,6 +271,20 @@ class Governor:
                                   v[T_ORBIT_S] + (now_s - t), "orbit channel")
         return self.orbit_estimator.phase(now_s)
 
+    def redundancy_floor(self, now_s: float) -> tuple[Redundancy, str | None]:
+        """(the mode no job may run below, why) from the latest fresh ``radiation`` sample."""
+        policy, cfg = self.config.radiation, self.config
+        got = self.latest.get(RADIATION)
+        if policy.mode is Redundancy.NONE or got is None or FLUX not in got[1]:
+            return Redundancy.NONE, None
+        t, values = got
+        if now_s - t > cfg.stale_periods * cfg.telemetry_period_s:
+            return Redundancy.NONE, None
+        if values[FLUX] > policy.high_flux:
+            why = f"radiation: flux {values[FLUX]:.2f} > {policy.high_flux:g}: jobs run {policy.mode.value}"
+            return policy.mode, why
+        return Redundancy.NONE, None
+
     # --------------------------------------------------------------------------- budget
 
     def budget(self, now_s: float) -> tuple[float, str, list[str]]:
@@ -350,6 +369,9 @@ class Governor:
         conc, threads, duty = allocation_for(busy, board, cfg.min_busy_cores)
         if mode is Mode.SAFE:
             conc, threads, duty = 0, 1, 0.0
+        floor, why = self.redundancy_floor(now_s)
+        if why is not None:
+            notes.append(why)
         d = Decision(
             mode=mode,
             budget_w=p,
@@ -364,6 +386,7 @@ class Governor:
             limit_events=[t.describe() for t in transitions],
             frequency_fraction=cfg.actuators.frequency_fraction(mode),
             power_mode=cfg.actuators.power_modes.get(mode),
+            redundancy=floor,
         )
         self.last = d
         return d
@@ -380,11 +403,14 @@ class Governor:
     def dispatch(
         self, now: float, queued: Iterable[QueuedJob], running: Sequence[RunningJob], rate: float = 1.0
     ) -> DispatchPlan:
-        """Scheduler policy at the last decision's allocation (see flight.governor.admission): ``now``
-        and the jobs on the queue's clock, ``rate`` mission seconds per second of it."""
-        return plan_dispatch(now, queued, running, self.allocation(), self.costs, rate)
+        """Scheduler policy at the last decision's allocation and redundancy floor (see
+        flight.governor.admission): ``now`` and the jobs on the queue's clock, ``rate`` mission seconds
+        per second of it."""
+        floor = self.last.redundancy if self.last is not None else Redundancy.NONE
+        return plan_dispatch(now, queued, running, self.allocation(), self.costs, rate, floor)
 
     def record_run(self, model: str, wall_s: float, threads: int, units: float = 1.0,
                    busy_core_s: float | None = None, energy_j: float | None = None) -> ModelCost:
-        """Learn a model's cost from one measured run (see CostModel.observe)."""
+        """Learn a model's cost from one measured run (see CostModel.observe): one inference, not a
+        redundant job's several (the caller divides)."""
         return self.costs.observe(model, wall_s, threads, units, busy_core_s, energy_j)

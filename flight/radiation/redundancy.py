@@ -17,27 +17,27 @@ Cost: DMR doubles the compute of every job (three runs when a fault is caught), 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from link.str_enum import StrEnum
+from link.messages import Redundancy
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
-
-class Redundancy(StrEnum):
-    """How a job's result is checked (a job field later; the governor may raise it in high flux)."""
-
-    NONE = "none"
-    DMR = "dmr"
-    TMR = "tmr"
-
-
 RUNS_FIRST = {Redundancy.NONE: 1, Redundancy.DMR: 2, Redundancy.TMR: 3}
-"""Runs made before anything is compared."""
+"""Runs made before anything is compared (also the governor's cost multiplier of a mode)."""
+
+MAX_RUNS = 6
+"""Most runs one checked job makes (runs on weights repaired meanwhile are made again): then unresolved."""
+
+
+def strongest(*modes: Redundancy | None) -> Redundancy:
+    """The strongest of ``modes`` (none < dmr < tmr; None counts as none): how a job's own mode, its
+    model's and priority's defaults and the governor's high-flux floor combine."""
+    return max((m for m in modes if m is not None), key=lambda m: RUNS_FIRST[m], default=Redundancy.NONE)
 
 
 @dataclass(frozen=True)
@@ -97,20 +97,39 @@ def replica_for(run: int, replicas: int) -> int:
 
 @dataclass(frozen=True)
 class CheckedRun:
-    """Outputs of the winning run (None if unresolved) with the verdict and every run's outputs."""
+    """Outputs of the winning run (None if unresolved) with the verdict and every run's outputs, in order."""
 
     outputs: Arrays | None
     verdict: Verdict
     runs: list[Arrays]
 
 
-def run_checked(mode: Redundancy, run: Callable[[int], Arrays]) -> CheckedRun:
-    """Call ``run(i)`` for i = 0, 1, ... until :func:`decide` gives a verdict."""
+def run_checked(mode: Redundancy, run: Callable[[int], Arrays],
+                discard: Callable[[int], Collection[int]] | None = None, max_runs: int = MAX_RUNS) -> CheckedRun:
+    """Call ``run(i)`` for i = 0, 1, ... until :func:`decide` gives a verdict on the runs that count.
+
+    Before run ``i``, ``discard(i)`` may name earlier runs whose answers no longer count (the weights they
+    read were just found corrupt and repaired): they are dropped and replaced by new runs, so that one
+    copy corrupted in each replica cannot leave a vote without a majority; a verdict over dropped runs
+    that disagreed is "voted", not "agreed". After ``max_runs`` runs the verdict is "unresolved". The
+    verdict's ``winner`` indexes ``runs`` (every run, in order) and its ``runs`` counts them all."""
     outputs: list[Arrays] = []
+    kept: list[int] = []
     while True:
-        step = decide(mode, outputs)
+        step = decide(mode, [outputs[k] for k in kept])
         if isinstance(step, Verdict):
-            winner = outputs[step.winner] if step.winner is not None else None
-            return CheckedRun(winner, step, outputs)
+            winner = kept[step.winner] if step.winner is not None else None
+            status = step.status
+            if status == "agreed" and winner is not None and any(not same(o, outputs[winner]) for o in outputs):
+                status = "voted"  # a dropped run disagreed: the answer was chosen over it
+            verdict = Verdict(status, winner, len(outputs))
+            return CheckedRun(outputs[winner] if winner is not None else None, verdict, outputs)
         for _ in range(step):
-            outputs.append(run(len(outputs)))
+            i = len(outputs)
+            if i >= max_runs:
+                return CheckedRun(None, Verdict("unresolved", None, i), outputs)
+            if discard is not None:
+                dropped = set(discard(i))
+                kept = [k for k in kept if k not in dropped]
+            outputs.append(run(i))
+            kept.append(i)

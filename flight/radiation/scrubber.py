@@ -77,11 +77,25 @@ class Scrubber:
                 continue
             corrupt = store.scrub(now, budget)
             checked += budget * store.replicas
-            if not corrupt:
-                continue
-            found.extend(corrupt)
-            try:
-                repaired.extend(store.repair(corrupt, now, functools.partial(self.reload, store.model)))
-            except Exception as exc:  # the file cannot be trusted either: the caller unloads the model
-                failed[store.model] = str(exc)
+            self._repair(store, corrupt, now, found, repaired, failed)
         return ScrubReport(checked, found, repaired, failed)
+
+    def check_now(self, model: str, now: float) -> ScrubReport:
+        """Every block of ``model``'s store, now, repaired as :meth:`step` does (when redundant runs
+        disagreed: a flipped replica is repaired before the sweep would reach it)."""
+        store = self.stores[model]
+        found: list[CorruptBlock] = []
+        repaired: list[Repair] = []
+        failed: dict[str, str] = {}
+        self._repair(store, store.verify_all(now), now, found, repaired, failed)
+        return ScrubReport(store.blocks * store.replicas, found, repaired, failed)
+
+    def _repair(self, store: WeightStore, corrupt: list[CorruptBlock], now: float, found: list[CorruptBlock],
+                repaired: list[Repair], failed: dict[str, str]) -> None:
+        if not corrupt:
+            return
+        found.extend(corrupt)
+        try:
+            repaired.extend(store.repair(corrupt, now, functools.partial(self.reload, store.model)))
+        except Exception as exc:  # the file cannot be trusted either: the caller unloads the model
+            failed[store.model] = str(exc)

@@ -283,18 +283,24 @@ class WeightStore:
 
     # ------------------------------------------------------------------------------------ fault injection
 
-    def flip(self, replica: int, bit: int) -> str:
-        """Fault injection (tests, benchmarks, the SIL run): invert bit ``bit`` of ``replica``'s weights,
-        counted over the weight bytes only (padding excluded); returns the tensor hit."""
+    def locate(self, bit: int) -> tuple[str, int]:
+        """(tensor, byte offset in a replica's buffer) of weight bit ``bit``, counted over the weight bytes
+        only (padding excluded); ValueError outside them. The block is ``offset // block_bytes``."""
         if not 0 <= bit < self.weight_bytes * 8:
             raise ValueError(f"bit {bit} outside the {self.weight_bytes * 8} weight bits of {self.model}")
         byte = bit // 8
         for slot in self.slots:
             if byte < slot.nbytes:
-                self._replicas[replica].buffer[slot.offset + byte] ^= np.uint8(1 << (bit % 8))
-                return slot.name
+                return slot.name, slot.offset + byte
             byte -= slot.nbytes
         raise AssertionError("unreachable: bit index checked above")
+
+    def flip(self, replica: int, bit: int) -> str:
+        """Fault injection (tests, benchmarks, the SIL run): invert bit ``bit`` of ``replica``'s weights
+        (:meth:`locate`); returns the tensor hit."""
+        tensor, offset = self.locate(bit)
+        self._replicas[replica].buffer[offset] ^= np.uint8(1 << (bit % 8))
+        return tensor
 
 
 def ownership_probe(

@@ -1,6 +1,7 @@
-"""An overview picture of an archive: state of charge, temperatures, power, compute, job throughput
-and governor mode over mission time, with eclipses shaded and, when given, the contact windows of a
-space link marked (matplotlib, Agg backend). A line is broken where its samples stop for more than
+"""An overview picture of an archive: state of charge, temperatures, power, compute, job throughput,
+the radiation environment with the soft errors counted (when the archive has them) and governor mode
+over mission time, with eclipses shaded and, when given, the contact windows of a space link marked
+(matplotlib, Agg backend). A line is broken where its samples stop for more than
 :data:`GAP_PERIODS` of its usual spacing (out of contact, a dropout): a gap in the telemetry is drawn
 as a gap, not bridged by a straight line. The board's own sensors (the ``board`` channel: temperature,
 measured power, busy cores) join the temperature, power and compute panels where the archive has them.
@@ -30,6 +31,7 @@ from matplotlib.patches import Patch
 from ground.tlm.archive import Archive
 from link.codec import peek_header
 from link.telemetry import (
+    BITS_REPAIRED,
     BOARD,
     BOARD_C,
     BUS_W,
@@ -37,6 +39,9 @@ from link.telemetry import (
     COMPUTE,
     COMPUTE_W,
     CONCURRENCY,
+    FLUX,
+    INJECTED_RUN_FAULTS,
+    INJECTED_WEIGHT_BITS,
     JOBS_DONE,
     LOAD_W,
     MODE_CODE,
@@ -45,9 +50,13 @@ from link.telemetry import (
     POWER,
     POWER_W,
     QUEUED,
+    RADIATION,
     RADIATOR_C,
+    RUN_FAULTS_DETECTED,
+    RUN_FAULTS_ESCAPED,
     RUNNING,
     SOC,
+    SOFT_ERRORS,
     SOLAR_W,
     SUNLIT,
     TEMP_C,
@@ -61,6 +70,15 @@ MODES = tuple(mode.value for mode in MODE_CODES)
 """Governor modes in code order (nominal, throttled, safe)."""
 MODE_COLOURS = {"nominal": "#4caf50", "throttled": "#ff9800", "safe": "#e53935", "unknown": "#bdbdbd"}
 ECLIPSE_COLOUR = "#37474f"
+HIGH_FLUX_COLOUR = "#8e24aa"
+UPSET_SERIES = (
+    (INJECTED_WEIGHT_BITS, "weight bits injected", "#e53935", "-"),
+    (BITS_REPAIRED, "weight bits corrected (scrub)", "#43a047", "--"),
+    (INJECTED_RUN_FAULTS, "run faults injected", "#fb8c00", "-"),
+    (RUN_FAULTS_DETECTED, "run faults detected (DMR/TMR)", "#1e88e5", "--"),
+    (RUN_FAULTS_ESCAPED, "run faults escaped", "#000000", ":"),
+)
+"""The ``soft_errors`` counters the radiation panel draws (cumulative), with label, colour and style."""
 CONTACT_COLOUR = "#0288d1"
 GAP_PERIODS = 3.0
 """A line breaks where consecutive samples are more than this many median spacings apart."""
@@ -250,10 +268,14 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
         t1 = t0 + 1.0
     scale, unit = _time_scale(t1 - t0)
 
-    fig, axes = plt.subplots(
-        6, 1, figsize=(14, 14), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2.4, 2, 1.6, 0.55]}
-    )
-    ax_soc, ax_temp, ax_pow, ax_cpu, ax_jobs, ax_mode = axes
+    radiation = data.series(RADIATION, FLUX) is not None or data.series(SOFT_ERRORS, INJECTED_WEIGHT_BITS) is not None
+    ratios = [2, 2, 2.4, 2, 1.6, *([2.2] if radiation else []), 0.55]
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(14, 14 + 2.2 * radiation), sharex=True,
+                             gridspec_kw={"height_ratios": ratios})
+    ax_soc, ax_temp, ax_pow, ax_cpu, ax_jobs = axes[:5]
+    ax_mode = axes[-1]
+    if radiation:
+        _radiation_panel(axes[5], data, scale)
 
     _lines(ax_soc, data, [(POWER, SOC, "state of charge", 100.0)], scale)
     ax_soc.set_ylabel("SoC (%)")
@@ -379,6 +401,31 @@ def _known_eclipses(data: PlotData) -> list[tuple[float, float]]:
     for seg_t, seg_flag in zip(np.split(t, cuts), np.split(flag, cuts), strict=True):
         out += spans(seg_t, seg_flag < 0.5)
     return out
+
+
+def _radiation_panel(ax: Axes, data: PlotData, scale: float) -> None:
+    """The flux proxy (log scale; flux > 1 shaded) and, on a second axis, the cumulative soft errors."""
+    flux = data.series(RADIATION, FLUX)
+    if flux is not None:
+        ax.plot(flux[0] / scale, np.maximum(flux[1], 1e-3), color=HIGH_FLUX_COLOUR, linewidth=1.0, label="flux proxy")
+        ax.set_yscale("log")
+        for start, end in spans(flux[0], flux[1] > 1.0):
+            ax.axvspan(start / scale, end / scale, color=HIGH_FLUX_COLOUR, alpha=0.10, lw=0)
+        ax.axhline(1.0, color=HIGH_FLUX_COLOUR, linewidth=0.6, linestyle=":")
+    ax.set_ylabel("flux (1 = ref.)")
+    counts = ax.twinx()
+    drawn = False
+    for key, label, colour, style in UPSET_SERIES:
+        s = data.series(SOFT_ERRORS, key)
+        if s is not None and np.any(s[1] > 0):
+            counts.step(s[0] / scale, s[1], where="post", color=colour, linestyle=style, linewidth=1.3, label=label)
+            drawn = True
+    counts.set_ylabel("upsets (cumulative)")
+    handles = ax.get_legend_handles_labels()[0] + counts.get_legend_handles_labels()[0]
+    if handles:
+        ax.legend(handles=handles, **{**LEGEND, "bbox_to_anchor": (1.06, 1.0)})
+    if flux is None and not drawn:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
 
 
 def plot_fleet(archive: Archive, out: str | Path, sats: Sequence[str] | None = None, *,

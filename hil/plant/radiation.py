@@ -41,6 +41,7 @@ import numpy.typing as npt
 from hil.plant.constants import R_EARTH_KM
 from hil.plant.ground_track import GroundTrack, circular_ground_track, tle_ground_track
 from hil.plant.orbit import CircularOrbit, TleOrbit
+from link.telemetry import B_NT, CUTOFF_GV, FLUX, L_SHELL, UPSET_RATE
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -195,19 +196,44 @@ class RadiationTable:
     @classmethod
     def for_orbit(
         cls, orbit: CircularOrbit | TleOrbit, duration_s: float, step_s: float = 10.0,
-        env: RadiationEnvironment | None = None,
+        env: RadiationEnvironment | None = None, t0_s: float = 0.0,
     ) -> RadiationTable:
-        t = np.arange(0.0, duration_s + step_s, step_s)
+        """The environment from ``t0_s`` to ``t0_s + duration_s`` (mission s) every ``step_s``."""
+        t = t0_s + np.arange(0.0, duration_s + step_s, step_s)
         return cls(t, (env or RadiationEnvironment()).sample(ground_track_for(orbit, t)))
+
+    def covers(self, t_s: float) -> bool:
+        return bool(self.t_s[0] <= t_s <= self.t_s[-1])
 
     def at(self, t_s: float) -> dict[str, float]:
         """The channel's values at mission time ``t_s`` (the grid point at or before it; clamped to the grid)."""
         i = int(np.clip(np.searchsorted(self.t_s, t_s, side="right") - 1, 0, self.t_s.size - 1))
         s = self.sample
         return {
-            "b_nt": float(s.b_nt[i]),
-            "l_shell": float(s.l_shell[i]),
-            "cutoff_gv": float(s.cutoff_gv[i]),
-            "flux": float(s.flux[i]),
-            "upset_rate_per_mbit_day": float(s.upset_rate_per_mbit_day[i]),
+            B_NT: float(s.b_nt[i]),
+            L_SHELL: float(s.l_shell[i]),
+            CUTOFF_GV: float(s.cutoff_gv[i]),
+            FLUX: float(s.flux[i]),
+            UPSET_RATE: float(s.upset_rate_per_mbit_day[i]),
         }
+
+
+class RadiationFeed:
+    """The environment along a plant orbit, on demand: :meth:`at` computes tables of ``chunk_s`` simulated
+    seconds as time advances (IGRF for 6 h at 10 s: about 0.05 s, plus 0.2 s once for the model), so a
+    plant running for ever never reads past its table. What the plant service publishes on ``radiation``."""
+
+    def __init__(self, orbit: CircularOrbit | TleOrbit, step_s: float = 10.0, chunk_s: float = 6 * 3600.0,
+                 env: RadiationEnvironment | None = None) -> None:
+        self.orbit, self.step_s, self.chunk_s = orbit, step_s, chunk_s
+        self.env = env
+        self._table: RadiationTable | None = None
+
+    def at(self, t_s: float) -> dict[str, float]:
+        """The ``radiation`` channel's values at mission time ``t_s`` (link.telemetry's wire order)."""
+        if self._table is None or not self._table.covers(t_s):
+            if self.env is None:
+                self.env = RadiationEnvironment()
+            start = math.floor(t_s / self.step_s) * self.step_s
+            self._table = RadiationTable.for_orbit(self.orbit, self.chunk_s, self.step_s, self.env, t0_s=start)
+        return self._table.at(t_s)
