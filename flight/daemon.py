@@ -1096,7 +1096,7 @@ class FlightDaemon:
                 runs = outcome.verdict.runs  # measured energy where the board has a sensor, else the estimate
                 self.governor.record_run(entry.manifest.name, outcome.run_s / runs, threads,
                                          energy_j=energy_j / runs if energy_j is not None and source == "measured"
-                                         else None)
+                                         else None, at_s=time.monotonic())
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_job(job_id, self.topics.result(job_id), result_payload)
@@ -1486,6 +1486,8 @@ class FlightDaemon:
         running = [r.job for r in self._running.values()]
         committed, running_core_s = committed_core_s(self._queue.values(), running, costs)
         models = {m["name"] for m in self.registry.listing() if m["active"]}
+        now_m = time.monotonic()
+        ages = {name: age for name in sorted(models) if (age := costs.age_s(name, now_m)) is not None}
         fields: dict[str, Any] = {}
         if self.governor is not None:
             o = self.governor.outlook(self.mission.now(time.monotonic()))
@@ -1498,6 +1500,7 @@ class FlightDaemon:
             committed_core_s=committed,
             running_core_s=running_core_s,
             job_core_s={name: costs.estimate(name).core_s for name in sorted(models)},
+            job_cost_age_s=ages,
             **fields,
         )
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -47,12 +49,39 @@ def check_loopback(host: str) -> None:
         )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
+LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Linux's ephemeral range: the local ports the kernel gives outgoing connections (ip(7))."""
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low(default: int = 32768) -> int:
+    try:
+        return int(LOCAL_PORT_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def free_port(host: str = "127.0.0.1", low: int = 10_000) -> int:
+    """A TCP port that was free on ``host`` a moment ago, below the kernel's ephemeral range and not
+    handed out before by this process.
+
+    A port the kernel chose for ``bind(0)`` lies in the ephemeral range, which the kernel also gives
+    outgoing connections: between this call and the server's own bind, any client connection may take
+    it (a nats-server node failed "address already in use" that way under load). Ports below the
+    range are never taken implicitly. RuntimeError when none is free after 200 tries."""
+    high = max(low + 1, _ephemeral_low())
+    for _ in range(200):
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free TCP port on {host} in {low}..{high - 1}")
 
 
 class EmbeddedBroker:

@@ -83,6 +83,19 @@ orbits (the eclipse reserve is far below), and every satellite looks the same to
 50 % a satellite in eclipse gets about a third of the busy cores of one in the Sun."""
 DROPOUT_SPAN = (0.40, 0.65)
 """Share of the run during which ``dropout_sat`` publishes no telemetry."""
+STARVED_SHARE = 0.1
+"""A satellite passed over (idle with budget while a job went to one with work ahead of it:
+:attr:`ground.fleet.view.Route.passed_over`) for at least this share of the fleet's routed jobs, and
+at least ``STARVED_MIN_JOBS`` times, is flagged *starved* in the report: with every routed-by figure
+true, earliest-finish routing sends a job to an idle satellite that runs at least as fast before it
+queues one behind other work, so this happening often means a figure it routes by is wrong."""
+STARVED_MIN_JOBS = 3
+
+
+def starved(passed_over: int, routed_total: int) -> bool:
+    """Whether a satellite passed over ``passed_over`` times in a run of ``routed_total`` routed jobs
+    was starved (``STARVED_SHARE``, ``STARVED_MIN_JOBS``)."""
+    return passed_over >= max(STARVED_MIN_JOBS, STARVED_SHARE * routed_total)
 
 
 @dataclass
@@ -106,6 +119,9 @@ class SatelliteReport:
     mode_changes: int
     eclipse_share: float = 0.0
     dropout: bool = False
+    probes: int = 0
+    passed_over: int = 0
+    starved: bool = False
 
 
 @dataclass
@@ -313,6 +329,7 @@ def fleet_report(archive: Archive, scenarios: dict[str, Scenario], stats: FleetS
     satellites: dict[str, SatelliteReport] = {}
     sim_s = 0.0
     away = {sat: sum(1 for r in stats.reroutes if r.from_sat == sat) for sat in scenarios}
+    routed_total = sum(stats.routed.values())
     for k, (sat, sc) in enumerate(scenarios.items()):
         r = report_from_archive(archive, sc, stats.routed[sat], stats.done[sat], wall_s, warp, orbits, sat=sat)
         sim_s = max(sim_s, r.sim_s)
@@ -322,7 +339,8 @@ def fleet_report(archive: Archive, scenarios: dict[str, Scenario], stats: FleetS
             rerouted_away=away[sat], min_soc=r.min_soc, max_board_c=r.max_board_c, mode_s=r.mode_s,
             safe_after_startup_s=r.safe_after_startup_s, violation_s=r.violation_s,
             compute_energy_wh=r.compute_energy_wh, mode_changes=len(r.mode_changes),
-            eclipse_share=_eclipse_share(archive, sat), dropout=dropout_sat == k + 1)
+            eclipse_share=_eclipse_share(archive, sat), dropout=dropout_sat == k + 1, probes=stats.probes[sat],
+            passed_over=stats.passed_over[sat], starved=starved(stats.passed_over[sat], routed_total))
     reroutes = [{"job_id": r.job_id, "from": r.from_sat, "to": r.to_sat} for r in stats.reroutes]
     return FleetSilReport(sats=sats, scenario=scenario, orbits=orbits, warp=warp, broker=broker, sim_s=sim_s,
                           wall_s=wall_s, jobs_submitted=workload.submitted, jobs_done=sum(stats.done.values()),
@@ -370,21 +388,29 @@ def print_fleet_report(report: FleetSilReport) -> None:
     table = Table(title=f"hil fleet — {report.sats} x {report.scenario}, {report.orbits:g} orbits "
                         f"({report.sim_s:.0f} s simulated in {report.wall_s:.0f} s, warp {report.warp:g}, "
                         f"{report.broker}; set-up {report.setup_s:.0f} s)")
-    for col in ("sat", "phase", "in eclipse", "routed", "of which in eclipse", "done", "re-routed away", "min SoC",
-                "max board", "nominal s", "throttled s", "safe s", "violation s"):
-        table.add_column(col, justify="left" if col == "sat" else "right")
+    for col in ("sat", "phase", "in eclipse", "routed", "of which in eclipse", "probes", "done", "re-routed away",
+                "passed over idle", "min SoC", "max board", "nominal s", "throttled s", "safe s", "violation s"):
+        table.add_column(col, justify="left" if col == "sat" else "right", no_wrap=col == "sat")
     for s in report.satellites.values():
-        table.add_row(s.sat + (" (dropout)" if s.dropout else ""), f"{s.phase_deg:.0f}°",
-                      f"{s.eclipse_share * 100:.0f} %", str(s.routed), str(s.routed_in_eclipse), str(s.done),
-                      str(s.rerouted_away), f"{s.min_soc * 100:.1f} %", f"{s.max_board_c:.1f} °C",
-                      f"{s.mode_s.get('nominal', 0):.0f}", f"{s.mode_s.get('throttled', 0):.0f}",
-                      f"{s.mode_s.get('safe', 0):.0f}", f"{s.violation_s:.0f}")
+        table.add_row(s.sat + (" (dropout)" if s.dropout else "") + (" STARVED" if s.starved else ""),
+                      f"{s.phase_deg:.0f}°", f"{s.eclipse_share * 100:.0f} %", str(s.routed), str(s.routed_in_eclipse),
+                      str(s.probes), str(s.done), str(s.rerouted_away), str(s.passed_over), f"{s.min_soc * 100:.1f} %",
+                      f"{s.max_board_c:.1f} °C", f"{s.mode_s.get('nominal', 0):.0f}",
+                      f"{s.mode_s.get('throttled', 0):.0f}", f"{s.mode_s.get('safe', 0):.0f}", f"{s.violation_s:.0f}",
+                      style="red" if s.starved else None)
     table.add_row("fleet", "", f"{report.eclipse_share * 100:.0f} %",
                   str(sum(s.routed for s in report.satellites.values())),
-                  str(sum(s.routed_in_eclipse for s in report.satellites.values())), str(report.jobs_done),
-                  str(len(report.reroutes)), "", "", "", "", "", f"{report.violation_s:.0f}", style="bold")
-    console = Console(stderr=True, width=150)
+                  str(sum(s.routed_in_eclipse for s in report.satellites.values())),
+                  str(sum(s.probes for s in report.satellites.values())), str(report.jobs_done),
+                  str(len(report.reroutes)), str(sum(s.passed_over for s in report.satellites.values())),
+                  "", "", "", "", "", f"{report.violation_s:.0f}", style="bold")
+    console = Console(stderr=True, width=170)
     console.print(table)
+    for s in report.satellites.values():
+        if s.starved:
+            console.print(f"[red]{s.sat} was starved: passed over {s.passed_over} times while idle with budget "
+                          f"as jobs went to satellites with work ahead (a routed-by figure of it is wrong; "
+                          f"docs/fleet.md, \"Stale figures\")[/red]")
     console.print(f"jobs submitted {report.jobs_submitted}, done {report.jobs_done}, re-routed {len(report.reroutes)}; "
                   f"routed to a satellite in eclipse: {report.routed_in_eclipse_share * 100:.0f} % of the jobs "
                   f"(satellites in eclipse {report.eclipse_share * 100:.0f} % of the time); plot {report.plot}")

@@ -220,7 +220,10 @@ class DispatchOutlook(LinkModel):
     ``phase_left_s`` into the ground's seconds. ``committed_core_s``: queued work per priority, busy
     core-seconds as the onboard cost model estimates them (index = priority 0..9);
     ``running_core_s``: the work left of the running jobs. ``job_core_s``: one job's busy
-    core-seconds per model name, as estimated onboard. ``thermal_headroom_c``: the smaller of
+    core-seconds per model name, as estimated onboard; ``job_cost_age_s``: wall seconds since that
+    estimate was last measured (a model absent here was never measured: its figure is the seed), so
+    a dispatcher can tell a figure no run has refreshed (docs/fleet.md, "Stale figures").
+    ``thermal_headroom_c``: the smaller of
     (ceiling - temperature) of board and radiator, °C (negative beyond a ceiling). ``soc``: the
     latest state of charge."""
 
@@ -232,6 +235,7 @@ class DispatchOutlook(LinkModel):
     committed_core_s: list[NonNegative] = Field(min_length=PRIORITY_LEVELS, max_length=PRIORITY_LEVELS)
     running_core_s: NonNegative = 0.0
     job_core_s: dict[Identifier, NonNegative] = Field(default_factory=dict, max_length=256)
+    job_cost_age_s: dict[Identifier, NonNegative] = Field(default_factory=dict, max_length=256)
     thermal_headroom_c: float | None = None
     soc: Fraction | None = None
 

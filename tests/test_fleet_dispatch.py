@@ -235,6 +235,7 @@ def test_a_job_cancelled_by_someone_else_fails() -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("busy_cores", -0.5), ("soc", 1.2), ("mission_rate", 0.0), ("phase_left_s", -1.0), ("running_core_s", -2.0),
     ("committed_core_s", [0.0] * 9), ("committed_core_s", [0.0] * 9 + [-1.0]), ("job_core_s", {"m": -0.1}),
+    ("job_cost_age_s", {"m": -1.0}),
 ])
 def test_an_impossible_outlook_is_refused_on_the_wire(field: str, value: object) -> None:
     doc = json.loads(_status("s", 1.8e9).model_dump_json())

@@ -98,6 +98,14 @@ async def test_job_on_a_satellite_gone_safe_is_rerouted_once_and_runs_once(
             on_a = await fleet.clients["sat-a"].job(job.job_id)
             on_b = await fleet.clients["sat-b"].job(job.job_id)
             assert on_a["state"] == "done" and on_a["completions"] == 1 and on_a["attempt"] == 1
+
+            # the run on sat-a measured its cost: the outlook says how old that figure is; sat-b never ran one
+            def measured() -> bool:
+                a = fleet.statuses()["sat-a"]
+                return a is not None and a.outlook is not None and DIGITS in a.outlook.job_cost_age_s
+            await wait_until(measured, 5.0, "sat-a's cost estimate measured")
+            b = fleet.statuses()["sat-b"]
+            assert b is not None and b.outlook is not None and DIGITS not in b.outlook.job_cost_age_s
             assert on_b["state"] == "cancelled" and on_b["completions"] == 0 and on_b["attempt"] == 0
             assert fleet.statuses()["sat-b"].mode is Mode.SAFE  # type: ignore[union-attr]
 
@@ -133,12 +141,14 @@ def test_fleet_status_table_shows_every_column(capsys: pytest.CaptureFixture[str
                     queue_depth=3, running=["j1"], budget_w=33.0, outlook=outlook)
     row = status_row(status, now)
     assert set(row) == set(STATUS_COLUMNS)
-    assert row["phase_left_s"] == pytest.approx(20.0) and row["committed_core_s"] == pytest.approx(1.75)
+    # the outlook's mission seconds, and the same in wall seconds at its warp of 200
+    assert row["phase_left_s"] == pytest.approx(4000.0) and row["phase_left_wall_s"] == pytest.approx(20.0)
+    assert row["committed_core_s"] == pytest.approx(1.75)
     assert row["age_s"] == pytest.approx(0.4, abs=0.05)
     print_status_table([row, status_row(Status(sat="sat8", state="offline"), now)], "fleet")
     out = capsys.readouterr().out
-    for text in ("sat7", "throttled", "46.2", "eclipse", "20.0", "0.60", "1.37", "33.0", "1.75", "31.5", "sat8",
-                 "offline"):
+    for text in ("sat7", "throttled", "46.2", "eclipse", "4000.0", "20.0", "mission s", "wall s", "0.60", "1.37",
+                 "33.0", "1.75", "31.5", "sat8", "offline"):
         assert text in out, (text, out)
 
 

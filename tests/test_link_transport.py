@@ -67,3 +67,12 @@ async def test_ground_client_skips_a_dead_node_and_resubscribes_after_a_restart(
                 await asyncio.sleep(0.2)
         topic, payload = queue.get_nowait()
         assert (topic, payload) == ("orbitd/v1/sat1/events", b"after restart")
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_not_handed_out_twice() -> None:
+    """Test fixtures' ports are never ones the kernel may give an outgoing connection meanwhile."""
+    from hil.embedded_broker import _ephemeral_low
+
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(10_000 <= p < _ephemeral_low() for p in ports)

@@ -410,7 +410,8 @@ class Governor:
         return plan_dispatch(now, queued, running, self.allocation(), self.costs, rate, floor)
 
     def record_run(self, model: str, wall_s: float, threads: int, units: float = 1.0,
-                   busy_core_s: float | None = None, energy_j: float | None = None) -> ModelCost:
-        """Learn a model's cost from one measured run (see CostModel.observe): one inference, not a
-        redundant job's several (the caller divides)."""
-        return self.costs.observe(model, wall_s, threads, units, busy_core_s, energy_j)
+                   busy_core_s: float | None = None, energy_j: float | None = None,
+                   at_s: float | None = None) -> ModelCost:
+        """Learn a model's cost from one measured run ended at ``at_s`` (see CostModel.observe): one
+        inference, not a redundant job's several (the caller divides)."""
+        return self.costs.observe(model, wall_s, threads, units, busy_core_s, energy_j, at_s)

@@ -26,9 +26,12 @@ from ground.options import command_key, load_inputs, print_json, save_outputs
 from link.messages import Status
 from link.topics import check_id
 
-STATUS_COLUMNS = ("sat", "state", "mode", "soc", "phase", "phase_left_s", "busy_cores", "orbit_busy_cores",
-                  "budget_w", "queued", "running", "committed_core_s", "headroom_c", "age_s")
-"""Columns of ``ground fleet status`` (JSON keys; the table's headers say the units)."""
+STATUS_COLUMNS = ("sat", "state", "mode", "soc", "phase", "phase_left_s", "phase_left_wall_s", "busy_cores",
+                  "orbit_busy_cores", "budget_w", "queued", "running", "committed_core_s", "headroom_c", "age_s")
+"""Columns of ``ground fleet status`` (JSON keys; the table's headers say the units). ``phase_left_s``:
+mission seconds to the end of the sunlit or eclipse phase, as the outlook says (an orbit's scale,
+thousands of s); ``phase_left_wall_s``: the same in the ground's seconds (``/ mission_rate``: under a
+plant simulator's warp a few s), what the dispatcher routes by."""
 
 
 def status_row(status: Status, now_utc: float) -> dict[str, Any]:
@@ -42,7 +45,8 @@ def status_row(status: Status, now_utc: float) -> dict[str, Any]:
         "mode": status.mode.value if status.mode is not None else None,
         "soc": None if o is None else o.soc,
         "phase": phase,
-        "phase_left_s": None if o is None or o.phase_left_s is None else o.phase_left_s / rate,
+        "phase_left_s": None if o is None else o.phase_left_s,
+        "phase_left_wall_s": None if o is None or o.phase_left_s is None else o.phase_left_s / rate,
         "busy_cores": None if o is None else o.busy_cores,
         "orbit_busy_cores": None if o is None else o.orbit_busy_cores,
         "budget_w": status.budget_w,
@@ -72,7 +76,8 @@ def print_status_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    headers = {"soc": "SoC %", "phase_left_s": "phase left s", "busy_cores": "cores now", "orbit_busy_cores":
+    headers = {"soc": "SoC %", "phase_left_s": "left mission s", "phase_left_wall_s": "left wall s",
+               "busy_cores": "cores now", "orbit_busy_cores":
                "cores/orbit", "budget_w": "budget W", "committed_core_s": "work core-s", "headroom_c":
                "headroom °C", "age_s": "age s"}
     table = Table(title=title)
@@ -83,7 +88,7 @@ def print_status_table(rows: list[dict[str, Any]], title: str) -> None:
         cells = [_cell(k, row[k]) for k in STATUS_COLUMNS]
         style = colours.get(row["mode"] if row["state"] == "online" else "offline")
         table.add_row(*cells, style=style)
-    Console(width=160).print(table)
+    Console(width=180).print(table)
 
 
 def _sats(value: str | None) -> list[str] | None:

@@ -91,9 +91,13 @@ class Reroute:
 @dataclass
 class FleetStats:
     """What the dispatcher did: jobs routed to each satellite (and of those, while its status said it
-    was in eclipse), jobs done on each, the re-routes."""
+    was in eclipse, and as a probe of a stale cost estimate), jobs done on each, the re-routes, and how
+    often each satellite was passed over: idle with budget while a job went to a satellite with work
+    ahead of it (:attr:`ground.fleet.view.Route.passed_over`)."""
 
     routed: Counter[str] = field(default_factory=Counter)
+    probes: Counter[str] = field(default_factory=Counter)
+    passed_over: Counter[str] = field(default_factory=Counter)
     routed_in_eclipse: Counter[str] = field(default_factory=Counter)
     done: Counter[str] = field(default_factory=Counter)
     reroutes: list[Reroute] = field(default_factory=list)
@@ -177,6 +181,9 @@ class FleetDispatcher:
         deadline_utc = None if deadline_s is None else time.time() + deadline_s
         route = await self._route_when_eligible(job_id, model, priority, deadline_utc, (), wait_eligible_s)
         assert route.sat is not None
+        self.stats.passed_over.update(route.passed_over)
+        if route.sat in route.probes:
+            self.stats.probes[route.sat] += 1
         job = FleetJob(job_id, model, inputs, priority, deadline_utc, route, JobCourse(job_id, route.sat))
         await self._submit_to(job, route.sat)
         return job
