@@ -10,8 +10,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from flight.allocator import pin_mmap_threshold
 from flight.daemon import FlightDaemon
 from flight.journal import JournalFault
+from flight.log_format import OneLineFormatter
 from flight.session import EXIT_SESSION_CONFLICT
 from flight.settings import FlightSettings
 from link.codec import describe_validation_error
@@ -31,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter())  # a reason quoting the wire cannot forge log lines
+    logging.basicConfig(level=args.log_level, handlers=[handler])
+    pin_mmap_threshold()  # a flood of large payloads must not leave the heap grown (flight.allocator)
     try:
         settings = FlightSettings.load(
             args.config, broker=args.broker, sat=args.sat, data_dir=args.data_dir, models_dir=args.models_dir

@@ -136,7 +136,7 @@ from link.telemetry import (
     value_problem,
 )
 from link.topics import TopicMap
-from link.transport import BrokerList, acknowledge, make_client, subscribe_until_granted
+from link.transport import BrokerList, acknowledge, make_client, quiet_link_loss, subscribe_until_granted
 
 log = logging.getLogger("flightd")
 
@@ -309,6 +309,7 @@ class FlightDaemon:
         self._start()
         self._serve_metrics()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_link_loss)  # a node's death leaves one line, not a stack trace
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -516,7 +517,13 @@ class FlightDaemon:
             backoff = min(backoff * 2, self.settings.link.reconnect_max_s)
 
     def _rival_status(self, payload: object) -> bool:
-        if not isinstance(payload, bytes | bytearray) or not payload:
+        """True when ``payload`` on our status topic shows a rival (:meth:`_yield_to_rival`). Anything
+        else that is not our own status is one WARNING line, an empty one (someone cleared the retained
+        status; the next heartbeat publishes it again) included."""
+        if not isinstance(payload, bytes | bytearray):
+            return False
+        if not payload:
+            log.warning("empty message on our status topic: the retained status was cleared by another client")
             return False
         try:
             return self._yield_to_rival(decode(bytes(payload), Status).message)
@@ -690,7 +697,7 @@ class FlightDaemon:
             elif topic.matches(self.topics.sequence_command):
                 self._background(self._on_command(payload, SequenceCommand), "sequence command")
             elif topic.matches(self.topics.telemetry_all):
-                self._on_telemetry(payload)
+                self._on_telemetry(payload, str(topic))
             elif topic.matches(self.topics.upload_all):
                 for out_topic, out_payload in self.uplink.on_message(str(topic), payload):
                     self._publish_soon(out_topic, out_payload)
@@ -1400,12 +1407,23 @@ class FlightDaemon:
 
     # ============================================================================ telemetry, cycle
 
-    def _on_telemetry(self, payload: bytes) -> None:
+    def _on_telemetry(self, payload: bytes, topic: str) -> None:
+        """A sample on ``tlm/<channel>``. Refused with one log line (and, on a channel the governor
+        watches, fed to it as unreadable: garbage on a hard limit's channel fails it): a payload that
+        does not decode, a sample whose ``sat`` or ``channel`` is not the one its topic names, and in
+        flight a sample from the future (:meth:`flight.mission_clock.MissionClock.observe`)."""
+        channel = self.topics.telemetry_channel_of(topic)
         try:
             sample = decode(payload, Telemetry).message
+            if sample.sat != self.topics.sat or sample.channel != channel:
+                raise WireError(f"sample of {sample.sat}/{sample.channel} on {topic}: the topic names "
+                                f"{self.topics.sat}/{channel}")
+            outside = sample.channel == CLOCK or sample.channel in FLIGHTD_CHANNELS  # not the spacecraft's
+            if not outside and not self.mission.observe(sample.t_s, time.monotonic()):
+                raise WireError(f"t_s {sample.t_s:.1f} s is from the future: mission time is "
+                                f"{self.mission.now(time.monotonic()):.1f} s (a second sample must confirm a jump)")
         except WireError as exc:
-            log.warning("bad telemetry: %s", exc)
-            channel = peek_field(payload, "channel")
+            log.warning("bad telemetry on %s: %s", topic, exc)
             if channel is not None and channel not in FLIGHTD_CHANNELS:  # garbage fails its limits (flight.governor)
                 now_s = self.mission.now(time.monotonic())
                 self._new_samples.append(Sample(channel, now_s, unreadable_values(channel)))
@@ -1416,7 +1434,6 @@ class FlightDaemon:
             self.metrics.board(power_w=sample.values.get(COMPUTE_W) if sample.channel == POWER else None,
                                temperature_c=sample.values.get(BOARD_C) if sample.channel == THERMAL else None)
             self.telemetry[sample.channel] = sample
-            self.mission.observe(sample.t_s, time.monotonic())
             self._new_samples.append(sample)
             self.sequences.observe(sample)
 

@@ -26,6 +26,12 @@ AtToneSTCF; nasa/cFE cfe_time_msg.h). A simulated clock fault jumps ``t_s`` and 
 alone, exactly as a time correction onboard moves the STCF and never the MET. Wall time times the
 warp would not do: under lock-step the simulator's pace is not the warp (it waits for a slow host).
 
+A sample from the future: in flight, one sample whose ``t_s`` is more than
+:data:`FUTURE_TOLERANCE_S` ahead of mission time does not move the clock (:meth:`MissionClock.observe`
+says so, and flightd refuses the sample); a second one agreeing with it (a real time correction, or a
+source restarted on a new epoch) does. One plausible-but-wrong time would otherwise run mission time
+ahead and make every good sample after it look stale (issue 10 item 1, found by the fuzzing campaign).
+
 Earlier versions estimated the warp from the spacing of samples; a burst of samples delivered
 together after a stall measured a rate of thousands and ran mission time ahead of everything
 delivered (the spurious stale-telemetry SAFEs of issue 10 item 8). Nothing is estimated now: the rate
@@ -41,6 +47,11 @@ TONE_TIMEOUT_S = 5.0
 """Wall seconds without a tone after which the clock flywheels (issue 10 item 8: long enough that a
 busy 2-core host never reaches it while the simulator runs, ~10x the worst stall seen in a SIL run
 (0.6 s); short enough that a dead simulator ends in SAFE within seconds)."""
+
+FUTURE_TOLERANCE_S = 10.0
+"""Mission seconds a sample may lie ahead of the clock in flight before it needs a second sample to
+confirm the jump: transport delay and a source's clock drift are well under this (samples come every
+``telemetry_period_s``, 1 s by default); a wrong epoch or a corrupted time is far over it."""
 
 
 @dataclass
@@ -59,14 +70,28 @@ class MissionClock:
     _tone_met_s: float | None = None
     _last_now: float = float("-inf")
     _last_elapsed: float = float("-inf")
+    _ahead: tuple[float, float] | None = None
+    future_tolerance_s: float = FUTURE_TOLERANCE_S
 
-    def observe(self, t_s: float, wall_s: float) -> None:
+    def observe(self, t_s: float, wall_s: float) -> bool:
         """A telemetry sample stamped ``t_s`` arrived at ``wall_s``; an older one than the latest does
-        not move the anchor back."""
+        not move the anchor back. In flight (no tone), a sample more than ``future_tolerance_s`` ahead
+        of :meth:`now` moves nothing unless the previous such sample agrees with it (within the
+        tolerance, counting the wall time between them); returns False for a sample from the future
+        that is not (yet) confirmed, True otherwise."""
         if not math.isfinite(t_s):
-            return
+            return True
+        ahead_of = max(self._last_now, self._estimate(wall_s))  # as now(), without latching it
+        if self._t_s is not None and not self.toned and t_s > ahead_of + self.future_tolerance_s:
+            candidate, self._ahead = self._ahead, (t_s, wall_s)
+            confirms = candidate is not None and abs(
+                candidate[0] + (wall_s - candidate[1]) * self.rate - t_s) <= self.future_tolerance_s
+            if not confirms:
+                return False
+        self._ahead = None
         if self._t_s is None or t_s >= self._t_s:
             self._t_s, self._wall_s = t_s, wall_s
+        return True
 
     def tone(self, t_s: float, wall_s: float, rate: float | None = None, met_s: float | None = None) -> None:
         """A time tone from a simulator: mission time is ``t_s`` from now on; ``rate`` (mission s per
@@ -97,6 +122,10 @@ class MissionClock:
     def now(self, wall_s: float) -> float:
         """Mission seconds at ``wall_s`` (see the module docstring); never less than a value returned
         before."""
+        self._last_now = max(self._last_now, self._estimate(wall_s))
+        return self._last_now
+
+    def _estimate(self, wall_s: float) -> float:
         if self._tone_t_s is not None:
             since = wall_s - self._tone_wall_s
             estimate = self._tone_t_s
@@ -109,8 +138,7 @@ class MissionClock:
             estimate = self._t_s + (wall_s - self._wall_s) * self.rate
         else:
             estimate = wall_s - self.start_wall_s
-        self._last_now = max(self._last_now, estimate)
-        return self._last_now
+        return estimate
 
     def elapsed(self, wall_s: float) -> float:
         """Seconds on the timebase that relative delays count on (see the module docstring): under a

@@ -46,7 +46,7 @@ from flight import __version__
 from flight.governor.config import GovernorConfig
 from flight.governor.limits import LimitConfig, LimitKind, LimitSeverity
 from flight.settings import FlightSettings
-from link.messages import ID_PATTERN, CommandAction
+from link.messages import TOPIC_ID_PATTERN, CommandAction
 from link.telemetry import CHANNELS, MODE_CODES, Channel, Measurement
 
 XTCE_NS = "http://www.omg.org/spec/XTCE/20180204"
@@ -332,7 +332,7 @@ def _command_metadata(root: ET.Element) -> None:
          "satellite's window), body (one of the commands below), auth (HMAC-SHA256 tag, link.auth) when "
          "the satellite holds command keys.")
     args = _sub(base, "ArgumentList")
-    _sub(args, "Argument", name="command_id", argumentTypeRef=arg_types.string(ID_PATTERN))
+    _sub(args, "Argument", name="command_id", argumentTypeRef=arg_types.string(TOPIC_ID_PATTERN))
     _sub(args, "Argument", name="issued_utc", argumentTypeRef=arg_types.floating())
     _sub(args, "Argument", name="action", argumentTypeRef=action_type)
     for body in bodies:

@@ -21,7 +21,6 @@ that does not validate with one ``field: problem`` per problem.
 from __future__ import annotations
 
 import json
-import re
 import struct
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -31,7 +30,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from link import SCHEMA_VERSION
-from link.messages import TOPIC_ID_PATTERN, WireModel
+from link.messages import WireModel, is_identifier
 from link.numbers import first_bad_number
 from link.tensor import ALIGN, Tensor, TensorError, dtype_name, inline_tensor, little_endian_bytes
 
@@ -149,7 +148,7 @@ def peek_field(payload: bytes | memoryview, field: str) -> str | None:
     except WireError:
         return None
     value = doc.get(field) if isinstance(doc, dict) else None
-    if isinstance(value, str) and re.match(TOPIC_ID_PATTERN, value):
+    if isinstance(value, str) and is_identifier(value):
         return value
     return None
 

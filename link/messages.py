@@ -14,6 +14,7 @@ Invariants shared by all messages:
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
@@ -32,6 +33,17 @@ TOPIC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 ships 2.9.10) refuses a ``.`` in an MQTT topic: it disconnects the publisher and fails the subscription
 (docs.nats.io, "MQTT Topics and NATS Subjects"; tests/test_nats_cluster.py)."""
 TopicId = Annotated[str, Field(pattern=TOPIC_ID_PATTERN)]
+_ID_RE = re.compile(ID_PATTERN)
+_TOPIC_ID_RE = re.compile(TOPIC_ID_PATTERN)
+
+
+def is_identifier(value: object, *, topic_level: bool = True) -> bool:
+    """True when ``value`` is a str that pydantic's ``TopicId`` (``topic_level``) or ``Identifier``
+    accepts. The whole string must match: Python's ``$`` also matches before a final newline, which
+    pydantic's pattern does not, so ``re.match`` alone would pass ``"job1\\n"`` that no reply
+    carrying it can validate (the fuzzing campaign's first find, docs/icd.md "Refusals")."""
+    pattern = _TOPIC_ID_RE if topic_level else _ID_RE
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 TensorName = Annotated[str, Field(min_length=1, max_length=128)]
 
 

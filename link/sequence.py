@@ -34,7 +34,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from link.messages import Auth, Identifier, TensorName, WireModel
+from link.messages import Auth, Identifier, TensorName, TopicId, WireModel
 from link.numbers import INT_MAX, MAX_MISSION_S, Duration, LinkModel, MissionTime, UtcTime
 from link.tensor import Tensor
 
@@ -232,7 +232,7 @@ class SequenceCommand(WireModel):
     """Ground -> satellite on ``seq/cmd``: as :class:`link.messages.Command` (same authentication,
     window and one use per ``command_id``), with a sequence body. Reply on ``cmd/<command_id>/reply``."""
 
-    command_id: Identifier
+    command_id: TopicId
     issued_utc: UtcTime
     body: SequenceAction
     auth: Auth | None = None

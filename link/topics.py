@@ -6,22 +6,19 @@ live consumers never see replayed traffic unless it is replayed ``--as-live``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from link.messages import TOPIC_ID_PATTERN
+from link.messages import TOPIC_ID_PATTERN, is_identifier
 
 LIVE_ROOT = "orbitd/v1"
 REPLAY_ROOT = "orbitd-replay/v1"
-
-_ID = re.compile(TOPIC_ID_PATTERN)
 
 
 def check_id(kind: str, value: str) -> str:
     """``value`` if it is a valid identifier for a topic level, else ValueError naming ``kind``.
 
     Topic levels follow :data:`link.messages.TOPIC_ID_PATTERN` (no ``.``: nats-server 2.9 refuses it)."""
-    if not _ID.match(value):
+    if not is_identifier(value):
         raise ValueError(f"invalid {kind} {value!r}: must match {TOPIC_ID_PATTERN}")
     return value
 
@@ -136,6 +133,14 @@ class TopicMap:
         if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "state":
             return rest[1]
         if len(rest) == 2 and rest[0] == "results":
+            return rest[1]
+        return None
+
+    def telemetry_channel_of(self, topic: str) -> str | None:
+        """The channel in a ``tlm/<channel>`` topic of this satellite, None for any other topic or a
+        level that is no valid identifier."""
+        rest = self._levels(topic)
+        if rest is not None and len(rest) == 2 and rest[0] == "tlm" and is_identifier(rest[1]):
             return rest[1]
         return None
 

@@ -15,10 +15,12 @@ certificate (:class:`TlsFiles`; the broker side is written by ``ground pki init`
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -148,6 +150,38 @@ async def subscribe_until_granted(
         await asyncio.sleep(delay)
         delay = min(delay * 2, backoff_max_s)
     return [f for f, _ in pending]
+
+
+_SOCKET_CALLBACKS = ("add_reader", "add_writer", "remove_reader", "remove_writer")
+
+
+def is_link_loss_noise(context: Mapping[str, object]) -> bool:
+    """Whether an asyncio loop error ``context`` (``loop.call_exception_handler``'s dict) is only the
+    trace of a connection that was already lost, which the client reports as MqttError anyway:
+
+    - paho asks the loop to watch a socket it closed a moment before (aiomqtt's socket callbacks run
+      on the loop later: OSError EBADF, or ValueError for fd -1), seen when a broker node dies;
+    - an aiomqtt future (a publish or subscribe in flight) failed with MqttError after its waiter had
+      given up (``Future exception was never retrieved``).
+    Anything else is a real error."""
+    exc = context.get("exception")
+    if isinstance(exc, aiomqtt.MqttError):
+        return "never retrieved" in str(context.get("message", ""))
+    handle = repr(context.get("handle", ""))
+    if not any(name in handle for name in _SOCKET_CALLBACKS):
+        return False
+    return (isinstance(exc, OSError) and exc.errno == errno.EBADF) or (
+        isinstance(exc, ValueError) and "file descriptor" in str(exc))
+
+
+def quiet_link_loss(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """A loop exception handler (``loop.set_exception_handler``): link-loss noise (is_link_loss_noise)
+    becomes one WARNING line without a stack trace; everything else goes to asyncio's default handler."""
+    if is_link_loss_noise(context):
+        logging.getLogger("mqtt").warning("after a lost connection: %s (%s)", context.get("message"),
+                                          context.get("exception"))
+        return
+    loop.default_exception_handler(context)
 
 
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

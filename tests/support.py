@@ -117,8 +117,10 @@ class FlightdProcess:
     tests/test_board_install.py)."""
 
     def __init__(self, broker: str, data_dir: Path, models_dir: Path, sat: str = "sat1",
-                 config: Path | None = None, env: dict[str, str] | None = None, python: str | None = None) -> None:
+                 config: Path | None = None, env: dict[str, str] | None = None, log_level: str | None = None,
+                 python: str | None = None) -> None:
         self.broker, self.data_dir, self.models_dir, self.sat = broker, data_dir, models_dir, sat
+        self.log_level = log_level
         self.config = config
         self.env = env or {}
         self.python = python or sys.executable
@@ -128,7 +130,8 @@ class FlightdProcess:
     def start(self) -> None:
         args = [self.python, "-m", "flight.cli", "--broker", self.broker, "--sat", self.sat,
                 "--data-dir", str(self.data_dir), "--models", str(self.models_dir),
-                "--log-level", os.environ.get("ORBITD_TEST_LOG_LEVEL", "INFO")]  # DEBUG to debug a test
+                # ORBITD_TEST_LOG_LEVEL=DEBUG to debug a test
+                "--log-level", self.log_level or os.environ.get("ORBITD_TEST_LOG_LEVEL", "INFO")]
         if self.config is not None:
             args += ["--config", str(self.config)]
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}

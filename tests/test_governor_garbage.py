@@ -112,3 +112,20 @@ def test_a_limit_judges_an_array_of_satellites_elementwise_as_it_judges_one(valu
     array = np.array(values)
     assert lim.failing(array).tolist() == [bool(lim.failing(v)) for v in values]
     assert lim.recovered(array).tolist() == [bool(lim.recovered(v)) for v in values]
+
+
+def test_a_sample_from_the_future_is_failing_and_does_not_make_later_samples_stale() -> None:
+    """Issue 10 item 1 (found by the fuzzing campaign): a power sample stamped an hour ahead used to be
+    held as the channel's latest; every good sample after it was then 'out of order' and ignored, and
+    the channel went stale (SAFE). Now it counts as failing and is never held."""
+    config = CONFIG.model_copy(update={"stale_periods": 3.0})
+    gov = Governor(config)
+    for t in range(5):
+        d = gov.update(float(t), [Sample("power", float(t), POWER), Sample("thermal", float(t), THERMAL)])
+    assert d.mode is not Mode.SAFE
+    gov.update(5.0, [Sample("power", 3605.0, POWER)])
+    assert gov.latest["power"][0] == 4.0
+    for t in range(6, 12):
+        d = gov.update(float(t), [Sample("power", float(t), POWER), Sample("thermal", float(t), THERMAL)])
+    assert d.mode is not Mode.SAFE, d.reasons
+    assert gov.latest["power"][0] == 11.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiomqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
@@ -76,3 +77,39 @@ def test_free_ports_lie_below_the_ephemeral_range_and_are_not_handed_out_twice()
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50
     assert all(10_000 <= p < _ephemeral_low() for p in ports)
+
+
+def test_link_loss_noise_is_one_line_and_real_errors_stay_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """paho asking the loop to watch a socket it has just closed (a broker node died) is one WARNING
+    without a stack trace; an unrelated error in a callback still reaches asyncio's default handler."""
+    import logging
+    import socket
+
+    from link.transport import quiet_link_loss
+
+    def boom() -> None:
+        raise RuntimeError("a real bug")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_link_loss)
+        sock = socket.socket()
+        fd = sock.fileno()
+        sock.close()
+        loop.call_soon(loop.add_writer, fd, lambda: None)  # as aiomqtt's _on_socket_register_write does
+        failed: asyncio.Future[None] = loop.create_future()
+        failed.set_exception(aiomqtt.MqttCodeError(128, "Unexpected disconnection"))
+        del failed  # never retrieved
+        loop.call_soon(boom)
+        await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+        import gc
+
+        gc.collect()
+    quiet = [r for r in caplog.records if r.name == "mqtt"]
+    assert len(quiet) == 2 and all(r.levelno == logging.WARNING and r.exc_info is None for r in quiet)
+    assert "Bad file descriptor" in quiet[0].getMessage() or "Bad file descriptor" in quiet[1].getMessage()
+    real = [r for r in caplog.records if r.name == "asyncio"]
+    assert len(real) == 1 and real[0].levelno == logging.ERROR and "a real bug" in str(real[0].exc_info)

@@ -167,3 +167,26 @@ def test_elapsed_follows_the_met_through_any_mission_time_jumps(steps: list[tupl
         met, wall, offset = met + d_met, wall + d_wall, offset + jump
         clock.tone(max(0.0, met + offset), wall, 200.0, met_s=met)
         assert clock.elapsed(wall) == met
+
+
+def test_one_sample_from_the_future_does_not_run_mission_time_ahead() -> None:
+    """Issue 10 item 1 (found by the fuzzing campaign): one plausible-but-wrong ``t_s`` an hour ahead
+    used to move mission time, and every good sample after it looked an hour stale."""
+    clock = MissionClock(start_wall_s=0.0)
+    assert clock.observe(1000.0, wall_s=10.0)
+    assert not clock.observe(4600.0, wall_s=11.0)  # refused: one hour ahead, unconfirmed
+    assert clock.now(11.0) == pytest.approx(1001.0)
+    assert clock.observe(1002.0, wall_s=12.0)  # the good samples go on
+    assert clock.now(12.5) == pytest.approx(1002.5)
+
+
+def test_a_jump_ahead_confirmed_by_a_second_sample_is_taken() -> None:
+    """A real time correction (or a source restarted on a new epoch): the second agreeing sample moves the clock."""
+    clock = MissionClock(start_wall_s=0.0)
+    clock.observe(1000.0, wall_s=10.0)
+    assert not clock.observe(5000.0, wall_s=11.0)
+    assert clock.observe(5001.0, wall_s=12.0)
+    assert clock.now(12.0) == pytest.approx(5001.0)
+    assert not clock.observe(9000.0, wall_s=13.0)  # a new wrong time is refused again
+    assert clock.observe(5002.0, wall_s=13.0)
+    assert not clock.observe(9001.0, wall_s=14.0)  # and is not confirmed by an older candidate across a good sample

@@ -24,6 +24,7 @@ from link.envelope import (
     key_id,
     load_public_key,
     open_envelope,
+    peek_body,
     public_bytes,
     seal,
 )
@@ -198,3 +199,15 @@ def test_the_worked_example_in_the_icd_is_what_seal_produces() -> None:
     icd = (REPO / "docs" / "icd.md").read_text()
     assert f"```\n{dump}\n```" in icd
     assert fingerprint(public_bytes(key)) in icd and f"{len(env)} bytes sent" in icd
+
+
+@pytest.mark.parametrize("sequence, sat", [(0, b"sat1"), (1, b"sat 9!"), (2**64 - 1, b"\xff\xfe")])
+def test_peek_body_names_the_job_of_an_envelope_refused_for_its_fields(sequence: int, sat: bytes) -> None:
+    """An envelope refused for its sequence number or satellite id still names its job, so the refusal
+    reaches the sender on jobs/<id>/state (bench.fuzz found a sequence-0 envelope answered by nothing)."""
+    body = b'{"schema_version": 1, "job_id": "j-7"}'
+    sealed = b"ORS1" + bytes(8) + struct.pack("<QB", sequence, len(sat)) + sat + body + bytes(64)
+    with pytest.raises(SignatureError):
+        open_envelope(sealed)
+    assert bytes(peek_body(sealed)) == body
+    assert peek_body(sealed[:40]) == sealed[:40]  # too short for its own layout: the payload itself

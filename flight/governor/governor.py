@@ -17,7 +17,11 @@ simulator); there is no clock, sleep or I/O inside. ``samples`` are objects with
 A value that cannot be a reading (not finite, or outside its physical range in the telemetry
 dictionary) counts as failing for every limit watching it and is never used for the budget; a
 sample with no readable value does not refresh its channel (it goes stale as if absent), and a
-sample whose ``t_s`` is not finite is taken as of ``now_s``. flightd feeds a sample the link
+sample whose ``t_s`` is not finite is taken as of ``now_s``. A sample from the future (``t_s`` more
+than the stale age, ``stale_periods * telemetry_period_s``, ahead of ``now_s``) cannot be right: it
+counts as failing (all its values unreadable, as of ``now_s``) and is never held as the channel's
+latest, so it cannot make the good samples after it look out of order and the channel stale
+(issue 10 item 1, found by the fuzzing campaign). flightd feeds a sample the link
 refused as all-NaN values (:func:`link.telemetry.unreadable_values`), so garbage on a hard limit's
 channel trips it after its debounce count and the governor goes SAFE.
 
@@ -203,6 +207,8 @@ class Governor:
     def _ingest(self, s: TelemetrySampleLike, now_s: float) -> list[LimitTransition]:
         raw = {k: float(v) for k, v in s.values.items()}
         t_s = _sample_time(s, now_s)
+        if t_s > now_s + self.config.stale_periods * self.config.telemetry_period_s:
+            return self.limits.observe(s.channel, now_s, {k: math.nan for k in raw})
         prev = self.latest.get(s.channel)
         if prev is not None and t_s < prev[0]:
             return []  # out of order: older than what we hold; ignore
