@@ -72,13 +72,14 @@ def _allowed_cpus(status: str) -> set[int]:
 
 @asynccontextmanager
 async def rig(
-    model: str, threads: int = 2, concurrency: int = 1, settings: dict[str, str] | None = None,
-    shell_cpus: set[int] | None = None,
+    model: str | None, threads: int = 2, concurrency: int = 1, settings: dict[str, str] | None = None,
+    shell_cpus: set[int] | None = None, python: str = sys.executable, models: Path = REPO / "models",
 ) -> AsyncIterator[Rig]:
-    """Mosquitto + flightd (``model`` preloaded, ``threads`` intra-op threads) on loopback;
+    """Mosquitto + flightd (``model`` preloaded unless None, ``threads`` intra-op threads) on loopback;
     ``settings``: more ``ORBITD_*`` environment for flightd; ``shell_cpus``: the CPUs Mosquitto and
     flightd's process run on (flightd's inference threads re-pin themselves to
-    ``ORBITD_EXECUTOR__INFERENCE_CPUS`` when that setting is given)."""
+    ``ORBITD_EXECUTOR__INFERENCE_CPUS`` when that setting is given); ``python`` runs flightd (another
+    virtual environment's interpreter: bench.board_install)."""
     with tempfile.TemporaryDirectory(prefix="orbitd-bench-") as tmp:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "mosquitto")
@@ -87,15 +88,15 @@ async def rig(
             os.sched_setaffinity(broker.proc.pid, shell_cpus)
         env = {
             **os.environ,
-            "ORBITD_EXECUTOR__PRELOAD": json.dumps([model]),
+            "ORBITD_EXECUTOR__PRELOAD": json.dumps([model] if model else []),
             "ORBITD_EXECUTOR__INTRA_OP_THREADS": str(threads),
             "ORBITD_EXECUTOR__MAX_CONCURRENCY": str(concurrency),
             "ORBITD_JOURNAL__SYNCHRONOUS": os.environ.get("ORBITD_JOURNAL__SYNCHRONOUS", "FULL"),
             **(settings or {}),
         }
         log = (workdir / "flightd.log").open("wb")
-        args = [sys.executable, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",
-                "--data-dir", str(workdir / "data"), "--models", str(REPO / "models"), "--log-level", "WARNING"]
+        args = [python, "-m", "flight.cli", "--broker", broker.url, "--sat", "bench",
+                "--data-dir", str(workdir / "data"), "--models", str(models), "--log-level", "WARNING"]
         if os.environ.get("ORBITD_PROFILE"):  # profile flightd: ORBITD_PROFILE=/path/flightd.prof
             # the event loop thread's CPU time (time.thread_time), not wall time: on a loaded or pinned
             # machine wall time charges a syscall with the time other processes ran meanwhile

@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import platform
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -59,10 +60,12 @@ import aiomqtt
 from flight import __version__
 from flight.antireplay import ReplayError, ReplayWindow
 from flight.authenticator import RequestAuthenticator
+from flight.board import BoardSample
+from flight.board_monitor import BoardMonitor, without_board
 from flight.command_guard import Admitted, CommandGuard
 from flight.dispatch import Throttle, plan_wake
 from flight.executor import Arrays, InferenceExecutor, RunOutcome, RunsDisagree, RunTerminated
-from flight.governor import Governor, GovernorConfig, Sample
+from flight.governor import Decision, Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob, committed_core_s
 from flight.governor.costs import CostModel
 from flight.health import HealthEntry, HealthReport, TaskState
@@ -95,6 +98,7 @@ from link.messages import (
     Command,
     CommandReply,
     DispatchOutlook,
+    EnergySource,
     Event,
     EventKind,
     GetJob,
@@ -118,6 +122,7 @@ from link.messages import (
 )
 from link.sequence import SequenceCommand
 from link.telemetry import (
+    BOARD,
     BOARD_C,
     CLOCK,
     COMPUTE,
@@ -130,6 +135,7 @@ from link.telemetry import (
     THERMAL,
     compute_values,
     unreadable_values,
+    value_problem,
 )
 from link.topics import TopicMap, topic_matches
 from link.transport import BrokerList, acknowledge, make_client, quiet_link_loss, subscribe_until_granted
@@ -219,9 +225,18 @@ class FlightDaemon:
         self.control = RateGroup("control", settings.control_period_s, self._control_cycle)
         self.telemetry: dict[str, Telemetry] = {}
         self.mission = MissionClock(start_wall_s=time.monotonic())
-        self.governor = (
-            Governor(GovernorConfig.model_validate(settings.governor)) if settings.governor is not None else None
-        )
+        governor_config = GovernorConfig.model_validate(settings.governor) if settings.governor is not None else None
+        self.board: BoardMonitor | None = None
+        board_notes: list[str] = []
+        if settings.board.enabled:
+            profile = (governor_config or GovernorConfig()).board
+            self.board = BoardMonitor(settings.board, fallback_idle_w=profile.idle_w)
+            if governor_config is not None:
+                governor_config = self.board.fit_governor(governor_config)
+        elif governor_config is not None:
+            governor_config, board_notes = without_board(governor_config)
+        self._board_notes = board_notes
+        self.governor = Governor(governor_config) if governor_config is not None else None
         self._seed_costs = CostModel(GovernorConfig().board.w_per_core)  # job cost estimates without a governor
         self.sequences = SequenceService(self.journal, self.writer, self.registry, self._submit_onboard,
                                          self._event, self.metrics, self.clock, self.mission)
@@ -313,7 +328,8 @@ class FlightDaemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         tasks = [self._supervised("link", self._link_loop), self._supervised("dispatcher", self._dispatch_loop),
-                 self._supervised("control", self.control.run), self._supervised("journal probe", self._probe_loop)]
+                 self._supervised("control", self.control.run), self._supervised("journal probe", self._probe_loop),
+                 self._supervised("board", self._board_loop)]
         self.supervisor.wake_each_tick("dispatcher", self._wake.set)
         self.supervisor.ping_each_tick("journal", self._ping_journal)
         tasks.append(self._supervised("supervisor", self.supervisor.run))
@@ -373,11 +389,20 @@ class FlightDaemon:
         else:
             log.info("signing keys: %d active; accepted unsigned: %s", len(self.guard.ring.active),
                      ", ".join(sorted(self.guard.unsigned_kinds())) or "nothing")
+        if self.board is None:
+            log.info("board: probes off (board.enabled = false)")
+        else:
+            log.info("board: %s", self.board.describe())
+            for line in self.board.actuators:
+                log.info("board: %s", line)
+        for note in self._board_notes if self.board is None else self.board.notes:
+            log.info("board: %s", note)
         if self.soft_errors.injector is not None:
             log.warning("TEST-ONLY fault injection is ENABLED (radiation.test_fault_injection): never in flight")
         log.info(
-            "flightd %s sat=%s broker=%s queued=%d models=%s problems=%d",
+            "flightd %s (python %s) sat=%s broker=%s queued=%d models=%s problems=%d",
             __version__,
+            platform.python_version(),
             self.settings.sat,
             self.brokers,
             len(self._queue),
@@ -414,6 +439,9 @@ class FlightDaemon:
                 for job_id in list(self._running):
                     self.executor.terminate(job_id, "shutdown")
                 await asyncio.wait(still, timeout=30)
+        if self.board is not None:
+            for action in await self.board.release():
+                log.info("board: at stop, %s", action.describe())
         self._said_offline = True  # no heartbeat may follow it: a restart would take it for a rival
         await self._publish(self.topics.status, encode(self._offline_status()), retain=True)
         started = time.monotonic()
@@ -972,7 +1000,8 @@ class FlightDaemon:
         asked: Redundancy | None = None
         with contextlib.suppress(KeyError, StoredCorruption, ValueError):
             header = peek_header(self._requests.get(r.job_id) or self.journal.request(r.job_id)) or {}
-            asked = Redundancy(header["redundancy"]) if isinstance(header.get("redundancy"), str) else None
+            value = header.get("redundancy")
+            asked = Redundancy(value) if isinstance(value, str) else None
         mode = asked or self.settings.radiation.default_redundancy(r.model, r.priority)
         return QueuedJob(r.job_id, r.priority, r.model, r.received_utc, r.deadline_utc, redundancy=mode)
 
@@ -982,8 +1011,10 @@ class FlightDaemon:
         return last.redundancy if last is not None else Redundancy.NONE
 
     def _result(self, job_id: str, entry: RegisteredModel, outcome: RunOutcome, mode: Redundancy, attempt: int,
-                request_payload: bytes, recomputed: str | None = None) -> tuple[bytes, float]:
-        """The encoded result of a run (saying how it was checked) and its finish time."""
+                request_payload: bytes, recomputed: str | None = None, energy_j: float | None = None,
+                energy_source: EnergySource | None = None) -> tuple[bytes, float]:
+        """The encoded result of a run (saying how it was checked, and its energy in J where known) and
+        its finish time."""
         finished = self.clock()
         tensors, binary = pack_tensors(outcome.outputs, framed=request_payload[: len(MAGIC)] == MAGIC)
         result = JobResult(
@@ -1001,6 +1032,8 @@ class FlightDaemon:
             runs=outcome.verdict.runs,
             weights_scrubbed=self.soft_errors.scrubbed(entry, outcome.provider),
             recomputed=recomputed,
+            energy_j=energy_j,
+            energy_source=energy_source,
         )
         return encode(result, binary), finished
 
@@ -1041,6 +1074,7 @@ class FlightDaemon:
     async def _run_job(self, job: QueuedJob) -> None:
         job_id = job.job_id
         threads = self.throttle.intra_op_threads
+        metered = False  # the board's energy meter counts this job as running
         record: JobRecord | None = None
         payload: bytes | None = None
         try:
@@ -1066,7 +1100,12 @@ class FlightDaemon:
                 req, feeds = held[0], held[1]
             entry = self.registry.resolve(req.model, record.version)
             mode = self.soft_errors.mode(req, record.priority, self._floor())
+            if self.board is not None:
+                self.board.job_started(job_id, len(self._running))
+                metered = True
             outcome = await self._checked_run(job_id, entry, feeds, threads, mode)
+            energy_j = await self.board.job_finished(job_id, len(self._running)) if metered and self.board else None
+            metered = False
         except RunTerminated as exc:
             if exc.reason == "cancel":
                 await self._finish(job_id, JobState.CANCELLED, "cancelled by ground command while running", job)
@@ -1087,7 +1126,11 @@ class FlightDaemon:
             log.exception("job %s failed", job_id)
             await self._finish(job_id, JobState.FAILED, f"inference error: {exc}", job)
         else:
-            result_payload, finished = self._result(job_id, entry, outcome, mode, record.attempt, payload)
+            source: EnergySource | None = "measured" if energy_j is not None else None
+            if energy_j is None and self.governor is not None:  # no power sensor: the board profile's estimate
+                energy_j, source = outcome.run_s * threads * self.governor.config.board.w_per_core, "estimated"
+            result_payload, finished = self._result(job_id, entry, outcome, mode, record.attempt, payload,
+                                                    energy_j=energy_j, energy_source=source)
             try:
                 done = await self.writer.submit(lambda j: j.complete(job_id, result_payload, finished))
             except JournalFault as exc:
@@ -1096,13 +1139,17 @@ class FlightDaemon:
             self._result_write_failures.pop(job_id, None)
             self.jobs_done += 1
             self.metrics.inference(entry.manifest.name, outcome.run_s)
-            if self.governor is not None:  # one inference's cost: the governor multiplies by the mode's runs
-                self.governor.record_run(entry.manifest.name, outcome.run_s / outcome.verdict.runs, threads,
-                                         at_s=time.monotonic())
+            if self.governor is not None:  # one inference's cost (the governor multiplies by the mode's runs):
+                runs = outcome.verdict.runs  # measured energy where the board has a sensor, else the estimate
+                self.governor.record_run(entry.manifest.name, outcome.run_s / runs, threads,
+                                         energy_j=energy_j / runs if energy_j is not None and source == "measured"
+                                         else None, at_s=time.monotonic())
             # State before result: once the ground holds the result, the retained state already says done.
             self._publish_state(done)
             self._publish_job(job_id, self.topics.result(job_id), result_payload)
         finally:
+            if metered and self.board is not None:
+                self.board.job_ended(job_id)
             self._running.pop(job_id, None)
             self._cancel_before_run.discard(job_id)
             self._wake.set()
@@ -1482,6 +1529,7 @@ class FlightDaemon:
             providers=self.registry.providers_in_use() or self.registry.available_providers(),
             models=[f"{m['name']}/{m['version']}" for m in self.registry.listing() if m["active"]],
             cycle_slip_ms=h.max_slip_s * 1e3,
+            board=self.board.status() if self.board is not None else None,
             outlook=self._outlook(),
             intake=intake,
             intake_reason=intake_reason,
@@ -1559,7 +1607,45 @@ class FlightDaemon:
         if d.preempt and self._running:
             stopped = self.preempt_all(f"{d.mode.value} mode")
             log.warning("preempted %s", ", ".join(stopped))
+        if self.board is not None and self.board.wants(d):
+            self._background(self._actuate(d), "board actuators")
         self._wake.set()
+
+    async def _actuate(self, d: Decision) -> None:
+        """The governor's frequency ceiling and power mode on the board; each outcome logged and on the wire."""
+        assert self.board is not None
+        for action in await self.board.actuate(d):
+            text = f"{d.mode.value} mode: {action.describe()}"
+            if action.ok:
+                log.info("board: %s", text)
+            else:
+                log.warning("board: %s", text)
+            self._event(EventKind.BOARD, text, severity="info" if action.ok else "warning", actuator=action.actuator,
+                        requested=action.requested, ok=action.ok, applied=action.applied, detail=action.detail)
+
+    # ==================================================================================== board
+
+    async def _board_loop(self) -> None:
+        if self.board is not None:
+            await self.board.run(self._on_board_sample, lambda: len(self._running))
+
+    def _on_board_sample(self, sample: BoardSample) -> None:
+        """One board sample: on ``tlm/board``, to the governor and to the Prometheus metrics."""
+        self.metrics.board_probe(sample)
+        values: dict[str, float] = {}
+        for key, value in sample.values().items():
+            problem = value_problem(BOARD, key, value)
+            if problem is None:
+                values[key] = value
+            else:  # a sensor answering nonsense: left out of the sample, said in the log
+                log.warning("board: %s (left out of tlm/board)", problem)
+        if not values:
+            return
+        telemetry = Telemetry(sat=self.settings.sat, channel=BOARD, t_s=max(0.0, self.mission.now(sample.t_s)),
+                              at_utc=self.clock(), values=values)
+        self._publish_soon(self.topics.telemetry(BOARD), encode(telemetry), qos=0)
+        if self.governor is not None:
+            self._new_samples.append(telemetry)
 
     async def _purge(self, cutoff_utc: float) -> None:
         """Forget old terminal jobs, and clear their retained state and result from the broker."""

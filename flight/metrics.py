@@ -21,11 +21,12 @@ for counters). Each metric and what feeds it:
 ``orbitd_sequence_firings_total{sequence}`` counter    sequence entries fired (jobs submitted by the sequencer)
 ==========================================  =========  ==========================================================
 
-Board power and temperature: today the daemon feeds them from telemetry (:meth:`FlightMetrics.board`:
+Board power and temperature: the daemon feeds them from telemetry (:meth:`FlightMetrics.board`:
 the power system's ``compute_w`` and the thermal sensors' ``board_c``, i.e. the plant simulator under
-``hil``). :meth:`FlightMetrics.board_probe` is the hook for the board's own probes
-(:class:`flight.board.BoardProbe`): once a probe has measured a quantity, the probe's reading is the
-one served and telemetry no longer overwrites it (flightd measures the board it runs on directly).
+``hil``) and from each sample of its board monitor (:meth:`FlightMetrics.board_probe`, the same sample
+that goes out on ``tlm/board``; flight/board_monitor.py): once a probe has measured a quantity, the
+probe's reading is the one served and telemetry no longer overwrites it (flightd measures the board
+it runs on directly). A board without a power sensor keeps telemetry's power.
 
 Every metric lives in the :class:`FlightMetrics` object's own registry (not prometheus_client's
 global one), so two daemons in one process, or a test, do not mix. The observe/set calls are

@@ -34,11 +34,13 @@ ground does the same with its own ONNX Runtime before the first chunk.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 
 import onnxruntime as ort
 
 from flight.model_proto import (
+    MAX_GRAPH_DEPTH,
     ONNX_TYPE_NAMES,
     GraphTooDeep,
     ModelOutline,
@@ -47,6 +49,7 @@ from flight.model_proto import (
     canonical_domain,
     encode_graph,
     encode_model,
+    encode_nested_ifs,
     encode_node,
     encode_value_info,
     read_outline,
@@ -142,6 +145,32 @@ def _probe() -> tuple[int, tuple[tuple[str, int], ...]]:
 def _opset_loads(ir: int, domain: str) -> Callable[[int], bool]:
     """Whether a model of IR version ``ir`` stamped with opset ``v`` of ``domain`` loads, as a function of v."""
     return lambda v: _loads(_probe_model(ir, {"": v} if domain == "" else {"": 13, domain: v}))
+
+
+NESTING_LOAD_BUDGET_S = 0.5
+"""Longest load of the nesting probe's model (:func:`runtime_graph_depth`) still counted as loading, s."""
+
+
+@functools.cache
+def runtime_graph_depth() -> int:
+    """The deepest nesting of subgraphs (If levels) that this ONNX Runtime loads promptly: the model
+    reader refuses deeper ones (:func:`model_problems`), at most :data:`flight.model_proto.MAX_GRAPH_DEPTH`.
+
+    ONNX Runtime before 1.32 takes time that doubles with each nested If level when it builds a
+    session; measured here (AMD EPYC, 2 vCPU, ``encode_nested_ifs``): 1.23.2 (PyPI's last cp310 wheel,
+    the board install on Python 3.10) 0.12 s at 12 levels, 0.8 s at 14, 12 s at 18; 1.24.4, 1.26.0
+    and 1.27.0 alike (1.8 / 1.9 / 0.8 s at 14, 18 / 23 / 13 s at 18); 1.32.0 under 0.03 s at 31. So
+    a model accepted by the reader could hold the registry for hours. Found by loading the probe
+    model 2, 4, 6, ... levels deep (then the maximum) until one fails or takes more than
+    :data:`NESTING_LOAD_BUDGET_S`: about 0.2 s on 1.32, 1 s on 1.23.2, once per process."""
+    depth = 0
+    for levels in (*range(2, MAX_GRAPH_DEPTH, 2), MAX_GRAPH_DEPTH):
+        start = time.perf_counter()
+        loads = _loads(encode_nested_ifs(levels))
+        if not loads or time.perf_counter() - start > NESTING_LOAD_BUDGET_S:
+            break
+        depth = levels
+    return depth
 
 
 def runtime_limits(max_model_bytes: int = MAX_MODEL_BYTES) -> ModelLimits:
@@ -242,10 +271,11 @@ def model_problems(data: bytes, limits: ModelLimits) -> tuple[ModelOutline | Non
     """(outline, problems) of a model file's bytes: everything above but the size and the manifest.
     The outline is None when the bytes are not a model at all (then there is one problem)."""
     try:
-        outline = read_outline(data)
+        outline = read_outline(data, max_depth=runtime_graph_depth())
     except GraphTooDeep as exc:
-        return None, [f"{exc}: ONNX Runtime's protobuf parser stops at 100 nested messages; flatten the "
-                      "control flow (fewer If/Loop/Scan levels)"]
+        return None, [f"{exc}: ONNX Runtime {ort.__version__} onboard loads no deeper promptly "
+                      f"({MAX_GRAPH_DEPTH} at most: its protobuf parser stops at 100 nested messages); flatten "
+                      "the control flow (fewer If/Loop/Scan levels)"]
     except ModelProtoError as exc:
         return None, [f"not an ONNX model, or cut short ({len(data)} bytes): {exc}: export it again, or copy "
                       "the whole file (compare its size and sha256 with the original)"]

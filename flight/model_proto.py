@@ -60,7 +60,7 @@ class ModelProtoError(ValueError):
 
 
 class GraphTooDeep(ModelProtoError):
-    """A model whose subgraphs nest deeper than :data:`MAX_GRAPH_DEPTH`."""
+    """A model whose subgraphs nest deeper than the reader's limit (:data:`MAX_GRAPH_DEPTH` or less)."""
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -511,8 +511,9 @@ def _dimension(buf: memoryview) -> Dim:
 class _OutlineReader:
     """Walks a ModelProto (graphs, subgraphs in attributes, functions, training graphs) into a ModelOutline."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_depth: int = MAX_GRAPH_DEPTH) -> None:
         self.outline = ModelOutline()
+        self.max_depth = max_depth
 
     def model(self, buf: memoryview) -> ModelOutline:
         out = self.outline
@@ -562,8 +563,8 @@ class _OutlineReader:
         """Record the graph's operators and tensors; returns its (inputs that are not initializers, outputs).
         ``context`` says where the graph is (empty for the main graph)."""
         name = _texts(buf, 2).get(2, "")
-        if depth > MAX_GRAPH_DEPTH:
-            raise GraphTooDeep(f"subgraphs nested more than {MAX_GRAPH_DEPTH} deep (graph {name!r})")
+        if depth > self.max_depth:
+            raise GraphTooDeep(f"subgraphs nested more than {self.max_depth} deep (graph {name!r})")
         where = f"graph {name!r}" + (f" ({context})" if context else "")
         inputs: list[ValueSpec] = []
         outputs: list[ValueSpec] = []
@@ -680,10 +681,11 @@ def _sparse_problem(values: TensorFields, indices: TensorFields, dims: tuple[int
     return None
 
 
-def read_outline(model_bytes: bytes) -> ModelOutline:
+def read_outline(model_bytes: bytes, max_depth: int = MAX_GRAPH_DEPTH) -> ModelOutline:
     """The :class:`ModelOutline` of a serialized ModelProto; ModelProtoError when the bytes are not one
-    (not ONNX, truncated inside a message, a name that is not UTF-8, subgraphs nested too deep)."""
-    return _OutlineReader().model(memoryview(model_bytes))
+    (not ONNX, truncated inside a message, a name that is not UTF-8, subgraphs nested more than
+    ``max_depth`` deep: :class:`GraphTooDeep`)."""
+    return _OutlineReader(min(max_depth, MAX_GRAPH_DEPTH)).model(memoryview(model_bytes))
 
 
 def _encode_varint(value: int) -> bytes:
@@ -779,3 +781,21 @@ def extend_graph(
 def with_graph_outputs(model_bytes: bytes, names: Sequence[str]) -> bytes:
     """The model with ``names`` (existing intermediate values) added as graph outputs (types inferred by ORT)."""
     return extend_graph(model_bytes, outputs=names)
+
+
+def encode_nested_ifs(depth: int) -> bytes:
+    """A ModelProto computing ``y = x`` (float32 [1]) through ``depth`` nested If nodes (each then-branch
+    the next level), IR version 9, opset 17: the model that measures how deep ONNX Runtime nests
+    subgraphs (:func:`flight.model_intake.runtime_graph_depth`)."""
+    inner = encode_graph("level0", [encode_node("Identity", ["x"], ["o0"])], [], [encode_value_info("o0", 1, [1])])
+    node = b""
+    for level in range(1, depth + 1):
+        other = encode_graph(f"else{level}", [encode_node("Identity", ["x"], [f"e{level}"])], [],
+                             [encode_value_info(f"e{level}", 1, [1])])
+        node = encode_node("If", ["cond"], [f"o{level}"], (encode_graph_attribute("then_branch", inner),
+                                                           encode_graph_attribute("else_branch", other)))
+        inner = encode_graph(f"level{level}", [node], [], [encode_value_info(f"o{level}", 1, [1])])
+    top = encode_graph("g", [node, encode_node("Identity", [f"o{depth}"], ["y"])],
+                       [encode_value_info("x", 1, [1])], [encode_value_info("y", 1, [1])],
+                       [encode_tensor("cond", np.array(True))])
+    return encode_model(9, {"": 17}, top)

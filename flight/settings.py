@@ -157,6 +157,23 @@ class SupervisionSettings(BaseModel):
     )
 
 
+class BoardSettings(BaseModel):
+    """The board flightd runs on (flight/board, docs/boards.md): detected at start (log and status),
+    sampled on the ``board`` telemetry channel every ``period_s`` (wall-clock s).
+
+    ``root``: where the probes read ``/sys``, ``/proc`` and ``/etc``: ``/`` on the board; a directory
+    laid out as on a board for tests and the emulated Raspberry Pi (scripts/pi-emulated.sh).
+    Where the board measures its power, it is also read when a job starts and finishes and every
+    ``energy_period_s`` while one runs, for the job's energy above ``idle_w`` (W; None: learnt from
+    readings while nothing runs; flight.governor.energy)."""
+
+    enabled: bool = True
+    root: Path = Path("/")
+    period_s: float = Field(default=1.0, gt=0)
+    energy_period_s: float = Field(default=0.1, gt=0)
+    idle_w: float | None = Field(default=None, ge=0)
+
+
 class MetricsSettings(BaseModel):
     """Prometheus ``/metrics`` endpoint (:mod:`flight.metrics`); off unless ``enabled``. The default
     address is loopback only: expose it deliberately (``host = "0.0.0.0"``)."""
@@ -235,6 +252,7 @@ class FlightSettings(BaseSettings):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    board: BoardSettings = Field(default_factory=BoardSettings)
     radiation: RadiationSettings = Field(default_factory=RadiationSettings)
     governor: dict[str, Any] | None = Field(
         default=None, description="governor configuration (flight.governor); absent: no throttling"

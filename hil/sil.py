@@ -5,6 +5,12 @@ Timing: the plant runs ``warp`` simulated seconds per wall second; flightd runs 
 real time and reports its time-averaged busy cores, which the plant turns into watts. The report is
 computed from the recorded archive (what the ground saw), in simulated time.
 
+flightd's ``board`` channel carries what this machine's own sensors read (flight/board: on a
+development box usually busy cores alone, on a Pi or a Jetson its temperature, power and flags),
+sampled as often as the plant publishes (in wall time); the report summarises it beside the plant's
+numbers and the plot draws it. The plant's board is the simulated one: the governor does not take the
+host's temperature for it (``board_inputs.temperature_as_board_c`` stays off).
+
 Radiation (``radiation=True``, ``hil sil --radiation``; docs/radiation.md): flightd holds the workload
 model's weights (two replicas, scrubbed every ``scrub_period_s`` wall seconds), re-runs the jobs a
 corrupt block makes suspect, and accepts the TEST-ONLY ``inject_fault`` command, through which
@@ -59,18 +65,22 @@ from hil.scenario import Scenario, load_scenario
 from hil.scoring import ViolationTally, sample_durations
 from hil.upsets import RUN_MBIT, RUN_SCALE, SCALE, UpsetInjector, UpsetModel
 from link.codec import WireError, decode
-from link.messages import Event, EventKind, Mode, Ping, Telemetry
+from link.messages import Event, EventKind, Mode, Ping, Status, Telemetry
 from link.telemetry import (
+    BOARD,
     BOARD_C,
+    BUSY_CORES,
     COMPUTE,
     COMPUTE_W,
     MODE_CODE,
     MODE_CODES,
     POWER,
+    POWER_W,
     RADIATION,
     RADIATOR_C,
     SOC,
     SOFT_ERRORS,
+    TEMP_C,
     THERMAL,
     mode_from_code,
 )
@@ -90,7 +100,11 @@ class SilReport:
     after it the simulator has stopped); ``safe_after_startup_s``: SAFE seconds after flightd first
     left SAFE; ``pace_slips``: times the plant fell behind the wall clock and slowed down instead of
     rushing simulated time (a busy host; docs/sil.md). ``radiation``: the environment seen and the soft
-    errors counted (:func:`radiation_summary`); None when flightd published no ``soft_errors``."""
+    errors counted (:func:`radiation_summary`); None when flightd published no ``soft_errors``.
+
+    The host board, from flightd's ``board`` channel and status: ``board`` (what flightd found),
+    ``board_samples``, ``board_busy_cores`` (mean, /proc/stat), ``board_max_temp_c`` and
+    ``board_mean_power_w`` (NaN where the host has no such sensor)."""
 
     scenario: str
     orbits: float
@@ -110,6 +124,11 @@ class SilReport:
     mode_changes: list[dict[str, Any]] = field(default_factory=list)
     safe_after_startup_s: float = 0.0
     pace_slips: int = 0
+    board: str = ""
+    board_samples: int = 0
+    board_busy_cores: float = float("nan")
+    board_max_temp_c: float = float("nan")
+    board_mean_power_w: float = float("nan")
     radiation: dict[str, Any] | None = None
     archive: str = ""
     plot: str = ""
@@ -165,6 +184,12 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
             changes.append({"t_s": event.details.get("t_s"), "mode": event.details.get("mode"),
                             "reasons": event.details.get("reasons", [])})
     sim_s = (power[-1][0].t_s - power[0][0].t_s) if len(power) > 1 else 0.0
+    host = series(archive, BOARD)
+
+    def mean(key: str) -> float:
+        values = [s.values[key] for s in host if key in s.values]
+        return float(np.mean(values)) if values else float("nan")
+
     return SilReport(
         scenario=scenario.name,
         orbits=orbits,
@@ -183,6 +208,11 @@ def report_from_archive(archive: Archive, scenario: Scenario, jobs_submitted: in
         violations_s=tally.seconds(),
         mode_changes=changes,
         safe_after_startup_s=safe_after_startup_s,
+        board=_board_summary(archive),
+        board_samples=len(host),
+        board_busy_cores=mean(BUSY_CORES),
+        board_max_temp_c=max((s.values[TEMP_C] for s in host if TEMP_C in s.values), default=float("nan")),
+        board_mean_power_w=mean(POWER_W),
         radiation=radiation_summary(archive, end_s),
     )
 
@@ -261,9 +291,24 @@ def flightd_env(gov_config: GovernorConfig, preload: list[str], control_period_s
 
 def sil_flightd_env(scenario: Scenario, warp: float, preload: list[str]) -> dict[str, str]:
     """:func:`flightd_env` of a SIL run: the governor configured from the scenario's design data at the
-    SIL telemetry period, the SIL control period, a 1 s heartbeat."""
-    gov_config = governor_config_for(scenario.build_plant(), scenario.limits, sil_telemetry_period_s(scenario, warp))
-    return flightd_env(gov_config, preload)
+    SIL telemetry period, the SIL control period, a 1 s heartbeat, the board channel at the plant's period."""
+    period_s = sil_telemetry_period_s(scenario, warp)
+    gov_config = governor_config_for(scenario.build_plant(), scenario.limits, period_s)
+    # the host board's own probes as often as the plant publishes (wall s)
+    return {**flightd_env(gov_config, preload), "ORBITD_BOARD__PERIOD_S": str(period_s / warp)}
+
+
+def _board_summary(archive: Archive) -> str:
+    """What flightd said of its board in the last status that says it ("" if none did)."""
+    summary = ""
+    for rec in archive.messages(channels=["status"]):
+        try:
+            status = decode(rec.payload, Status).message
+        except WireError:
+            continue
+        if status.board is not None:
+            summary = status.board.summary
+    return summary
 
 
 def kill_if_running(proc: subprocess.Popen[bytes]) -> None:
@@ -680,6 +725,17 @@ async def _watch_progress(plant_task: asyncio.Task[Pacer], ground: GroundClient,
     drainer.cancel()
 
 
+def _board_row(report: SilReport) -> str:
+    if not report.board_samples:
+        return "no board samples"
+    parts = [f"{report.board_samples} samples", f"busy cores {report.board_busy_cores:.2f}"]
+    if not np.isnan(report.board_max_temp_c):
+        parts.append(f"max {report.board_max_temp_c:.1f} °C")
+    if not np.isnan(report.board_mean_power_w):
+        parts.append(f"mean {report.board_mean_power_w:.2f} W")
+    return ", ".join(parts)
+
+
 def _link_rows(link: dict[str, Any] | None) -> list[tuple[str, str]]:
     if link is None:
         return []
@@ -718,6 +774,7 @@ def print_report(report: SilReport) -> None:
         ("mode changes", str(len(report.mode_changes))),
         ("SAFE after start-up", f"{report.safe_after_startup_s:.0f} s"),
         ("plant slowed for the host", f"{report.pace_slips} times"),
+        ("host board (own sensors)", _board_row(report)),
         *_radiation_rows(report.radiation),
         *_link_rows(report.link),
         ("plot", report.plot),

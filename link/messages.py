@@ -14,14 +14,14 @@ Invariants shared by all messages:
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from link.numbers import Count, Duration, Fraction, LinkModel, MissionTime, UtcTime, Watts
+from link.numbers import Count, Duration, Fraction, Joules, LinkModel, MissionTime, UtcTime, Watts
+from link.str_enum import StrEnum
 from link.telemetry import Mode as Mode
 from link.telemetry import value_problem
 from link.tensor import Tensor
@@ -72,7 +72,7 @@ class Auth(LinkModel):
 # ----------------------------------------------------------------------------------------------- jobs
 
 
-class JobState(enum.StrEnum):
+class JobState(StrEnum):
     """Life of a job: queued -> running -> done | failed | cancelled | expired; rejected at intake."""
 
     QUEUED = "queued"
@@ -88,7 +88,7 @@ class JobState(enum.StrEnum):
         return self not in (JobState.QUEUED, JobState.RUNNING)
 
 
-class Redundancy(str, enum.Enum):  # noqa: UP042 (StrEnum is 3.11+; the board runs 3.10)
+class Redundancy(StrEnum):
     """How a job's inference is checked against soft errors (docs/radiation.md): ``none`` one run;
     ``dmr`` two runs on independent weight memory, compared bit for bit, a third run votes on a
     mismatch; ``tmr`` three runs, the majority wins. Ordered none < dmr < tmr."""
@@ -142,9 +142,17 @@ class JobStateEvent(WireModel):
     deadline_utc: UtcTime | None = None
 
 
+EnergySource = Literal["measured", "estimated"]
+"""Where a job's energy comes from: ``measured``, the integral of the board's measured power above idle
+over the run (flight.governor.energy); ``estimated``, busy core-seconds times the board profile's W per
+core (a board without a power sensor)."""
+
+
 class JobResult(WireModel):
     """Satellite -> ground, retained on ``results/<id>`` until the ground acknowledges it.
 
+    ``energy_j``: the run's energy above the board's idle power (J), from ``energy_source``; None when
+    flightd has neither a power sensor nor a governor's board profile to estimate it with.
     How it was checked (docs/radiation.md): ``redundancy`` the mode it ran under (the job's, or the
     governor's in a high-flux region), ``check`` the verdict, ``runs`` the inferences made,
     ``weights_scrubbed`` whether the model's weights are held in flightd's memory and scrubbed.
@@ -161,6 +169,8 @@ class JobResult(WireModel):
     run_ms: Duration
     provider: str
     attempt: Count = 1
+    energy_j: Joules | None = None
+    energy_source: EnergySource | None = None
     redundancy: Redundancy = Redundancy.NONE
     check: CheckStatus = "single"
     runs: Count = 1
@@ -169,6 +179,20 @@ class JobResult(WireModel):
 
 
 # -------------------------------------------------------------------------------- status, telemetry
+
+
+class BoardStatus(LinkModel):
+    """The board flightd found at start (flight/board, docs/boards.md), in its retained status.
+
+    ``kind``: ``raspberry-pi``, ``jetson`` or ``linux``; ``summary``: one line naming the board and the
+    sources of its temperature, power and throttle flags; ``notes``: what was looked for and could not
+    be read; ``actuators``: what the governor may steer on this board, or why not."""
+
+    kind: str = Field(max_length=32)
+    model: str = Field(max_length=256)
+    summary: str = Field(max_length=2048)
+    notes: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=32)
+    actuators: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=32)
 
 
 Domain = Annotated[str, Field(max_length=128)]
@@ -272,6 +296,7 @@ class Status(WireModel):
     outlook: DispatchOutlook | None = None
     intake: Literal["open", "paused", "draining"] | None = None
     intake_reason: str | None = Field(default=None, max_length=2000)
+    board: BoardStatus | None = None
 
 
 class Telemetry(WireModel):
@@ -346,7 +371,7 @@ class RollbackModel(LinkModel):
     name: Identifier
 
 
-class Role(str, enum.Enum):  # noqa: UP042 (enum.StrEnum is 3.11+; the board runs 3.10)
+class Role(StrEnum):
     """What a signing key may ask for (flight.keyring.PERMISSIONS; docs/security.md)."""
 
     OPERATOR = "operator"
@@ -391,7 +416,7 @@ class ListKeys(LinkModel):
     action: Literal["list_keys"] = "list_keys"
 
 
-class FaultTarget(str, enum.Enum):  # noqa: UP042 (StrEnum is 3.11+; the board runs 3.10)
+class FaultTarget(StrEnum):
     """Where :class:`InjectFault` flips bits: a model's weights held by flightd (until the scrubber repairs
     them), the input copy or the outputs of the next run of a model (one run, transient), a job's stored
     request or result in the journal (on disk)."""
@@ -455,7 +480,7 @@ class CommandReply(WireModel):
 # --------------------------------------------------------------------------------------- events
 
 
-class EventKind(enum.StrEnum):
+class EventKind(StrEnum):
     ERROR = "error"
     REJECTED = "rejected"
     MODE = "mode"
@@ -463,6 +488,7 @@ class EventKind(enum.StrEnum):
     LIFECYCLE = "lifecycle"
     LIMIT = "limit"
     SEQUENCE = "sequence"
+    BOARD = "board"
     SOFT_ERROR = "soft_error"
 
 

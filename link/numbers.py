@@ -36,6 +36,8 @@ Duration = Annotated[float, Field(ge=0.0)]
 """Seconds (or milliseconds where the name says ``_ms``), never negative."""
 Watts = Annotated[float, Field(ge=0.0)]
 """A power drawn or allowed, W, never negative."""
+Joules = Annotated[float, Field(ge=0.0)]
+"""An energy, J, never negative."""
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 """A share, 0..1."""
 Count = Annotated[int, Field(ge=0, le=INT_MAX)]

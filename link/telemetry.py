@@ -8,7 +8,8 @@ their publisher writes them on the wire; docs/icd.md's telemetry table is genera
 simulator publishes the plant channels (:data:`PLANT_CHANNELS`, ``hil.plant.telemetry``), the
 radiation environment on ``radiation`` and its time tone on ``clock`` (``hil.plant_service``), flightd
 the ``compute`` channel (:func:`compute_values`) and its soft-error counters on ``soft_errors``
-(:data:`FLIGHTD_CHANNELS`; docs/radiation.md).
+(:data:`FLIGHTD_CHANNELS`; docs/radiation.md), and the ``board`` channel (what its board's own sensors
+read, :meth:`flight.board.BoardSample.values`; a value the board does not measure is left out).
 
 Units: ``V``, ``A``, ``W``, ``Wh``, ``°C``, ``deg``, ``s``, ``nT`` (magnetic field), ``GV`` (rigidity),
 ``R_E`` (Earth radii), ``bytes``; ``fraction`` (0..1), ``flag`` (0 or 1), ``count``, ``cores`` (busy
@@ -27,12 +28,13 @@ Values a channel does not define only have to be finite.
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from link.str_enum import StrEnum
 
 # ------------------------------------------------------------------------------------- channels
 
@@ -41,6 +43,7 @@ THERMAL = "thermal"
 ORBIT = "orbit"
 COMPUTE = "compute"
 CLOCK = "clock"
+BOARD = "board"
 RADIATION = "radiation"
 SOFT_ERRORS = "soft_errors"
 
@@ -75,6 +78,10 @@ BUDGET_W = "budget_w"
 MODE_CODE = "mode_code"
 RATE = "rate"
 MET_S = "met_s"
+TEMP_C = "temp_c"
+POWER_W = "power_w"
+UNDER_VOLTAGE = "under_voltage"
+THROTTLED = "throttled"
 B_NT = "b_nt"
 L_SHELL = "l_shell"
 CUTOFF_GV = "cutoff_gv"
@@ -103,7 +110,7 @@ RUN_FAULTS_ESCAPED = "run_faults_escaped"
 # ------------------------------------------------------------------------------------- modes
 
 
-class Mode(enum.StrEnum):
+class Mode(StrEnum):
     """Governor mode (see docs/governor.md); ``compute.mode_code`` carries it as :data:`MODE_CODES`."""
 
     NOMINAL = "nominal"
@@ -252,6 +259,18 @@ CHANNELS: dict[str, Channel] = {
                         low=0.0, high=float(max(MODE_CODES.values()))),
             Measurement(BUDGET_W, "W", "board power budget, idle included (only with a governor)", low=0.0),
         )),
+        Channel(BOARD, "flightd / board probes (flight/board; docs/boards.md)", (
+            Measurement(TEMP_C, "°C", "the board's own temperature (Pi cpu-thermal, Jetson tj-thermal, x86 package)",
+                        low=ABSOLUTE_ZERO_C),
+            Measurement(POWER_W, "W", "board power measured by its own sensor (Jetson INA3221, Pi 5 PMIC, RAPL); "
+                        "absent where the board has none", low=0.0),
+            Measurement(UNDER_VOLTAGE, "flag", "1: the supply is under-voltage now (Raspberry Pi get_throttled bit 0)",
+                        low=0.0, high=1.0),
+            Measurement(THROTTLED, "flag", "1: the firmware runs the CPU slower than asked (Raspberry Pi "
+                        "get_throttled bits 1-3)", low=0.0, high=1.0),
+            Measurement(BUSY_CORES, "cores", "CPUs busy since the previous sample, every process (/proc/stat)",
+                        low=0.0),
+        )),
         Channel(CLOCK, "plant simulator (time tone; never in flight)", (
             Measurement(RATE, "s/s", "simulated seconds per wall second the simulator is paced at; t_s is "
                         "its simulated time, which flightd's mission clock follows (docs/sil.md)", low=0.0),
@@ -303,7 +322,7 @@ CHANNELS: dict[str, Channel] = {
 PLANT_CHANNELS: tuple[str, ...] = (POWER, THERMAL, ORBIT)
 """The channels the plant (power system, sensors, ADCS; the simulator under ``hil``) publishes."""
 
-FLIGHTD_CHANNELS: tuple[str, ...] = (COMPUTE, SOFT_ERRORS)
+FLIGHTD_CHANNELS: tuple[str, ...] = (COMPUTE, SOFT_ERRORS, BOARD)
 """The channels flightd publishes itself: it hears them back on ``tlm/+`` and feeds them to nothing."""
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -101,10 +101,10 @@ def aligned_copy(array: npt.NDArray[np.generic], align: int = ALIGN) -> npt.NDAr
 
 def dtype_name(array: npt.NDArray[np.generic]) -> DType:
     """The wire name of ``array``'s dtype, or :class:`TensorError` if the link cannot carry it."""
-    name = np.dtype(array.dtype).name
+    name: str = np.dtype(array.dtype).name
     if name not in SUPPORTED_DTYPES:
         raise TensorError(f"dtype {name} is not carried by the link (supported: {', '.join(SUPPORTED_DTYPES)})")
-    return name  # type: ignore[return-value]
+    return cast("DType", name)
 
 
 def little_endian_bytes(array: npt.NDArray[np.generic]) -> bytes:

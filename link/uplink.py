@@ -16,9 +16,8 @@ These models live here rather than in :mod:`link.messages` because they embed
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
-from typing import Literal, Self
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -26,6 +25,7 @@ from link.codec import Decoded, WireError, decode, encode, read_header
 from link.manifest import ModelManifest
 from link.messages import Auth, Identifier, TopicId, WireModel
 from link.numbers import Count, UtcTime
+from link.str_enum import StrEnum
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
 MIN_CHUNK_BYTES = 1024
@@ -78,7 +78,7 @@ class UploadBegin(WireModel):
     auth: Auth | None = None
 
     @model_validator(mode="after")
-    def _chunking_covers_file(self) -> Self:
+    def _chunking_covers_file(self) -> UploadBegin:
         want = chunk_count(self.manifest.size_bytes, self.chunk_bytes)
         if self.manifest.size_bytes < 1:
             raise ValueError("an empty file cannot be a model")
@@ -116,7 +116,7 @@ class UploadQuery(WireModel):
     query_id: Identifier | None = None
 
 
-class UploadState(enum.StrEnum):
+class UploadState(StrEnum):
     """receiving -> verifying -> installed | rejected; ``unknown``: no such upload onboard (send a begin)."""
 
     RECEIVING = "receiving"

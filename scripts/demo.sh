@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e .
+.venv/bin/pip install -q -e ".[hil]"  # the simulator and the ground tools (flightd alone: pip install .)
 exec .venv/bin/hil sil --scenario nominal-550km --orbits 2 "$@"

@@ -24,9 +24,12 @@ import struct
 import subprocess
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; these tests also run on the board's 3.10 (annotations only)
 
 EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32), linux/fs/ext4/ext4.h
 EXT4_GOING_FLAGS_NOLOGFLUSH = 2  # stop at once, without flushing the journal: every I/O fails with EIO

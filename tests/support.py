@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from ground.model.files import build_manifest, write_manifest
 from link.manifest import MODEL_FILE
+
+if TYPE_CHECKING:
+    import onnx
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = REPO / "models"
@@ -34,6 +36,9 @@ def copy_bundled(models_dir: Path, *names: str) -> Path:
 def _conv_stack(rng: np.random.Generator, first: str, last: str, layers: int, channels: int
                 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """``layers`` 3x3 convolutions of ``channels`` channels from tensor ``first`` to tensor ``last``."""
+    from onnx import helper, numpy_helper  # the ground's model tools: imported here so the board-install
+    # tests (no onnx there) can import this module
+
     nodes, inits = [], []
     prev = first
     for i in range(layers):
@@ -46,6 +51,11 @@ def _conv_stack(rng: np.random.Generator, first: str, last: str, layers: int, ch
 
 
 def _save_model(models_dir: Path, name: str, graph: onnx.GraphProto) -> Path:
+    import onnx
+    from onnx import helper
+
+    from ground.model.files import build_manifest, write_manifest
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9  # what ONNX Runtime 1.18+ loads
     directory = models_dir / name / "1.0.0"
@@ -57,6 +67,8 @@ def _save_model(models_dir: Path, name: str, graph: onnx.GraphProto) -> Path:
 
 def build_slow_model(models_dir: Path, name: str = "slow", layers: int = 40, channels: int = 64) -> Path:
     """A conv stack (float32 [1, C, 64, 64] -> same shape) that takes about 85 ms per run on 2 cores."""
+    from onnx import TensorProto, helper
+
     nodes, inits = _conv_stack(np.random.default_rng(0), "x", "y", layers, channels)
     graph = helper.make_graph(
         nodes,
@@ -72,6 +84,8 @@ def build_long_model(models_dir: Path, name: str = "long", tile: int = 64, layer
     """A job that runs for seconds from a 16 kB input: float32 x [1, 16, 16, 16] tiled to
     [1, 16, 16 * tile, 16 * tile], through ``layers`` 3x3 convolutions, averaged to y [1, 16]. About
     2 s per run with the defaults on the 2-core development machine (more under load)."""
+    from onnx import TensorProto, helper, numpy_helper
+
     channels, side = 16, 16
     repeats = numpy_helper.from_array(np.array([1, 1, tile, tile], dtype=np.int64), "repeats")
     stack, inits = _conv_stack(np.random.default_rng(0), "big", "h", layers, channels)
@@ -98,19 +112,23 @@ class ManualClock:
 
 
 class FlightdProcess:
-    """``flightd`` as a child process with its own data directory; logs go to ``log_path``."""
+    """``flightd`` as a child process with its own data directory; logs go to ``log_path``.
+    ``python``: the interpreter that runs it (default: this one; the board install's in
+    tests/test_board_install.py)."""
 
     def __init__(self, broker: str, data_dir: Path, models_dir: Path, sat: str = "sat1",
-                 config: Path | None = None, env: dict[str, str] | None = None, log_level: str | None = None) -> None:
+                 config: Path | None = None, env: dict[str, str] | None = None, log_level: str | None = None,
+                 python: str | None = None) -> None:
         self.broker, self.data_dir, self.models_dir, self.sat = broker, data_dir, models_dir, sat
         self.log_level = log_level
         self.config = config
         self.env = env or {}
+        self.python = python or sys.executable
         self.log_path = data_dir.parent / f"flightd-{sat}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "flight.cli", "--broker", self.broker, "--sat", self.sat,
+        args = [self.python, "-m", "flight.cli", "--broker", self.broker, "--sat", self.sat,
                 "--data-dir", str(self.data_dir), "--models", str(self.models_dir),
                 # ORBITD_TEST_LOG_LEVEL=DEBUG to debug a test
                 "--log-level", self.log_level or os.environ.get("ORBITD_TEST_LOG_LEVEL", "INFO")]
@@ -141,6 +159,19 @@ class FlightdProcess:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def running_flightd(broker: str, data_dir: Path, models_dir: Path, sat: str = "sat1",
+                          config: Path | None = None, python: str | None = None) -> AsyncIterator[FlightdProcess]:
+    """A :class:`FlightdProcess` started and answering pings on ``broker``; killed on exit."""
+    proc = FlightdProcess(broker, data_dir, models_dir, sat=sat, config=config, python=python)
+    proc.start()
+    try:
+        await wait_online(broker, sat=sat, timeout_s=60.0)
+        yield proc
+    finally:
+        proc.stop()
 
 
 async def wait_online(

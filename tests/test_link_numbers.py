@@ -40,6 +40,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                       "deadline_utc": 1.9e9},
     "JobResult": {"job_id": "j1", "model": "m", "version": "1", "outputs": {"y": TENSOR}, "started_utc": 1.8e9,
                   "finished_utc": 1.8e9 + 1, "run_ms": 3.5, "provider": "CPUExecutionProvider", "attempt": 1,
+                  "energy_j": 0.4, "energy_source": "measured",
+
                   "redundancy": "dmr", "check": "agreed", "runs": 2},
     "Status": {"sat": "sat1", "state": "online", "at_utc": 1.8e9, "uptime_s": 10.0, "heartbeat_s": 2.0,
                "queue_depth": 0, "concurrency": 1, "intra_op_threads": 2, "duty_cycle": 0.5, "budget_w": 40.0,
@@ -50,7 +52,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                "outlook": {"busy_cores": 1.5, "orbit_busy_cores": 1.2, "in_eclipse": False, "phase_left_s": 900.0,
                            "mission_rate": 200.0, "committed_core_s": [0.0] * 9 + [2.5], "running_core_s": 0.5,
                            "job_core_s": {"m": 0.02}, "job_cost_age_s": {"m": 4.5}, "thermal_headroom_c": 30.0,
-                           "soc": 0.7}},
+                           "soc": 0.7},
+               "board": {"kind": "jetson", "model": "m", "summary": "s", "notes": ["n"], "actuators": ["a"]}},
     "Telemetry": {"sat": "sat1", "channel": "power", "t_s": 12.0, "at_utc": 1.8e9,
                   "values": {"soc": 0.8, "battery_v": 15.8, "solar_w": 80.0}},
     "Command": {"command_id": "c1", "issued_utc": 1.8e9, "body": {"action": "list_jobs", "limit": 10}},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -100,6 +101,20 @@ def test_sil_archive_telemetry(sil_run: tuple[dict[str, object], Path, float]) -
     temps = [m.values[k] for m in thermal for k in ("board_c", "radiator_c")]
     assert float(report["max_temp_c"]) == pytest.approx(max(temps))  # type: ignore[arg-type]
     assert any(m.values.get("busy_cores", 0.0) > 0 for m in compute), "flightd never reported busy cores"
+
+
+def test_sil_archives_the_host_boards_own_channel(sil_run: tuple[dict[str, object], Path, float]) -> None:
+    """flightd's ``board`` channel (this machine's real probes) reaches the archive, and the report
+    summarises it: busy cores from /proc/stat on every Linux, as often as the plant's telemetry."""
+    report, report_dir, _ = sil_run
+    with Archive(report_dir / "telemetry.sqlite3") as archive:
+        board, power = _series(archive, "board"), _series(archive, "power")
+    assert len(board) >= len(power) // 2, (len(board), len(power))
+    busy = [m.values["busy_cores"] for m in board if "busy_cores" in m.values]
+    assert busy and all(0.0 <= b <= (os.cpu_count() or 1) + 1e-6 for b in busy)
+    assert report["board_samples"] == len(board)
+    assert float(report["board_busy_cores"]) == pytest.approx(float(np.mean(busy)))  # type: ignore[arg-type]
+    assert str(report["board"]).startswith(("linux ", "raspberry-pi ", "jetson ")), report["board"]
 
 
 def test_sil_soc_trend_follows_compute_energy(sil_run: tuple[dict[str, object], Path, float]) -> None:

@@ -34,7 +34,11 @@ SOFT_ERROR_KEYS = ["weight_bytes", "scrub_cpu", "scrub_cpu_s", "blocks_corrupt",
 
 
 def test_dictionary_channels_keys_and_units() -> None:
-    assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "clock", "radiation", "soft_errors"]
+    assert list(CHANNELS) == ["power", "thermal", "orbit", "compute", "board", "clock", "radiation",
+                             "soft_errors"]
+    assert list(CHANNELS["board"].keys) == ["temp_c", "power_w", "under_voltage", "throttled", "busy_cores"]
+    assert [CHANNELS["board"].measurement(k).unit for k in CHANNELS["board"].keys] == ["°C", "W", "flag", "flag",
+                                                                                        "cores"]
     assert list(CHANNELS["clock"].keys) == ["rate", "met_s"] and CHANNELS["clock"].measurement("rate").unit == "s/s"
     assert CHANNELS["clock"].measurement("met_s").unit == "s"
     assert PLANT_CHANNELS == ("power", "thermal", "orbit")

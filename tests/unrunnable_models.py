@@ -15,12 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from flight.model_proto import (
-    encode_graph,
-    encode_graph_attribute,
-    encode_model,
-    encode_node,
-    encode_tensor,
-    encode_value_info,
+    encode_nested_ifs,
 )
 
 W = np.arange(4, dtype=np.float32) / 4
@@ -182,15 +177,4 @@ def bfloat16_input() -> bytes:
 def nested(depth: int) -> bytes:
     """``y = x`` through ``depth`` nested If nodes (each then-branch the next level), encoded directly: the
     ``onnx`` package's own protobuf refuses to build much more than 30 levels."""
-    inner = encode_graph("level0", [encode_node("Identity", ["x"], ["o0"])], [], [encode_value_info("o0", 1, [1])])
-    node = b""
-    for level in range(1, depth + 1):
-        other = encode_graph(f"else{level}", [encode_node("Identity", ["x"], [f"e{level}"])], [],
-                             [encode_value_info(f"e{level}", 1, [1])])
-        node = encode_node("If", ["cond"], [f"o{level}"], (encode_graph_attribute("then_branch", inner),
-                                                           encode_graph_attribute("else_branch", other)))
-        inner = encode_graph(f"level{level}", [node], [], [encode_value_info(f"o{level}", 1, [1])])
-    top = encode_graph("g", [node, encode_node("Identity", [f"o{depth}"], ["y"])],
-                       [encode_value_info("x", 1, [1])], [encode_value_info("y", 1, [1])],
-                       [encode_tensor("cond", np.array(True))])
-    return encode_model(9, {"": 17}, top)
+    return encode_nested_ifs(depth)

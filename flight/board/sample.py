@@ -14,6 +14,7 @@ from flight.board import jetson, linux, raspberry_pi
 from flight.board.board import Board, board_temperature
 from flight.board.command import CommandRunner, run_command
 from flight.board.rails import PowerRail
+from link.telemetry import BUSY_CORES, POWER_W, TEMP_C, THROTTLED, UNDER_VOLTAGE
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,15 @@ class BoardSample:
     rails: tuple[PowerRail, ...] = ()
 
     def values(self) -> dict[str, float]:
-        """The known values as floats (flags as 0/1), for telemetry: unknown ones are left out."""
+        """The ``board`` telemetry channel's values (link.telemetry), floats (flags as 0/1), in wire
+        order; values the board does not report are left out."""
         out: dict[str, float] = {}
         for key, value in (
-            ("temp_c", self.temp_c),
-            ("power_w", self.power_w),
-            ("under_voltage", self.under_voltage),
-            ("throttled", self.throttled),
-            ("busy_cores", self.busy_cores),
+            (TEMP_C, self.temp_c),
+            (POWER_W, self.power_w),
+            (UNDER_VOLTAGE, self.under_voltage),
+            (THROTTLED, self.throttled),
+            (BUSY_CORES, self.busy_cores),
         ):
             if value is not None:
                 out[key] = float(value)
@@ -90,6 +92,18 @@ class BoardProbe:
             busy_cores=busy,
             rails=tuple(rails),
         )
+
+    @property
+    def measures_power(self) -> bool:
+        """True where the board has a power sensor this probe reads."""
+        return self.board.power_source is not None
+
+    def power_now(self) -> tuple[float, float | None]:
+        """(t_s, W): the board's power alone, for a job's energy (flight.governor.energy); cheaper than
+        :meth:`sample` (INA3221: three rails of two files each). RAPL gives the mean power since the
+        previous reading of either kind."""
+        now = self._clock()
+        return now, self._power(now)[0]
 
     def _power(self, now: float) -> tuple[float | None, list[PowerRail]]:
         source = self.board.power_source

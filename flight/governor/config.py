@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flight.governor.limits import LimitConfig, Limits
+from flight.governor.limits import LimitConfig, Limits, LimitSeverity, board_flag_limits
 from link.messages import Redundancy
-from link.telemetry import POWER, THERMAL
+from link.telemetry import POWER, THERMAL, Mode
 
 
 class _Cfg(BaseModel):
@@ -69,6 +69,48 @@ class OrbitFallback(_Cfg):
     eclipse_fraction: float = Field(default=0.372, ge=0.0, lt=1.0)
 
 
+class BoardInputs(_Cfg):
+    """How the governor uses the board's own telemetry (the ``board`` channel flightd publishes from
+    flight/board; docs/boards.md).
+
+    ``throttled`` / ``under_voltage``: the severity of a limit on the firmware's flag (``soft``:
+    THROTTLED, ``hard``: SAFE; None: ignored), tripping after ``flag_debounce`` samples. flightd drops
+    these limits on a board that reports no such flags (a hard limit never measured would hold SAFE).
+    ``temperature_as_board_c``: the board's own temperature stands in for ``thermal.board_c`` (the
+    plant's sensor is then ignored for it): the board ceiling and the thermal budget watch the board.
+    """
+
+    throttled: LimitSeverity | None = LimitSeverity.SOFT
+    under_voltage: LimitSeverity | None = LimitSeverity.SOFT
+    flag_debounce: int = Field(default=2, ge=1)
+    temperature_as_board_c: bool = False
+
+    def limits(self) -> list[LimitConfig]:
+        return board_flag_limits(self.throttled, self.under_voltage, self.flag_debounce)
+
+
+class ActuatorPolicy(_Cfg):
+    """Actuators beyond threads and duty cycle (flight/board/actuators.py), off unless enabled here.
+
+    ``frequency_ceiling``: the CPU frequency ceiling follows the mode: released (the policy's
+    maximum) in NOMINAL, at ``throttled_frequency_fraction`` of each cpufreq policy's way from its
+    minimum to its maximum in THROTTLED, at its minimum in SAFE. ``power_modes``: the Jetson power
+    mode (nvpmodel name or id, /etc/nvpmodel.conf) for each governor mode, e.g.
+    ``{nominal = "MAXN_SUPER", throttled = "15W", safe = "7W"}``; a mode not named leaves it as it is.
+    flightd applies what the board allows and reports the rest (docs/boards.md).
+    """
+
+    frequency_ceiling: bool = False
+    throttled_frequency_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    power_modes: dict[Mode, str] = Field(default_factory=dict)
+
+    def frequency_fraction(self, mode: Mode) -> float | None:
+        """The frequency ceiling for ``mode`` (fraction of each policy's range), None when not steered."""
+        if not self.frequency_ceiling:
+            return None
+        return {Mode.NOMINAL: 1.0, Mode.THROTTLED: self.throttled_frequency_fraction, Mode.SAFE: 0.0}[mode]
+
+
 class RadiationPolicy(_Cfg):
     """Redundancy scheduled by orbit (docs/radiation.md): while the plant's ``radiation`` channel reads a
     flux proxy above ``high_flux`` (1.0 = the reference orbit's mean upset rate; the South Atlantic
@@ -87,6 +129,8 @@ class GovernorConfig(_Cfg):
     stale_periods: float = Field(default=2.0, gt=0.0, description="SAFE when a channel is this many periods old")
     required_channels: tuple[str, ...] = (POWER, THERMAL)
     limits: list[LimitConfig] = Field(default_factory=lambda: Limits().configs())
+    board_inputs: BoardInputs = BoardInputs()
+    actuators: ActuatorPolicy = ActuatorPolicy()
     board: BoardProfile = BoardProfile()
     battery: BatteryConfig = BatteryConfig()
     thermal: ThermalModelConfig = ThermalModelConfig()

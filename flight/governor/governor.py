@@ -75,6 +75,7 @@ from link.messages import Mode, Redundancy
 from link.telemetry import (
     BATTERY_V,
     BATTERY_WH,
+    BOARD,
     BOARD_C,
     BUS_W,
     COMPUTE_W,
@@ -91,6 +92,7 @@ from link.telemetry import (
     SOLAR_W,
     SUNLIT,
     T_ORBIT_S,
+    TEMP_C,
     THERMAL,
     value_problem,
 )
@@ -148,6 +150,8 @@ class Decision:
     busy_cores: float = 0.0
     binding: str = ""
     limit_events: list[str] = field(default_factory=list)
+    frequency_fraction: float | None = None
+    power_mode: str | None = None
     redundancy: Redundancy = Redundancy.NONE
 
     @property
@@ -179,7 +183,7 @@ class Governor:
     def __init__(self, config: GovernorConfig | None = None) -> None:
         self.config = config if config is not None else GovernorConfig()
         cfg = self.config
-        self.limits = LimitChecker(cfg.limits)
+        self.limits = LimitChecker([*cfg.limits, *cfg.board_inputs.limits()])
         self.modes = ModeMachine(min_dwell_s=cfg.mode_min_dwell_s, safe_min_dwell_s=cfg.safe_min_dwell_s)
         self.orbit_estimator = OrbitEstimator(cfg.orbit.period_s, cfg.orbit.eclipse_fraction)
         self.thermal = ThermalPredictor(cfg.thermal)
@@ -208,9 +212,17 @@ class Governor:
         prev = self.latest.get(s.channel)
         if prev is not None and t_s < prev[0]:
             return []  # out of order: older than what we hold; ignore
+        stand_in = self.config.board_inputs.temperature_as_board_c
+        own: float | None = None
+        if stand_in and s.channel == THERMAL:  # the board's own temperature is board_c: not the plant's
+            raw.pop(BOARD_C, None)
+            own = self.latest.get(THERMAL, (t_s, {}))[1].get(BOARD_C)
         values = {k: v for k, v in raw.items() if value_problem(s.channel, k, v) is None}
+        transitions = self._board_temperature(t_s, raw) if stand_in and s.channel == BOARD else []
+        if own is not None:
+            values[BOARD_C] = own
         if not values:  # nothing readable: the limits count a failing sample, the channel stays as stale as it was
-            return self.limits.observe(s.channel, t_s, raw)
+            return transitions + self.limits.observe(s.channel, t_s, raw)
         self.latest[s.channel] = (t_s, values)
         if SUNLIT in values:
             self.orbit_estimator.observe(t_s, values[SUNLIT] >= 0.5)
@@ -226,7 +238,19 @@ class Governor:
             board_w = power.get(COMPUTE_W, self._board_w_now())
             self.thermal.observe(t_s, values[BOARD_C], values[RADIATOR_C], board_w,
                                  power.get(BUS_W, 0.0), power.get(SUNLIT, 1.0) >= 0.5)
-        return self.limits.observe(s.channel, t_s, raw)
+        return transitions + self.limits.observe(s.channel, t_s, raw)
+
+    def _board_temperature(self, t_s: float, raw: Mapping[str, float]) -> list[LimitTransition]:
+        """The board's own temperature as ``thermal.board_c`` (``board_inputs.temperature_as_board_c``):
+        the board ceiling counts it, and the latest thermal values carry it (at the plant's sample time
+        where the plant publishes a thermal channel, so a silent plant still goes stale)."""
+        if TEMP_C not in raw:
+            return []
+        temp = raw[TEMP_C]
+        if value_problem(BOARD, TEMP_C, temp) is None:
+            t_thermal, thermal = self.latest.get(THERMAL, (t_s, {}))
+            self.latest[THERMAL] = (t_thermal, {**thermal, BOARD_C: temp})
+        return self.limits.observe(THERMAL, t_s, {BOARD_C: temp})
 
     def _board_w_now(self) -> float:
         busy = self.last.busy_cores if self.last is not None else 0.0
@@ -366,6 +390,8 @@ class Governor:
             busy_cores=conc * threads * duty,
             binding=binding,
             limit_events=[t.describe() for t in transitions],
+            frequency_fraction=cfg.actuators.frequency_fraction(mode),
+            power_mode=cfg.actuators.power_modes.get(mode),
             redundancy=floor,
         )
         self.last = d

@@ -34,24 +34,35 @@ Defaults (sources in /work/shared/reference/physics.md):
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from link.telemetry import BATTERY_V, BOARD_C, POWER, RADIATOR_C, SOC, THERMAL, readable
+from link.str_enum import StrEnum
+from link.telemetry import (
+    BATTERY_V,
+    BOARD,
+    BOARD_C,
+    POWER,
+    RADIATOR_C,
+    SOC,
+    THERMAL,
+    THROTTLED,
+    UNDER_VOLTAGE,
+    readable,
+)
 
 
-class LimitKind(enum.StrEnum):
+class LimitKind(StrEnum):
     """``floor``: the value must stay >= threshold. ``ceiling``: the value must stay <= threshold."""
 
     FLOOR = "floor"
     CEILING = "ceiling"
 
 
-class LimitSeverity(enum.StrEnum):
+class LimitSeverity(StrEnum):
     """``hard``: a tripped limit puts the governor in SAFE. ``soft``: THROTTLED (a warning level)."""
 
     HARD = "hard"
@@ -104,6 +115,10 @@ BOARD_CEILING = "board_ceiling"
 RADIATOR_CEILING = "radiator_ceiling"
 """The governor's limit names (``LimitConfig.name``): the names a run is scored under, too."""
 
+BOARD_THROTTLED = "board_throttled"
+BOARD_UNDER_VOLTAGE = "board_under_voltage"
+"""The limits on the board's own flags (``board`` channel; :func:`board_flag_limits`)."""
+
 CELL_V_FLOOR_V = 3.3
 """Battery-voltage floor per NMC cell, V (cells 3.0-4.2 V, physics.md "Power")."""
 
@@ -141,6 +156,22 @@ class Limits:
             LimitConfig(name=RADIATOR_CEILING, channel=THERMAL, key=RADIATOR_C, kind=LimitKind.CEILING,
                         threshold=self.radiator_max_c, hysteresis=3.0, debounce=3),
         ]
+
+
+def board_flag_limits(
+    throttled: LimitSeverity | None, under_voltage: LimitSeverity | None, debounce: int = 2
+) -> list[LimitConfig]:
+    """Limits on the board's firmware flags (``board.throttled``, ``board.under_voltage``; the
+    Raspberry Pi's get_throttled bits, flight/board/raspberry_pi.py) at the given severity (None:
+    not watched). A flag is 0 or 1: the limit trips on ``debounce`` samples of 1 and clears on as
+    many samples of 0 (threshold 0.5, hysteresis 0.5)."""
+    out: list[LimitConfig] = []
+    for name, key, severity in ((BOARD_THROTTLED, THROTTLED, throttled),
+                                (BOARD_UNDER_VOLTAGE, UNDER_VOLTAGE, under_voltage)):
+        if severity is not None:
+            out.append(LimitConfig(name=name, channel=BOARD, key=key, kind=LimitKind.CEILING, threshold=0.5,
+                                   hysteresis=0.5, debounce=debounce, severity=severity))
+    return out
 
 
 @dataclass

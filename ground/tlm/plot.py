@@ -3,7 +3,8 @@ the radiation environment with the soft errors counted (when the archive has the
 over mission time, with eclipses shaded and, when given, the contact windows of a space link marked
 (matplotlib, Agg backend). A line is broken where its samples stop for more than
 :data:`GAP_PERIODS` of its usual spacing (out of contact, a dropout): a gap in the telemetry is drawn
-as a gap, not bridged by a straight line.
+as a gap, not bridged by a straight line. The board's own sensors (the ``board`` channel: temperature,
+measured power, busy cores) join the temperature, power and compute panels where the archive has them.
 
 The x axis is mission time ``t_s`` (from the telemetry). Messages that carry no ``t_s`` (job states)
 are placed by their receive time, mapped onto mission time through the telemetry's (rx_utc, t_s)
@@ -31,6 +32,7 @@ from ground.tlm.archive import Archive
 from link.codec import peek_header
 from link.telemetry import (
     BITS_REPAIRED,
+    BOARD,
     BOARD_C,
     BUS_W,
     BUSY_CORES,
@@ -46,6 +48,7 @@ from link.telemetry import (
     MODE_CODES,
     ORBIT,
     POWER,
+    POWER_W,
     QUEUED,
     RADIATION,
     RADIATOR_C,
@@ -56,6 +59,7 @@ from link.telemetry import (
     SOFT_ERRORS,
     SOLAR_W,
     SUNLIT,
+    TEMP_C,
     THERMAL,
     mode_from_code,
 )
@@ -280,7 +284,8 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
     _lines(
         ax_temp,
         data,
-        [(THERMAL, BOARD_C, "board", 1.0), (THERMAL, RADIATOR_C, "radiator", 1.0)],
+        [(THERMAL, BOARD_C, "board", 1.0), (THERMAL, RADIATOR_C, "radiator", 1.0),
+         (BOARD, TEMP_C, "board (own sensor)", 1.0)],
         scale,
     )
     ax_temp.set_ylabel("temperature (°C)")
@@ -293,6 +298,7 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
             (POWER, LOAD_W, "total load", 1.0),
             (POWER, COMPUTE_W, "compute", 1.0),
             (POWER, BUS_W, "bus", 1.0),
+            (BOARD, POWER_W, "board (measured)", 1.0),
         ],
         scale,
     )
@@ -306,6 +312,7 @@ def plot(archive: Archive, out: str | Path, *, sats: Sequence[str] | None = None
             (COMPUTE, RUNNING, "running", 1.0),
             (COMPUTE, QUEUED, "queued", 1.0),
             (COMPUTE, CONCURRENCY, "concurrency", 1.0),
+            (BOARD, BUSY_CORES, "board busy cores (/proc/stat)", 1.0),
         ],
         scale,
     )
