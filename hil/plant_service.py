@@ -171,6 +171,8 @@ class Pacer:
     warp: float
     max_lag_s: float
     slips: int = 0
+    end_t_s: float | None = None
+    """Simulated seconds the plant had reached when :func:`serve` returned (its last tone's time)."""
     _t0_s: float | None = None
     _wall0_s: float = 0.0
 
@@ -385,12 +387,25 @@ async def serve(
                 else:
                     await asyncio.sleep(wait_s)
         finally:
+            pacer.end_t_s = runner.t_s
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
     if pacer.slips:
         log.info("plant %s: fell behind the wall clock %d times; simulated time was not rushed to catch up",
                  sc.name, pacer.slips)
     return pacer
+
+
+async def hold_time(client: aiomqtt.Client, sat: str, t_s: float, rate: float, period_s: float = TONE_REPEAT_S) -> None:
+    """Publish the tone of simulated time ``t_s`` (mission s; MET the same) every ``period_s`` wall
+    seconds until cancelled: simulated time stands still at the end of a run while flightd still works
+    (hil sil's radiation wind-down waits for the last scrub sweeps). Without tones flightd's clock
+    would flywheel after :data:`flight.mission_clock.TONE_TIMEOUT_S` and find its telemetry stale."""
+    topic = TopicMap(sat).telemetry(CLOCK)
+    while True:
+        message = Telemetry(sat=sat, channel=CLOCK, t_s=t_s, at_utc=time.time(), values={RATE: rate, MET_S: t_s})
+        await client.publish(topic, encode(message), qos=0)
+        await asyncio.sleep(period_s)
 
 
 async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str, lock: LockStep | None,
@@ -417,4 +432,4 @@ async def _listen(client: aiomqtt.Client, runner: PlantRunner, topic: str, lock:
             heard.set()
 
 
-__all__ = ["ClockJumps", "LockStep", "Pacer", "PlantRunner", "Sample", "WarpSchedule", "serve"]
+__all__ = ["ClockJumps", "LockStep", "Pacer", "PlantRunner", "Sample", "WarpSchedule", "hold_time", "serve"]

@@ -59,7 +59,7 @@ from hil.link.relay import LinkStats
 from hil.link.report import link_report
 from hil.link.rig import LinkRig
 from hil.link.workload import PassWorkload
-from hil.plant_service import Pacer, WarpSchedule
+from hil.plant_service import Pacer, WarpSchedule, hold_time
 from hil.plant_service import serve as serve_plant
 from hil.scenario import Scenario, load_scenario
 from hil.scoring import ViolationTally, sample_durations
@@ -543,9 +543,11 @@ async def run_sil(
                                 lockstep_s=tlm_period_s)
         plant_task = asyncio.create_task(plant_run)
         workload_task = asyncio.create_task(workload.run())
+        end_t_s: float | None = None
         try:
             await _watch_progress(plant_task, ground, sim_s, workload, progress)
-            pace_slips = (await plant_task).slips
+            pacer = await plant_task
+            pace_slips, end_t_s = pacer.slips, pacer.end_t_s
         finally:
             wall_s = time.monotonic() - wall0
             await workload.stop()
@@ -554,7 +556,14 @@ async def run_sil(
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             if upsets is not None:  # the last flips are found by the next sweeps; their counts go out after
+                # simulated time stands at the run's end meanwhile (without tones flightd's clock would
+                # flywheel on and find its telemetry stale: a SAFE after the run)
+                holding = (asyncio.create_task(hold_time(ground.mqtt, sat, end_t_s, warp))
+                           if end_t_s is not None else None)
                 await asyncio.sleep(2 * scrub_period_s + 1.5)
+                if holding is not None:
+                    holding.cancel()
+                    await asyncio.gather(holding, return_exceptions=True)
             await stop_flightd(flightd)
             await asyncio.sleep(0.5)
             stop_recording.set()
