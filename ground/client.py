@@ -145,6 +145,11 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:20]}"
 
 
+RESULT_REFRESH_S = 15.0
+"""Seconds :meth:`GroundClient.wait_result` waits before asking the broker again for a job's retained
+result (a fresh subscription), and again every as many seconds until its timeout."""
+
+
 class GroundClient:
     """One MQTT connection to the broker serving satellite ``sat``; ``broker`` may list a cluster's
     nodes (``mqtt://a:1883,mqtt://b:1883``): the first that accepts is used, and after a lost
@@ -539,12 +544,28 @@ class GroundClient:
         With ``ack`` the result is acknowledged, so flightd frees it.
         """
         queue = await self._job_queue(job_id)
+        limit_s = timeout_s or self.timeout_s
+        deadline = time.monotonic() + limit_s
+        refreshed = False
         try:
-            fetched = await asyncio.wait_for(self._await_result(queue), timeout_s or self.timeout_s)
-        except TimeoutError:
-            raise GroundError(f"job {job_id}: no result within {timeout_s or self.timeout_s:.0f} s") from None
+            while True:
+                try:
+                    fetched = await asyncio.wait_for(
+                        self._await_result(queue), min(RESULT_REFRESH_S, max(0.0, deadline - time.monotonic())))
+                    break
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise GroundError(f"job {job_id}: no result within {limit_s:.0f} s") from None
+                # A fresh SUBSCRIBE makes the broker send the retained result again: a cluster node
+                # failing over may lose a live delivery (tests/test_nats_cluster.py), never the retained copy.
+                refreshed = True
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self.mqtt.subscribe(self.topics.result(job_id), qos=1)
         finally:
             await self._forget(job_id)
+            if refreshed and self._tracking_all:  # _forget leaves the wildcard's job topics subscribed
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self.mqtt.unsubscribe(self.topics.result(job_id))
         if ack:
             await self.ack(job_id)
         return fetched
