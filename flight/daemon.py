@@ -69,6 +69,7 @@ from flight.governor import Decision, Governor, GovernorConfig, Sample
 from flight.governor.admission import RunningJob, committed_core_s
 from flight.governor.costs import CostModel
 from flight.health import HealthEntry, HealthReport, TaskState
+from flight.inbox import COMMANDS, SEQUENCE_COMMANDS, STATUS, TELEMETRY, UPLINK_PIPES, Inbox
 from flight.journal import JobJournal, JobRecord, JournalFault, StoredCorruption
 from flight.journal_recovery import JOURNAL_FILE, open_journal
 from flight.journal_writer import JournalWriter
@@ -144,8 +145,29 @@ log = logging.getLogger("flightd")
 
 
 LINK_CHECK_IN_S = 0.1
-"""At most this often (s) a publish the broker acknowledged checks the link in with the health table
-(its period is seconds: flight.supervisor); every publish did, a lock and a record copy each, four per job."""
+"""At most this often (s) a publish the broker acknowledged, or a message received, checks the link in with
+the health table (its period is seconds: flight.supervisor); every publish did, a lock and a record copy each,
+four per job."""
+
+COMMAND_SLOTS = 4
+"""Commands being carried out at once (a command may wait for the journal, or for a model to load);
+more wait in their pipe, where a flood sheds the oldest (flight/inbox.py)."""
+
+INBOX_MIN_SERVICE_S = 0.01
+"""While the link has more to read, reading goes first (the inbound pipes shed the oldest, not the
+newest, of a flood); still, a message waiting in a pipe is handled at least this often (s)."""
+
+LINK_BURST = 8
+"""The link counts as reading a burst when this many messages arrived since the inbound pipes' last turn:
+the pipes then wait (:data:`INBOX_MIN_SERVICE_S`); one command alone is served at once."""
+
+INBOX_TURN_S = 0.002
+"""Longest (s) the inbound pipes are served before the link loop reads on (several messages a turn:
+an event loop turn per message would cost more than most handlers)."""
+
+SHED_REPORT_S = 1.0
+"""At most this often (s) what the inbound pipes shed is said (one log line, one event): a flood of
+10,000 messages is a few lines, not 10,000 (the cFS Software Bus filters its pipe-overflow event)."""
 
 RESULT_WRITE_ATTEMPTS = 3
 """Runs of one job whose result the journal refused (storage faults) before the job is ``failed``."""
@@ -264,6 +286,15 @@ class FlightDaemon:
         self._stopping = False
         """A stop has begun: nothing starts any more; submissions are still journaled (as ``queued``)."""
         self._pending: set[asyncio.Task[Any]] = set()
+        self.inbox: Inbox[tuple[str, bytes]] = Inbox(UPLINK_PIPES)
+        """Received messages other than job submissions, (topic, payload), waiting for their handler
+        (:meth:`_inbox_loop`; flight/inbox.py: bounded, served in turn, the oldest shed in a flood)."""
+        self._inbox_ready = asyncio.Event()
+        self._inbox_reported_s = -math.inf
+        self._shed_report_due = False
+        self._arrivals = 0
+        """Messages read from the broker so far (:meth:`_link_busy`)."""
+        self._command_slots = asyncio.Semaphore(COMMAND_SLOTS)
         self._last_heartbeat = 0.0
         self._last_busy = (time.monotonic(), 0.0)
         self.jobs_done = 0
@@ -327,7 +358,8 @@ class FlightDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        tasks = [self._supervised("link", self._link_loop), self._supervised("dispatcher", self._dispatch_loop),
+        tasks = [self._supervised("link", self._link_loop), self._supervised("inbox", self._inbox_loop),
+                 self._supervised("dispatcher", self._dispatch_loop),
                  self._supervised("control", self.control.run), self._supervised("journal probe", self._probe_loop),
                  self._supervised("board", self._board_loop)]
         self.supervisor.wake_each_tick("dispatcher", self._wake.set)
@@ -432,6 +464,9 @@ class FlightDaemon:
         # intake: draining, awaited so that the offline status below is the last retained one
         await self._publish(self.topics.status, encode(self._online_status()), retain=True)
         self._event(EventKind.LIFECYCLE, "flightd stopping", severity="info")
+        drain_until = time.monotonic() + 5
+        while len(self.inbox) and time.monotonic() < drain_until:  # acknowledged already: handled before the stop
+            await asyncio.sleep(0.01)
         if self._running:
             tasks = [r.task for r in self._running.values()]
             _, still = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
@@ -518,10 +553,11 @@ class FlightDaemon:
                     connected_at = time.monotonic()
                     await self._on_connect(client)
                     async for message in client.messages:
-                        self.supervisor.health.check_in("link")
-                        if message.topic.value == self.topics.status and self._rival_status(message.payload):
-                            return  # leave the session at once: take nothing more from it
-                        self._route(message, self._acknowledger(client, message))
+                        if not self._receive(client, message):
+                            return  # a rival's session: leave it at once
+                        while len(client.messages):  # what paho read meanwhile: without aiomqtt's task and wait each
+                            if not self._receive(client, client._queue.get_nowait()):
+                                return
             except aiomqtt.MqttError as exc:
                 if connected_at is not None and time.monotonic() - connected_at >= self.settings.link.stable_s:
                     backoff = self.settings.link.reconnect_min_s  # a connection that held: start again from the minimum
@@ -531,6 +567,16 @@ class FlightDaemon:
                 self._client = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.link.reconnect_max_s)
+
+    def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> bool:
+        """One message read from ``client``: routed (:meth:`_route`); False, and nothing taken, once a
+        rival's status was seen (:meth:`_rival_status`): the session must be left at once."""
+        if self.conflict is not None:
+            return False
+        self._arrivals += 1
+        self._link_works()
+        self._route(message, self._acknowledger(client, message))
+        return True
 
     def _rival_status(self, payload: object) -> bool:
         """True when ``payload`` on our status topic shows a rival (:meth:`_yield_to_rival`). Anything
@@ -595,11 +641,12 @@ class FlightDaemon:
         except aiomqtt.MqttError as exc:
             log.debug("publish to %s failed: %s", topic, exc)
             return False
-        self._link_acknowledged()
+        self._link_works()
         return True
 
-    def _link_acknowledged(self) -> None:
-        """The broker acknowledged a publish: the link works (told the health table ~10 times/s)."""
+    def _link_works(self) -> None:
+        """The broker acknowledged a publish, or a message arrived: the link works (told the health table
+        at most every LINK_CHECK_IN_S)."""
         now = time.monotonic()
         if now - self._link_seen_s >= LINK_CHECK_IN_S:
             self._link_seen_s = now
@@ -623,18 +670,28 @@ class FlightDaemon:
         return task
 
     def _publish_soon(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Publish without waiting for the PUBACK; order of calls is the order on the wire. A
-        failure other than the link's (which :meth:`_publish` absorbs) is logged, not published: an
-        event about a failed publish could fail the same way."""
-        task = asyncio.create_task(self._publish(topic, payload, qos, retain))
-        self._pending.add(task)
+        """Publish without waiting: handed to paho at once (the order of calls is the order on the
+        wire), a QoS 1 one followed to its PUBACK by :class:`~flight.puback.PubackTracker` (no task
+        per message: a flood's refusals are two publishes each). One that fails (no link, no PUBACK
+        within 10 s) is a debug line, not published: an event about a failed publish could fail the
+        same way (a job's states and results go by :meth:`_publish_job`, which sends them again)."""
+        client = self._client
+        if client is None or self.conflict is not None:  # a flightd that yields publishes nothing in the session
+            return
 
-        def done(t: asyncio.Task[Any]) -> None:
-            self._pending.discard(t)
-            if not t.cancelled() and (exc := t.exception()) is not None:
-                log.error("publish to %s failed: %r", topic, exc, exc_info=exc)
+        def done(ok: bool) -> None:
+            if ok:
+                self._link_works()
+            else:
+                log.debug("publish to %s failed (no link, or no PUBACK in time)", topic)
 
-        task.add_done_callback(done)
+        try:
+            if qos == 0:
+                client._client.publish(topic, payload, 0, retain)
+            else:
+                self._pubacks.publish(client, topic, payload, retain, done)
+        except Exception as exc:  # paho refuses the message itself (ValueError): sending it again would fail again
+            log.error("publish to %s failed: %r", topic, exc)
 
     def _publish_state(self, r: JobRecord, retain: bool = True) -> None:
         event = JobStateEvent(
@@ -660,7 +717,7 @@ class FlightDaemon:
 
         def done(ok: bool) -> None:
             if ok:
-                self._link_acknowledged()
+                self._link_works()
             else:
                 self._unsent.add(job_id)
 
@@ -710,34 +767,126 @@ class FlightDaemon:
         return ack
 
     def _route(self, message: aiomqtt.Message, ack: Callable[[], None]) -> None:
-        """Hand an incoming message to its handler; nothing that arrives may take the daemon down.
+        """Take an incoming message; nothing that arrives may take the daemon down.
 
-        ``ack`` acknowledges it to the broker: at once, except a job submission, which
-        :meth:`_on_submit` acknowledges once it is journaled or refused."""
+        A job submission or an upload message is handled here and acknowledged to the broker (``ack``,
+        its PUBACK) once handled: a submission once journaled or refused (:meth:`_on_submit`), an upload
+        chunk once written, so the broker holds back what flightd has not taken yet (an upload is paced
+        by it, and nothing of either is ever shed). Anything else is acknowledged at once and waits in
+        its pipe of :attr:`inbox` for :meth:`_inbox_loop` (the oldest shed in a flood): the broker's
+        queue for this session then holds no backlog that a command would wait behind."""
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         payload = bytes(payload)
         topic = message.topic.value
-        submission = topic == self.topics.job_submit
-        try:
-            if submission:
-                self._on_submit(payload, ack)
-            elif topic == self.topics.command:
-                self._background(self._on_command(payload), "command")
-            elif topic == self.topics.sequence_command:
-                self._background(self._on_command(payload, SequenceCommand), "sequence command")
-            elif topic_matches(topic, self.topics.telemetry_all):
-                self._on_telemetry(payload, topic)
-            elif topic_matches(topic, self.topics.upload_all):
+        if topic == self.topics.job_submit or topic_matches(topic, self.topics.upload_all):
+            try:
+                if topic == self.topics.job_submit:
+                    self._on_submit(payload, ack)
+                    return
                 for out_topic, out_payload in self.uplink.on_message(str(topic), payload):
                     self._publish_soon(out_topic, out_payload)
+            except Exception as exc:
+                log.exception("unhandled error on %s", topic)
+                self._event(EventKind.ERROR, f"internal error handling {topic}: {exc}", severity="error")
+            ack()  # handled, if badly: delivering it again would fail again
+            return
+        ack()
+        if topic == self.topics.command:
+            pipe = COMMANDS
+        elif topic == self.topics.sequence_command:
+            pipe = SEQUENCE_COMMANDS
+        elif topic_matches(topic, self.topics.telemetry_all):
+            pipe = TELEMETRY
+        elif topic == self.topics.status:
+            pipe = STATUS
+        else:
+            return  # not subscribed to
+        self.inbox.put(pipe, (topic, payload), len(payload))
+        self._inbox_ready.set()
+
+    async def _inbox_loop(self) -> None:
+        """Hand what waits in :attr:`inbox` to its handler, in arrival order, in turns of at most
+        :data:`INBOX_TURN_S` between which the link loop reads on; what a pipe shed is reported
+        (:meth:`_report_shed`). While read messages wait for the link loop, reading goes first (so a
+        flood is shed oldest first in the pipes, not queued at the broker), but a turn still comes at
+        least every :data:`INBOX_MIN_SERVICE_S`. A command runs as a task of its own (it may wait for
+        the journal or a model), at most :data:`COMMAND_SLOTS` at once."""
+        served_s, arrivals = time.monotonic(), self._arrivals
+        while True:
+            await self._inbox_ready.wait()
+            now = time.monotonic()
+            if self._link_busy(self._arrivals - arrivals) and now - served_s < INBOX_MIN_SERVICE_S:
+                await asyncio.sleep(0)
+                continue
+            turn_ends_s = now + INBOX_TURN_S
+            while (taken := self.inbox.take()) is not None:
+                await self._handle_inbound(*taken)
+                if time.monotonic() >= turn_ends_s:
+                    break
+            else:
+                self._inbox_ready.clear()
+            served_s, arrivals = time.monotonic(), self._arrivals
+            self._report_shed()
+            await asyncio.sleep(0)  # the link loop reads what arrived meanwhile
+
+    async def _handle_inbound(self, pipe: str, message: tuple[str, bytes]) -> None:
+        """One message from pipe ``pipe`` of :attr:`inbox`, (topic, payload), to its handler; nothing
+        it holds may take the daemon down."""
+        topic, payload = message
+        try:
+            if pipe in (COMMANDS, SEQUENCE_COMMANDS):
+                await self._command_slots.acquire()
+                envelope = Command if pipe == COMMANDS else SequenceCommand
+                self._background(self._command_in_slot(payload, envelope), pipe.rstrip("s"))
+            elif pipe == TELEMETRY:
+                self._on_telemetry(payload, topic)
+            else:
+                self._rival_status(payload)  # a rival's: flightd stops, the link loop takes nothing more
         except Exception as exc:
             log.exception("unhandled error on %s", topic)
             self._event(EventKind.ERROR, f"internal error handling {topic}: {exc}", severity="error")
-            ack()  # handled, if badly: delivering it again would fail again
-        if not submission:
-            ack()
+
+    def _link_busy(self, arrived: int) -> bool:
+        """Whether the link is reading a burst: messages read from the broker wait for the link loop,
+        or ``arrived`` (since the pipes' last turn) reached :data:`LINK_BURST`."""
+        client = self._client
+        return client is not None and (len(client.messages) > 0 or arrived >= LINK_BURST)
+
+    async def _command_in_slot(self, payload: bytes, envelope: type[Command | SequenceCommand]) -> None:
+        try:
+            await self._on_command(payload, envelope)
+        finally:
+            self._command_slots.release()
+
+    def _report_shed(self) -> None:
+        """Say what the pipes shed: at once when the last report is :data:`SHED_REPORT_S` old, else
+        once that much has passed (a timer), so a flood is a line and an event a second, its tail included."""
+        if self._shed_report_due or not any(self.inbox.shed.values()):
+            return
+        wait_s = self._inbox_reported_s + SHED_REPORT_S - time.monotonic()
+        if wait_s > 0:
+            self._shed_report_due = True
+            asyncio.get_running_loop().call_later(wait_s, self._say_shed)
+        else:
+            self._say_shed()
+
+    def _say_shed(self) -> None:
+        """One WARNING line, one ``error`` event and the metric for what the pipes shed since the last."""
+        self._shed_report_due = False
+        shed = self.inbox.take_shed()
+        if not shed:
+            return
+        self._inbox_reported_s = time.monotonic()
+        said = ", ".join(f"{n} {pipe}" for pipe, n in shed.items())
+        text = f"inbound flood: shed {said} (the oldest waiting; pipes full: {self._pipe_depths(shed)})"
+        log.warning("%s", text)
+        self._event(EventKind.ERROR, text, severity="warning", shed=shed)
+        self.metrics.shed(shed)
+
+    def _pipe_depths(self, shed: dict[str, int]) -> str:
+        return ", ".join(f"{pipe} {self.inbox.pipes[pipe].depth}" for pipe in shed)
 
     # ===================================================================================== intake
 
@@ -753,15 +902,18 @@ class FlightDaemon:
         (``queued``). ``ack`` (the broker's PUBACK) is called once the job is journaled or refused, or
         recognised as one journaled already (a redelivery after a restart is not run again)."""
         ack = ack or _nothing
-        claimed_id = peek_field(peek_body(payload), "job_id")  # unverified: only to name a refusal
+
+        def claimed() -> str | None:  # unverified: only to name a refusal (read only for one: a parse)
+            return peek_field(peek_body(payload), "job_id")
+
         if self.storage_fault is not None:
-            self._reject(claimed_id, f"intake paused: {self._intake_state()[1]}; send it again later", len(payload))
+            self._reject(claimed(), f"intake paused: {self._intake_state()[1]}; send it again later", len(payload))
             ack()
             return
         limit = self.settings.link.max_payload_bytes
         if len(payload) > limit:
             reason = f"payload of {len(payload)} bytes exceeds the {limit}-byte limit"
-            self._reject(claimed_id, reason, len(payload))
+            self._reject(claimed(), reason, len(payload))
             ack()
             return
         try:
@@ -770,6 +922,7 @@ class FlightDaemon:
         except ReplayError as exc:
             # Signed and verified, but seen before: a redelivery of a journaled job is answered as a
             # duplicate (its state again, never a second run); anything else is a refused replay.
+            claimed_id = claimed()
             try:
                 journaled = claimed_id is not None and self.journal.get(claimed_id) is not None
             except JournalFault as fault:
@@ -783,7 +936,7 @@ class FlightDaemon:
             ack()
             return
         except AuthError as exc:
-            self._reject(claimed_id, str(exc), len(payload))
+            self._reject(claimed(), str(exc), len(payload))
             ack()
             return
         accepted = False

@@ -19,6 +19,7 @@ for counters). Each metric and what feeds it:
 ``orbitd_board_power_watts``                gauge      compute board power, W (a board probe, else ``power.compute_w``)
 ``orbitd_board_temperature_celsius``        gauge      compute board temperature, °C (a probe, else ``thermal.board_c``)
 ``orbitd_sequence_firings_total{sequence}`` counter    sequence entries fired (jobs submitted by the sequencer)
+``orbitd_inbound_shed_total{pipe}``         counter    messages dropped from a full inbound pipe (flight/inbox.py)
 ==========================================  =========  ==========================================================
 
 Board power and temperature: the daemon feeds them from telemetry (:meth:`FlightMetrics.board`:
@@ -83,6 +84,8 @@ class FlightMetrics:
         self.board_c = Gauge("orbitd_board_temperature_celsius", "compute board temperature, °C", registry=r)
         self.sequence_firings = Counter("orbitd_sequence_firings", "sequence entries fired", ["sequence"],
                                         registry=r)
+        self.inbound_shed = Counter("orbitd_inbound_shed", "received messages dropped from a full inbound pipe",
+                                    ["pipe"], registry=r)
         self.budget_w.set(math.nan)
         self.board_w.set(math.nan)
         self.board_c.set(math.nan)
@@ -141,6 +144,11 @@ class FlightMetrics:
 
     def sequence_fired(self, sequence_id: str) -> None:
         self.sequence_firings.labels(sequence_id).inc()
+
+    def shed(self, by_pipe: Mapping[str, int]) -> None:
+        """Messages dropped from full inbound pipes since the last call, by pipe name."""
+        for pipe, n in by_pipe.items():
+            self.inbound_shed.labels(pipe).inc(n)
 
     # ------------------------------------------------------------------------------ serving
 

@@ -91,7 +91,7 @@ class MosquittoBroker:
                     *self._run_as_invoker(),
                     "set_tcp_nodelay true",
                     f"max_packet_size {self.max_packet_bytes}",
-                    "max_inflight_messages 100",
+                    "max_inflight_messages 1000",
                     "max_queued_messages 100000",
                     *self._persistence(),
                     "log_dest stderr",

@@ -237,7 +237,7 @@ def make_client(
         timeout=timeout_s,
         protocol=aiomqtt.ProtocolVersion.V311,
         socket_options=[NODELAY],
-        max_inflight_messages=100,
+        max_inflight_messages=1000,
         tls_context=None if tls is None else tls.context(),
     )
     client.pending_calls_threshold = 1000  # concurrent QoS 1 publishes are normal here, not a leak
