@@ -278,11 +278,13 @@ def _readable_field(payload: bytes, key: str) -> str | None:
 
 
 class Probe:
-    """A paho client watching ``topics.everything``: every message seen, by topic (thread-safe)."""
+    """A paho client watching what flightd publishes (job states, results, command replies, upload
+    progress, events, status): every message seen, by topic (thread-safe)."""
 
     def __init__(self, host: str, port: int, topics: TopicMap, client_id: str = "fuzz-probe") -> None:
         self.topics = topics
         self.seen: dict[str, list[bytes]] = defaultdict(list)
+        self._unacked: list[paho.MQTTMessageInfo] = []
         self._cond = threading.Condition()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_inflight_messages_set(200)
@@ -297,7 +299,9 @@ class Probe:
             raise RuntimeError(f"no subscription on the broker at {host}:{port}")
 
     def _on_connect(self, *_: Any) -> None:
-        self.client.subscribe(self.topics.everything, qos=1)
+        t = self.topics  # what flightd publishes, not the ground's own messages coming back
+        self.client.subscribe([(f, 1) for f in (t.job_state_all, t.result_all, t.command_reply_all,
+                                                t.upload_progress_all, t.events, t.status)])
 
     def _on_subscribe(self, *_: Any) -> None:
         self._subscribed.set()
@@ -311,6 +315,21 @@ class Probe:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise RuntimeError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
+        if qos:
+            self._unacked.append(info)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until the broker acknowledged every QoS 1 publish so far (the burst is out of the ground's
+        hands: what is left is queued for flightd); False when some were not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self._unacked:
+            if not self._unacked[0].is_published():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.001)
+                continue
+            self._unacked.pop(0)
+        return True
 
     def wait_for(self, predicate: Callable[[dict[str, list[bytes]]], bool], timeout_s: float) -> bool:
         with self._cond:
@@ -412,6 +431,9 @@ async def run(campaign: Campaign) -> dict[str, Any]:
             rss_before = r.rss_mb()["VmRSS"]
             started = time.perf_counter()
             worst_sync_s = send(campaign.messages, WARMUP)
+            if not probe.flush(60.0):
+                raise RuntimeError("the broker did not acknowledge the burst within 60 s")
+            sent_s = time.perf_counter() - started
             ping_s = probe.ping("fuzz-ping-after", timeout_s=60.0)
             burst_s = time.perf_counter() - started
             expected = expected_outputs(0)  # one model: the outputs differ by seed, computed below
@@ -439,6 +461,7 @@ async def run(campaign: Campaign) -> dict[str, Any]:
         "ping_ms_after": None if ping_s is None else round(ping_s * 1e3, 1),
         "refusal_lines": refusal_lines(log_text),
         "burst_s": round(burst_s, 1),
+        "sent_s": round(sent_s, 2),
         "worst_sync_ping_ms": round(worst_sync_s * 1e3, 1),
         "kinds": dict(campaign.kinds),
         "seed": campaign.seed,
