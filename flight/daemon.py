@@ -287,8 +287,9 @@ class FlightDaemon:
         """A stop has begun: nothing starts any more; submissions are still journaled (as ``queued``)."""
         self._pending: set[asyncio.Task[Any]] = set()
         self.inbox: Inbox[tuple[str, bytes]] = Inbox(UPLINK_PIPES)
-        """Received messages other than job submissions, (topic, payload), waiting for their handler
-        (:meth:`_inbox_loop`; flight/inbox.py: bounded, served in turn, the oldest shed in a flood)."""
+        """Received commands, sequence commands, telemetry and status, (topic, payload), waiting for their
+        handler (:meth:`_inbox_loop`; flight/inbox.py: bounded, served in arrival order, the oldest shed in
+        a flood). Job submissions and upload messages are handled by the link loop (:meth:`_route`)."""
         self._inbox_ready = asyncio.Event()
         self._inbox_reported_s = -math.inf
         self._shed_report_due = False
